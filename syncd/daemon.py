@@ -1,0 +1,468 @@
+"""``syncd run``: the engine with a watcher in front.
+
+Phases: start the watchers (before anything else, so no change is missed), reconcile every
+folder (the same plan as ``syncd sync``), then live: events settle in the debouncer, settled
+paths become ops for the engine's workers. A rescan runs every ``rescan_interval`` and whenever
+the watcher reports trouble. SIGTERM/SIGINT drain the transfers in flight for up to
+``GRACE`` seconds; a second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import stat
+import time
+from collections.abc import Callable, Iterator
+
+import watchfiles
+
+from syncd.config import Config
+from syncd.debounce import Debouncer
+from syncd.engine import Batch, Engine, Job, Report
+from syncd.errors import AuthError
+from syncd.planner import Plan, plan_file
+from syncd.remotes.base import Mover
+from syncd.scanner import FolderUnavailable
+from syncd.status import ControlServer, StatusBoard
+from syncd.types import LocalFile, Op, OpKind, Row
+from syncd.uploader import FolderCtx
+from syncd.watcher import FolderWatcher
+
+log = logging.getLogger("syncd.daemon")
+
+GRACE = 10.0  # seconds in-flight transfers get to finish after the first signal
+ROOT_CHECK = 2.0  # seconds between checks of a folder that is unavailable
+
+Key = tuple[int, str]  # (folder index, relative path)
+
+
+class Daemon:
+    def __init__(self, config: Config, *, engine: Engine | None = None) -> None:
+        self.config = config
+        self.engine = engine or Engine(config)
+        self.debouncer: Debouncer[Key] = Debouncer(
+            config.sync.debounce, config.sync.max_delay, self._probe
+        )
+        self.report = Report()
+        self.board = StatusBoard(self)
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._force = asyncio.Event()
+        self._rescan_now: set[int] = set()
+        self._claims: dict[tuple[int, str], Job] = {}
+        self.watchers = [FolderWatcher(ctx.root, self._ignorer(ctx)) for ctx in self.engine.folders]
+        self._deferred: set[Key] = set()
+        self.ready = asyncio.Event()
+        self.started_at = time.time()
+
+    @property
+    def folders(self) -> list[FolderCtx]:
+        return self.engine.folders
+
+    # -- life --------------------------------------------------------------------------------
+    async def serve(self) -> int:
+        """Run until a signal. Returns the exit code (0 after a clean stop)."""
+        async with self.engine, ControlServer(self.board, self.config.sync.state_dir):
+            with self._signals():
+                tasks = [asyncio.create_task(self._watch(i)) for i in range(len(self.folders))]
+                # The watches must be in place before the reconcile scan, or a change made
+                # during the scan could be missed.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        asyncio.gather(*(w.started.wait() for w in self.watchers)), 10
+                    )
+                main = asyncio.create_task(self._main())
+                stop = asyncio.create_task(self._stopping.wait())
+                await asyncio.wait([main, stop], return_when=asyncio.FIRST_COMPLETED)
+                stop.cancel()
+                for w in self.watchers:
+                    w.stop()
+                if not main.done():
+                    main.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await main
+                await self._drain()
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        if self.engine.fatal is not None:
+            log.error("stopped: %s", self.engine.fatal)
+            return 1
+        log.info("stopped cleanly")
+        return 0
+
+    async def _main(self) -> None:
+        # Reconcile every folder, wait for it, then announce readiness and go live.
+        batches = [await self._reconcile(i) for i in range(len(self.folders))]
+        for b in batches:
+            await b.wait()
+        await self.engine.manifest.aflush()
+        self.ready.set()
+        log.info(
+            "ready: %d folder(s) mirrored to %s; watching for changes",
+            len(self.folders),
+            self.config.remote.url,
+        )
+        await asyncio.gather(self._schedule(), self._rescans())
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        sigs = [signal.SIGINT, signal.SIGTERM]
+        installed = []
+        for sig in sigs:
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError):  # Windows: KeyboardInterrupt instead
+                pass
+        try:
+            yield
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self._stopping.is_set():
+            log.warning("second %s: stopping at once", sig.name)
+            self._force.set()
+        else:
+            log.info(
+                "%s: finishing transfers in flight (up to %.0fs), then stopping", sig.name, GRACE
+            )
+            self._stopping.set()
+
+    async def _drain(self) -> None:
+        """Let transfers in flight finish (bounded), abort the rest; commit the manifest."""
+        deadline = time.monotonic() + GRACE
+        while self._claims and time.monotonic() < deadline and not self._force.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._force.wait(), 0.05)
+        if self._claims:
+            log.warning("aborting %d transfer(s) still in flight", len(self._claims))
+        await self.engine.stop_pool()
+        await self.engine.manifest.aflush()
+
+    # -- watching ----------------------------------------------------------------------------
+    @staticmethod
+    def _ignorer(ctx: FolderCtx) -> Callable[[str, bool], bool]:
+        # Looked up at each call: the rules are reloaded when .syncdignore changes.
+        return lambda rel, is_dir: ctx.scanner.ignorer.ignored(rel, is_dir)
+
+    def pending_keys(self) -> list[Key]:
+        """Paths waiting to settle, deferred, or queued/running."""
+        return [*self.debouncer.keys(), *self._deferred, *self._claims]
+
+    async def _watch(self, i: int) -> None:
+        ctx = self.folders[i]
+        w = self.watchers[i]
+        while not self._stopping.is_set():
+            try:
+                ctx.scanner.check_root()
+            except FolderUnavailable as e:
+                w.state = f"folder unavailable: {e}"
+                w.started.set()
+                await self._sleep_or_stop(ROOT_CHECK)
+                continue
+            try:
+                async for batch in w.events():
+                    self._on_events(i, batch)
+                if w.stop_event.is_set():
+                    return
+            except Exception as e:  # the watcher broke: say so, rescan, start again
+                log.error("watching %s failed: %s; rescanning and watching again", ctx.root, e)
+            w.restarts += 1
+            w.state = "restarting"
+            self._request_rescan(i)
+            w.stop_event = asyncio.Event()
+            await self._sleep_or_stop(ROOT_CHECK)
+
+    async def _sleep_or_stop(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    def _on_events(self, i: int, batch: list[tuple[watchfiles.Change, str]]) -> None:
+        if not batch:
+            return
+        now = time.monotonic()
+        for change, rel in batch:
+            if rel == "":
+                # The folder itself was deleted, replaced or re-created: rescan it.
+                self._request_rescan(i)
+                if change == watchfiles.Change.deleted:
+                    self.watchers[i].stop()  # watch again when it is back
+                continue
+            if rel == ".syncdignore":
+                self._request_rescan(i)
+            self.debouncer.touch((i, rel), now)
+        self._wake.set()
+
+    def _probe(self, key: Key) -> object:
+        i, rel = key
+        try:
+            st = os.lstat(os.path.join(self.folders[i].root, rel))
+        except OSError:
+            return None
+        return (st.st_size, st.st_mtime_ns, st.st_mode)
+
+    def _request_rescan(self, i: int) -> None:
+        self._rescan_now.add(i)
+        self._wake.set()
+
+    # -- scheduling --------------------------------------------------------------------------
+    async def _schedule(self) -> None:
+        while True:
+            deadline = self.debouncer.next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            for i in sorted(self._rescan_now):
+                self._rescan_now.discard(i)
+                await self._reconcile(i)
+            due = self.debouncer.pop_due(time.monotonic())
+            if due:
+                await self._dispatch(due)
+
+    async def _rescans(self) -> None:
+        interval = self.config.sync.rescan_interval
+        if interval <= 0:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            for i in range(len(self.folders)):
+                self._request_rescan(i)
+
+    async def _reconcile(self, i: int) -> Batch:
+        """A full scan of folder ``i``; its ops go to the workers. Returns their batch."""
+        ctx = self.folders[i]
+        batch = Batch()
+        plan = await self.engine.plan(ctx, self.report)
+        if plan is None or plan.empty:
+            return batch
+        await self.engine.load_hints(ctx, plan)
+        await self._submit_plan(i, plan, batch)
+        return batch
+
+    async def _submit_plan(self, i: int, plan: Plan, batch: Batch | None = None) -> None:
+        for op in [*plan.uploads, *plan.deletes]:
+            await self._submit(i, op, batch)
+
+    def _busy(self, i: int, rel: str) -> bool:
+        """Is an op for ``rel``, an ancestor or a descendant of it already queued or running?"""
+        if (i, rel) in self._claims:
+            return True
+        parts = rel.split("/")
+        for n in range(1, len(parts)):
+            if (i, "/".join(parts[:n])) in self._claims:
+                return True
+        prefix = rel + "/"
+        return any(ci == i and r.startswith(prefix) for ci, r in self._claims)
+
+    async def _submit(self, i: int, op: Op, batch: Batch | None = None) -> None:
+        key = (i, op.rel)
+        if self._busy(i, op.rel) or (op.dest is not None and self._busy(i, op.dest)):
+            self._deferred.add(key)  # looked at again once the op in the way is done
+            return
+        job = Job(self.folders[i], op, self.report, batch, self._on_changed, self._on_done)
+        self._claims[key] = job
+        if op.dest is not None:
+            self._claims[(i, op.dest)] = job
+        if batch is not None:
+            batch.add()
+        try:
+            await self.engine.submit(job)
+        except AuthError:
+            self._on_done(job)
+            if batch is not None:
+                batch.done()
+            self._stopping.set()
+
+    def _index(self, ctx: FolderCtx) -> int:
+        return self.folders.index(ctx)
+
+    def _on_done(self, job: Job) -> None:
+        i = self._index(job.ctx)
+        self._claims.pop((i, job.op.rel), None)
+        if job.op.dest is not None:
+            self._claims.pop((i, job.op.dest), None)
+        if self.engine.fatal is not None:
+            self._stopping.set()
+        if self._deferred:
+            now = time.monotonic()
+            for key in self._deferred:
+                self.debouncer.touch(key, now)
+            self._deferred.clear()
+            self._wake.set()
+
+    def _on_changed(self, job: Job) -> None:
+        self.debouncer.touch((self._index(job.ctx), job.op.rel), time.monotonic())
+        self._wake.set()
+
+    async def _dispatch(self, due: list[Key]) -> None:
+        """Turn settled paths into ops: uploads, deletes, directory scans, moves."""
+        by_folder: dict[int, list[str]] = {}
+        for i, rel in due:
+            by_folder.setdefault(i, []).append(rel)
+        for i, rels in by_folder.items():
+            await self._dispatch_folder(i, rels)
+
+    async def _dispatch_folder(self, i: int, rels: list[str]) -> None:
+        ctx = self.folders[i]
+        try:
+            ctx.scanner.check_root()
+        except FolderUnavailable as e:
+            log.error("folder %s: %s; nothing sent, nothing deleted", ctx.remote_path, e)
+            return
+        rows = self.engine.manifest.rows(ctx.scope)
+        ignored = ctx.scanner.ignorer.ignored
+        uploads: dict[str, LocalFile] = {}
+        gone_files: dict[str, Row] = {}
+        gone_dirs: dict[str, list[Row]] = {}
+        for rel in rels:
+            if self._busy(i, rel):
+                self._deferred.add((i, rel))
+                continue
+            st = _lstat_exact(ctx, rel)
+            if st is None:
+                if rel in rows:
+                    gone_files[rel] = rows[rel]
+                else:
+                    prefix = rel + "/"
+                    under = [r for p, r in rows.items() if p.startswith(prefix)]
+                    if under:
+                        gone_dirs[rel] = under
+            elif stat.S_ISDIR(st.st_mode):
+                if ignored(rel, True):
+                    continue
+                # A directory appeared (or changed): its files may have no events of their own.
+                try:
+                    scan = await asyncio.to_thread(ctx.scanner.scan, rel)
+                except FolderUnavailable:
+                    continue
+                self.report.failed += scan.problems
+                for r, lf in scan.files.items():
+                    if plan_file(lf, rows.get(r)) is OpKind.UPLOAD:
+                        uploads[r] = lf
+                prefix = rel + "/"
+                for p, row in rows.items():
+                    if (
+                        p.startswith(prefix)
+                        and p not in scan.files
+                        and not ignored(p)
+                        and not any(p == d or p.startswith(d + "/") for d in scan.incomplete)
+                    ):
+                        gone_files[p] = row
+            elif stat.S_ISREG(st.st_mode):
+                if ignored(rel):
+                    continue
+                lf = LocalFile(rel, st.st_size, st.st_mtime_ns)
+                if plan_file(lf, rows.get(rel)) is OpKind.UPLOAD:
+                    uploads[rel] = lf
+            else:
+                ctx.scanner.warn_special(rel, st.st_mode)
+        # A deleted directory covers the files and directories under it.
+        for d in list(gone_dirs):
+            for p in [p for p in gone_files if p.startswith(d + "/")]:
+                del gone_files[p]
+            for p in [p for p in gone_dirs if p.startswith(d + "/")]:
+                del gone_dirs[p]
+        if not ctx.scanner.folder.delete:
+            gone_files.clear()
+            gone_dirs.clear()
+        ops = self._moves(ctx, rows, uploads, gone_files, gone_dirs)
+        ops += [Op(OpKind.DELETE, d) for d in gone_dirs]
+        ops += [Op(OpKind.DELETE, r, row=row) for r, row in gone_files.items()]
+        ops += [Op(OpKind.UPLOAD, r, local=lf, row=rows.get(r)) for r, lf in uploads.items()]
+        for op in ops:
+            await self._submit(i, op)
+
+    def _moves(
+        self,
+        ctx: FolderCtx,
+        rows: dict[str, Row],
+        uploads: dict[str, LocalFile],
+        gone_files: dict[str, Row],
+        gone_dirs: dict[str, list[Row]],
+    ) -> list[Op]:
+        """Pair deletes with creates of the same content: renames become server-side moves.
+
+        A rename keeps a file's size and mtime (to the nanosecond): that is the match, for a
+        single file and for every file of a renamed directory.
+        """
+        if not isinstance(self.engine.remote, Mover):
+            return []
+        moves: list[Op] = []
+        new = {r: lf for r, lf in uploads.items() if r not in rows}
+        for d, under in list(gone_dirs.items()):
+            want = {(p[len(d) + 1 :], r.size, r.mtime_ns) for p, r in ((r.rel, r) for r in under)}
+            for cand in {r.rsplit("/", 1)[0] if "/" in r else "" for r in new}:
+                if not cand or cand in rows:
+                    continue
+                top = _top_new_dir(cand, new, rows)
+                have = {
+                    (r[len(top) + 1 :], lf.size, lf.mtime_ns)
+                    for r, lf in new.items()
+                    if r.startswith(top + "/")
+                }
+                if have == want:
+                    moves.append(Op(OpKind.MOVE, d, dest=top))
+                    del gone_dirs[d]
+                    for r in [r for r in new if r.startswith(top + "/")]:
+                        del new[r]
+                        del uploads[r]
+                    break
+        by_sig: dict[tuple[int, int], list[str]] = {}
+        for r, lf in new.items():
+            by_sig.setdefault((lf.size, lf.mtime_ns), []).append(r)
+        for rel, row in list(gone_files.items()):
+            cands = by_sig.get((row.size, row.mtime_ns))
+            if cands:
+                dest = cands.pop(0)
+                moves.append(Op(OpKind.MOVE, rel, row=row, dest=dest))
+                del gone_files[rel]
+                del uploads[dest]
+        return moves
+
+    # -- status ------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, object]:
+        return self.board.snapshot()
+
+
+def _top_new_dir(d: str, new: dict[str, LocalFile], rows: dict[str, Row]) -> str:
+    """The highest ancestor of ``d`` that holds only new files (the renamed directory)."""
+    parts = d.split("/")
+    top = d
+    for n in range(len(parts) - 1, 0, -1):
+        anc = "/".join(parts[:n])
+        if any(p.startswith(anc + "/") for p in rows):
+            break
+        top = anc
+    return top
+
+
+def _lstat_exact(ctx: FolderCtx, rel: str) -> os.stat_result | None:
+    """lstat that also checks the name's exact case (case-insensitive filesystems)."""
+    path = os.path.join(ctx.root, rel)
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    parent, name = os.path.split(path)
+    try:
+        if name not in os.listdir(parent):
+            return None  # only a differently-cased name exists (a case-only rename)
+    except OSError:
+        return None
+    return st
+
+
+async def run(config: Config) -> int:
+    return await Daemon(config).serve()
+
+
+__all__ = ["Daemon", "run"]

@@ -1,0 +1,472 @@
+"""The engine: scan, plan, upload, delete, commit. ``syncd sync`` runs one pass of it and
+``syncd run`` runs the same passes with a watcher in front; there is no second code path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from syncd.config import Config, FolderConfig
+from syncd.errors import (
+    AuthError,
+    RemoteError,
+    SourceChanged,
+    SourceError,
+    TransientError,
+    Unreachable,
+)
+from syncd.hashing import ReadStats, hash_path
+from syncd.manifest import Manifest
+from syncd.planner import Plan, plan_folder
+from syncd.retry import RetryPolicy
+from syncd.scanner import FolderUnavailable, Scanner
+from syncd.types import LocalFile, Op, OpKind, Problem, RemoteEntry
+from syncd.uploader import FolderCtx, Outcome, Throttle, Uploader
+
+if TYPE_CHECKING:
+    from syncd.remotes.base import Remote
+
+log = logging.getLogger("syncd.engine")
+
+FLUSH_EVERY = 0.5  # seconds between manifest commits while transfers run
+CHANGED_RETRIES = 3  # a file that keeps changing while it is sent, in one pass
+
+
+class Progress:
+    """Receives progress from a pass. The default does nothing; the CLI draws a bar."""
+
+    def start(self, files: int, nbytes: int) -> None: ...
+
+    def advance(self, nbytes: int) -> None: ...
+
+    def file_done(self, rel: str) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class Report:
+    """What a pass did. ``failed`` lists every path that could not be mirrored, with why."""
+
+    uploaded: int = 0
+    deleted: int = 0
+    moved: int = 0
+    unchanged: int = 0
+    refreshed: int = 0
+    adopted: int = 0
+    bytes_sent: int = 0
+    failed: list[Problem] = field(default_factory=list)
+    planned: list[str] = field(default_factory=list)  # for --dry-run
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+
+    @property
+    def seconds(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+    def summary(self) -> str:
+        secs = self.seconds
+        rate = self.bytes_sent / secs / 1e6 if secs > 0 else 0.0
+        return (
+            f"uploaded {self.uploaded}, deleted {self.deleted}, "
+            + (f"moved {self.moved}, " if self.moved else "")
+            + f"unchanged {self.unchanged + self.refreshed + self.adopted}, "
+            f"failed {len(self.failed)}, {_human(self.bytes_sent)} in {secs:.2f}s ({rate:.1f} MB/s)"
+        )
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+@dataclass
+class VerifyReport:
+    identical: int = 0
+    missing: list[str] = field(default_factory=list)  # local, not on the remote
+    extra: list[str] = field(default_factory=list)  # on the remote, not local
+    different: list[str] = field(default_factory=list)
+    failed: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.extra or self.different or self.failed)
+
+
+@dataclass(eq=False)
+class Job:
+    """One op queued for the workers, with where to report it."""
+
+    ctx: FolderCtx
+    op: Op
+    report: Report
+    batch: Batch | None = None
+    on_changed: Callable[[Job], None] | None = None  # live mode: re-queue after it settles
+    on_done: Callable[[Job], None] | None = None
+    sent: int = 0  # bytes sent so far (for status)
+    started: float = 0.0
+
+
+class Batch:
+    """Counts a group of jobs so that a pass can wait for all of them."""
+
+    def __init__(self) -> None:
+        self._left = 0
+        self._event = asyncio.Event()
+        self._event.set()
+
+    def add(self) -> None:
+        self._left += 1
+        self._event.clear()
+
+    def done(self) -> None:
+        self._left -= 1
+        if self._left <= 0:
+            self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
+def _sent_by(job: Job) -> Callable[[int], None]:
+    def add(n: int) -> None:
+        job.sent += n
+
+    return add
+
+
+def scope_of(config: Config, folder: FolderConfig) -> str:
+    """The manifest key of a folder: which remote, and where on it."""
+    return f"{config.remote.kind}:{config.remote.url.rstrip('/')}/#{folder.remote_path}"
+
+
+class Engine:
+    """Owns the manifest, the remote (opened on first use) and the folders' scanners."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        progress: Progress | None = None,
+        policy: RetryPolicy | None = None,
+        remote: Remote | None = None,
+    ) -> None:
+        self.config = config
+        self.progress = progress or Progress()
+        self.policy = policy or RetryPolicy()
+        self.stats = ReadStats()
+        self.throttle = Throttle(config.sync.bwlimit)
+        self._remote = remote
+        self._manifest: Manifest | None = None
+        self.folders = [
+            FolderCtx(f.path, f.remote_path, scope_of(config, f), Scanner(f))
+            for f in config.folders
+        ]
+        self.bytes_sent = 0
+        self._workers: list[asyncio.Task[None]] = []
+        self._queue: asyncio.Queue[Job] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._flush_stop: asyncio.Event | None = None
+        self.inflight: dict[tuple[str, str], Job] = {}
+        #: Set when the remote refused our credentials: nothing more is attempted.
+        self.fatal: AuthError | None = None
+        #: Set when the remote could not be reached after all retries (`syncd sync` stops trying).
+        self.unreachable: Unreachable | None = None
+
+    # -- resources ---------------------------------------------------------------------------
+    async def __aenter__(self) -> Engine:
+        self._manifest = Manifest.in_state_dir(self.config.sync.state_dir)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop_pool()
+        try:
+            if self._manifest is not None:
+                await self._manifest.aflush()
+                self._manifest.close()
+        finally:
+            if self._remote is not None:
+                await self._remote.aclose()
+
+    @property
+    def manifest(self) -> Manifest:
+        assert self._manifest is not None, "use Engine as an async context manager"
+        return self._manifest
+
+    @property
+    def remote(self) -> Remote:
+        """The remote, created on first use (a pass with nothing to send never imports aiohttp)."""
+        if self._remote is None:
+            from syncd.remotes import open_remote
+
+            self._remote = open_remote(self.config.remote, self.config.sync.concurrency)
+        return self._remote
+
+    def _uploader(self) -> Uploader:
+        return Uploader(
+            self.remote, self.manifest, self.policy, self.stats, self.throttle, self._on_bytes
+        )
+
+    def _on_bytes(self, n: int) -> None:
+        self.bytes_sent += n
+        self.progress.advance(n)
+
+    # -- one pass ----------------------------------------------------------------------------
+    async def sync(self, *, dry_run: bool = False) -> Report:
+        """Reconcile every folder once. Raises AuthError if the remote refuses the token."""
+        report = Report()
+        try:
+            for ctx in self.folders:
+                await self.reconcile(ctx, report, dry_run=dry_run)
+        finally:
+            self.progress.stop()
+            report.finished = time.monotonic()
+        return report
+
+    async def reconcile(self, ctx: FolderCtx, report: Report, *, dry_run: bool = False) -> None:
+        """Scan one folder, compare with the manifest, upload and delete what differs."""
+        plan = await self.plan(ctx, report)
+        if plan is None:
+            return
+        if dry_run:
+            report.planned += [f"upload {ctx.remote_path}/{op.rel}" for op in plan.uploads]
+            report.planned += [f"delete {ctx.remote_path}/{op.rel}" for op in plan.deletes]
+            return
+        if plan.empty:
+            return
+        await self.load_hints(ctx, plan)
+        try:
+            await self.execute(ctx, plan, report)
+        finally:
+            ctx.remote_hints = {}
+            await self.manifest.aflush()
+
+    async def plan(self, ctx: FolderCtx, report: Report) -> Plan | None:
+        """Scan one folder and compare it with the manifest (None: the folder is unavailable)."""
+        try:
+            scan = await asyncio.to_thread(ctx.scanner.scan)
+        except FolderUnavailable as e:
+            report.failed.append(Problem(ctx.remote_path, f"{e}: nothing sent, nothing deleted"))
+            log.error("folder %s: %s; nothing sent, nothing deleted", ctx.remote_path, e)
+            return None
+        report.failed += [Problem(f"{ctx.remote_path}/{p.path}", p.reason) for p in scan.problems]
+        plan = plan_folder(
+            scan.files,
+            self.manifest.rows(ctx.scope),
+            delete=ctx.scanner.folder.delete,
+            ignored=ctx.scanner.ignorer.ignored,
+            incomplete=scan.incomplete,
+        )
+        for p in plan.held_back:
+            report.failed.append(Problem(ctx.remote_path, p.reason))
+            log.error("folder %s: %s", ctx.remote_path, p.reason)
+        report.unchanged += plan.unchanged
+        return plan
+
+    async def load_hints(self, ctx: FolderCtx, plan: Plan) -> None:
+        """With no manifest rows (first run, or a lost manifest), learn what the remote holds,
+        so that identical files are adopted instead of sent again."""
+        if plan.uploads and not self.manifest.rows(ctx.scope):
+            ctx.remote_hints = await self._remote_listing(ctx)
+
+    async def _remote_listing(self, ctx: FolderCtx) -> dict[str, RemoteEntry]:
+        """What the remote already holds (to adopt identical files instead of sending them)."""
+        if not getattr(self.remote, "lists_digests", False):
+            return {}
+        try:
+            return {e.path: e async for e in self.remote.list(ctx.remote_path)}
+        except TransientError as e:
+            log.warning("could not list %s (%s); sending everything", ctx.remote_path, e)
+            return {}
+
+    async def execute(self, ctx: FolderCtx, plan: Plan, report: Report) -> None:
+        """Run the plan's uploads, then its deletes, ``concurrency`` at a time."""
+        total = sum(op.local.size for op in plan.uploads if op.local)
+        self.progress.start(len(plan.uploads), total)
+        before = self.bytes_sent
+        await self.run_ops(ctx, plan.uploads, report)
+        await self.run_ops(ctx, plan.deletes, report)
+        report.bytes_sent += self.bytes_sent - before
+
+    # -- the worker pool ---------------------------------------------------------------------
+    def _start_pool(self) -> None:
+        if self._workers:
+            return
+        self._uploader_ = self._uploader()
+        self._queue = asyncio.Queue(maxsize=2 * self.config.sync.concurrency)
+        self._flush_stop = asyncio.Event()
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"syncd-worker-{i}")
+            for i in range(self.config.sync.concurrency)
+        ]
+        self._flusher = asyncio.create_task(self._flush_loop(self._flush_stop))
+
+    async def stop_pool(self) -> None:
+        for t in self._workers:
+            t.cancel()
+        if self._workers:
+            await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
+        if self._flusher is not None:
+            assert self._flush_stop is not None
+            self._flush_stop.set()
+            await self._flusher
+            self._flusher = None
+
+    async def submit(self, job: Job) -> None:
+        """Queue one op for the workers; waits while the queue is full (backpressure)."""
+        if self.fatal is not None:
+            raise self.fatal
+        self._start_pool()
+        assert self._queue is not None
+        await self._queue.put(job)
+
+    async def run_ops(self, ctx: FolderCtx, ops: Iterable[Op], report: Report) -> None:
+        """Run ``ops`` on the workers, ``concurrency`` at a time, and wait for all of them."""
+        batch = Batch()
+        for op in ops:
+            batch.add()
+            await self.submit(Job(ctx, op, report, batch))
+        await batch.wait()
+        if self.fatal is not None:
+            raise self.fatal
+
+    async def _work(self) -> None:
+        assert self._queue is not None
+        while True:
+            job = await self._queue.get()
+            key = (job.ctx.scope, job.op.rel)
+            self.inflight[key] = job
+            job.started = time.monotonic()
+            try:
+                if self.fatal is None:
+                    await self._one(self._uploader_, job)
+            except AuthError as e:
+                self.fatal = e
+                log.error("%s", e)
+            finally:
+                self.inflight.pop(key, None)
+                if job.batch is not None:
+                    job.batch.done()
+                if job.on_done is not None:
+                    job.on_done(job)
+
+    async def _flush_loop(self, stop: asyncio.Event) -> None:
+        """Commit staged manifest rows every FLUSH_EVERY seconds while transfers run."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), FLUSH_EVERY)
+            if self.manifest.pending:
+                await self.manifest.aflush()
+
+    async def _one(self, uploader: Uploader, job: Job) -> None:
+        """Carry out one op; record its outcome in the report; never raise but AuthError."""
+        ctx, op, report = job.ctx, job.op, job.report
+        name = f"{ctx.remote_path}/{op.rel}"
+        if self.unreachable is not None and job.on_changed is None:
+            # One pass: once the server could not be reached after every retry, the other
+            # files fail at once with the same reason instead of each retrying in turn.
+            report.failed.append(Problem(name, f"not sent: {self.unreachable}"))
+            return
+        for attempt in range(1, CHANGED_RETRIES + 1):
+            try:
+                if op.kind is OpKind.DELETE:
+                    await uploader.delete(ctx, op)
+                    report.deleted += 1
+                    return
+                if op.kind is OpKind.MOVE:
+                    assert op.dest is not None
+                    await uploader.move(ctx, op)
+                    report.moved += 1
+                    return
+                outcome = await uploader.upload(ctx, op, progress=_sent_by(job))
+                self.progress.file_done(op.rel)
+                if outcome == Outcome.UPLOADED:
+                    report.uploaded += 1
+                elif outcome == Outcome.REFRESHED:
+                    report.refreshed += 1
+                else:
+                    report.adopted += 1
+                return
+            except SourceChanged as e:
+                if job.on_changed is not None:
+                    job.on_changed(job)  # the daemon waits for the file to settle again
+                    return
+                now = ctx.scanner.stat(op.rel)
+                if now is None:
+                    log.warning("%s vanished before it was sent; skipped", name)
+                    return
+                if attempt == CHANGED_RETRIES:
+                    report.failed.append(Problem(name, f"{e.problem} (kept changing; not sent)"))
+                    return
+                log.info("%s: %s; sending again", name, e.problem)
+                await asyncio.sleep(self.config.sync.debounce)
+                op = job.op = Op(op.kind, op.rel, local=now, row=op.row)
+            except SourceError as e:
+                report.failed.append(Problem(name, e.problem))
+                log.error("%s: %s", name, e.problem)
+                return
+            except AuthError:
+                raise
+            except RemoteError as e:
+                if isinstance(e, Unreachable):
+                    self.unreachable = e
+                report.failed.append(Problem(name, str(e)))
+                log.error("%s", e)
+                return
+
+    # -- verify ------------------------------------------------------------------------------
+    async def verify(self) -> VerifyReport:
+        """Compare every local file with the remote's listing, by size and sha-256."""
+        out = VerifyReport()
+        for ctx in self.folders:
+            try:
+                scan = await asyncio.to_thread(ctx.scanner.scan)
+            except FolderUnavailable as e:
+                out.failed.append(Problem(ctx.remote_path, str(e)))
+                continue
+            out.failed += [Problem(f"{ctx.remote_path}/{p.path}", p.reason) for p in scan.problems]
+            remote = {e.path: e async for e in self.remote.list(ctx.remote_path)}
+            local = await self._hash_all(ctx, scan.files.values(), out)
+            for rel, sha in sorted(local.items()):
+                name = f"{ctx.remote_path}/{rel}"
+                entry = remote.pop(rel, None)
+                if entry is None:
+                    out.missing.append(name)
+                elif entry.sha256 != sha[0] or entry.size != sha[1]:
+                    out.different.append(name)
+                else:
+                    out.identical += 1
+            out.extra += sorted(f"{ctx.remote_path}/{rel}" for rel in remote)
+        return out
+
+    async def _hash_all(
+        self, ctx: FolderCtx, files: Iterable[LocalFile], out: VerifyReport
+    ) -> dict[str, tuple[str, int]]:
+        sem = asyncio.Semaphore(max(2, self.config.sync.concurrency))
+        result: dict[str, tuple[str, int]] = {}
+
+        async def one(lf: LocalFile) -> None:
+            async with sem:
+                try:
+                    sha = await asyncio.to_thread(hash_path, ctx.root / lf.rel, lf, self.stats)
+                    result[lf.rel] = (sha, lf.size)
+                except SourceError as e:
+                    out.failed.append(Problem(f"{ctx.remote_path}/{lf.rel}", e.problem))
+
+        async with asyncio.TaskGroup() as tg:
+            for lf in files:
+                tg.create_task(one(lf))
+        return result
+
+
+__all__ = ["Engine", "Progress", "Report", "VerifyReport", "scope_of"]

@@ -1,0 +1,76 @@
+"""One error tree for syncd.
+
+Library code raises these; only ``syncd.cli.main`` turns them into messages and exit codes.
+Whether a remote failure is worth retrying is carried by its class (``TransientError`` or
+``PermanentError``), so the retry policy in ``syncd.retry`` never has to look at a remote's type.
+"""
+
+from __future__ import annotations
+
+
+class SyncdError(Exception):
+    """Root of every error syncd raises on purpose."""
+
+
+class ConfigError(SyncdError):
+    """The config file (or a flag) is wrong. Always names the file, the key and the problem."""
+
+    def __init__(self, file: object, key: str | None, problem: str) -> None:
+        self.file = str(file)
+        self.key = key
+        self.problem = problem
+        where = f"{self.file}: {key}: " if key else f"{self.file}: "
+        super().__init__(where + problem)
+
+
+class ManifestError(SyncdError):
+    """The local manifest cannot be opened, read or written."""
+
+
+class SourceError(SyncdError, OSError):
+    """A local file could not be read as it was planned (vanished, unreadable, changed)."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class SourceChanged(SourceError):
+    """The file changed while it was being read or sent: send it again once it settles."""
+
+
+class RemoteError(SyncdError):
+    """A remote failed. Use the subclasses: they decide whether to retry."""
+
+    def __init__(self, message: str, *, path: str | None = None, status: int | None = None):
+        self.path = path
+        self.status = status
+        super().__init__(message)
+
+
+class TransientError(RemoteError):
+    """Worth retrying later: connection refused or reset, timeouts, 5xx, 429, 507."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, path=path, status=status)
+        self.retry_after = retry_after
+
+
+class Unreachable(TransientError):
+    """The remote cannot be reached at all (connection refused, no route, DNS failure)."""
+
+
+class PermanentError(RemoteError):
+    """Retrying the same request cannot help (400, 403, 404, 409, 413, ...)."""
+
+
+class AuthError(PermanentError):
+    """The remote refused our credentials (401): nothing will work until the user fixes them."""

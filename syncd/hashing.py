@@ -1,0 +1,207 @@
+"""Reading local files for upload: sha-256 computed from the very bytes that are sent.
+
+Small files are read whole in one worker-thread call (read + hash together). Large files are
+streamed in 1 MiB chunks, each read and hashed in a worker thread (hashlib releases the GIL)
+while the previous chunk is on the wire; memory stays at a few chunks whatever the file's size.
+Files are opened with O_NOFOLLOW | O_NONBLOCK and checked to be regular files after opening, so a
+path swapped for a symlink or a FIFO since the scan is refused instead of followed or hung on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import stat
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from syncd.errors import SourceChanged, SourceError
+from syncd.types import LocalFile
+
+CHUNK = 1 << 20  # 1 MiB: large enough that the thread hop per chunk costs nothing
+SMALL = 1 << 20  # files up to this size are read into memory and sent in one request
+
+_O_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+_O_FLAGS |= getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+@dataclass
+class ReadStats:
+    """Counts what was read from disk (a no-op pass must read nothing)."""
+
+    files: int = 0
+    bytes: int = 0
+
+
+def _open(path: Path, expect: LocalFile) -> tuple[int, os.stat_result]:
+    """Open ``path`` for reading; refuse anything but the regular file the scan saw."""
+    try:
+        fd = os.open(path, _O_FLAGS)
+    except FileNotFoundError:
+        raise SourceChanged(expect.rel, "vanished before it could be read") from None
+    except OSError as e:
+        if e.errno == getattr(os, "ELOOP", -1):
+            raise SourceError(expect.rel, "became a symbolic link (not followed)") from None
+        raise SourceError(expect.rel, f"cannot open: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SourceError(expect.rel, "is no longer a regular file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def _same(st: os.stat_result, expect: LocalFile) -> bool:
+    return st.st_size == expect.size and st.st_mtime_ns == expect.mtime_ns
+
+
+def digest_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def hash_path(path: Path, expect: LocalFile, stats: ReadStats | None = None) -> str:
+    """sha-256 of a file (blocking: call in a thread). Raises SourceChanged if it changed."""
+    fd, st = _open(path, expect)
+    try:
+        if not _same(st, expect):
+            raise SourceChanged(expect.rel, "changed since it was scanned")
+        h = hashlib.sha256()
+        n = 0
+        while chunk := os.read(fd, CHUNK):
+            h.update(chunk)
+            n += len(chunk)
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if stats is not None:
+        stats.files += 1
+        stats.bytes += n
+    if n != expect.size or not _same(after, expect):
+        raise SourceChanged(expect.rel, "changed while it was being read")
+    return h.hexdigest()
+
+
+@dataclass
+class Source:
+    """A local file being uploaded, as the remotes see it.
+
+    ``data``/``sha256`` are set for small files (read whole before sending). For large files
+    ``chunks()`` streams the body and ``sha256`` is known once it is exhausted.
+    ``check_unchanged()`` raises SourceChanged if the file differs from what was read.
+    """
+
+    path: Path
+    local: LocalFile
+    data: bytes | None = None
+    sha256: str | None = None
+    stats: ReadStats | None = None
+    on_bytes: Callable[[int], None] | None = None
+    throttle: Callable[[int], float] | None = None
+    _sent: int = field(default=0, init=False)
+
+    @property
+    def rel(self) -> str:
+        return self.local.rel
+
+    @property
+    def size(self) -> int:
+        return self.local.size
+
+    @classmethod
+    async def open(
+        cls,
+        path: Path,
+        local: LocalFile,
+        *,
+        stats: ReadStats | None = None,
+        on_bytes: Callable[[int], None] | None = None,
+        throttle: Callable[[int], float] | None = None,
+    ) -> Source:
+        """Prepare an upload. Small files are read and hashed now, in one thread hop."""
+        src = cls(path, local, stats=stats, on_bytes=on_bytes, throttle=throttle)
+        if local.size <= SMALL:
+            src.data, src.sha256 = await asyncio.to_thread(src._read_whole)
+        return src
+
+    def _read_whole(self) -> tuple[bytes, str]:
+        fd, st = _open(self.path, self.local)
+        try:
+            if not _same(st, self.local):
+                raise SourceChanged(self.rel, "changed since it was scanned")
+            data = os.read(fd, self.local.size + 1) if self.local.size else b""
+            while len(data) <= self.local.size and (more := os.read(fd, CHUNK)):
+                data += more
+        finally:
+            os.close(fd)
+        if self.stats is not None:
+            self.stats.files += 1
+            self.stats.bytes += len(data)
+        if len(data) != self.local.size:
+            raise SourceChanged(self.rel, "changed while it was being read")
+        return data, hashlib.sha256(data).hexdigest()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The file's bytes in 1 MiB chunks; reads one chunk ahead in a worker thread."""
+        if self.data is not None:
+            yield self.data
+            return
+        fd, st = await asyncio.to_thread(_open, self.path, self.local)
+        h = hashlib.sha256()
+        self.sha256 = None
+        remaining = self.local.size
+
+        def read(n: int) -> bytes:
+            buf = os.read(fd, n)
+            while buf and len(buf) < n:
+                more = os.read(fd, n - len(buf))
+                if not more:
+                    break
+                buf += more
+            h.update(buf)
+            return buf
+
+        loop = asyncio.get_running_loop()
+        try:
+            if not _same(st, self.local):
+                raise SourceChanged(self.rel, "changed since it was scanned")
+            pending = loop.run_in_executor(None, read, min(CHUNK, remaining)) if remaining else None
+            while pending is not None:
+                buf = await pending
+                pending = None
+                if not buf:
+                    raise SourceChanged(self.rel, "shrank while it was being sent")
+                remaining -= len(buf)
+                if remaining > 0:
+                    pending = loop.run_in_executor(None, read, min(CHUNK, remaining))
+                if self.stats is not None:
+                    self.stats.bytes += len(buf)
+                yield buf
+                self._sent += len(buf)
+                if self.on_bytes is not None:
+                    self.on_bytes(len(buf))
+                if self.throttle is not None:
+                    delay = self.throttle(len(buf))
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+            if self.stats is not None:
+                self.stats.files += 1
+            self.sha256 = h.hexdigest()
+        finally:
+            if pending is not None:
+                await asyncio.wait([pending])
+            os.close(fd)
+
+    async def check_unchanged(self) -> None:
+        """Raise SourceChanged unless the file still has the size and mtime it had when read."""
+        try:
+            st = await asyncio.to_thread(os.lstat, self.path)
+        except FileNotFoundError:
+            raise SourceChanged(self.rel, "vanished while it was being sent") from None
+        if not stat.S_ISREG(st.st_mode) or not _same(st, self.local):
+            raise SourceChanged(self.rel, "changed while it was being sent")

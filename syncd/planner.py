@@ -1,0 +1,78 @@
+"""Decide what to do for each path: pure and synchronous (no I/O), so it is easy to test.
+
+The rule: a file whose size and mtime match its manifest row is unchanged (no read, no hash).
+Anything else is an upload candidate; the uploader hashes it first when the manifest or the
+remote may already hold the same bytes, so a touch without a change costs a read, not a send.
+A manifest row whose file is gone is a delete, unless the folder was not read completely there,
+the path is now ignored, or the folder has deletions turned off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from syncd.types import LocalFile, Op, OpKind, Problem, Row
+
+
+@dataclass
+class Plan:
+    uploads: list[Op] = field(default_factory=list)
+    deletes: list[Op] = field(default_factory=list)
+    unchanged: int = 0
+    held_back: list[Problem] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.uploads and not self.deletes
+
+
+def plan_file(local: LocalFile | None, row: Row | None) -> OpKind | None:
+    """What one path needs: UPLOAD, DELETE or nothing (None)."""
+    if local is None:
+        return OpKind.DELETE if row is not None else None
+    if row is not None and row.size == local.size and row.mtime_ns == local.mtime_ns:
+        return None
+    return OpKind.UPLOAD
+
+
+def _under(rel: str, dirs: Iterable[str]) -> bool:
+    return any(d == "" or rel == d or rel.startswith(d + "/") for d in dirs)
+
+
+def plan_folder(
+    files: Mapping[str, LocalFile],
+    rows: Mapping[str, Row],
+    *,
+    delete: bool,
+    ignored: Callable[[str], bool],
+    incomplete: Iterable[str] = (),
+) -> Plan:
+    """Compare a full scan with the manifest rows of one folder."""
+    plan = Plan()
+    for rel, local in files.items():
+        row = rows.get(rel)
+        if plan_file(local, row) is OpKind.UPLOAD:
+            plan.uploads.append(Op(OpKind.UPLOAD, rel, local=local, row=row))
+        else:
+            plan.unchanged += 1
+    if not delete:
+        return plan
+    incomplete = list(incomplete)
+    gone = [row for rel, row in rows.items() if rel not in files]
+    for row in gone:
+        if ignored(row.rel) or _under(row.rel, incomplete):
+            continue
+        plan.deletes.append(Op(OpKind.DELETE, row.rel, row=row))
+    if plan.deletes and not files:
+        plan.held_back.append(
+            Problem(
+                ".",
+                f"the folder is empty but {len(rows)} files were mirrored from it: deleting "
+                "nothing on the server (is a disk unmounted?)",
+            )
+        )
+        plan.deletes.clear()
+    # Big files first: the long transfers start early and the small ones fill in around them.
+    plan.uploads.sort(key=lambda op: -(op.local.size if op.local else 0))
+    return plan

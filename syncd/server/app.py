@@ -1,0 +1,674 @@
+"""The HTTP side of ``syncd serve``: routes, auth, pending uploads, and the server's life.
+
+docs/protocol.md is the contract. Paths are parsed from the raw request target (never from
+aiohttp's decoded match info) and every filesystem operation goes through :mod:`.store`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import email.utils
+import hmac
+import ipaddress
+import json
+import logging
+import re
+import signal
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from syncd.errors import ConfigError, SyncdError
+from syncd.server.store import (
+    CHUNK,
+    SUPPORTED,
+    BadRequest,
+    Conflict,
+    NotFound,
+    Opened,
+    RelPath,
+    Store,
+    Stored,
+    StoreError,
+    UnsupportedMediaType,
+    Upload,
+    digest_header,
+    parse_path,
+    remove_leftover_temps,
+    split_target,
+)
+
+log = logging.getLogger("syncd.server")
+
+UPLOAD_TTL = 3600.0
+"""Seconds a two-step upload may wait for its commit."""
+READ_TIMEOUT = 60.0
+"""Seconds a request body may stall before the request fails (408)."""
+WRITE_TIMEOUT = 60.0
+"""Seconds a client may stall reading a response before the connection is dropped."""
+KEEPALIVE_TIMEOUT = 75.0
+"""Seconds an idle (or half-sent) connection is kept."""
+SHUTDOWN_TIMEOUT = 5.0
+"""Seconds running requests get to finish after SIGTERM/SIGINT."""
+
+ALLOW = "GET, HEAD, PUT, POST, DELETE, MOVE, MKCOL, OPTIONS"
+_ID = re.compile(r"[0-9a-f]{32}\Z")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class RequestTimeout(StoreError):
+    """408: the client stopped sending its body."""
+
+    status = 408
+
+
+# --------------------------------------------------------------------------- options, app
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Everything ``syncd serve`` is started with."""
+
+    root: Path
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    insecure: bool = False
+
+
+@dataclass
+class _Pending:
+    upload: Upload
+    expires: float
+
+
+class _Uploads:
+    """Two-step uploads waiting for their commit, by client-chosen id."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._items: dict[str, _Pending] = {}
+
+    def add(self, uid: str, upload: Upload) -> Upload | None:
+        """Register a finished upload; returns the one it replaces, if any."""
+        old = self._items.pop(uid, None)
+        self._items[uid] = _Pending(upload, time.monotonic() + self.ttl)
+        return old.upload if old else None
+
+    def take(self, uid: str, rel: RelPath) -> Upload:
+        """Remove and return the pending upload ``uid`` of ``rel`` (404 if none)."""
+        item = self._items.get(uid)
+        if item is None or item.upload.rel.parts != rel.parts:
+            raise NotFound(f"{rel}: no pending upload {uid} (unknown or expired)")
+        del self._items[uid]
+        return item.upload
+
+    def pop_expired(self) -> list[Upload]:
+        """Remove and return the uploads past their expiry."""
+        now = time.monotonic()
+        gone = [uid for uid, item in self._items.items() if item.expires <= now]
+        return [self._items.pop(uid).upload for uid in gone]
+
+    def drain(self) -> list[Upload]:
+        """Remove and return every pending upload."""
+        items = [item.upload for item in self._items.values()]
+        self._items.clear()
+        return items
+
+
+STORE = web.AppKey("store", Store)
+UPLOADS = web.AppKey("uploads", _Uploads)
+TOKEN = web.AppKey("token", str)
+
+
+def make_app(root: Path, token: str | None, *, upload_ttl: float = UPLOAD_TTL) -> web.Application:
+    """The aiohttp application serving ``root`` (with a bearer ``token``, if given)."""
+    app = web.Application(middlewares=[_auth_middleware, _error_middleware])
+    app[STORE] = Store(root)
+    app[UPLOADS] = _Uploads(upload_ttl)
+    if token is not None:
+        app[TOKEN] = token
+    app.cleanup_ctx.append(_uploads_lifecycle)
+    app.router.add_route("*", "/{tail:.*}", _dispatch)
+    return app
+
+
+async def _uploads_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    uploads = app[UPLOADS]
+    sweeper = asyncio.create_task(_sweep(uploads))
+    try:
+        yield
+    finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+        left = uploads.drain()
+        if left:
+            await asyncio.to_thread(_discard_all, left)
+            log.info("dropped %d pending upload(s) at shutdown", len(left))
+
+
+async def _sweep(uploads: _Uploads) -> None:
+    interval = max(0.05, min(60.0, uploads.ttl / 2))
+    while True:
+        await asyncio.sleep(interval)
+        expired = uploads.pop_expired()
+        if not expired:
+            continue
+        try:
+            await asyncio.to_thread(_discard_all, expired)
+        except Exception:
+            log.exception("dropping expired uploads failed")
+        else:
+            log.info("dropped %d expired pending upload(s)", len(expired))
+
+
+def _discard_all(uploads: Sequence[Upload]) -> None:
+    for up in uploads:
+        up.discard()
+
+
+# --------------------------------------------------------------------------- middleware
+
+
+@web.middleware
+async def _auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    token = request.app.get(TOKEN)
+    if token is not None:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        ok = scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode("utf-8", "surrogateescape"), token.encode("utf-8")
+        )
+        if not ok:
+            log.warning(
+                "refused %s %r from %s: missing or wrong bearer token",
+                request.method,
+                request.raw_path,
+                request.remote,
+            )
+            return _text(
+                401, "missing or wrong bearer token", {"WWW-Authenticate": 'Bearer realm="syncd"'}
+            )
+    return await handler(request)
+
+
+@web.middleware
+async def _error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except StoreError as e:
+        if e.status >= 500:
+            log.error("%s %r: %d %s", request.method, request.raw_path, e.status, e.reason)
+        else:
+            log.debug("%s %r: %d %s", request.method, request.raw_path, e.status, e.reason)
+        headers = {"Allow": ALLOW} if e.status == 405 else None
+        return _text(e.status, e.reason, headers)
+    except ConnectionError:
+        log.debug("%s %r: the client went away", request.method, request.raw_path)
+        return _text(400, "client disconnected")
+
+
+def _text(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
+    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in reason)
+    return web.Response(status=status, text=line + "\n", headers=headers)
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+@dataclass(frozen=True)
+class _Query:
+    kind: str | None  # None, "list", "upload", "commit"
+    uid: str = ""
+
+
+def _parse_query(query: str | None) -> _Query:
+    if not query:
+        return _Query(None)
+    if query in ("list", "list="):
+        return _Query("list")
+    key, sep, value = query.partition("=")
+    if key in ("upload", "commit") and sep:
+        if not _ID.match(value):
+            raise BadRequest(f"?{key}= needs 32 lowercase hex digits")
+        return _Query(key, value)
+    raise BadRequest("unknown query string (a '?' in a name must be sent as %3F)")
+
+
+async def _dispatch(request: web.Request) -> web.StreamResponse:
+    raw_path, raw_query = split_target(request.raw_path)
+    rel = parse_path(raw_path)
+    query = _parse_query(raw_query)
+    method = request.method
+    kind = query.kind
+    if method in ("GET", "HEAD") and kind is None:
+        return await _get(request, rel)
+    if method == "GET" and kind == "list":
+        return await _list(request, rel)
+    if method == "PUT" and kind is None:
+        return await _put(request, rel)
+    if method == "PUT" and kind == "upload":
+        return await _put_upload(request, rel, query.uid)
+    if method == "POST" and kind == "commit":
+        return await _commit(request, rel, query.uid)
+    if method == "DELETE" and kind is None:
+        return await _delete(request, rel)
+    if method == "DELETE" and kind == "upload":
+        return await _abort(request, rel, query.uid)
+    if method == "MOVE" and kind is None:
+        return await _move(request, rel)
+    if method == "MKCOL" and kind is None:
+        return await _mkcol(request, rel)
+    if method == "OPTIONS" and kind is None:
+        return web.Response(status=204, headers={"Allow": ALLOW})
+    if kind is not None and method in ALLOW.split(", "):
+        raise BadRequest(f"{method} does not take ?{kind}")
+    return _text(405, f"method {method} is not supported", {"Allow": ALLOW})
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _file_headers(opened: Opened) -> dict[str, str]:
+    digest = bytes.fromhex(opened.sha256)
+    return {
+        "Repr-Digest": digest_header(digest),
+        "ETag": f'"{opened.sha256}"',
+        "Last-Modified": email.utils.formatdate(opened.mtime_ns / 1e9, usegmt=True),
+        "Content-Type": "application/octet-stream",
+        "X-Content-Type-Options": "nosniff",
+    }
+
+
+async def _get(request: web.Request, rel: RelPath) -> web.StreamResponse:
+    store = request.app[STORE]
+    head = request.method == "HEAD"
+    opened = await asyncio.to_thread(
+        store.open_file, rel, small=0 if head else CHUNK, keep_open=not head
+    )
+    resp = web.StreamResponse(headers=_file_headers(opened))
+    resp.content_length = opened.size
+    reader = opened.reader
+    try:
+        await resp.prepare(request)
+        if opened.data:
+            async with asyncio.timeout(WRITE_TIMEOUT):
+                await resp.write(opened.data)
+        elif reader is not None:
+            offset = 0
+            while offset < opened.size:
+                size = min(CHUNK, opened.size - offset)
+                chunk = await asyncio.to_thread(reader.read, offset, size)
+                if not chunk:
+                    raise StoreError(f"{rel}: the file shrank while it was sent")
+                async with asyncio.timeout(WRITE_TIMEOUT):
+                    await resp.write(chunk)
+                offset += len(chunk)
+    except (StoreError, OSError, TimeoutError) as e:
+        _abort_stream(request, f"GET {rel}", e)
+    finally:
+        if reader is not None:
+            await asyncio.to_thread(reader.close)
+    return resp
+
+
+async def _list(request: web.Request, rel: RelPath) -> web.StreamResponse:
+    store = request.app[STORE]
+    resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    listing = store.iter_listing(rel)
+    try:
+        async for batch in listing:
+            if not resp.prepared:
+                await resp.prepare(request)
+            data = "".join(
+                json.dumps(
+                    {
+                        "path": e.path,
+                        "size": e.size,
+                        "sha256": e.sha256,
+                        "mtime": e.mtime_ns / 1e9,
+                    },
+                    ensure_ascii=False,
+                )
+                + "\n"
+                for e in batch
+            ).encode("utf-8")
+            async with asyncio.timeout(WRITE_TIMEOUT):
+                await resp.write(data)
+    except (StoreError, OSError, TimeoutError) as e:
+        if not resp.prepared:
+            raise
+        _abort_stream(request, f"GET {rel}?list", e)
+        return resp
+    finally:
+        await listing.aclose()
+    if not resp.prepared:
+        await resp.prepare(request)
+    return resp
+
+
+def _abort_stream(request: web.Request, what: str, e: BaseException) -> None:
+    """Cut a response that is half sent, so the client sees it incomplete."""
+    if isinstance(e, ConnectionError):
+        log.debug("%s: the client went away", what)
+    elif isinstance(e, TimeoutError):
+        log.info("%s: the client stopped reading; connection dropped", what)
+    else:
+        log.warning("%s: failed while sending: %s", what, e)
+    if request.transport is not None:
+        request.transport.abort()
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _request_digests(request: web.Request) -> list[bytes]:
+    """Every sha-256 in the request's Repr-Digest / Content-Digest headers (RFC 9530)."""
+    found: list[bytes] = []
+    for header in ("Repr-Digest", "Content-Digest"):
+        for value in request.headers.getall(header, ()):
+            for member in value.split(","):
+                key, sep, item = member.strip().partition("=")
+                if key.strip().lower() != "sha-256":
+                    continue
+                item = item.split(";", 1)[0].strip()
+                if not sep or len(item) < 2 or item[0] != ":" or item[-1] != ":":
+                    raise BadRequest(f"malformed {header}: expected sha-256=:<base64>:")
+                try:
+                    digest = base64.b64decode(item[1:-1], validate=True)
+                except (binascii.Error, ValueError):
+                    raise BadRequest(f"malformed {header}: bad base64") from None
+                if len(digest) != 32:
+                    raise BadRequest(f"malformed {header}: a sha-256 has 32 bytes")
+                found.append(digest)
+    return found
+
+
+async def _read_chunk(request: web.Request) -> bytes:
+    try:
+        async with asyncio.timeout(READ_TIMEOUT):
+            return await request.content.readany()
+    except TimeoutError:
+        raise RequestTimeout(f"no body data for {READ_TIMEOUT:.0f} s") from None
+    except (ConnectionError, HttpProcessingError):
+        raise BadRequest("the body ended early (client disconnected)") from None
+
+
+def _retrieve(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+async def _receive(
+    request: web.Request, up: Upload, *, expected: Sequence[bytes], commit: bool
+) -> Stored:
+    """Stream the body into ``up``: 1 MiB per worker-thread write, one write in flight.
+
+    A small body costs one thread hop (temp, write, fsync, rename). On any failure, including
+    cancellation, the temp file is removed.
+    """
+    loop = asyncio.get_running_loop()
+    buf: list[bytes] = []
+    buffered = 0
+    pending: asyncio.Future[None] | None = None
+    ok = False
+    try:
+        while chunk := await _read_chunk(request):
+            buf.append(chunk)
+            buffered += len(chunk)
+            if buffered >= CHUNK:
+                if pending is not None:
+                    await pending
+                pending = loop.run_in_executor(None, up.write, b"".join(buf))
+                buf = []
+                buffered = 0
+        if pending is not None:
+            await pending
+        stored = await asyncio.to_thread(
+            up.complete,
+            b"".join(buf),
+            length=request.content_length,
+            expected=expected,
+            commit=commit,
+        )
+        ok = True
+        return stored
+    finally:
+        if pending is not None:
+            pending.add_done_callback(_retrieve)
+        if not ok:
+            # Runs even when this task is cancelled again: the thread call is already queued.
+            await asyncio.to_thread(up.discard)
+
+
+def _stored_response(replaced: bool, digest: bytes) -> web.Response:
+    return web.Response(
+        status=204 if replaced else 201, headers={"Repr-Digest": digest_header(digest)}
+    )
+
+
+async def _put(request: web.Request, rel: RelPath) -> web.StreamResponse:
+    expected = _request_digests(request)
+    up = request.app[STORE].upload(rel)
+    stored = await _receive(request, up, expected=expected, commit=True)
+    replaced = bool(stored.replaced)
+    log.info("stored %r (%d bytes, %s)", str(rel), stored.size, "replaced" if replaced else "new")
+    return _stored_response(replaced, stored.digest)
+
+
+async def _put_upload(request: web.Request, rel: RelPath, uid: str) -> web.StreamResponse:
+    expected = _request_digests(request)
+    up = request.app[STORE].upload(rel)
+    stored = await _receive(request, up, expected=expected, commit=False)
+    old = request.app[UPLOADS].add(uid, up)
+    if old is not None:
+        await asyncio.to_thread(old.discard)
+    log.debug("received %r for upload %s (%d bytes)", str(rel), uid, stored.size)
+    return web.Response(status=202, headers={"Repr-Digest": digest_header(stored.digest)})
+
+
+async def _commit(request: web.Request, rel: RelPath, uid: str) -> web.StreamResponse:
+    expected = _request_digests(request)
+    if not expected:
+        raise BadRequest("a commit needs Repr-Digest: sha-256=:<base64>:")
+    uploads = request.app[UPLOADS]
+    expired = uploads.pop_expired()
+    if expired:
+        await asyncio.to_thread(_discard_all, expired)
+    up = uploads.take(uid, rel)
+    ok = False
+    try:
+        for want in expected:
+            if want != up.digest:
+                raise Conflict(
+                    f"digest mismatch: received {digest_header(up.digest)}"
+                    f" but the commit says {digest_header(want)}"
+                )
+        replaced = await asyncio.to_thread(up.commit)
+        ok = True
+    finally:
+        if not ok:
+            await asyncio.to_thread(up.discard)
+    log.info("stored %r (%d bytes, %s)", str(rel), up.size, "replaced" if replaced else "new")
+    return _stored_response(replaced, up.digest)
+
+
+async def _abort(request: web.Request, rel: RelPath, uid: str) -> web.StreamResponse:
+    up = request.app[UPLOADS].take(uid, rel)
+    await asyncio.to_thread(up.discard)
+    log.debug("dropped upload %s of %r", uid, str(rel))
+    return web.Response(status=204)
+
+
+# --------------------------------------------------------------------------- other requests
+
+
+async def _delete(request: web.Request, rel: RelPath) -> web.StreamResponse:
+    was_dir = await asyncio.to_thread(request.app[STORE].delete, rel)
+    log.info("deleted %s %r", "directory" if was_dir else "file", str(rel))
+    return web.Response(status=204)
+
+
+def _destination(request: web.Request) -> RelPath:
+    value = request.headers.get("Destination", "").strip()
+    if not value:
+        raise BadRequest("MOVE needs a Destination header")
+    if value.startswith("/"):
+        target = value
+    else:
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme.lower() not in ("http", "https"):
+            raise BadRequest("Destination must be an http(s) URL or an absolute path")
+        slash = rest.find("/")
+        target = rest[slash:] if slash >= 0 else "/"
+    path, query = split_target(target)
+    if query is not None:
+        raise BadRequest("Destination must not have a query")
+    return parse_path(path)
+
+
+async def _move(request: web.Request, rel: RelPath) -> web.StreamResponse:
+    dst = _destination(request)
+    flag = request.headers.get("Overwrite", "T").strip().upper()
+    if flag not in ("T", "F"):
+        raise BadRequest("Overwrite must be T or F")
+    replaced = await asyncio.to_thread(request.app[STORE].move, rel, dst, overwrite=flag == "T")
+    log.info("moved %r to %r", str(rel), str(dst))
+    return web.Response(status=204 if replaced else 201)
+
+
+async def _mkcol(request: web.Request, rel: RelPath) -> web.StreamResponse:
+    if request.body_exists and (request.content_length or 0) != 0:
+        raise UnsupportedMediaType("MKCOL does not take a body")
+    await asyncio.to_thread(request.app[STORE].mkcol, rel)
+    log.debug("created directory %r", str(rel))
+    return web.Response(status=201)
+
+
+# --------------------------------------------------------------------------- serve
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _ssl_context(opts: ServeOptions) -> ssl.SSLContext | None:
+    if opts.tls_cert is None and opts.tls_key is None:
+        return None
+    if opts.tls_cert is None or opts.tls_key is None:
+        raise ConfigError("command line", "--tls-cert/--tls-key", "give both or neither")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(opts.tls_cert, opts.tls_key)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(opts.tls_cert, "--tls-cert", f"cannot load certificate/key: {e}") from e
+    return ctx
+
+
+def _prepare_root(root: Path) -> Path:
+    root = root.absolute()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError("command line", "--root", f"{root} is not a directory") from None
+    except OSError as e:
+        raise ConfigError("command line", "--root", f"cannot create {root}: {e.strerror}") from e
+    return root
+
+
+class _Signals:
+    """SIGTERM/SIGINT handlers for the life of a ``with`` block: first stops, second forces."""
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+        self.force: Callable[[], object] | None = None
+        self._loop = asyncio.get_running_loop()
+        self._installed: list[signal.Signals] = []
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if not self.stop.is_set():
+            log.info("%s: stopping", sig.name)
+            self.stop.set()
+        elif self.force is not None:
+            log.warning("%s again: stopping now", sig.name)
+            self.force()
+
+    def __enter__(self) -> _Signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._loop.add_signal_handler(sig, self._on_signal, sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                continue  # Windows, or not the main thread: Ctrl-C still raises there
+            self._installed.append(sig)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig in self._installed:
+            self._loop.remove_signal_handler(sig)
+
+
+async def serve(opts: ServeOptions) -> None:
+    """Run the server until SIGTERM/SIGINT; raise :class:`ConfigError` for bad options."""
+    if opts.token is None and not opts.insecure and not _is_loopback(opts.host):
+        raise ConfigError(
+            "command line",
+            "--host",
+            f"{opts.host} is not a loopback address: give --token-file"
+            " (or --insecure to serve it without a token)",
+        )
+    if not SUPPORTED:
+        raise SyncdError("syncd serve needs a POSIX system (openat with O_NOFOLLOW)")
+    ssl_ctx = _ssl_context(opts)
+    root = _prepare_root(opts.root)
+    removed = await asyncio.to_thread(remove_leftover_temps, root)
+    log.info("removed %d leftover temporary file(s) under %s", removed, root)
+
+    app = make_app(root, opts.token)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        keepalive_timeout=KEEPALIVE_TIMEOUT,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+    )
+    with _Signals() as signals:
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, opts.host, opts.port, ssl_context=ssl_ctx)
+            try:
+                await site.start()
+            except OSError as e:
+                raise SyncdError(
+                    f"cannot listen on {opts.host}:{opts.port}: {e.strerror or e}"
+                ) from e
+            port = runner.addresses[0][1]
+            scheme = "https" if ssl_ctx else "http"
+            host = f"[{opts.host}]" if ":" in opts.host else opts.host
+            print(f"syncd serve: listening on {scheme}://{host}:{port}/ (root {root})", flush=True)
+            await signals.stop.wait()
+        finally:
+            cleanup = asyncio.ensure_future(runner.cleanup())
+            signals.force = cleanup.cancel
+            try:
+                await cleanup
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+    log.info("stopped")

@@ -1,0 +1,935 @@
+"""All filesystem work of the server: safe paths, fd-relative access, atomic writes, digests.
+
+Every directory is opened relative to its parent's file descriptor with ``O_NOFOLLOW``, so a
+symlink inside ROOT is never followed, whether it was there before a request or swapped in during
+it. Nothing here touches the event loop: the blocking functions are meant to run in a worker
+thread (``asyncio.to_thread``), except :meth:`Store.iter_listing`, which does that itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import errno
+import hashlib
+import logging
+import os
+import re
+import secrets
+import shutil
+import stat
+import threading
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from urllib.parse import unquote_to_bytes
+
+from syncd.errors import SyncdError
+
+log = logging.getLogger("syncd.server.store")
+
+RESERVED_PREFIX = ".~syncd-"
+"""Names with this prefix belong to the server (temporary files)."""
+
+CHUNK = 1 << 20
+"""Bytes written, read or hashed per worker-thread call."""
+
+_MAX_NAME_BYTES = 255
+_DRIVE = re.compile(r"[A-Za-z]:\Z")
+_BAD_CHARS = ("/", "\0")
+
+SUPPORTED = (
+    hasattr(os, "O_NOFOLLOW") and hasattr(os, "O_DIRECTORY") and os.open in os.supports_dir_fd
+)
+"""Whether this OS can serve safely (Windows cannot: no openat, no O_NOFOLLOW)."""
+
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_O_DIR = os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC
+_O_READ = os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC
+_O_TEMP = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
+_O_ROOT = os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class StoreError(SyncdError):
+    """A request cannot be served; ``status`` is the HTTP status, ``reason`` one short line."""
+
+    status = 500
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class BadRequest(StoreError):
+    """400: the path, a header or the body is malformed."""
+
+    status = 400
+
+
+class Forbidden(StoreError):
+    """403: a symlink, the root, a special file, or the OS said no."""
+
+    status = 403
+
+
+class NotFound(StoreError):
+    """404: no such file, directory or pending upload."""
+
+    status = 404
+
+
+class MethodNotAllowed(StoreError):
+    """405: e.g. MKCOL on something that exists."""
+
+    status = 405
+
+
+class Conflict(StoreError):
+    """409: a directory where a file is needed (or the reverse), a digest mismatch at commit."""
+
+    status = 409
+
+
+class PreconditionFailed(StoreError):
+    """412: MOVE with ``Overwrite: F`` onto something that exists."""
+
+    status = 412
+
+
+class UnsupportedMediaType(StoreError):
+    """415: MKCOL with a body."""
+
+    status = 415
+
+
+class InsufficientStorage(StoreError):
+    """507: the disk (or a quota) is full."""
+
+    status = 507
+
+
+def _os_error(e: OSError, what: str) -> StoreError:
+    """Translate an unexpected ``OSError`` about ``what`` into a :class:`StoreError`."""
+    code = e.errno
+    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return InsufficientStorage(f"{what}: no space left on the server")
+    if code == errno.ENAMETOOLONG:
+        return BadRequest(f"{what}: name too long")
+    if code in (errno.EACCES, errno.EPERM):
+        return Forbidden(f"{what}: permission denied")
+    if code == errno.ELOOP:
+        return Forbidden(f"{what}: is a symlink")
+    if code == errno.ENOENT:
+        return NotFound(f"{what}: not found")
+    if code == errno.EISDIR:
+        return Conflict(f"{what}: is a directory")
+    if code == errno.ENOTDIR:
+        return Conflict(f"{what}: a parent is not a directory")
+    if code == errno.ENOTEMPTY:
+        return Conflict(f"{what}: directory not empty")
+    return StoreError(f"{what}: {e.strerror or e}")
+
+
+# --------------------------------------------------------------------------- paths
+
+
+@dataclass(frozen=True)
+class RelPath:
+    """A checked path below ROOT: its decoded segments, and whether it ended with ``/``."""
+
+    parts: tuple[str, ...]
+    trailing_slash: bool = False
+
+    @property
+    def text(self) -> str:
+        """The path relative to ROOT, ``/``-joined (the digest cache's key)."""
+        return "/".join(self.parts)
+
+    @property
+    def name(self) -> str:
+        """The last segment."""
+        return self.parts[-1]
+
+    @property
+    def parent(self) -> tuple[str, ...]:
+        """Every segment but the last."""
+        return self.parts[:-1]
+
+    def __str__(self) -> str:
+        return "/" + self.text
+
+
+def split_target(target: str) -> tuple[str, str | None]:
+    """Split a raw request target into its path and its query (``None`` without ``?``)."""
+    path, sep, query = target.partition("?")
+    return path, (query if sep else None)
+
+
+def parse_path(raw: str) -> RelPath:
+    """Check and decode a raw (still percent-encoded) path; raise :class:`BadRequest`."""
+    if not raw.startswith("/"):
+        raise BadRequest("the request path must start with '/'")
+    if "#" in raw:
+        raise BadRequest("a raw '#' in the path (send it as %23)")
+    body = raw[1:]
+    if not body:
+        return RelPath((), True)
+    segments = body.split("/")
+    trailing = segments[-1] == ""
+    if trailing:
+        segments.pop()
+    return RelPath(tuple(_decode_segment(s) for s in segments), trailing)
+
+
+def _decode_segment(raw: str) -> str:
+    if not raw:
+        raise BadRequest("empty path segment ('//')")
+    try:
+        name = unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeError:
+        raise BadRequest(f"path segment {raw!r} is not valid UTF-8") from None
+    check_name(name)
+    return name
+
+
+def _traversal(text: str) -> bool:
+    """Would ``text`` walk out of its directory if '/' or '\\' were taken as separators?"""
+    if text in (".", ".."):
+        return True
+    parts = text.replace("\\", "/").split("/")
+    return len(parts) > 1 and (parts[0] == "" or any(p in (".", "..") for p in parts))
+
+
+def check_name(name: str) -> None:
+    """Refuse a decoded file name that must never reach the filesystem (:class:`BadRequest`).
+
+    Ordinary names with '%', '\\' or ':' in them are fine on a POSIX server; what is refused is
+    anything that is, or after further percent-decoding becomes, a traversal in any spelling.
+    """
+    if name in (".", ".."):
+        raise BadRequest(f"path segment {name!r} is not allowed")
+    for c in _BAD_CHARS:
+        if c in name:
+            raise BadRequest(f"path segment {name!r} contains {c!r}")
+    if _DRIVE.match(name):
+        raise BadRequest(f"path segment {name!r} looks like a drive letter")
+    if name.startswith(RESERVED_PREFIX):
+        raise BadRequest(f"names starting with {RESERVED_PREFIX!r} are reserved")
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeError:
+        raise BadRequest(f"path segment {name!r} is not valid UTF-8") from None
+    if size > _MAX_NAME_BYTES:
+        raise BadRequest(f"path segment is longer than {_MAX_NAME_BYTES} bytes")
+    if "\\" in name and _traversal(name):
+        raise BadRequest(f"path segment {name!r} is a traversal with backslashes")
+    # Whatever decodes it again (a proxy, a careless client, a log viewer) must not see a
+    # traversal either: refuse names that become '.', '..' or '../x' when decoded again.
+    current = name
+    for _ in range(4):
+        if "%" not in current:
+            break
+        decoded = unquote_to_bytes(current).decode("utf-8", "replace")
+        if decoded == current:
+            break
+        if "\x00" in decoded or _traversal(decoded):
+            raise BadRequest(f"path segment {name!r} decodes again to a traversal")
+        current = decoded
+
+
+def _addressable(name: str) -> bool:
+    """Whether a name found on disk could be named in a request (else it is not listed)."""
+    try:
+        check_name(name)
+    except BadRequest:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- digests
+
+
+class DigestCache:
+    """sha-256 of stored files keyed by relative path, valid while (size, mtime, inode) match."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, tuple[int, int, int, str]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str, st: os.stat_result) -> str | None:
+        """The cached hex digest of ``key`` if ``st`` still matches it."""
+        with self._lock:
+            item = self._items.get(key)
+        if item is None or item[:3] != (st.st_size, st.st_mtime_ns, st.st_ino):
+            return None
+        return item[3]
+
+    def put(self, key: str, st: os.stat_result, hexdigest: str) -> None:
+        """Remember ``key``'s digest for this stat."""
+        with self._lock:
+            self._items[key] = (st.st_size, st.st_mtime_ns, st.st_ino, hexdigest)
+
+    def drop(self, key: str) -> None:
+        """Forget ``key`` and everything below it."""
+        with self._lock:
+            self._drop(key)
+
+    def move(self, src: str, dst: str) -> None:
+        """Carry the entries of ``src`` (and below) over to ``dst``."""
+        prefix = src + "/"
+        with self._lock:
+            self._drop(dst)
+            for k in [k for k in self._items if k == src or k.startswith(prefix)]:
+                self._items[dst + k[len(src) :]] = self._items.pop(k)
+
+    def _drop(self, key: str) -> None:
+        prefix = key + "/"
+        self._items.pop(key, None)
+        for k in [k for k in self._items if k.startswith(prefix)]:
+            del self._items[k]
+
+
+def _hash_fd(fd: int) -> str:
+    h = hashlib.sha256()
+    offset = 0
+    while chunk := os.pread(fd, CHUNK, offset):
+        h.update(chunk)
+        offset += len(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- directories
+
+
+class _Dirs:
+    """Directory fds from ROOT down a path: ``fds[i]`` is the directory holding ``parts[i]``."""
+
+    def __init__(self, root: Path, parts: Sequence[str], *, create: bool = False) -> None:
+        self.parts = tuple(parts)
+        self.fds: list[int] = []
+        self.created: list[int] = []
+        try:
+            try:
+                self.fds.append(os.open(root, _O_ROOT))
+            except OSError as e:
+                raise _os_error(e, "the server root") from e
+            for i, name in enumerate(self.parts):
+                self.fds.append(self._open_child(i, name, create))
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_child(self, i: int, name: str, create: bool) -> int:
+        parent = self.fds[-1]
+        shown = "/" + "/".join(self.parts[: i + 1])
+        try:
+            try:
+                return os.open(name, _O_DIR, dir_fd=parent)
+            except FileNotFoundError:
+                if not create:
+                    raise
+            try:
+                os.mkdir(name, 0o755, dir_fd=parent)
+                self.created.append(i)
+            except FileExistsError:
+                pass
+            return os.open(name, _O_DIR, dir_fd=parent)
+        except FileNotFoundError as e:
+            raise NotFound(f"{shown}: no such directory") from e
+        except OSError as e:
+            if e.errno in (errno.ENOTDIR, errno.ELOOP):
+                raise _not_a_dir(parent, name, shown) from e
+            raise _os_error(e, shown) from e
+
+    @property
+    def last(self) -> int:
+        """The fd of the deepest directory."""
+        return self.fds[-1]
+
+    def prune(self, keep: int = 1) -> None:
+        """Remove directories left empty, deepest first, keeping the first ``keep`` segments."""
+        for i in range(len(self.parts) - 1, keep - 1, -1):
+            try:
+                os.rmdir(self.parts[i], dir_fd=self.fds[i])
+            except OSError:
+                return
+
+    def prune_created(self) -> None:
+        """Remove the directories this walk created, if they are still empty."""
+        for i in reversed(self.created):
+            try:
+                os.rmdir(self.parts[i], dir_fd=self.fds[i])
+            except OSError:
+                return
+        self.created.clear()
+
+    def close(self) -> None:
+        """Close every fd (idempotent)."""
+        while self.fds:
+            os.close(self.fds.pop())
+
+    def __enter__(self) -> _Dirs:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _not_a_dir(parent: int, name: str, shown: str) -> StoreError:
+    try:
+        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+    except OSError:
+        return Conflict(f"{shown}: not a directory")
+    if stat.S_ISLNK(st.st_mode):
+        return Forbidden(f"{shown}: is a symlink (never followed)")
+    return Conflict(f"{shown}: not a directory")
+
+
+def _lstat(dir_fd: int, name: str, shown: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise _os_error(e, shown) from e
+
+
+def _remove(dir_fd: int, name: str, st: os.stat_result, shown: str) -> None:
+    """Remove a file, or a directory with everything in it, without following symlinks."""
+    try:
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(name, dir_fd=dir_fd)
+        else:
+            os.unlink(name, dir_fd=dir_fd)
+    except OSError as e:
+        raise _os_error(e, shown) from e
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What a finished upload holds; ``replaced`` is ``None`` until it is renamed into place."""
+
+    size: int
+    digest: bytes
+    replaced: bool | None
+
+
+@dataclass(frozen=True)
+class ListEntry:
+    """One file of a listing, its path relative to the listed directory."""
+
+    path: str
+    size: int
+    sha256: str
+    mtime_ns: int
+
+
+@dataclass
+class Opened:
+    """A file opened for reading: the whole body (``data``) when small, else a :class:`Reader`."""
+
+    size: int
+    mtime_ns: int
+    sha256: str
+    data: bytes | None
+    reader: Reader | None
+
+
+class Reader:
+    """A file descriptor read in chunks from worker threads; close it from any thread."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._lock = threading.Lock()
+
+    def read(self, offset: int, size: int) -> bytes:
+        """Read up to ``size`` bytes at ``offset`` (blocking)."""
+        with self._lock:
+            if self._fd < 0:
+                raise NotFound("the file was closed")
+            return os.pread(self._fd, size, offset)
+
+    def close(self) -> None:
+        """Close the fd once no read is running (idempotent, blocking)."""
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+
+# --------------------------------------------------------------------------- uploads
+
+
+class Upload:
+    """One body on its way to a path: a temp file beside the target, hashed while written.
+
+    Every method blocks (run it in a worker thread) and holds the upload's lock, so
+    :meth:`discard` called after a cancelled request waits for a write still running.
+    """
+
+    def __init__(self, store: Store, rel: RelPath) -> None:
+        self._store = store
+        self.rel = rel
+        self._lock = threading.Lock()
+        self._tmp = f"{RESERVED_PREFIX}{secrets.token_hex(16)}.tmp"
+        self._hash = hashlib.sha256()
+        self._dirs: _Dirs | None = None
+        self._fd = -1
+        self._created = False
+        self._made: list[int] = []
+        self._stat: os.stat_result | None = None
+        self._state = "new"  # new, open, finished, done, discarded
+        self.size = 0
+        self.digest = b""
+
+    # Callers hold self._lock in everything below.
+
+    def _open(self) -> None:
+        for attempt in range(3):
+            dirs = _Dirs(self._store.root, self.rel.parent, create=True)
+            try:
+                _check_file_target(dirs.last, self.rel)
+                self._fd = os.open(self._tmp, _O_TEMP, 0o644, dir_fd=dirs.last)
+            except FileNotFoundError as e:
+                # A directory on the way was pruned by a concurrent DELETE: walk again.
+                dirs.close()
+                if attempt == 2:
+                    raise NotFound(f"{self.rel}: its directory keeps vanishing") from e
+                continue
+            except OSError as e:
+                dirs.prune_created()
+                dirs.close()
+                raise _os_error(e, str(self.rel)) from e
+            except BaseException:
+                dirs.prune_created()
+                dirs.close()
+                raise
+            self._dirs = dirs
+            self._made = list(dirs.created)
+            self._created = True
+            self._state = "open"
+            return
+
+    def _parent_fd(self) -> int:
+        if self._dirs is None:
+            self._dirs = _Dirs(self._store.root, self.rel.parent)
+            self._dirs.created = list(self._made)
+        return self._dirs.last
+
+    def _write(self, data: bytes) -> None:
+        if self._state == "new":
+            self._open()
+        if self._state != "open":
+            raise NotFound(f"{self.rel}: the upload was dropped")
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+        except OSError as e:
+            raise _os_error(e, str(self.rel)) from e
+        self._hash.update(data)
+        self.size += len(data)
+
+    def _finish(self) -> None:
+        if self._state == "new":
+            self._open()
+        if self._state != "open":
+            raise NotFound(f"{self.rel}: the upload was dropped")
+        try:
+            os.fsync(self._fd)
+            self._stat = os.fstat(self._fd)
+        except OSError as e:
+            raise _os_error(e, str(self.rel)) from e
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+        self.digest = self._hash.digest()
+        self._state = "finished"
+
+    def _commit(self) -> bool:
+        if self._state != "finished" or self._stat is None:
+            raise NotFound(f"{self.rel}: the upload was dropped")
+        try:
+            parent = self._parent_fd()
+        except NotFound as e:
+            raise NotFound(f"{self.rel}: the upload is gone ({e.reason})") from e
+        with self._store.rename_lock:  # so that concurrent PUTs tell "new" from "replaced" right
+            existed = _check_file_target(parent, self.rel)
+            try:
+                os.rename(self._tmp, self.rel.name, src_dir_fd=parent, dst_dir_fd=parent)
+            except FileNotFoundError as e:
+                raise NotFound(f"{self.rel}: the upload is gone") from e
+            except OSError as e:
+                raise _os_error(e, str(self.rel)) from e
+        self._state = "done"
+        self._store.digests.put(self.rel.text, self._stat, self.digest.hex())
+        try:
+            os.fsync(parent)
+        except OSError as e:
+            raise _os_error(e, str(self.rel)) from e
+        finally:
+            self._close_dirs()
+        return existed
+
+    def _close_dirs(self) -> None:
+        if self._dirs is not None:
+            self._dirs.close()
+            self._dirs = None
+
+    # Public, locked.
+
+    def write(self, data: bytes) -> None:
+        """Append ``data`` to the temp file (created, with its parents, on the first call)."""
+        with self._lock:
+            self._write(data)
+
+    def complete(
+        self, rest: bytes, *, length: int | None, expected: Sequence[bytes], commit: bool
+    ) -> Stored:
+        """Write ``rest``, fsync, check length and digests, then rename into place if ``commit``.
+
+        Raises :class:`BadRequest` on a length or digest mismatch; discards the temp on any
+        failure. Without ``commit`` the temp stays for :meth:`commit` (dir fds are released).
+        """
+        with self._lock:
+            try:
+                if rest:
+                    self._write(rest)
+                self._finish()
+                if length is not None and self.size != length:
+                    raise BadRequest(f"body has {self.size} bytes but Content-Length says {length}")
+                for want in expected:
+                    if want != self.digest:
+                        raise BadRequest(
+                            f"digest mismatch: received {digest_header(self.digest)}"
+                            f" but the request says {digest_header(want)}"
+                        )
+                replaced = self._commit() if commit else None
+                if not commit:
+                    self._close_dirs()
+                return Stored(self.size, self.digest, replaced)
+            except BaseException:
+                self._discard()
+                raise
+
+    def commit(self) -> bool:
+        """Rename a finished upload into place; True if it replaced a file."""
+        with self._lock:
+            try:
+                return self._commit()
+            except BaseException:
+                self._discard()
+                raise
+
+    def discard(self) -> None:
+        """Remove the temp file and any directory this upload created (idempotent)."""
+        with self._lock:
+            self._discard()
+
+    def _discard(self) -> None:
+        if self._state in ("done", "discarded"):
+            self._close_dirs()
+            return
+        self._state = "discarded"
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if not self._created:
+            self._close_dirs()
+            return
+        try:
+            parent = self._parent_fd()
+        except StoreError:
+            return  # the directory is gone, and the temp with it
+        try:
+            os.unlink(self._tmp, dir_fd=parent)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.warning("cannot remove temporary %s beside %s: %s", self._tmp, self.rel, e)
+        assert self._dirs is not None
+        self._dirs.prune_created()
+        self._close_dirs()
+
+
+def _check_file_target(dir_fd: int, rel: RelPath) -> bool:
+    """Refuse a target that is a directory (409) or a symlink (403); True if a file is there."""
+    st = _lstat(dir_fd, rel.name, str(rel))
+    if st is None:
+        return False
+    if stat.S_ISDIR(st.st_mode):
+        raise Conflict(f"{rel}: is a directory")
+    if stat.S_ISLNK(st.st_mode):
+        raise Forbidden(f"{rel}: is a symlink (never followed)")
+    if not stat.S_ISREG(st.st_mode):
+        raise Forbidden(f"{rel}: not a regular file")
+    return True
+
+
+def digest_header(digest: bytes) -> str:
+    """RFC 9530 value for a sha-256 digest: ``sha-256=:<base64>:``."""
+    return "sha-256=:" + base64.b64encode(digest).decode("ascii") + ":"
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class Store:
+    """The files under ROOT. Blocking methods are meant for worker threads."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.digests = DigestCache()
+        self.rename_lock = threading.Lock()
+        """Held from "does the target exist" to the rename that replaces it."""
+
+    def upload(self, rel: RelPath) -> Upload:
+        """A new upload to ``rel`` (nothing touches the disk until its first write)."""
+        if not rel.parts or rel.trailing_slash:
+            raise BadRequest(f"{rel}: an upload needs a file path, not a directory")
+        return Upload(self, rel)
+
+    def open_file(self, rel: RelPath, *, small: int, keep_open: bool) -> Opened:
+        """Open a file for GET/HEAD with its digest (hashed now if the cache is stale).
+
+        Files up to ``small`` bytes come back as ``data``; larger ones as a :class:`Reader`
+        when ``keep_open`` (the caller closes it), else with neither.
+        """
+        if not rel.parts:
+            raise Conflict("/: is a directory (list it with ?list)")
+        with _Dirs(self.root, rel.parent) as dirs:
+            try:
+                fd = os.open(rel.name, _O_READ, dir_fd=dirs.last)
+            except OSError as e:
+                raise _os_error(e, str(rel)) from e
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise Conflict(f"{rel}: is a directory (list it with ?list)")
+            if not stat.S_ISREG(st.st_mode):
+                raise Forbidden(f"{rel}: not a regular file")
+            hexdigest = self.digests.get(rel.text, st)
+            if st.st_size <= small:
+                data = _read_all(fd, st.st_size)
+                if hexdigest is None or len(data) != st.st_size:
+                    hexdigest = hashlib.sha256(data).hexdigest()
+                    self.digests.put(rel.text, st, hexdigest)
+                os.close(fd)
+                return Opened(len(data), st.st_mtime_ns, hexdigest, data, None)
+            if hexdigest is None:
+                hexdigest = _hash_fd(fd)
+                self.digests.put(rel.text, st, hexdigest)
+            if keep_open:
+                return Opened(st.st_size, st.st_mtime_ns, hexdigest, None, Reader(fd))
+            os.close(fd)
+            return Opened(st.st_size, st.st_mtime_ns, hexdigest, None, None)
+        except OSError as e:
+            os.close(fd)
+            raise _os_error(e, str(rel)) from e
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def delete(self, rel: RelPath) -> bool:
+        """Remove a file or a whole directory, then prune empty parents; True for a directory."""
+        if not rel.parts:
+            raise Forbidden("/: refusing to delete the server root")
+        with _Dirs(self.root, rel.parent) as dirs:
+            st = _lstat(dirs.last, rel.name, str(rel))
+            if st is None:
+                raise NotFound(f"{rel}: not found")
+            if stat.S_ISLNK(st.st_mode):
+                raise Forbidden(f"{rel}: is a symlink (never followed)")
+            _remove(dirs.last, rel.name, st, str(rel))
+            self.digests.drop(rel.text)
+            _fsync_quiet(dirs.last)
+            dirs.prune()
+        return stat.S_ISDIR(st.st_mode)
+
+    def move(self, src: RelPath, dst: RelPath, *, overwrite: bool) -> bool:
+        """Rename a file or directory (creating the destination's parents); True if replaced."""
+        if not src.parts or not dst.parts:
+            raise Forbidden("cannot move the server root")
+        if src.parts == dst.parts:
+            raise Forbidden(f"{src}: source and destination are the same")
+        if dst.parts[: len(src.parts)] == src.parts:
+            raise Conflict(f"{src}: cannot move into itself")
+        if src.parts[: len(dst.parts)] == dst.parts:
+            raise Conflict(f"{dst}: cannot move onto a parent of the source")
+        with _Dirs(self.root, src.parent) as sdirs:
+            st = _lstat(sdirs.last, src.name, str(src))
+            if st is None:
+                raise NotFound(f"{src}: not found")
+            if stat.S_ISLNK(st.st_mode):
+                raise Forbidden(f"{src}: is a symlink (never followed)")
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+                raise Forbidden(f"{src}: not a regular file or directory")
+            with _Dirs(self.root, dst.parent, create=True) as ddirs:
+                try:
+                    with self.rename_lock:
+                        old = _lstat(ddirs.last, dst.name, str(dst))
+                        if old is not None:
+                            if stat.S_ISLNK(old.st_mode):
+                                raise Forbidden(f"{dst}: is a symlink (never followed)")
+                            if not overwrite:
+                                raise PreconditionFailed(f"{dst}: exists and Overwrite is F")
+                            files = stat.S_ISREG(old.st_mode) and stat.S_ISREG(st.st_mode)
+                            if not files:  # file over file is one atomic rename
+                                _remove(ddirs.last, dst.name, old, str(dst))
+                        try:
+                            os.rename(
+                                src.name, dst.name, src_dir_fd=sdirs.last, dst_dir_fd=ddirs.last
+                            )
+                        except OSError as e:
+                            raise _os_error(e, f"{src} -> {dst}") from e
+                except BaseException:
+                    ddirs.prune_created()
+                    raise
+                self.digests.move(src.text, dst.text)
+                _fsync_quiet(ddirs.last)
+            _fsync_quiet(sdirs.last)
+            sdirs.prune()
+        return old is not None
+
+    def mkcol(self, rel: RelPath) -> None:
+        """Create one directory; its parent must exist (409), it must not (405)."""
+        if not rel.parts:
+            raise MethodNotAllowed("/: exists")
+        try:
+            dirs = _Dirs(self.root, rel.parent)
+        except NotFound as e:
+            raise Conflict(f"{rel}: the parent directory does not exist") from e
+        with dirs:
+            try:
+                os.mkdir(rel.name, 0o755, dir_fd=dirs.last)
+            except FileExistsError as e:
+                raise MethodNotAllowed(f"{rel}: exists") from e
+            except OSError as e:
+                raise _os_error(e, str(rel)) from e
+            _fsync_quiet(dirs.last)
+
+    async def iter_listing(self, rel: RelPath) -> AsyncGenerator[list[ListEntry], None]:
+        """Every file under ``rel`` (relative to it), one batch per directory, depth first.
+
+        Raises before the first batch if ``rel`` is a file (409) or a symlink (403); an absent
+        directory yields nothing. Each directory is reopened from ROOT with ``O_NOFOLLOW`` in a
+        worker thread, so no fd outlives a thread call.
+        """
+        stack: list[tuple[str, ...]] = [()]
+        while stack:
+            sub = stack.pop()
+            found = await asyncio.to_thread(self._scan, rel, sub)
+            if found is None:
+                continue
+            entries, subdirs = found
+            stack.extend((*sub, d) for d in reversed(subdirs))
+            if entries:
+                yield entries
+
+    def _scan(self, rel: RelPath, sub: tuple[str, ...]) -> tuple[list[ListEntry], list[str]] | None:
+        parts = rel.parts + sub
+        try:
+            dirs = _Dirs(self.root, parts)
+        except NotFound:
+            return None
+        except StoreError:
+            if not sub:
+                raise
+            return None  # swapped for a symlink or a file since its parent was read
+        with dirs:
+            try:
+                with os.scandir(dirs.last) as it:
+                    found = sorted(it, key=lambda e: e.name)
+            except OSError as e:
+                raise _os_error(e, "/" + "/".join(parts)) from e
+            entries: list[ListEntry] = []
+            subdirs: list[str] = []
+            for entry in found:
+                name = entry.name
+                if name.startswith(RESERVED_PREFIX) or not _addressable(name):
+                    continue
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        subdirs.append(name)
+                        continue
+                    if not entry.is_file(follow_symlinks=False):
+                        continue  # symlinks, fifos, sockets, devices
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                key = "/".join((*parts, name))
+                hexdigest = self.digests.get(key, st)
+                if hexdigest is None:
+                    hashed = self._hash_at(dirs.last, name, key)
+                    if hashed is None:
+                        continue
+                    st, hexdigest = hashed
+                path = "/".join((*sub, name))
+                entries.append(ListEntry(path, st.st_size, hexdigest, st.st_mtime_ns))
+        return entries, subdirs
+
+    def _hash_at(self, dir_fd: int, name: str, key: str) -> tuple[os.stat_result, str] | None:
+        try:
+            fd = os.open(name, _O_READ, dir_fd=dir_fd)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            hexdigest = _hash_fd(fd)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        self.digests.put(key, st, hexdigest)
+        return st, hexdigest
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    parts: list[bytes] = []
+    offset = 0
+    while offset < size:
+        chunk = os.pread(fd, size - offset, offset)
+        if not chunk:
+            break
+        parts.append(chunk)
+        offset += len(chunk)
+    return b"".join(parts)
+
+
+def _fsync_quiet(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        log.warning("fsync of a directory failed: %s", e)
+
+
+def remove_leftover_temps(root: Path) -> int:
+    """Remove every ``.~syncd-*`` file under ``root`` (symlinks are not followed)."""
+    removed = 0
+    for _dirpath, _dirnames, filenames, dir_fd in os.fwalk(root, follow_symlinks=False):
+        for name in filenames:
+            if name.startswith(RESERVED_PREFIX):
+                try:
+                    os.unlink(name, dir_fd=dir_fd)
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+    return removed

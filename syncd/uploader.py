@@ -1,0 +1,169 @@
+"""Carry out one planned operation against the remote, with the retry policy, and record the
+result in the manifest only after the remote confirmed it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from syncd.errors import SourceChanged
+from syncd.hashing import SMALL, ReadStats, Source, hash_path
+from syncd.manifest import Manifest
+from syncd.remotes.base import Mover, Remote
+from syncd.retry import RetryPolicy
+from syncd.scanner import Scanner
+from syncd.types import LocalFile, Op, RemoteEntry, Row
+
+log = logging.getLogger("syncd.uploader")
+
+
+class Throttle:
+    """A token bucket shared by every transfer: ``bwlimit`` bytes per second, 0 = unlimited."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._next = time.monotonic()
+
+    def __call__(self, nbytes: int) -> float:
+        """Account for ``nbytes`` just sent; return how long the sender should pause."""
+        if self.rate <= 0:
+            return 0.0
+        now = time.monotonic()
+        self._next = max(self._next, now) + nbytes / self.rate
+        return max(0.0, self._next - now - 0.05)
+
+
+@dataclass
+class FolderCtx:
+    """What the workers need to know about one folder."""
+
+    root: Path
+    remote_path: str
+    scope: str
+    scanner: Scanner
+    # Files the remote already holds (from its listing), used to adopt them without sending
+    # when the manifest is empty or was lost.
+    remote_hints: dict[str, RemoteEntry] = field(default_factory=dict)
+
+    def remote(self, rel: str) -> str:
+        return f"{self.remote_path}/{rel}"
+
+
+class Outcome:
+    UPLOADED = "uploaded"
+    REFRESHED = "refreshed"  # same bytes, new mtime: the row was refreshed, nothing sent
+    ADOPTED = "adopted"  # the remote already held these bytes
+    DELETED = "deleted"
+    MOVED = "moved"
+
+
+@dataclass
+class Uploader:
+    remote: Remote
+    manifest: Manifest
+    policy: RetryPolicy
+    stats: ReadStats
+    throttle: Throttle
+    on_bytes: Callable[[int], None] | None = None
+
+    async def upload(
+        self, ctx: FolderCtx, op: Op, progress: Callable[[int], None] | None = None
+    ) -> str:
+        """Send one file (hashing first where the same bytes may be known); return the outcome.
+
+        Raises SourceChanged if the file changed during the upload (nothing is recorded, the
+        caller queues it again), SourceError if it cannot be read, RemoteError from the remote.
+        """
+        assert op.local is not None
+        on_bytes = self._counter(progress)
+        local = ctx.scanner.stat(op.rel)
+        if local is None:
+            raise SourceChanged(op.rel, "vanished before it could be read")
+        path = ctx.root / op.rel
+        row = op.row
+        hint = ctx.remote_hints.get(op.rel)
+        first: Source | None = None
+        if (row is not None and row.size == local.size) or (
+            hint is not None and hint.size == local.size and hint.sha256
+        ):
+            if local.size <= SMALL:
+                first = await self._open(path, local, on_bytes)
+                assert first.sha256 is not None
+                sha = first.sha256
+            else:
+                sha = await asyncio.to_thread(hash_path, path, local, self.stats)
+            if row is not None and row.sha256 == sha:
+                self._record(ctx, local, sha)
+                return Outcome.REFRESHED
+            if hint is not None and hint.sha256 == sha:
+                self._record(ctx, local, sha)
+                return Outcome.ADOPTED
+
+        async def attempt() -> str:
+            nonlocal first
+            if first is not None:
+                src, first = first, None
+            else:
+                src = await self._open(path, local, on_bytes)
+            sha = await self.remote.put(ctx.remote(op.rel), src)
+            if src.data is not None:
+                on_bytes(len(src.data))
+            return sha
+
+        sha = await self.policy.run(f"upload {ctx.remote_path}/{op.rel}", attempt)
+        # The remote now holds the bytes read as `local`: record exactly that. If the file has
+        # changed since, it no longer matches this row and is sent again.
+        self._record(ctx, local, sha)
+        log.info("sent %s/%s (%d bytes)", ctx.remote_path, op.rel, local.size)
+        if ctx.scanner.stat(op.rel) != local:
+            raise SourceChanged(op.rel, "changed while it was being sent; will send again")
+        return Outcome.UPLOADED
+
+    def _counter(self, progress: Callable[[int], None] | None) -> Callable[[int], None]:
+        def count(n: int) -> None:
+            if self.on_bytes is not None:
+                self.on_bytes(n)
+            if progress is not None:
+                progress(n)
+
+        return count
+
+    async def _open(self, path: Path, local: LocalFile, on_bytes: Callable[[int], None]) -> Source:
+        return await Source.open(
+            path, local, stats=self.stats, on_bytes=on_bytes, throttle=self.throttle
+        )
+
+    def _record(self, ctx: FolderCtx, local: LocalFile, sha: str) -> None:
+        self.manifest.put(ctx.scope, Row(local.rel, local.size, local.mtime_ns, sha, time.time()))
+
+    async def move(self, ctx: FolderCtx, op: Op) -> str:
+        """Move on the server (the caller checked the remote can), then move the rows."""
+        assert op.dest is not None
+        src, dst = ctx.remote(op.rel), ctx.remote(op.dest)
+        mover = self.remote
+        assert isinstance(mover, Mover)
+        await self.policy.run(f"move {src}", lambda: mover.move(src, dst))
+        rows = self.manifest.rows(ctx.scope)
+        if op.rel in rows:
+            self.manifest.move(ctx.scope, op.rel, op.dest)
+        else:  # a directory: every row under it
+            prefix = op.rel + "/"
+            for rel in [r for r in rows if r.startswith(prefix)]:
+                self.manifest.move(ctx.scope, rel, op.dest + rel[len(op.rel) :])
+        log.info("moved %s -> %s", src, dst)
+        return Outcome.MOVED
+
+    async def delete(self, ctx: FolderCtx, op: Op) -> str:
+        """Delete a file (``op.row`` set) or a whole directory (no row) on the remote."""
+        target = ctx.remote(op.rel)
+        await self.policy.run(f"delete {target}", lambda: self.remote.delete(target))
+        if op.row is not None:
+            self.manifest.delete(ctx.scope, op.rel)
+        else:
+            self.manifest.delete_tree(ctx.scope, op.rel)
+        log.info("deleted %s", target)
+        return Outcome.DELETED

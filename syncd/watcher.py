@@ -1,0 +1,114 @@
+"""watchfiles.awatch on a folder, with syncd's own ignore rules instead of watchfiles' defaults.
+
+Yields ``(kind, rel)`` pairs; ``rel`` is '' for the folder itself. Falls back to polling, once
+and loudly, when the OS cannot watch (inotify watch limit reached, a filesystem without events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import watchfiles
+
+log = logging.getLogger("syncd.watcher")
+
+# Batching inside watchfiles: wait STEP ms after an event for more, at most DEBOUNCE ms in all.
+# Kept short: syncd settles each path itself (see debounce.py).
+STEP_MS = 10
+DEBOUNCE_MS = 100
+
+INOTIFY_HINT = (
+    "the inotify watch limit is reached; raise it with "
+    "`sudo sysctl fs.inotify.max_user_watches=524288` (and add it to /etc/sysctl.d/ to keep it)"
+)
+
+
+class WatchFilter:
+    """Drops events for ignored paths (the folder's ignore rules)."""
+
+    def __init__(self, root: Path, ignored: Callable[[str, bool], bool]) -> None:
+        self.root = str(root)
+        self.ignored = ignored
+
+    def rel(self, path: str) -> str | None:
+        if path == self.root:
+            return ""
+        if not path.startswith(self.root + os.sep):
+            return None
+        return path[len(self.root) + 1 :].replace(os.sep, "/")
+
+    def __call__(self, change: watchfiles.Change, path: str) -> bool:
+        rel = self.rel(path)
+        if rel is None:
+            return False
+        if rel == "":
+            return True
+        return not (self.ignored(rel, False) or self.ignored(rel, True))
+
+
+def _watch_limit(e: BaseException) -> bool:
+    text = str(e).lower()
+    return (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EMFILE)) or (
+        "watch limit" in text or "no space left" in text or "too many open files" in text
+    )
+
+
+class FolderWatcher:
+    """Watches one folder. ``started`` is set once the OS watches are in place."""
+
+    def __init__(
+        self, root: Path, ignored: Callable[[str, bool], bool], *, force_polling: bool = False
+    ) -> None:
+        self.root = root
+        self.filter = WatchFilter(root, ignored)
+        self.force_polling = force_polling
+        self.stop_event = asyncio.Event()
+        self.started = asyncio.Event()
+        self.state = "starting"
+        self.restarts = 0
+
+    async def events(self) -> AsyncIterator[list[tuple[watchfiles.Change, str]]]:
+        """Batches of (change, rel) until ``stop()``. Raises when the folder cannot be watched."""
+        while not self.stop_event.is_set():
+            watch = watchfiles.awatch(
+                self.root,
+                watch_filter=self.filter,
+                debounce=DEBOUNCE_MS,
+                step=STEP_MS,
+                stop_event=self.stop_event,
+                force_polling=self.force_polling,
+                poll_delay_ms=200,
+                yield_on_timeout=True,
+                rust_timeout=1000,
+            )
+            try:
+                # awatch sets its OS watches synchronously on the first step; yield_on_timeout
+                # gives us an (empty) batch at the latest after rust_timeout, so "started"
+                # is set only once the watches exist.
+                first = True
+                async for changes in watch:
+                    if first:
+                        first = False
+                        self.state = "polling" if self.force_polling else "watching"
+                        self.started.set()
+                    batch = []
+                    for change, path in changes:
+                        rel = self.filter.rel(path)
+                        if rel is not None:
+                            batch.append((change, rel))
+                    yield batch
+                return
+            except Exception as e:
+                if self.force_polling or not _watch_limit(e):
+                    raise
+                log.error("cannot watch %s: %s; %s. Polling instead.", self.root, e, INOTIFY_HINT)
+                self.force_polling = True
+                self.restarts += 1
+
+    def stop(self) -> None:
+        self.stop_event.set()

@@ -1,0 +1,211 @@
+"""Shared fixtures: real servers on 127.0.0.1, each with its own root, token and free port."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@dataclass
+class ServerProc:
+    """A running `syncd serve` subprocess."""
+
+    root: Path
+    token: str | None
+    token_file: Path | None
+    url: str
+    port: int
+    proc: subprocess.Popen[str]
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return self.proc.returncode
+
+
+def start_server(
+    root: Path,
+    token_file: Path | None,
+    *extra: str,
+    port: int = 0,
+    env: dict[str, str] | None = None,
+) -> ServerProc:
+    """Start `python -m syncd serve` and wait (with a deadline) for its 'listening' line."""
+    cmd = [sys.executable, "-m", "syncd", "serve", "--root", str(root), "--port", str(port)]
+    if token_file is not None:
+        cmd += ["--token-file", str(token_file)]
+    cmd += list(extra)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=None,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 20
+    line = ""
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                raise RuntimeError(f"syncd serve exited with {proc.returncode}")
+            continue
+        m = re.search(r"listening on (https?)://[^:/]+:(\d+)/", line)
+        if m:
+            bound = int(m.group(2))
+            token = token_file.read_text().strip() if token_file else None
+            return ServerProc(
+                root=root,
+                token=token,
+                token_file=token_file,
+                url=f"{m.group(1)}://127.0.0.1:{bound}/",
+                port=bound,
+                proc=proc,
+            )
+    proc.kill()
+    raise RuntimeError(f"syncd serve did not report listening; last line: {line!r}")
+
+
+@pytest.fixture
+def token_file(tmp_path: Path) -> Path:
+    f = tmp_path / "token"
+    f.write_text(secrets.token_urlsafe(24) + "\n")
+    f.chmod(0o600)
+    return f
+
+
+@pytest.fixture
+def server(tmp_path: Path, token_file: Path) -> Iterator[ServerProc]:
+    """A real `syncd serve` on a free 127.0.0.1 port with a token and its own root."""
+    root = tmp_path / "server-root"
+    root.mkdir()
+    srv = start_server(root, token_file)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def mirror_config(
+    tmp_path: Path,
+    server: ServerProc,
+    folder: Path,
+    *,
+    remote_path: str = "docs",
+    extra_folder: str = "",
+    extra: str = "",
+) -> Path:
+    """A config mirroring ``folder`` to ``server`` with its own state dir."""
+    token = f'token_file = "{server.token_file}"\n' if server.token_file else ""
+    return write_config(
+        tmp_path / "config.toml",
+        f"""
+[remote]
+url = "{server.url}"
+{token}
+[[folder]]
+path = "{folder}"
+remote_path = "{remote_path}"
+{extra_folder}
+
+[sync]
+state_dir = "{tmp_path / "state"}"
+{extra}
+""",
+    )
+
+
+def run_syncd(
+    *args: str,
+    config: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    honour_modes: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `syncd` command line in a subprocess.
+
+    ``honour_modes``: when run as root, drop the capabilities that let root read any file, so
+    that ``chmod 000`` means what it means for a normal user.
+    """
+    cmd = [sys.executable, "-m", "syncd", *args]
+    if honour_modes and os.geteuid() == 0:
+        cmd = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *cmd]
+    if config is not None:
+        cmd += ["-c", str(config)]
+    full_env = {k: v for k, v in os.environ.items() if k != "SYNCD_CONFIG"}
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env={**full_env, **(env or {})}
+    )
+
+
+def wait_for(cond: Callable[[], object], timeout: float = 20, what: str = "condition") -> None:
+    """Poll ``cond`` until it is true, with a deadline (never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if cond():
+                return
+            last_exc = None
+        except (OSError, AssertionError) as e:
+            last_exc = e
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}" + (f": {last_exc}" if last_exc else ""))
+
+
+class DaemonProc:
+    """A running `syncd run` subprocess whose stderr is collected in a file."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config = config
+        self.log_path = log
+        self._log = log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "syncd", "run", "-c", str(config)],
+            stdout=self._log,
+            stderr=self._log,
+            env={k: v for k, v in os.environ.items() if k != "SYNCD_CONFIG"},
+        )
+        wait_for(lambda: "ready:" in self.log() or self.proc.poll() is not None, 30, "ready")
+        assert self.proc.poll() is None, self.log()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
