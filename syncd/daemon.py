@@ -158,28 +158,42 @@ class Daemon:
         return [*self.debouncer.keys(), *self._deferred, *self._claims]
 
     async def _watch(self, i: int) -> None:
+        """Keep folder ``i`` watched: restart (and rescan) when the watch breaks, the folder
+        disappears and comes back, or is replaced by another directory."""
         ctx = self.folders[i]
         w = self.watchers[i]
+        unavailable = False
         while not self._stopping.is_set():
             try:
                 ctx.scanner.check_root()
-            except FolderUnavailable as e:
+                ident = _identity(ctx.root)
+            except (FolderUnavailable, OSError) as e:
+                if not unavailable:
+                    log.error("folder %s: %s; waiting for it to come back", ctx.root, e)
+                unavailable = True
                 w.state = f"folder unavailable: {e}"
                 w.started.set()
                 await self._sleep_or_stop(ROOT_CHECK)
                 continue
+            if unavailable:
+                log.info("folder %s is back; rescanning", ctx.root)
+                unavailable = False
+                self._request_rescan(i)
             try:
                 async for batch in w.events():
                     self._on_events(i, batch)
-                if w.stop_event.is_set():
-                    return
+                    if _identity(ctx.root) != ident:
+                        log.warning("folder %s was replaced; watching it again", ctx.root)
+                        break
             except Exception as e:  # the watcher broke: say so, rescan, start again
                 log.error("watching %s failed: %s; rescanning and watching again", ctx.root, e)
+            if self._stopping.is_set():
+                return
             w.restarts += 1
             w.state = "restarting"
             self._request_rescan(i)
             w.stop_event = asyncio.Event()
-            await self._sleep_or_stop(ROOT_CHECK)
+            await self._sleep_or_stop(0.2)
 
     async def _sleep_or_stop(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -445,6 +459,14 @@ def _top_new_dir(d: str, new: dict[str, LocalFile], rows: dict[str, Row]) -> str
     return top
 
 
+def _identity(path: os.PathLike[str] | str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 def _lstat_exact(ctx: FolderCtx, rel: str) -> os.stat_result | None:
     """lstat that also checks the name's exact case (case-insensitive filesystems)."""
     path = os.path.join(ctx.root, rel)
@@ -452,6 +474,8 @@ def _lstat_exact(ctx: FolderCtx, rel: str) -> os.stat_result | None:
         st = os.lstat(path)
     except OSError:
         return None
+    if not ctx.scanner.case_insensitive:
+        return st
     parent, name = os.path.split(path)
     try:
         if name not in os.listdir(parent):

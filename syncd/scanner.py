@@ -28,6 +28,18 @@ class FolderUnavailable(OSError):
     """The folder itself is missing, not a directory, or unreadable: nothing may be deleted."""
 
 
+def _case_insensitive(path: Path) -> bool:
+    """Does the filesystem holding ``path`` ignore case (macOS, Windows by default)?"""
+    # Probe the nearest component that has letters (the folder itself, else a parent).
+    for p in (path, *path.parents):
+        if p.name.swapcase() != p.name:
+            try:
+                return os.path.samefile(p, p.parent / p.name.swapcase())
+            except OSError:
+                return False
+    return False
+
+
 class Ignorer:
     """The folder's ignore rules: built-in defaults, the config's list, and ``.syncdignore``."""
 
@@ -66,6 +78,7 @@ class Scanner:
         self.folder = folder
         self._warned: set[str] = set()
         self.ignorer = Ignorer(folder)
+        self.case_insensitive = _case_insensitive(folder.path)
 
     def reload_ignores(self) -> None:
         self.ignorer = Ignorer(self.folder)

@@ -178,3 +178,26 @@ def test_status_json_while_running(cfg: Path, folder: Path, daemon: DaemonProc) 
     # A second daemon on the same state dir is refused.
     r = run_syncd("run", config=cfg, timeout=30)
     assert r.returncode == 1 and "another `syncd run`" in r.stderr
+
+
+def test_folder_removed_then_back_deletes_nothing(
+    tmp_path: Path, server: ServerProc, folder: Path, daemon: DaemonProc
+) -> None:
+    (folder / "keep.txt").write_text("keep")
+    wait_for(lambda: mirrored(server, folder))
+    before = tree_of(server.root / "docs")
+    aside = tmp_path / "aside"
+    folder.rename(aside)  # as if the disk were unmounted
+    wait_for(lambda: "waiting for it to come back" in daemon.log(), what="folder noticed gone")
+    assert tree_of(server.root / "docs") == before
+    aside.rename(folder)
+    (folder / "after.txt").write_text("after")
+    wait_for(lambda: mirrored(server, folder), what="watching again after the folder came back")
+
+
+def test_case_only_rename(server: ServerProc, folder: Path, daemon: DaemonProc) -> None:
+    (folder / "readme.txt").write_text("case")
+    wait_for(lambda: mirrored(server, folder))
+    (folder / "readme.txt").rename(folder / "README.txt")
+    wait_for(lambda: sorted(tree_of(server.root / "docs")) == ["README.txt", "initial.txt"])
+    assert "moved docs/readme.txt -> docs/README.txt" in daemon.log()
