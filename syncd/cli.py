@@ -233,7 +233,14 @@ def _format_live(doc: dict[str, Any]) -> str:
         f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(d['started']))}"
         + ("" if d["ready"] else " (first reconcile still running)"),
         f"remote: {doc['remote']['url']}"
-        + (f" -- {doc['remote']['error']}" if doc["remote"]["error"] else ""),
+        + (f" -- {doc['remote']['error']}" if doc["remote"]["error"] else "")
+        + (
+            ""
+            if doc["remote"].get("reachable", True)
+            else " -- UNREACHABLE since "
+            + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(doc["remote"]["unreachable_since"]))
+            + f", {doc['remote']['queued']} change(s) queued"
+        ),
     ]
     for f in doc["folders"]:
         state = "in sync" if f["in_sync"] else f"{f['pending_count']} pending"

@@ -23,9 +23,10 @@ import watchfiles
 from syncd.config import Config
 from syncd.debounce import Debouncer
 from syncd.engine import Batch, Engine, Job, Report
-from syncd.errors import AuthError
+from syncd.errors import AuthError, SyncdError, TransientError, Unreachable
 from syncd.planner import Plan, plan_file
 from syncd.remotes.base import Mover
+from syncd.retry import RetryPolicy
 from syncd.scanner import FolderUnavailable
 from syncd.status import ControlServer, StatusBoard
 from syncd.types import LocalFile, Op, OpKind, Row
@@ -43,7 +44,9 @@ Key = tuple[int, str]  # (folder index, relative path)
 class Daemon:
     def __init__(self, config: Config, *, engine: Engine | None = None) -> None:
         self.config = config
-        self.engine = engine or Engine(config)
+        # Short in-worker retries: longer outages are handled by the outbox, so a worker is
+        # never held for long by one path.
+        self.engine = engine or Engine(config, policy=RetryPolicy(attempts=3, cap=5.0))
         self.debouncer: Debouncer[Key] = Debouncer(
             config.sync.debounce, config.sync.max_delay, self._probe
         )
@@ -58,6 +61,15 @@ class Daemon:
         self._deferred: set[Key] = set()
         self.ready = asyncio.Event()
         self.started_at = time.time()
+        # Offline handling: paths that could not be sent (persisted in the manifest's outbox),
+        # when each is due again, and whether the remote is reachable at all.
+        self.outbox: set[Key] = set()
+        self._retry_at: dict[Key, float] = {}
+        self._attempts: dict[Key, int] = {}
+        self.remote_down_since: float | None = None
+        self._up = asyncio.Event()
+        self._up.set()
+        self._down = asyncio.Event()
 
     @property
     def folders(self) -> list[FolderCtx]:
@@ -97,6 +109,8 @@ class Daemon:
 
     async def _main(self) -> None:
         # Reconcile every folder, wait for it, then announce readiness and go live.
+        self._load_outbox()
+        remote_watch = asyncio.create_task(self._watch_remote())
         batches = [await self._reconcile(i) for i in range(len(self.folders))]
         for b in batches:
             await b.wait()
@@ -107,7 +121,10 @@ class Daemon:
             len(self.folders),
             self.config.remote.url,
         )
-        await asyncio.gather(self._schedule(), self._rescans())
+        try:
+            await asyncio.gather(self._schedule(), self._rescans())
+        finally:
+            remote_watch.cancel()
 
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:
@@ -230,17 +247,98 @@ class Daemon:
     # -- scheduling --------------------------------------------------------------------------
     async def _schedule(self) -> None:
         while True:
-            deadline = self.debouncer.next_deadline()
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self._up.is_set():
+                # The remote is down: events keep settling in the debouncer (one entry per
+                # path), nothing is dispatched until _watch_remote sees it back.
+                await self._up.wait()
+                continue
+            deadlines = [d for d in (self.debouncer.next_deadline(),) if d is not None]
+            deadlines += self._retry_at.values()
+            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
+            if not self._up.is_set():
+                continue
+            now = time.monotonic()
+            for key, when in list(self._retry_at.items()):
+                if when <= now:
+                    del self._retry_at[key]
+                    self.debouncer.touch(key, now - self.debouncer.quiet)
             for i in sorted(self._rescan_now):
                 self._rescan_now.discard(i)
                 await self._reconcile(i)
             due = self.debouncer.pop_due(time.monotonic())
             if due:
                 await self._dispatch(due)
+
+    # -- offline: the outbox and the remote's health -------------------------------------------
+    def _load_outbox(self) -> None:
+        """Paths left unsent by an earlier run (crash, reboot) are looked at again."""
+        scopes = {ctx.scope: i for i, ctx in enumerate(self.folders)}
+        now = time.monotonic()
+        for scope, rel, _since in self.engine.manifest.outbox():
+            if scope in scopes:
+                key = (scopes[scope], rel)
+                self.outbox.add(key)
+                self.debouncer.touch(key, now)
+
+    def _on_retry(self, job: Job, e: TransientError) -> None:
+        key = (self._index(job.ctx), job.op.rel)
+        if key not in self.outbox:
+            self.outbox.add(key)
+            self.engine.manifest.outbox_add(job.ctx.scope, job.op.rel)
+        n = self._attempts[key] = self._attempts.get(key, 0) + 1
+        if isinstance(e, Unreachable):
+            self._mark_down(e)
+        else:
+            delay = self.engine.policy.delay(min(n + 3, 12), e.retry_after)
+            self._retry_at[key] = time.monotonic() + delay
+            log.warning("%s; trying again in %.0fs", e, delay)
+        self._wake.set()
+
+    def _mark_down(self, e: Exception) -> None:
+        if self.remote_down_since is None:
+            self.remote_down_since = time.time()
+            self._up.clear()
+            self._down.set()
+            log.error(
+                "remote unreachable: %s. Watching on; changes are queued and sent when it is back",
+                e,
+            )
+
+    async def _watch_remote(self) -> None:
+        """While the remote is down, check on it with backoff; when it is back, send the
+        outbox and rescan (a server that came back empty is filled again)."""
+        while True:
+            await self._down.wait()
+            delay = 1.0
+            while True:
+                await asyncio.sleep(delay)
+                try:
+                    await self.engine.remote.ping()
+                    break
+                except AuthError as e:
+                    self.engine.fatal = e
+                    self._stopping.set()
+                    return
+                except SyncdError as e:
+                    log.debug("remote still unreachable: %s", e)
+                    delay = min(delay * 2, 30.0)
+            down_for = time.time() - (self.remote_down_since or time.time())
+            log.info(
+                "remote reachable again after %.0fs; sending %d queued change(s)",
+                down_for,
+                len(self.outbox),
+            )
+            self.remote_down_since = None
+            self._down.clear()
+            self._up.set()
+            now = time.monotonic()
+            for key in self.outbox:
+                self.debouncer.touch(key, now)
+            for i in range(len(self.folders)):
+                self._request_rescan(i)
 
     async def _rescans(self) -> None:
         interval = self.config.sync.rescan_interval
@@ -255,8 +353,9 @@ class Daemon:
         """A full scan of folder ``i``; its ops go to the workers. Returns their batch."""
         ctx = self.folders[i]
         batch = Batch()
-        plan = await self.engine.plan(ctx, self.report)
+        plan = await self.engine.plan(ctx, self.report, check_remote=True)
         if plan is None or plan.empty:
+            ctx.remote_hints = {}
             return batch
         await self.engine.load_hints(ctx, plan)
         await self._submit_plan(i, plan, batch)
@@ -282,7 +381,15 @@ class Daemon:
         if self._busy(i, op.rel) or (op.dest is not None and self._busy(i, op.dest)):
             self._deferred.add(key)  # looked at again once the op in the way is done
             return
-        job = Job(self.folders[i], op, self.report, batch, self._on_changed, self._on_done)
+        job = Job(
+            self.folders[i],
+            op,
+            self.report,
+            batch,
+            on_changed=self._on_changed,
+            on_done=self._on_done,
+            on_retry=self._on_retry,
+        )
         self._claims[key] = job
         if op.dest is not None:
             self._claims[(i, op.dest)] = job
@@ -301,6 +408,12 @@ class Daemon:
 
     def _on_done(self, job: Job) -> None:
         i = self._index(job.ctx)
+        key = (i, job.op.rel)
+        if job.ok:
+            self._attempts.pop(key, None)
+            if key in self.outbox:
+                self.outbox.discard(key)
+                self.engine.manifest.outbox_remove(job.ctx.scope, job.op.rel)
         self._claims.pop((i, job.op.rel), None)
         if job.op.dest is not None:
             self._claims.pop((i, job.op.dest), None)
@@ -394,6 +507,13 @@ class Daemon:
         ops += [Op(OpKind.UPLOAD, r, local=lf, row=rows.get(r)) for r, lf in uploads.items()]
         for op in ops:
             await self._submit(i, op)
+        # Outbox entries that turned out to need nothing (already sent, or gone) are done.
+        handled = {op.rel for op in ops} | {op.dest for op in ops if op.dest}
+        for rel in rels:
+            key = (i, rel)
+            if key in self.outbox and rel not in handled and key not in self._deferred:
+                self.outbox.discard(key)
+                self.engine.manifest.outbox_remove(ctx.scope, rel)
 
     def _moves(
         self,

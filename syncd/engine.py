@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, overload
 
 from syncd.config import Config, FolderConfig
 from syncd.errors import (
@@ -112,6 +112,9 @@ class Job:
     batch: Batch | None = None
     on_changed: Callable[[Job], None] | None = None  # live mode: re-queue after it settles
     on_done: Callable[[Job], None] | None = None
+    # live mode: a transient failure (server down, 5xx) goes back to the daemon's outbox
+    on_retry: Callable[[Job, TransientError], None] | None = None
+    ok: bool = False  # set when the op completed
     sent: int = 0  # bytes sent so far (for status)
     started: float = 0.0
 
@@ -250,14 +253,23 @@ class Engine:
             ctx.remote_hints = {}
             await self.manifest.aflush()
 
-    async def plan(self, ctx: FolderCtx, report: Report) -> Plan | None:
-        """Scan one folder and compare it with the manifest (None: the folder is unavailable)."""
+    async def plan(
+        self, ctx: FolderCtx, report: Report, *, check_remote: bool = False
+    ) -> Plan | None:
+        """Scan one folder and compare it with the manifest (None: the folder is unavailable).
+
+        ``check_remote``: also list the remote, and forget manifest rows for files it no
+        longer holds (a server restored from an old backup, or emptied, is filled again
+        instead of being trusted).
+        """
         try:
             scan = await asyncio.to_thread(ctx.scanner.scan)
         except FolderUnavailable as e:
             report.failed.append(Problem(ctx.remote_path, f"{e}: nothing sent, nothing deleted"))
             log.error("folder %s: %s; nothing sent, nothing deleted", ctx.remote_path, e)
             return None
+        if check_remote:
+            await self._check_remote(ctx)
         report.failed += [Problem(f"{ctx.remote_path}/{p.path}", p.reason) for p in scan.problems]
         plan = plan_folder(
             scan.files,
@@ -275,18 +287,51 @@ class Engine:
     async def load_hints(self, ctx: FolderCtx, plan: Plan) -> None:
         """With no manifest rows (first run, or a lost manifest), learn what the remote holds,
         so that identical files are adopted instead of sent again."""
-        if plan.uploads and not self.manifest.rows(ctx.scope):
+        if plan.uploads and not self.manifest.rows(ctx.scope) and not ctx.remote_hints:
             ctx.remote_hints = await self._remote_listing(ctx)
 
-    async def _remote_listing(self, ctx: FolderCtx) -> dict[str, RemoteEntry]:
-        """What the remote already holds (to adopt identical files instead of sending them)."""
+    async def _check_remote(self, ctx: FolderCtx) -> None:
+        listing = await self._remote_listing(ctx, quiet=True)
+        if listing is None:
+            return
+        rows = self.manifest.rows(ctx.scope)
+        lost = [
+            rel
+            for rel, row in rows.items()
+            if (e := listing.get(rel)) is None
+            or e.size != row.size
+            or (e.sha256 is not None and e.sha256 != row.sha256)
+        ]
+        if lost:
+            log.warning(
+                "%s: the server no longer holds %d file(s) the manifest lists; sending them again",
+                ctx.remote_path,
+                len(lost),
+            )
+            for rel in lost:
+                self.manifest.delete(ctx.scope, rel)
+        ctx.remote_hints = listing
+
+    @overload
+    async def _remote_listing(
+        self, ctx: FolderCtx, quiet: Literal[True]
+    ) -> dict[str, RemoteEntry] | None: ...
+    @overload
+    async def _remote_listing(
+        self, ctx: FolderCtx, quiet: Literal[False] = False
+    ) -> dict[str, RemoteEntry]: ...
+    async def _remote_listing(
+        self, ctx: FolderCtx, quiet: bool = False
+    ) -> dict[str, RemoteEntry] | None:
+        """What the remote already holds (to adopt identical files instead of sending them).
+        None (with ``quiet``) or {} when the remote cannot list or cannot be reached."""
         if not getattr(self.remote, "lists_digests", False):
-            return {}
+            return None if quiet else {}
         try:
             return {e.path: e async for e in self.remote.list(ctx.remote_path)}
         except TransientError as e:
-            log.warning("could not list %s (%s); sending everything", ctx.remote_path, e)
-            return {}
+            log.warning("could not list %s (%s)", ctx.remote_path, e)
+            return None if quiet else {}
 
     async def execute(self, ctx: FolderCtx, plan: Plan, report: Report) -> None:
         """Run the plan's uploads, then its deletes, ``concurrency`` at a time."""
@@ -382,13 +427,16 @@ class Engine:
                 if op.kind is OpKind.DELETE:
                     await uploader.delete(ctx, op)
                     report.deleted += 1
+                    job.ok = True
                     return
                 if op.kind is OpKind.MOVE:
                     assert op.dest is not None
                     await uploader.move(ctx, op)
                     report.moved += 1
+                    job.ok = True
                     return
                 outcome = await uploader.upload(ctx, op, progress=_sent_by(job))
+                job.ok = True
                 self.progress.file_done(op.rel)
                 if outcome == Outcome.UPLOADED:
                     report.uploaded += 1
@@ -418,6 +466,9 @@ class Engine:
             except AuthError:
                 raise
             except RemoteError as e:
+                if isinstance(e, TransientError) and job.on_retry is not None:
+                    job.on_retry(job, e)  # the daemon keeps it in its outbox and tries later
+                    return
                 if isinstance(e, Unreachable):
                     self.unreachable = e
                 report.failed.append(Problem(name, str(e)))

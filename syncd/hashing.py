@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from syncd.errors import SourceChanged, SourceError
+from syncd.faults import crash_point
 from syncd.types import LocalFile
 
 CHUNK = 1 << 20  # 1 MiB: large enough that the thread hop per chunk costs nothing
@@ -84,6 +85,7 @@ def hash_path(path: Path, expect: LocalFile, stats: ReadStats | None = None) -> 
         stats.bytes += n
     if n != expect.size or not _same(after, expect):
         raise SourceChanged(expect.rel, "changed while it was being read")
+    crash_point("hashing")
     return h.hexdigest()
 
 
@@ -144,7 +146,9 @@ class Source:
             self.stats.bytes += len(data)
         if len(data) != self.local.size:
             raise SourceChanged(self.rel, "changed while it was being read")
-        return data, hashlib.sha256(data).hexdigest()
+        digest = hashlib.sha256(data).hexdigest()
+        crash_point("hashing")
+        return data, digest
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The file's bytes in 1 MiB chunks; reads one chunk ahead in a worker thread."""
@@ -183,6 +187,8 @@ class Source:
                     self.stats.bytes += len(buf)
                 yield buf
                 self._sent += len(buf)
+                if self._sent >= self.local.size // 2:
+                    crash_point("mid-body")
                 if self.on_bytes is not None:
                     self.on_bytes(len(buf))
                 if self.throttle is not None:

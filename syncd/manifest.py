@@ -33,6 +33,14 @@ CREATE TABLE IF NOT EXISTS files (
     synced_at REAL NOT NULL,
     PRIMARY KEY (scope, path)
 ) WITHOUT ROWID;
+-- Paths the daemon could not send yet (server down, 5xx): tried again until they go through,
+-- across restarts.
+CREATE TABLE IF NOT EXISTS outbox (
+    scope     TEXT NOT NULL,
+    path      TEXT NOT NULL,
+    since     REAL NOT NULL,
+    PRIMARY KEY (scope, path)
+) WITHOUT ROWID;
 """
 
 
@@ -142,6 +150,20 @@ class Manifest:
             return
         self.delete(scope, src)
         self.put(scope, Row(dst, row.size, row.mtime_ns, row.sha256, time.time()))
+
+    # -- the outbox ---------------------------------------------------------------------------
+    def outbox_add(self, scope: str, rel: str) -> None:
+        self._staged.append(
+            ("INSERT OR IGNORE INTO outbox VALUES (?, ?, ?)", (scope, rel, time.time()))
+        )
+
+    def outbox_remove(self, scope: str, rel: str) -> None:
+        self._staged.append(("DELETE FROM outbox WHERE scope = ? AND path = ?", (scope, rel)))
+
+    def outbox(self) -> list[tuple[str, str, float]]:
+        """Every (scope, path, since) waiting to be sent again."""
+        with self._lock:
+            return list(self._db.execute("SELECT scope, path, since FROM outbox"))
 
     @property
     def pending(self) -> int:

@@ -98,7 +98,13 @@ class StatusBoard:
         r = d.report
         return {
             "daemon": {"pid": os.getpid(), "started": d.started_at, "ready": d.ready.is_set()},
-            "remote": {"url": d.config.remote.url, "error": str(eng.fatal) if eng.fatal else None},
+            "remote": {
+                "url": d.config.remote.url,
+                "reachable": d.remote_down_since is None,
+                "unreachable_since": d.remote_down_since,
+                "queued": len(d.outbox),
+                "error": str(eng.fatal) if eng.fatal else None,
+            },
             "folders": folders,
             "totals": {
                 "uploaded": r.uploaded,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from syncd.errors import SourceChanged
+from syncd.faults import crash_point
 from syncd.hashing import SMALL, ReadStats, Source, hash_path
 from syncd.manifest import Manifest
 from syncd.remotes.base import Mover, Remote
@@ -115,6 +116,7 @@ class Uploader:
             return sha
 
         sha = await self.policy.run(f"upload {ctx.remote_path}/{op.rel}", attempt)
+        crash_point("after-upload")
         # The remote now holds the bytes read as `local`: record exactly that. If the file has
         # changed since, it no longer matches this row and is sent again.
         self._record(ctx, local, sha)
@@ -147,6 +149,7 @@ class Uploader:
         mover = self.remote
         assert isinstance(mover, Mover)
         await self.policy.run(f"move {src}", lambda: mover.move(src, dst))
+        crash_point("after-move")
         rows = self.manifest.rows(ctx.scope)
         if op.rel in rows:
             self.manifest.move(ctx.scope, op.rel, op.dest)
@@ -161,6 +164,7 @@ class Uploader:
         """Delete a file (``op.row`` set) or a whole directory (no row) on the remote."""
         target = ctx.remote(op.rel)
         await self.policy.run(f"delete {target}", lambda: self.remote.delete(target))
+        crash_point("after-delete")
         if op.row is not None:
             self.manifest.delete(ctx.scope, op.rel)
         else:

@@ -183,18 +183,22 @@ def wait_for(cond: Callable[[], object], timeout: float = 20, what: str = "condi
 class DaemonProc:
     """A running `syncd run` subprocess whose stderr is collected in a file."""
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(
+        self, config: Path, log: Path, env: dict[str, str] | None = None, wait: bool = True
+    ) -> None:
         self.config = config
         self.log_path = log
         self._log = log.open("ab")
+        base = {k: v for k, v in os.environ.items() if k != "SYNCD_CONFIG"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "syncd", "run", "-c", str(config)],
             stdout=self._log,
             stderr=self._log,
-            env={k: v for k, v in os.environ.items() if k != "SYNCD_CONFIG"},
+            env={**base, **(env or {})},
         )
-        wait_for(lambda: "ready:" in self.log() or self.proc.poll() is not None, 30, "ready")
-        assert self.proc.poll() is None, self.log()
+        if wait:
+            wait_for(lambda: "ready:" in self.log() or self.proc.poll() is not None, 30, "ready")
+            assert self.proc.poll() is None, self.log()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

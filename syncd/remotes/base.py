@@ -40,6 +40,10 @@ class Remote(Protocol):
         """Every file under directory ``prefix``, with paths relative to it."""
         ...
 
+    async def ping(self) -> None:
+        """Cheap reachability check. Raises Unreachable/TransientError, or AuthError."""
+        ...
+
     async def aclose(self) -> None: ...
 
 

@@ -122,6 +122,19 @@ class HTTPRemote:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    async def ping(self) -> None:
+        """Is the server there? Any HTTP answer is; raises Unreachable/TransientError/AuthError."""
+        try:
+            async with self.session.head(
+                URL(self.base, encoded=True), timeout=self.read_timeout
+            ) as r:
+                if r.status == 401:
+                    await self.fail(r, "/", "ping")
+                if r.status >= 500:
+                    await self.fail(r, "/", "ping")
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise self.transport_error(e, "/", "ping") from e
+
     def url(self, path: str, query: str = "") -> URL:
         return URL(self.base + quote_path(path) + (f"?{query}" if query else ""), encoded=True)
 

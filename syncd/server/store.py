@@ -26,6 +26,7 @@ from types import TracebackType
 from urllib.parse import unquote_to_bytes
 
 from syncd.errors import SyncdError
+from syncd.faults import crash_point
 
 log = logging.getLogger("syncd.server.store")
 
@@ -545,6 +546,7 @@ class Upload:
             raise _os_error(e, str(self.rel)) from e
         self._hash.update(data)
         self.size += len(data)
+        crash_point("server-mid-body")
 
     def _finish(self) -> None:
         if self._state == "new":

@@ -1,0 +1,23 @@
+"""Deterministic crash points for the fault-injection tests.
+
+``SYNCD_CRASH_AT=<step>`` makes the process SIGKILL itself when it reaches that step, so a test
+can prove that a crash there loses nothing. Unset (always, outside tests) it does nothing.
+
+Steps: ``hashing`` (a file read and hashed, not sent), ``mid-body`` (a large upload half
+sent), ``after-upload`` (the server confirmed, the manifest row not written), ``after-delete``,
+``after-move`` (likewise), ``server-mid-body`` (the server has written part of a body).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "SYNCD_CRASH_AT"
+_AT = os.environ.get(ENV) or None
+
+
+def crash_point(step: str) -> None:
+    """Kill this process at once (no cleanup, like a power cut) if ``step`` is the one set."""
+    if _AT is not None and step == _AT:
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))

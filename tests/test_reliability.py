@@ -1,0 +1,161 @@
+"""Faults: the server going away, coming back (empty), crashes at every step, mass deletes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import (
+    DaemonProc,
+    ServerProc,
+    mirror_config,
+    run_syncd,
+    start_server,
+    wait_for,
+)
+from tests.test_sync import tree_of
+
+
+def test_daemon_queues_while_server_is_down_and_converges_when_back(
+    tmp_path: Path, server: ServerProc
+) -> None:
+    folder = tmp_path / "Documents"
+    folder.mkdir()
+    (folder / "a.txt").write_text("a")
+    (folder / "b.txt").write_text("b")
+    cfg = mirror_config(tmp_path, server, folder, extra="debounce = 0.1")
+    d = DaemonProc(cfg, tmp_path / "daemon.log")
+    try:
+        server.stop()
+        (folder / "a.txt").write_text("a, edited while the server was down")
+        (folder / "c.txt").write_text("new while down")
+        (folder / "b.txt").unlink()
+        wait_for(lambda: "remote unreachable" in d.log(), what="outage noticed")
+
+        def status() -> dict[str, object]:
+            r = run_syncd("status", "--json", config=cfg)
+            assert r.returncode in (0, 1), r.stderr
+            doc: dict[str, object] = json.loads(r.stdout)
+            return doc
+
+        remote = status()["remote"]
+        assert isinstance(remote, dict)
+        assert remote["reachable"] is False and remote["unreachable_since"]
+        assert d.proc.poll() is None, "the daemon keeps running while the server is down"
+
+        back = start_server(server.root, server.token_file, port=server.port)
+        try:
+            wait_for(lambda: tree_of(server.root / "docs") == tree_of(folder), 60, "converged")
+            wait_for(lambda: status()["remote"]["reachable"] is True)  # type: ignore[index]
+        finally:
+            back.stop()
+    finally:
+        assert d.stop() == 0
+
+
+def test_server_that_comes_back_empty_is_refilled(tmp_path: Path, token_file: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    srv = start_server(root, token_file)
+    folder = tmp_path / "Documents"
+    folder.mkdir()
+    for i in range(5):
+        (folder / f"{i}.txt").write_text(str(i))
+    cfg = mirror_config(tmp_path, srv, folder, extra="debounce = 0.1")
+    d = DaemonProc(cfg, tmp_path / "daemon.log")
+    try:
+        assert tree_of(root / "docs") == tree_of(folder)
+        srv.stop()
+        shutil.rmtree(root / "docs")  # the server lost its disk
+        (folder / "poke.txt").write_text("a change while it was away")
+        wait_for(lambda: "remote unreachable" in d.log(), what="outage noticed")
+        srv = start_server(root, token_file, port=srv.port)
+        wait_for(lambda: tree_of(root / "docs") == tree_of(folder), 60, "refilled, not deleted")
+    finally:
+        assert d.stop() == 0
+        srv.stop()
+
+
+def temps(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.startswith(".~syncd-")]
+
+
+def converged(cfg: Path, server: ServerProc, folder: Path) -> None:
+    """After a crash: the next sync succeeds, the server equals the folder, and the manifest
+    is right (a further sync has nothing to do)."""
+    r = run_syncd("sync", config=cfg)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert tree_of(server.root / "docs") == tree_of(folder)
+    r = run_syncd("verify", config=cfg)
+    assert r.returncode == 0, r.stdout
+    r = run_syncd("sync", config=cfg)
+    assert "uploaded 0, deleted 0" in r.stdout, r.stdout
+    assert temps(server.root) == []
+
+
+@pytest.mark.parametrize("step", ["hashing", "mid-body", "after-upload", "after-delete"])
+def test_client_killed_at_each_step_converges(
+    tmp_path: Path, server: ServerProc, step: str
+) -> None:
+    folder = tmp_path / "Documents"
+    folder.mkdir()
+    (folder / "small.txt").write_text("small")
+    (folder / "big.bin").write_bytes(os.urandom(8 << 20))
+    (folder / "doomed.txt").write_text("to be deleted")
+    cfg = mirror_config(tmp_path, server, folder)
+    if step == "after-delete":
+        assert run_syncd("sync", config=cfg).returncode == 0
+        (folder / "doomed.txt").unlink()
+    else:
+        (folder / "big.bin").write_bytes(os.urandom(8 << 20))
+    r = run_syncd("sync", config=cfg, env={"SYNCD_CRASH_AT": step})
+    assert r.returncode == -signal.SIGKILL, f"the crash point {step} was not reached"
+    wait_for(lambda: temps(server.root) == [], what="server dropped the broken upload")
+    converged(cfg, server, folder)
+
+
+def test_client_killed_after_a_move_converges(tmp_path: Path, server: ServerProc) -> None:
+    folder = tmp_path / "Documents"
+    (folder / "dir").mkdir(parents=True)
+    for i in range(5):
+        (folder / "dir" / f"{i}.txt").write_text(str(i))
+    cfg = mirror_config(tmp_path, server, folder, extra="debounce = 0.1")
+    assert run_syncd("sync", config=cfg).returncode == 0
+    d = DaemonProc(cfg, tmp_path / "d.log", env={"SYNCD_CRASH_AT": "after-move"})
+    (folder / "dir").rename(folder / "moved")
+    wait_for(lambda: d.proc.poll() is not None, what="the daemon killed itself after the move")
+    assert d.stop() == -signal.SIGKILL
+    assert sorted(tree_of(server.root / "docs")) == [f"moved/{i}.txt" for i in range(5)]
+    d2 = DaemonProc(cfg, tmp_path / "d2.log")  # restarted: converges, uploads nothing again
+    try:
+        assert tree_of(server.root / "docs") == tree_of(folder)
+        assert "sent docs/" not in d2.log(), "identical files were sent again"
+    finally:
+        assert d2.stop() == 0
+    converged(cfg, server, folder)
+
+
+def test_server_killed_mid_upload_leaves_no_partial_file(tmp_path: Path, token_file: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    srv = start_server(root, token_file, env={"SYNCD_CRASH_AT": "server-mid-body"})
+    folder = tmp_path / "Documents"
+    folder.mkdir()
+    (folder / "big.bin").write_bytes(os.urandom(6 << 20))
+    cfg = mirror_config(tmp_path, srv, folder)
+    r = run_syncd("sync", config=cfg)
+    assert r.returncode == 1
+    assert srv.stop() == -signal.SIGKILL
+    assert not (root / "docs" / "big.bin").exists()
+    assert len(temps(root)) == 1  # the dead server's temp, never at the target path
+    srv = start_server(root, token_file, port=srv.port)  # removes leftover temps at start
+    try:
+        assert temps(root) == []
+        converged(cfg, srv, folder)
+    finally:
+        srv.stop()
