@@ -43,6 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sync", help="mirror every folder once, then exit")
     config_arg(s)
     s.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    s.add_argument(
+        "--force-delete",
+        action="store_true",
+        help="make the deletions even if there are more than [sync] max_delete allows",
+    )
 
     s = sub.add_parser("verify", help="compare local files with what the remote holds")
     config_arg(s)
@@ -131,7 +136,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     progress = _terminal_progress()
 
     async def go() -> Report:
-        async with Engine(cfg, progress=progress) as engine:
+        async with Engine(cfg, progress=progress, force_delete=args.force_delete) as engine:
             return await engine.sync(dry_run=args.dry_run)
 
     report = asyncio.run(go())

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from syncd.errors import ConfigError
+from syncd.planner import DeleteLimit
 
 REMOTE_KINDS = ("syncd", "webdav", "s3", "http")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -93,6 +94,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "concurrency": Key(int, 4, "transfers in flight"),
         "bwlimit": Key(str, "0", 'upload limit per second, e.g. "10MiB"; "0" is no limit'),
         "rescan_interval": Key((int, float), 3600.0, "seconds between safety rescans"),
+        "max_delete": Key(
+            (int, str),
+            "50%",
+            'a pass that would delete more files than this (a count, or a share like "50%") '
+            "deletes nothing until `syncd sync --force-delete`",
+        ),
         "state_dir": Key(str, "~/.local/state/syncd", "where the manifest and control socket live"),
     },
     "log": {
@@ -146,6 +153,7 @@ class SyncConfig:
     concurrency: int
     bwlimit: int  # bytes per second, 0 = unlimited
     rescan_interval: float
+    max_delete: DeleteLimit
     state_dir: Path
 
 
@@ -409,6 +417,10 @@ def from_dict(raw: Mapping[str, Any], file: Path) -> Config:
         bwlimit = parse_size(s["bwlimit"])
     except ValueError as e:
         raise ConfigError(file, "sync.bwlimit", str(e)) from None
+    try:
+        max_delete = DeleteLimit.parse(s["max_delete"])
+    except ValueError as e:
+        raise ConfigError(file, "sync.max_delete", str(e)) from None
     state_dir = _state_dir(s["state_dir"])
     sync = SyncConfig(
         debounce=s["debounce"],
@@ -416,6 +428,7 @@ def from_dict(raw: Mapping[str, Any], file: Path) -> Config:
         concurrency=s["concurrency"],
         bwlimit=bwlimit,
         rescan_interval=s["rescan_interval"],
+        max_delete=max_delete,
         state_dir=state_dir,
     )
 

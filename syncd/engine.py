@@ -162,8 +162,10 @@ class Engine:
         progress: Progress | None = None,
         policy: RetryPolicy | None = None,
         remote: Remote | None = None,
+        force_delete: bool = False,
     ) -> None:
         self.config = config
+        self.force_delete = force_delete
         self.progress = progress or Progress()
         self.policy = policy or RetryPolicy()
         self.stats = ReadStats()
@@ -277,6 +279,7 @@ class Engine:
             delete=ctx.scanner.folder.delete,
             ignored=ctx.scanner.ignorer.ignored,
             incomplete=scan.incomplete,
+            max_delete=None if self.force_delete else self.config.sync.max_delete,
         )
         for p in plan.held_back:
             report.failed.append(Problem(ctx.remote_path, p.reason))

@@ -61,24 +61,46 @@ class Manifest:
         self._staged: list[tuple[str, tuple[object, ...]]] = []
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        except OSError as e:
+            raise ManifestError(f"{path}: cannot create the state dir: {e.strerror}") from e
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError as e:
+            # A corrupt manifest is set aside, not trusted and not fatal: syncd starts a new
+            # one and rebuilds it from the server's listing (identical files are adopted,
+            # nothing is deleted because of the loss).
+            aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+            log.warning("%s is unreadable (%s); moved aside to %s, rebuilding", path, e, aside)
+            for suffix in ("", "-wal", "-shm"):
+                src = Path(str(path) + suffix)
+                if src.exists():
+                    src.rename(Path(str(aside) + suffix))
+            try:
+                self._db = self._open()
+            except sqlite3.DatabaseError as e2:
+                raise ManifestError(f"{path}: cannot open the manifest: {e2}") from e2
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=5000")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise ManifestError(
-                    f"{path}: written by a newer syncd (schema {version}, this one knows "
+                    f"{self.path}: written by a newer syncd (schema {version}, this one knows "
                     f"{SCHEMA_VERSION}); upgrade syncd"
                 )
             if version < SCHEMA_VERSION:
-                self._db.executescript(_DDL)
-                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            self._db.execute("SELECT count(*) FROM files").fetchone()
-        except sqlite3.DatabaseError as e:
-            raise ManifestError(f"{path}: cannot open the manifest: {e}") from e
-        except OSError as e:
-            raise ManifestError(f"{path}: cannot create the manifest: {e.strerror}") from e
+                db.executescript(_DDL)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("SELECT count(*) FROM files").fetchone()
+            db.execute("SELECT count(*) FROM outbox").fetchone()
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     @classmethod
     def in_state_dir(cls, state_dir: Path) -> Manifest:

@@ -15,6 +15,45 @@ from dataclasses import dataclass, field
 from syncd.types import LocalFile, Op, OpKind, Problem, Row
 
 
+@dataclass(frozen=True)
+class DeleteLimit:
+    """``[sync] max_delete``: a count (``100``) or a share of the folder (``"50%"``).
+
+    A share never holds back 10 deletions or fewer, so small folders are not blocked.
+    """
+
+    count: int | None = None
+    percent: float | None = None
+
+    FLOOR = 10
+
+    def limit(self, mirrored: int) -> int:
+        if self.count is not None:
+            return self.count
+        assert self.percent is not None
+        return max(self.FLOOR, int(mirrored * self.percent / 100))
+
+    def __str__(self) -> str:
+        return f"{self.count}" if self.count is not None else f'"{self.percent:g}%"'
+
+    @classmethod
+    def parse(cls, value: int | str) -> DeleteLimit:
+        """``100`` or ``"100"`` -> a count; ``"50%"`` -> a share. Raises ValueError."""
+        if isinstance(value, int):
+            if value < 0:
+                raise ValueError("must not be negative")
+            return cls(count=value)
+        text = value.strip()
+        if text.endswith("%"):
+            pct = float(text[:-1])
+            if not 0 <= pct <= 100:
+                raise ValueError("a percentage must be between 0% and 100%")
+            return cls(percent=pct)
+        if text.isdigit():
+            return cls(count=int(text))
+        raise ValueError(f'must be a count (100) or a percentage ("50%"), not {value!r}')
+
+
 @dataclass
 class Plan:
     uploads: list[Op] = field(default_factory=list)
@@ -47,8 +86,13 @@ def plan_folder(
     delete: bool,
     ignored: Callable[[str], bool],
     incomplete: Iterable[str] = (),
+    max_delete: DeleteLimit | None = None,
 ) -> Plan:
-    """Compare a full scan with the manifest rows of one folder."""
+    """Compare a full scan with the manifest rows of one folder.
+
+    Deletions are held back (none made, a Problem says why) when the folder is empty while
+    the manifest lists files, or when there are more of them than ``max_delete`` allows.
+    """
     plan = Plan()
     for rel, local in files.items():
         row = rows.get(rel)
@@ -70,6 +114,16 @@ def plan_folder(
                 ".",
                 f"the folder is empty but {len(rows)} files were mirrored from it: deleting "
                 "nothing on the server (is a disk unmounted?)",
+            )
+        )
+        plan.deletes.clear()
+    elif max_delete is not None and len(plan.deletes) > max_delete.limit(len(rows)):
+        plan.held_back.append(
+            Problem(
+                ".",
+                f"this pass would delete {len(plan.deletes)} of {len(rows)} mirrored files, "
+                f"more than max_delete = {max_delete}: deleting nothing. If that is what you "
+                "want, run `syncd sync --force-delete`",
             )
         )
         plan.deletes.clear()

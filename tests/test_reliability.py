@@ -159,3 +159,55 @@ def test_server_killed_mid_upload_leaves_no_partial_file(tmp_path: Path, token_f
         converged(cfg, srv, folder)
     finally:
         srv.stop()
+
+
+def test_mass_delete_is_held_back_until_forced(tmp_path: Path, server: ServerProc) -> None:
+    folder = tmp_path / "Documents"
+    folder.mkdir()
+    for i in range(30):
+        (folder / f"{i}.txt").write_text(str(i))
+    cfg = mirror_config(tmp_path, server, folder)
+    assert run_syncd("sync", config=cfg).returncode == 0
+    for i in range(20):  # two thirds: more than the default max_delete = "50%"
+        (folder / f"{i}.txt").unlink()
+    r = run_syncd("sync", config=cfg)
+    assert r.returncode == 1
+    assert "would delete 20 of 30 mirrored files" in r.stderr and "--force-delete" in r.stderr
+    assert len(tree_of(server.root / "docs")) == 30
+    r = run_syncd("sync", "--force-delete", config=cfg)
+    assert r.returncode == 0 and "deleted 20" in r.stdout
+    assert tree_of(server.root / "docs") == tree_of(folder)
+
+
+def test_small_deletes_and_count_limit(tmp_path: Path, server: ServerProc) -> None:
+    folder = tmp_path / "Documents"
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"{i}.txt").write_text(str(i))
+    cfg = mirror_config(tmp_path, server, folder, extra="max_delete = 1")
+    assert run_syncd("sync", config=cfg).returncode == 0
+    (folder / "0.txt").unlink()
+    assert "deleted 1" in run_syncd("sync", config=cfg).stdout
+    (folder / "1.txt").unlink()
+    (folder / "2.txt").unlink()
+    r = run_syncd("sync", config=cfg)
+    assert r.returncode == 1 and "more than max_delete = 1" in r.stderr
+
+
+def test_corrupt_manifest_is_rebuilt_without_resending(tmp_path: Path, server: ServerProc) -> None:
+    folder = tmp_path / "Documents"
+    folder.mkdir()
+    for i in range(10):
+        (folder / f"{i}.txt").write_text(str(i) * 100)
+    cfg = mirror_config(tmp_path, server, folder)
+    assert run_syncd("sync", config=cfg).returncode == 0
+    inodes = {p.name: p.stat().st_ino for p in (server.root / "docs").iterdir()}
+    for p in (tmp_path / "state").glob("manifest.sqlite3*"):
+        p.write_bytes(b"this is not a database" * 100)
+    (folder / "0.txt").unlink()  # a delete must not be lost, nor invented
+    r = run_syncd("sync", config=cfg)
+    assert r.returncode == 0, r.stderr
+    assert "unreadable" in r.stderr and "rebuilding" in r.stderr
+    assert "uploaded 0, deleted 0" in r.stdout
+    assert {p.name: p.stat().st_ino for p in (server.root / "docs").iterdir()} == inodes
+    assert list((tmp_path / "state").glob("manifest.sqlite3.corrupt-*"))
