@@ -1,0 +1,132 @@
+"""Property-based: random sequences of local changes, restarts and server outages always
+converge — the server equals the folder and the manifest equals the server."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shutil
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from syncd import config as cfgmod
+from syncd.engine import Engine, Report, scope_of
+from syncd.manifest import Manifest
+from tests.conftest import ServerProc, start_server
+from tests.test_sync import tree_of
+
+NAMES = st.sampled_from(["a.txt", "b.txt", "dir/c.txt", "dir/sub/d.txt", "é e.txt", "x#y%z"])
+DATA = (
+    st.binary(max_size=3000)
+    | st.just(b"")
+    | st.binary(min_size=1, max_size=1).map(lambda b: b * 1_500_000)
+)
+
+
+class Mirror(RuleBasedStateMachine):
+    @initialize()
+    def setup(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="syncd-stateful-"))
+        self.folder = self.tmp / "folder"
+        self.folder.mkdir()
+        self.root = self.tmp / "root"
+        self.root.mkdir()
+        token = self.tmp / "token"
+        token.write_text("stateful-token")
+        self.token = token
+        self.server: ServerProc | None = start_server(self.root, token)
+        self.port = self.server.port
+        cfg_file = self.tmp / "c.toml"
+        cfg_file.write_text(
+            f'[remote]\nurl = "http://127.0.0.1:{self.port}/"\ntoken_file = "{token}"\n'
+            f'[[folder]]\npath = "{self.folder}"\nremote_path = "docs"\n'
+            f'[sync]\nstate_dir = "{self.tmp / "state"}"\nmax_delete = 1000\n'
+        )
+        self.cfg = cfgmod.load(cfg_file)
+
+    def teardown(self) -> None:
+        if getattr(self, "server", None) is not None:
+            assert self.server is not None
+            self.server.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def sync(self) -> Report:
+        async def go() -> Report:
+            async with Engine(self.cfg) as engine:
+                return await engine.sync()
+
+        return asyncio.run(go())
+
+    @rule(name=NAMES, data=DATA)
+    def write(self, name: str, data: bytes) -> None:
+        p = self.folder / name
+        if p.parent.exists() and not p.parent.is_dir():
+            return
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if p.is_dir():
+            return
+        p.write_bytes(data)
+
+    @rule(name=NAMES)
+    def delete(self, name: str) -> None:
+        p = self.folder / name
+        if p.is_file():
+            p.unlink()
+
+    @rule(src=NAMES, dst=NAMES)
+    def rename(self, src: str, dst: str) -> None:
+        s, d = self.folder / src, self.folder / dst
+        if s.is_file() and not d.is_dir() and not (d.parent.exists() and not d.parent.is_dir()):
+            d.parent.mkdir(parents=True, exist_ok=True)
+            s.rename(d)
+
+    @rule()
+    def sync_pass(self) -> None:
+        self.sync()
+
+    @rule()
+    def outage(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+            report = self.sync()  # fails, loses nothing
+            assert report.failed or report.uploaded == 0
+
+    @rule()
+    def server_back(self) -> None:
+        if self.server is None:
+            self.server = start_server(self.root, self.token, port=self.port)
+
+    @invariant()
+    def converges_when_up(self) -> None:
+        if self.server is None:
+            return
+        before = tree_of(self.root / "docs")
+        report = self.sync()
+        if not tree_of(self.folder) and before:
+            # Deletion safety: an emptied folder is never mirrored as a mass delete.
+            assert [p.reason for p in report.failed if "deleting nothing" in p.reason]
+            assert tree_of(self.root / "docs") == before
+            return
+        assert not report.failed, report.failed
+        assert tree_of(self.root / "docs") == tree_of(self.folder)
+        with Manifest.in_state_dir(self.cfg.sync.state_dir) as m:
+            rows = m.rows(scope_of(self.cfg, self.cfg.folders[0]))
+            server = {
+                rel: hashlib.sha256(data).hexdigest()
+                for rel, data in tree_of(self.root / "docs").items()
+            }
+            assert {rel: r.sha256 for rel, r in rows.items()} == server
+
+
+Mirror.TestCase.settings = settings(
+    max_examples=12,
+    stateful_step_count=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestMirror = Mirror.TestCase
