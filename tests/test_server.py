@@ -28,7 +28,7 @@ from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from syncd.server import make_app
-from tests.conftest import ServerProc, start_server
+from tests.conftest import ServerProc, mirror_config, run_syncd, start_server
 
 TEMP_PREFIX = ".~syncd-"
 
@@ -738,3 +738,59 @@ async def test_tls(tmp_path: Path, token_file: Path, tls_files: tuple[Path, Path
             status, repr_digest = await put(s, srv, "/docs/secure.txt", b"tls", tls=ctx)
             assert (status, repr_digest) == (201, digest_of(b"tls"))
         assert (root / "docs" / "secure.txt").read_bytes() == b"tls"
+
+
+def test_sync_over_tls_with_ca_file(
+    tmp_path: Path, token_file: Path, tls_files: tuple[Path, Path]
+) -> None:
+    cert, key = tls_files
+    root = tmp_path / "root"
+    folder = tmp_path / "Documents"
+    folder.mkdir()
+    (folder / "secret.txt").write_text("over TLS")
+    with running(
+        start_server(root, token_file, "--tls-cert", str(cert), "--tls-key", str(key))
+    ) as srv:
+        cfg = mirror_config(tmp_path, srv, folder)
+        text = cfg.read_text().replace("http://", "https://")
+        cfg.write_text(text)
+        r = run_syncd("sync", config=cfg)
+        assert r.returncode == 1 and "certificate" in r.stderr.lower()  # not trusted by default
+        cfg.write_text(text.replace("[[folder]]", f'ca_file = "{cert}"\n[[folder]]'))
+        r = run_syncd("sync", config=cfg)
+        assert r.returncode == 0, r.stderr
+    assert (root / "docs" / "secret.txt").read_text() == "over TLS"
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs: a real full disk (needs root, as CI and these machines have)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_disk_full_is_507_temp_removed_and_retried(
+    tmp_path: Path, token_file: Path, tiny_disk: Path
+) -> None:
+    folder = tmp_path / "Documents"
+    folder.mkdir()
+    (folder / "fits.txt").write_text("small enough")
+    (folder / "huge.bin").write_bytes(os.urandom(3 << 20))
+    with running(start_server(tiny_disk, token_file)) as srv:
+        cfg = mirror_config(tmp_path, srv, folder)
+        r = run_syncd("sync", config=cfg)
+        assert r.returncode == 1
+        assert "huge.bin" in r.stderr and "507" in r.stderr
+        assert r.stderr.count("retry") >= 1, "a full disk is transient: retried with backoff"
+        assert (tiny_disk / "docs" / "fits.txt").read_text() == "small enough"
+        assert not (tiny_disk / "docs" / "huge.bin").exists()
+        assert [p for p in tiny_disk.rglob("*") if p.name.startswith(".~syncd-")] == []

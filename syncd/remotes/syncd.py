@@ -175,6 +175,14 @@ class HTTPRemote:
         return ""
 
     def transport_error(self, e: BaseException, path: str, what: str) -> TransientError:
+        if isinstance(e, aiohttp.ClientConnectorCertificateError):
+            raise AuthError(
+                f"{self.description}: the server's TLS certificate is not trusted "
+                f"({e.certificate_error}); set remote.ca_file to its CA, or verify_tls = false",
+                path=path,
+            ) from e
+        if isinstance(e, aiohttp.ClientSSLError):
+            raise AuthError(f"{self.description}: TLS failed: {e}", path=path) from e
         if isinstance(e, aiohttp.ClientConnectorError):
             err = e.os_error
             why = os.strerror(err.errno) if err.errno else (err.strerror or str(err))
