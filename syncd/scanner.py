@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,39 @@ def _case_insensitive(path: Path) -> bool:
     return False
 
 
+_ANY_DIR = "^(?:.+/)?"
+_TAIL_FILE_OR_DIR = "(?:(?P<ps_d>/)|$)"
+_TAIL_DIR = "(?P<ps_d>/)"
+
+
+def _prefilters(
+    spec: pathspec.GitIgnoreSpec,
+) -> tuple[re.Pattern[str] | None, re.Pattern[str] | None]:
+    """Two regexes that match whenever some *including* pattern could match a file whose
+    parents are not ignored: one for patterns on the name alone (``*.swp``), one for the rest
+    (anchored or with a '/'). A miss on both means "not ignored" for sure; a hit is checked
+    with the full gitignore rules (order, negation)."""
+    names: list[str] = []
+    paths: list[str] = []
+    for p in spec.patterns:
+        regex = getattr(p, "regex", None)
+        if not p.include or regex is None:
+            continue
+        src: str = regex.pattern
+        body = src[len(_ANY_DIR) :] if src.startswith(_ANY_DIR) else None
+        if body is not None and body.endswith(_TAIL_DIR) and "/" not in body[: -len(_TAIL_DIR)]:
+            continue  # a directory-only name pattern ("build/"): the walk prunes those
+        if body is not None and body.endswith(_TAIL_FILE_OR_DIR):
+            stem = body[: -len(_TAIL_FILE_OR_DIR)]
+            if "/" not in stem:
+                names.append(stem)
+                continue
+        paths.append(re.sub(r"\(\?P<\w+>", "(?:", src))
+    name_re = re.compile("(?:" + "|".join(names) + r")\Z") if names else None
+    path_re = re.compile("|".join(f"(?:{s})" for s in paths)) if paths else None
+    return name_re, path_re
+
+
 class Ignorer:
     """The folder's ignore rules: built-in defaults, the config's list, and ``.syncdignore``."""
 
@@ -56,9 +90,20 @@ class Ignorer:
         except OSError as e:
             self.problems.append(Problem(IGNORE_FILE, f"cannot read: {e.strerror}"))
         self.spec = pathspec.GitIgnoreSpec.from_lines(lines)
+        self._name_re, self._path_re = _prefilters(self.spec)
 
     def ignored(self, rel: str, is_dir: bool = False) -> bool:
         return self.spec.match_file(rel + "/" if is_dir else rel)
+
+    def file_ignored(self, rel: str, name: str) -> bool:
+        """``ignored(rel)`` for a file met in the walk, whose parent directories are known not
+        to be ignored (the walk prunes them). Most files match no pattern at all: one regex
+        on the name and one on the path rule that out before the full check."""
+        if (self._name_re is not None and self._name_re.match(name)) or (
+            self._path_re is not None and self._path_re.match(rel)
+        ):
+            return self.spec.match_file(rel)
+        return False
 
 
 @dataclass
@@ -166,7 +211,7 @@ class Scanner:
                     if not self.ignorer.ignored(rel, is_dir=True):
                         stack.append(rel)
                 elif stat.S_ISREG(mode):
-                    if not self.ignorer.ignored(rel):
+                    if not self.ignorer.file_ignored(rel, name):
                         result.files[rel] = LocalFile(rel, st.st_size, st.st_mtime_ns)
                 elif not self.ignorer.ignored(rel):
                     result.skipped += 1
