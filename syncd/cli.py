@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,17 +53,30 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("verify", help="compare local files with what the remote holds")
     config_arg(s)
 
-    s = sub.add_parser("status", help="what is mirrored (per folder)")
+    s = sub.add_parser(
+        "status",
+        help="is every folder in sync, and if not, why (exit 0 in sync, 1 errors, 3 busy)",
+    )
     config_arg(s)
-    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("--json", action="store_true", help="machine-readable output (docs/status.md)")
 
     s = sub.add_parser("init", help="write a config file")
     config_arg(s)
     s.add_argument("--folder", required=True, type=Path, help="the folder to mirror")
     s.add_argument("--url", required=True, help="the server's URL")
     s.add_argument("--token-file", type=Path, help="file holding the server's bearer token")
+    s.add_argument(
+        "--new-token",
+        action="store_true",
+        help="create the token file with a new random token (default: token beside the config)",
+    )
     s.add_argument("--remote-path", default="", help="where the folder lands on the server")
     s.add_argument("--kind", default="syncd", help="remote kind (default: syncd)")
+
+    s = sub.add_parser("config", help="check a config file")
+    csub = s.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    c = csub.add_parser("check", help="validate the config and print the effective values")
+    config_arg(c)
 
     s = sub.add_parser("serve", help="run the receiving server")
     s.add_argument("--root", required=True, type=Path, help="directory that holds the mirrors")
@@ -79,13 +93,18 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _setup_logging(level: str = "info") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("watchfiles").setLevel(logging.WARNING)
+def _setup_logging(level: str = "info", fmt: str = "text", cfg: Config | None = None) -> None:
+    """stderr, text or JSON lines (``[log] format``); the config's secrets are redacted."""
+    from syncd.logs import configure
+
+    secrets: list[str] = []
+    if cfg is not None:
+        for f in (cfg.remote.token_file, cfg.remote.password_file):
+            try:
+                secrets += [f.read_text(encoding="utf-8").strip()] if f is not None else []
+            except (OSError, UnicodeDecodeError):
+                pass
+    configure(level, fmt, secrets, cfg.sync.state_dir / "syncd.log" if cfg is not None else None)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -118,7 +137,7 @@ def _load(args: argparse.Namespace) -> Config:
     from syncd import config as cfgmod
 
     cfg = cfgmod.load(cfgmod.find_config(args.config))
-    logging.getLogger().setLevel(getattr(logging, cfg.log.level.upper()))
+    _setup_logging(cfg.log.level, cfg.log.format, cfg)
     return cfg
 
 
@@ -185,94 +204,211 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if out.ok else EXIT_FAILED
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
-    import json
-    import time
+EXIT_BUSY = 3  # `syncd status`: the daemon is still sending or waiting for changes to settle
 
-    from syncd.engine import scope_of
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    """0: every folder in sync (or no daemon runs: the manifest's view); 1: the daemon reports
+    errors (a path that failed, the remote unreachable, a folder missing); 3: still busy."""
+    import json
+
     from syncd.manifest import Manifest
-    from syncd.status import query
+    from syncd.status import manifest_snapshot, query, query_http
 
     cfg = _load(args)
-    live = asyncio.run(query(cfg.sync.state_dir))
-    if live is not None:
-        if args.json:
-            print(json.dumps(live, indent=2))
-        else:
-            print(_format_live(live))
-        return EXIT_OK
-    folders: list[dict[str, Any]] = []
-    with Manifest.in_state_dir(cfg.sync.state_dir) as m:
-        for f in cfg.folders:
-            t = m.totals(scope_of(cfg, f))
-            folders.append(
-                {
-                    "path": str(f.path),
-                    "remote_path": f.remote_path,
-                    "files": t.files,
-                    "bytes": t.bytes,
-                    "last_synced": t.last_synced,
-                }
-            )
-    doc = {"daemon": None, "remote": cfg.remote.url, "folders": folders}
-    if args.json:
-        print(json.dumps(doc, indent=2))
-        return EXIT_OK
-    print(f"remote: {cfg.remote.url} (no daemon running; from the manifest)")
-    for row in folders:
-        last = row["last_synced"]
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last)) if last else "never"
-        print(
-            f"  {row['path']} -> {row['remote_path']}: {row['files']} files, "
-            f"{row['bytes']} bytes, last synced {when}"
-        )
+    doc = asyncio.run(query(cfg.sync.state_dir))
+    if doc is None and cfg.status.listen:  # no control socket (Windows): the status endpoint
+        doc = asyncio.run(query_http(cfg.status.listen, wait=2))
+    if doc is None:
+        with Manifest.in_state_dir(cfg.sync.state_dir) as m:
+            doc = manifest_snapshot(cfg, m)
+    print(json.dumps(doc, indent=2) if args.json else _format_status(doc))
+    if doc.get("state") == "error":
+        return EXIT_FAILED
+    if doc.get("state") in ("syncing", "starting"):
+        return EXIT_BUSY
     return EXIT_OK
 
 
-def _format_live(doc: dict[str, Any]) -> str:
+def _format_status(doc: dict[str, Any]) -> str:
+    """The human view of the status document (the same figures as --json)."""
     import time
 
-    d = doc["daemon"]
-    lines = [
-        f"daemon pid {d['pid']}, up since "
-        f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(d['started']))}"
-        + ("" if d["ready"] else " (first reconcile still running)"),
-        f"remote: {doc['remote']['url']}"
-        + (f" -- {doc['remote']['error']}" if doc["remote"]["error"] else "")
-        + (
-            ""
-            if doc["remote"].get("reachable", True)
-            else " -- UNREACHABLE since "
-            + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(doc["remote"]["unreachable_since"]))
-            + f", {doc['remote']['queued']} change(s) queued"
-        ),
-    ]
-    for f in doc["folders"]:
-        state = "in sync" if f["in_sync"] else f"{f['pending_count']} pending"
+    from syncd.engine import _human
+
+    def when(t: float | None) -> str:
+        if not t:
+            return "never"
+        fmt = "%H:%M:%S" if time.time() - t < 86400 else "%Y-%m-%d %H:%M:%S"
+        return time.strftime(fmt, time.localtime(t))
+
+    d, r, t = doc["daemon"], doc["remote"], doc["totals"]
+    state = {"in_sync": "in sync", "syncing": "syncing", "starting": "first scan and upload"}
+    lines: list[str] = []
+    if d is None:
+        lines.append("no daemon running; from the manifest:")
+    else:
         lines.append(
-            f"  {f['path']} -> {f['remote_path']}: {state}; {f['files']} files mirrored; "
-            f"watcher {f['watcher']}"
+            f"{state.get(doc['state'], doc['state'].upper())}: daemon pid {d['pid']}, "
+            f"up since {when(d['started'])}, last in sync {when(doc['last_sync'])}"
         )
-        for t in f["in_flight"]:
-            lines.append(
-                f"    sending {t['path']}: {t['bytes_done']}/{t['bytes_total']} bytes "
-                f"({t['rate'] / 1e6:.1f} MB/s)"
+    remote = f"remote: {r['url']}"
+    if r["error"]:
+        remote += f" -- {r['error']}"
+    elif r["reachable"] is False:
+        remote += (
+            f" -- UNREACHABLE since {when(r['unreachable_since'])}, {r['queued']} change(s) queued"
+        )
+    elif r["reachable"]:
+        remote += " (reachable)"
+    lines.append(remote)
+    for f in doc["folders"]:
+        head = f"  {f['path']} -> {f['remote_path']}: "
+        if f["state"] == "stopped":
+            head += (
+                f"{f['files']} files, {_human(f['bytes'])}, last file {when(f['last_synced_file'])}"
             )
-    t = doc["totals"]
-    lines.append(
-        f"since start: uploaded {t['uploaded']}, deleted {t['deleted']}, moved {t['moved']}, "
-        f"{t['bytes_sent']} bytes, {t['failed']} errors"
-    )
-    for e in doc["errors"][-5:]:
-        when = time.strftime("%H:%M:%S", time.localtime(e["time"]))
-        lines.append(f"  error at {when}: {e['path']}: {e['reason']}")
+        else:
+            what = "in sync" if f["in_sync"] else state.get(f["state"], f["state"])
+            head += (
+                f"{what}; {f['files']} files, {_human(f['bytes'] or 0)}; "
+                f"{f['pending_count']} pending, {len(f['in_flight'])} in flight; "
+                f"watcher {f['watcher']}"
+            )
+        lines.append(head)
+        for x in f["in_flight"]:
+            pct = 100 * x["bytes_done"] / x["bytes_total"] if x["bytes_total"] else 100
+            lines.append(
+                f"    {x['op']} {x['path']}: {pct:.0f}% of {_human(x['bytes_total'])} "
+                f"({_human(x['rate'])}/s)"
+            )
+        for p in f["pending"][:5]:
+            lines.append(f"    pending {p}")
+        if f["pending_count"] > 5:
+            lines.append(f"    ... and {f['pending_count'] - 5} more pending")
+    if d is not None:
+        lines.append(
+            f"since start: uploaded {t['uploaded']}, deleted {t['deleted']}, moved {t['moved']}, "
+            f"sent {_human(t['bytes_sent'])}, {t['retries']} retries, {t['errors']} current errors"
+        )
+    for e in doc["errors"][:10]:
+        where = "/".join(p for p in (e["folder"], e["path"]) if p)
+        done = "" if e["current"] else " (resolved since)"
+        lines.append(f"  error at {when(e['time'])} [{e['kind']}] {where}: {e['reason']}{done}")
+    if d is not None and d.get("status_url"):
+        lines.append(f"status page: {d['status_url']}")
     return "\n".join(lines)
 
 
-def _cmd_init(args: argparse.Namespace) -> int:
-    import os
+def _toml_value(value: object) -> str:
+    import json
 
-    import tomli_w
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value), ensure_ascii=False)  # JSON escapes are TOML basic strings
+
+
+def _render_config(cfg: Config, raw: dict[str, Any]) -> str:
+    """Every key with its effective value, as TOML; ``# default`` where the file sets nothing."""
+    from syncd import config as cfgmod
+
+    sections: dict[str, list[tuple[Any, dict[str, Any]]]] = {
+        "remote": [(cfg.remote, raw.get("remote", {}))],
+        "folder": [
+            (f, rf)
+            for f, rf in zip(
+                cfg.folders,
+                raw["folder"] if isinstance(raw.get("folder"), list) else [raw.get("folder", {})],
+                strict=False,
+            )
+        ],
+        "sync": [(cfg.sync, raw.get("sync", {}))],
+        "log": [(cfg.log, raw.get("log", {}))],
+        "status": [(cfg.status, raw.get("status", {}))],
+    }
+    out = [f"# effective configuration of {cfg.file.absolute()}"]
+    for name, keys in cfgmod.SCHEMA.items():
+        for obj, given in sections[name]:
+            out += ["", "[[folder]]" if name == "folder" else f"[{name}]"]
+            for key, spec in keys.items():
+                value = getattr(obj, key)
+                notes = [] if key in given else ["default"]
+                if key == "bwlimit":
+                    notes.insert(0, f"{value} bytes/s" if value else "no limit")
+                    value = given.get(key, spec.default)
+                elif value is None:
+                    value = ""
+                elif isinstance(value, Path):
+                    value = str(value)
+                elif not isinstance(value, bool | int | float | str | tuple | list):
+                    value = given.get(key, spec.default)  # e.g. max_delete: as written
+                out.append(
+                    f"{key} = {_toml_value(value)}" + (f"  # {'; '.join(notes)}" if notes else "")
+                )
+    return "\n".join(out)
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    import tomllib
+
+    from syncd import config as cfgmod
+
+    path = cfgmod.find_config(args.config)
+    cfg = cfgmod.load(path)  # a ConfigError names the file, the key and the problem: exit 2
+    raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    print(_render_config(cfg, raw))
+    for f in (cfg.remote.token_file, cfg.remote.password_file):
+        if f is not None and os.name == "posix" and f.stat().st_mode & 0o077:
+            print(f"# warning: {f} is readable by other users: chmod 600 {f}", file=sys.stderr)
+    print(f"# {path}: OK", file=sys.stderr)
+    return EXIT_OK
+
+
+def _init_text(folder: Path, url: str, token_file: Path | None, remote_path: str, kind: str) -> str:
+    """The commented config ``syncd init`` writes: what was given, then every other key
+    commented out with its default and meaning (from the schema, so it stays current)."""
+    from syncd import config as cfgmod
+
+    given: dict[str, dict[str, object]] = {
+        "remote": {"kind": kind, "url": url},
+        "folder": {"path": str(folder), "ignore": [".git/"]},
+        "sync": {},
+        "log": {},
+        "status": {},
+    }
+    if token_file is not None:
+        given["remote"]["token_file"] = str(token_file)
+    if remote_path:
+        given["folder"]["remote_path"] = remote_path
+    out = [
+        "# syncd configuration, written by `syncd init`.",
+        "# Uncomment a key to change it; `syncd config check` shows what is in effect.",
+        '# Paths expand ~ and $VARIABLES. Every key: README.md, "Configuration reference".',
+    ]
+    for name, keys in cfgmod.SCHEMA.items():
+        out += ["", "[[folder]]  # one table per folder" if name == "folder" else f"[{name}]"]
+        for key, spec in keys.items():
+            if key in given[name]:
+                out.append(f"{key} = {_toml_value(given[name][key])}")
+                continue
+            default = "" if spec.default is cfgmod.REQUIRED else spec.default
+            if name == "status" and key == "listen":
+                default = "127.0.0.1:8384"
+                out.append(
+                    f"# {key} = {_toml_value(default)}  # status page, /status.json, /metrics"
+                )
+                continue
+            out.append(f"# {key} = {_toml_value(default)}  # {spec.help}")
+    return "\n".join(out) + "\n"
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    import secrets
+    import tomllib
 
     from syncd import config as cfgmod
 
@@ -282,21 +418,42 @@ def _cmd_init(args: argparse.Namespace) -> int:
     folder = args.folder.expanduser().resolve()
     if not folder.is_dir():
         raise ConfigError("command line", "--folder", f"not a directory: {folder}")
-    token_file = args.token_file.expanduser().resolve() if args.token_file else None
-    if token_file is not None and not token_file.is_file():
-        raise ConfigError("command line", "--token-file", f"file not found: {token_file}")
     if args.kind not in cfgmod.REMOTE_KINDS:
         raise ConfigError("command line", "--kind", f"must be one of {cfgmod.REMOTE_KINDS}")
-    doc = cfgmod.render_initial(
-        folder, args.url, token_file=token_file, remote_path=args.remote_path, kind=args.kind
-    )
-    cfgmod.from_dict(doc, path)  # the file we write must load
+    token_file = args.token_file.expanduser().absolute() if args.token_file else None
+    if args.new_token:
+        token_file = token_file or path.parent.absolute() / "token"
+        if token_file.exists():
+            raise ConfigError(
+                "command line", "--new-token", f"{token_file} exists; use --token-file alone"
+            )
+    elif token_file is not None and not token_file.is_file():
+        raise ConfigError("command line", "--token-file", f"file not found: {token_file}")
+    text = _init_text(folder, args.url, token_file, args.remote_path, args.kind)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(b"# syncd config: see config.example.toml for every key\n")
-        tomli_w.dump(doc, f)
+    made_token = False
+    try:
+        if args.new_token:
+            assert token_file is not None
+            token_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(secrets.token_urlsafe(32) + "\n")
+            made_token = True
+        cfgmod.from_dict(tomllib.loads(text), path)  # the file we write must load
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+    except BaseException:
+        if made_token and token_file is not None:
+            token_file.unlink(missing_ok=True)
+        raise
     print(f"wrote {path}")
+    if made_token:
+        print(
+            f"wrote a new token to {token_file} (mode 0600); give the server the same file:\n"
+            f"  syncd serve --root DIR --token-file {token_file}"
+        )
     return EXIT_OK
 
 
@@ -306,6 +463,7 @@ COMMANDS = {
     "verify": _cmd_verify,
     "status": _cmd_status,
     "init": _cmd_init,
+    "config": _cmd_config,
     "serve": _cmd_serve,
 }
 

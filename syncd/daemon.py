@@ -29,7 +29,7 @@ from syncd.remotes.base import Mover
 from syncd.retry import RetryPolicy
 from syncd.scanner import FolderUnavailable
 from syncd.status import ControlServer, StatusBoard
-from syncd.types import LocalFile, Op, OpKind, Row
+from syncd.types import LocalFile, Op, OpKind, Problem, Row
 from syncd.uploader import FolderCtx
 from syncd.watcher import FolderWatcher
 
@@ -37,6 +37,7 @@ log = logging.getLogger("syncd.daemon")
 
 GRACE = 10.0  # seconds in-flight transfers get to finish after the first signal
 ROOT_CHECK = 2.0  # seconds between checks of a folder that is unavailable
+PING_MAX = 10.0  # longest wait between two checks of a remote that is down
 
 Key = tuple[int, str]  # (folder index, relative path)
 
@@ -70,6 +71,8 @@ class Daemon:
         self._up = asyncio.Event()
         self._up.set()
         self._down = asyncio.Event()
+        # Renames whose server-side move was refused: sent as upload + delete instead.
+        self._no_move: set[Key] = set()
 
     @property
     def folders(self) -> list[FolderCtx]:
@@ -78,7 +81,11 @@ class Daemon:
     # -- life --------------------------------------------------------------------------------
     async def serve(self) -> int:
         """Run until a signal. Returns the exit code (0 after a clean stop)."""
-        async with self.engine, ControlServer(self.board, self.config.sync.state_dir):
+        async with (
+            self.engine,
+            ControlServer(self.board, self.config.sync.state_dir),
+            self.board.serving(),  # ops: sd_notify STATUS/WATCHDOG/STOPPING, status endpoint
+        ):
             with self._signals():
                 tasks = [asyncio.create_task(self._watch(i)) for i in range(len(self.folders))]
                 # The watches must be in place before the reconcile scan, or a change made
@@ -116,6 +123,7 @@ class Daemon:
             await b.wait()
         await self.engine.manifest.aflush()
         self.ready.set()
+        self.board.ready()  # ops: sd_notify READY=1, only now that the first reconcile is done
         log.info(
             "ready: %d folder(s) mirrored to %s; watching for changes",
             len(self.folders),
@@ -151,6 +159,7 @@ class Daemon:
             log.info(
                 "%s: finishing transfers in flight (up to %.0fs), then stopping", sig.name, GRACE
             )
+            self.board.stopping()  # ops: sd_notify STOPPING=1
             self._stopping.set()
 
     async def _drain(self) -> None:
@@ -324,7 +333,7 @@ class Daemon:
                     return
                 except SyncdError as e:
                     log.debug("remote still unreachable: %s", e)
-                    delay = min(delay * 2, 30.0)
+                    delay = min(delay * 2, PING_MAX)
             down_for = time.time() - (self.remote_down_since or time.time())
             log.info(
                 "remote reachable again after %.0fs; sending %d queued change(s)",
@@ -409,6 +418,20 @@ class Daemon:
     def _on_done(self, job: Job) -> None:
         i = self._index(job.ctx)
         key = (i, job.op.rel)
+        if (
+            not job.ok
+            and job.op.kind is OpKind.MOVE
+            and job.op.dest is not None
+            and key not in self.outbox
+            and self.engine.fatal is None
+        ):
+            # The server refused the move (e.g. it no longer holds the source): fall back to
+            # sending the new path and deleting the old one.
+            self._no_move.add(key)
+            now = time.monotonic()
+            self.debouncer.touch(key, now)
+            self.debouncer.touch((i, job.op.dest), now)
+            self._wake.set()
         if job.ok:
             self._attempts.pop(key, None)
             if key in self.outbox:
@@ -471,7 +494,8 @@ class Daemon:
                     scan = await asyncio.to_thread(ctx.scanner.scan, rel)
                 except FolderUnavailable:
                     continue
-                self.report.failed += scan.problems
+                # ops: named like the engine's problems ("remote_path/rel"), for `syncd status`
+                self.report.failed += [Problem(ctx.remote(p.path), p.reason) for p in scan.problems]
                 for r, lf in scan.files.items():
                     if plan_file(lf, rows.get(r)) is OpKind.UPLOAD:
                         uploads[r] = lf
@@ -533,6 +557,9 @@ class Daemon:
         moves: list[Op] = []
         new = {r: lf for r, lf in uploads.items() if r not in rows}
         for d, under in list(gone_dirs.items()):
+            if (self._index(ctx), d) in self._no_move:
+                self._no_move.discard((self._index(ctx), d))
+                continue
             want = {(p[len(d) + 1 :], r.size, r.mtime_ns) for p, r in ((r.rel, r) for r in under)}
             for cand in {r.rsplit("/", 1)[0] if "/" in r else "" for r in new}:
                 if not cand or cand in rows:
@@ -554,6 +581,9 @@ class Daemon:
         for r, lf in new.items():
             by_sig.setdefault((lf.size, lf.mtime_ns), []).append(r)
         for rel, row in list(gone_files.items()):
+            if (self._index(ctx), rel) in self._no_move:
+                self._no_move.discard((self._index(ctx), rel))
+                continue
             cands = by_sig.get((row.size, row.mtime_ns))
             if cands:
                 dest = cands.pop(0)

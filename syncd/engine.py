@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -15,9 +16,11 @@ from typing import TYPE_CHECKING, Literal, overload
 from syncd.config import Config, FolderConfig
 from syncd.errors import (
     AuthError,
+    PermanentError,
     RemoteError,
     SourceChanged,
     SourceError,
+    SyncdError,
     TransientError,
     Unreachable,
 )
@@ -26,11 +29,12 @@ from syncd.manifest import Manifest
 from syncd.planner import Plan, plan_folder
 from syncd.retry import RetryPolicy
 from syncd.scanner import FolderUnavailable, Scanner
+from syncd.status import METRICS, error_kind
 from syncd.types import LocalFile, Op, OpKind, Problem, RemoteEntry
 from syncd.uploader import FolderCtx, Outcome, Throttle, Uploader
 
 if TYPE_CHECKING:
-    from syncd.remotes.base import Remote
+    from syncd.remotes.base import Reader, Remote
 
 log = logging.getLogger("syncd.engine")
 
@@ -267,9 +271,16 @@ class Engine:
         try:
             scan = await asyncio.to_thread(ctx.scanner.scan)
         except FolderUnavailable as e:
+            METRICS.error("folder", ctx.remote_path)
             report.failed.append(Problem(ctx.remote_path, f"{e}: nothing sent, nothing deleted"))
-            log.error("folder %s: %s; nothing sent, nothing deleted", ctx.remote_path, e)
+            log.error(
+                "folder %s: %s; nothing sent, nothing deleted",
+                ctx.remote_path,
+                e,
+                extra={"event": "failed", "folder": ctx.remote_path, "result": "folder"},
+            )
             return None
+        METRICS.scanned(ctx.remote_path)
         if check_remote:
             await self._check_remote(ctx)
         report.failed += [Problem(f"{ctx.remote_path}/{p.path}", p.reason) for p in scan.problems]
@@ -282,6 +293,7 @@ class Engine:
             max_delete=None if self.force_delete else self.config.sync.max_delete,
         )
         for p in plan.held_back:
+            METRICS.error("held_back", ctx.remote_path)
             report.failed.append(Problem(ctx.remote_path, p.reason))
             log.error("folder %s: %s", ctx.remote_path, p.reason)
         report.unchanged += plan.unchanged
@@ -400,7 +412,13 @@ class Engine:
                     await self._one(self._uploader_, job)
             except AuthError as e:
                 self.fatal = e
+                METRICS.error("auth", f"{job.ctx.remote_path}/{job.op.rel}")
                 log.error("%s", e)
+            except Exception as e:  # a bug: say so, and keep the worker alive
+                name = f"{job.ctx.remote_path}/{job.op.rel}"
+                log.exception("%s: internal error: %r", name, e)
+                job.report.failed.append(Problem(name, f"internal error: {e!r}"))
+                METRICS.error("internal", name)
             finally:
                 self.inflight.pop(key, None)
                 if job.batch is not None:
@@ -423,6 +441,7 @@ class Engine:
         if self.unreachable is not None and job.on_changed is None:
             # One pass: once the server could not be reached after every retry, the other
             # files fail at once with the same reason instead of each retrying in turn.
+            METRICS.error("unreachable", name)
             report.failed.append(Problem(name, f"not sent: {self.unreachable}"))
             return
         for attempt in range(1, CHANGED_RETRIES + 1):
@@ -431,12 +450,14 @@ class Engine:
                     await uploader.delete(ctx, op)
                     report.deleted += 1
                     job.ok = True
+                    METRICS.done(job, Outcome.DELETED)
                     return
                 if op.kind is OpKind.MOVE:
                     assert op.dest is not None
                     await uploader.move(ctx, op)
                     report.moved += 1
                     job.ok = True
+                    METRICS.done(job, Outcome.MOVED)
                     return
                 outcome = await uploader.upload(ctx, op, progress=_sent_by(job))
                 job.ok = True
@@ -447,6 +468,7 @@ class Engine:
                     report.refreshed += 1
                 else:
                     report.adopted += 1
+                METRICS.done(job, outcome)
                 return
             except SourceChanged as e:
                 if job.on_changed is not None:
@@ -457,31 +479,79 @@ class Engine:
                     log.warning("%s vanished before it was sent; skipped", name)
                     return
                 if attempt == CHANGED_RETRIES:
+                    METRICS.error("changed", name)
                     report.failed.append(Problem(name, f"{e.problem} (kept changing; not sent)"))
                     return
                 log.info("%s: %s; sending again", name, e.problem)
                 await asyncio.sleep(self.config.sync.debounce)
                 op = job.op = Op(op.kind, op.rel, local=now, row=op.row)
             except SourceError as e:
+                METRICS.error("local", name)
                 report.failed.append(Problem(name, e.problem))
-                log.error("%s: %s", name, e.problem)
+                log.error(
+                    "%s: %s",
+                    name,
+                    e.problem,
+                    extra={
+                        "event": "failed",
+                        "folder": ctx.remote_path,
+                        "path": op.rel,
+                        "result": "local",
+                    },
+                )
                 return
             except AuthError:
                 raise
             except RemoteError as e:
+                METRICS.error(error_kind(e), name)
                 if isinstance(e, TransientError) and job.on_retry is not None:
                     job.on_retry(job, e)  # the daemon keeps it in its outbox and tries later
                     return
                 if isinstance(e, Unreachable):
                     self.unreachable = e
                 report.failed.append(Problem(name, str(e)))
-                log.error("%s", e)
+                log.error(
+                    "%s",
+                    e,
+                    extra={
+                        "event": "failed",
+                        "folder": ctx.remote_path,
+                        "path": op.rel,
+                        "result": error_kind(e),
+                    },
+                )
                 return
 
     # -- verify ------------------------------------------------------------------------------
     async def verify(self) -> VerifyReport:
-        """Compare every local file with the remote's listing, by size and sha-256."""
+        """Compare every local file with what the remote holds, by size and sha-256.
+
+        The sha-256 comes from the remote's listing where it gives one; otherwise each file of
+        the right size is read back and hashed (said once in the log). A remote that cannot
+        list at all (``lists = False``) cannot be verified: SyncdError saying so.
+        """
+        from syncd.remotes.base import Reader
+
         out = VerifyReport()
+        remote = self.remote
+        if not getattr(remote, "lists", True):
+            raise SyncdError(
+                f"cannot verify: {remote.description} cannot list what it holds "
+                f'(remote.kind = "{self.config.remote.kind}"), so there is nothing to compare '
+                "with; the manifest (`syncd status`) is the only record of what was sent"
+            )
+        reader = remote if isinstance(remote, Reader) else None
+        if not remote.lists_digests:
+            if reader is not None:
+                log.warning(
+                    "verify: %s lists no sha-256; reading every file back to hash it",
+                    remote.description,
+                )
+            else:
+                log.warning(
+                    "verify: %s lists no sha-256 and cannot read files back; comparing sizes only",
+                    remote.description,
+                )
         for ctx in self.folders:
             try:
                 scan = await asyncio.to_thread(ctx.scanner.scan)
@@ -489,19 +559,70 @@ class Engine:
                 out.failed.append(Problem(ctx.remote_path, str(e)))
                 continue
             out.failed += [Problem(f"{ctx.remote_path}/{p.path}", p.reason) for p in scan.problems]
-            remote = {e.path: e async for e in self.remote.list(ctx.remote_path)}
+            listing = {e.path: e async for e in remote.list(ctx.remote_path)}
             local = await self._hash_all(ctx, scan.files.values(), out)
-            for rel, sha in sorted(local.items()):
+            stored: dict[str, str | None] = {}
+            if reader is not None:
+                # Read back what the listing gives no digest for, and what it does not show
+                # at all (some servers hide names, e.g. nginx's dot files): absent is "".
+                unread = [
+                    rel
+                    for rel, (_sha, size) in local.items()
+                    if rel not in listing
+                    or (listing[rel].sha256 is None and listing[rel].size == size)
+                ]
+                stored = await self._read_back(reader, ctx, unread, out)
+            for rel, (want, size) in sorted(local.items()):
                 name = f"{ctx.remote_path}/{rel}"
-                entry = remote.pop(rel, None)
-                if entry is None:
+                entry = listing.pop(rel, None)
+                got = stored.get(rel, "" if entry is None else entry.sha256 or want)
+                if got is None:
+                    continue  # could not be read back: listed in out.failed
+                if got == "":
                     out.missing.append(name)
-                elif entry.sha256 != sha[0] or entry.size != sha[1]:
+                elif got != want or (entry is not None and entry.size != size):
                     out.different.append(name)
                 else:
                     out.identical += 1
-            out.extra += sorted(f"{ctx.remote_path}/{rel}" for rel in remote)
+            out.extra += sorted(f"{ctx.remote_path}/{rel}" for rel in listing)
         return out
+
+    async def _read_back(
+        self, reader: Reader, ctx: FolderCtx, rels: list[str], out: VerifyReport
+    ) -> dict[str, str | None]:
+        """Read each file back from the remote and hash it: the sha-256, "" where the remote
+        does not hold it, None where reading failed (recorded in ``out.failed``)."""
+        sem = asyncio.Semaphore(max(2, self.config.sync.concurrency))
+        result: dict[str, str | None] = {}
+
+        async def one(rel: str) -> None:
+            target = ctx.remote(rel)
+
+            async def attempt() -> str:
+                h = hashlib.sha256()
+                async for chunk in reader.read(target):
+                    h.update(chunk)
+                return h.hexdigest()
+
+            async with sem:
+                try:
+                    result[rel] = await self.policy.run(f"read back {target}", attempt)
+                except AuthError:
+                    raise
+                except PermanentError as e:
+                    if e.status in (404, 410):
+                        result[rel] = ""  # not there
+                    else:
+                        result[rel] = None
+                        out.failed.append(Problem(target, f"could not read it back: {e}"))
+                except RemoteError as e:
+                    result[rel] = None
+                    out.failed.append(Problem(target, f"could not read it back: {e}"))
+
+        async with asyncio.TaskGroup() as tg:
+            for rel in rels:
+                tg.create_task(one(rel))
+        return result
 
     async def _hash_all(
         self, ctx: FolderCtx, files: Iterable[LocalFile], out: VerifyReport

@@ -185,19 +185,22 @@ class Source:
                     pending = loop.run_in_executor(None, read, min(CHUNK, remaining))
                 if self.stats is not None:
                     self.stats.bytes += len(buf)
-                yield buf
-                self._sent += len(buf)
-                if self._sent >= self.local.size // 2:
-                    crash_point("mid-body")
-                if self.on_bytes is not None:
-                    self.on_bytes(len(buf))
                 if self.throttle is not None:
                     delay = self.throttle(len(buf))
                     if delay > 0:
                         await asyncio.sleep(delay)
-            if self.stats is not None:
-                self.stats.files += 1
-            self.sha256 = h.hexdigest()
+                if self.on_bytes is not None:
+                    self.on_bytes(len(buf))
+                if remaining == 0:
+                    # Everything is read: the digest is final before the last chunk goes out
+                    # (the HTTP client may stop iterating once Content-Length bytes are sent).
+                    self.sha256 = h.hexdigest()
+                    if self.stats is not None:
+                        self.stats.files += 1
+                yield buf
+                self._sent += len(buf)
+                if self._sent >= self.local.size // 2:
+                    crash_point("mid-body")
         finally:
             if pending is not None:
                 await asyncio.wait([pending])

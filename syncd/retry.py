@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from syncd.errors import TransientError
+from syncd.status import METRICS
 
 log = logging.getLogger("syncd.retry")
 
@@ -45,6 +46,15 @@ class RetryPolicy:
                 if attempt >= self.attempts:
                     raise
                 wait = self.delay(attempt, e.retry_after)
-                log.info("%s: %s; retry %d/%d in %.1fs", what, e, attempt, self.attempts - 1, wait)
+                METRICS.retry()
+                log.info(
+                    "%s: %s; retry %d/%d in %.1fs",
+                    what,
+                    e,
+                    attempt,
+                    self.attempts - 1,
+                    wait,
+                    extra={"event": "retry", "result": "retry"},
+                )
                 await asyncio.sleep(wait)
                 attempt += 1

@@ -115,12 +115,26 @@ class Uploader:
                 on_bytes(len(src.data))
             return sha
 
+        started = time.monotonic()
         sha = await self.policy.run(f"upload {ctx.remote_path}/{op.rel}", attempt)
         crash_point("after-upload")
         # The remote now holds the bytes read as `local`: record exactly that. If the file has
         # changed since, it no longer matches this row and is sent again.
         self._record(ctx, local, sha)
-        log.info("sent %s/%s (%d bytes)", ctx.remote_path, op.rel, local.size)
+        log.info(
+            "sent %s/%s (%d bytes)",
+            ctx.remote_path,
+            op.rel,
+            local.size,
+            extra={
+                "event": "sent",
+                "folder": ctx.remote_path,
+                "path": op.rel,
+                "bytes": local.size,
+                "ms": round((time.monotonic() - started) * 1000),
+                "result": "ok",
+            },
+        )
         if ctx.scanner.stat(op.rel) != local:
             raise SourceChanged(op.rel, "changed while it was being sent; will send again")
         return Outcome.UPLOADED
@@ -157,7 +171,12 @@ class Uploader:
             prefix = op.rel + "/"
             for rel in [r for r in rows if r.startswith(prefix)]:
                 self.manifest.move(ctx.scope, rel, op.dest + rel[len(op.rel) :])
-        log.info("moved %s -> %s", src, dst)
+        log.info(
+            "moved %s -> %s",
+            src,
+            dst,
+            extra={"event": "moved", "folder": ctx.remote_path, "path": op.rel, "result": "ok"},
+        )
         return Outcome.MOVED
 
     async def delete(self, ctx: FolderCtx, op: Op) -> str:
@@ -169,5 +188,9 @@ class Uploader:
             self.manifest.delete(ctx.scope, op.rel)
         else:
             self.manifest.delete_tree(ctx.scope, op.rel)
-        log.info("deleted %s", target)
+        log.info(
+            "deleted %s",
+            target,
+            extra={"event": "deleted", "folder": ctx.remote_path, "path": op.rel, "result": "ok"},
+        )
         return Outcome.DELETED

@@ -197,8 +197,14 @@ class DaemonProc:
             env={**base, **(env or {})},
         )
         if wait:
-            wait_for(lambda: "ready:" in self.log() or self.proc.poll() is not None, 30, "ready")
-            assert self.proc.poll() is None, self.log()
+            try:
+                wait_for(
+                    lambda: "ready:" in self.log() or self.proc.poll() is not None, 30, "ready"
+                )
+                assert self.proc.poll() is None, self.log()
+            except BaseException:
+                self.stop(signal.SIGKILL)  # never leave a daemon behind
+                raise
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

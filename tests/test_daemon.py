@@ -38,6 +38,11 @@ def daemon(tmp_path: Path, cfg: Path) -> Iterator[DaemonProc]:
         d.stop()
 
 
+def in_sync(daemon: DaemonProc) -> bool:
+    """The daemon says every folder is in sync (nothing pending, nothing in flight)."""
+    return run_syncd("status", config=daemon.config).returncode == 0
+
+
 def mirrored(server: ServerProc, folder: Path) -> bool:
     return tree_of(server.root / "docs") == tree_of(folder)
 
@@ -114,6 +119,7 @@ def test_directory_rename_is_a_move(server: ServerProc, folder: Path, daemon: Da
         (src / "sub" / f"{i}.bin").write_bytes(os.urandom(1000 + i))
     (src / "README").write_text("readme")
     wait_for(lambda: mirrored(server, folder), what="project uploaded")
+    wait_for(lambda: in_sync(daemon), what="daemon idle")  # no upload still on its way
     remote = server.root / "docs"
     inodes = {p: os.stat(remote / "project" / p).st_ino for p in tree_of(remote / "project")}
     src.rename(folder / "renamed")
@@ -201,3 +207,14 @@ def test_case_only_rename(server: ServerProc, folder: Path, daemon: DaemonProc) 
     (folder / "readme.txt").rename(folder / "README.txt")
     wait_for(lambda: sorted(tree_of(server.root / "docs")) == ["README.txt", "initial.txt"])
     assert "moved docs/readme.txt -> docs/README.txt" in daemon.log()
+
+
+def test_refused_move_falls_back_to_upload(
+    server: ServerProc, folder: Path, daemon: DaemonProc
+) -> None:
+    (folder / "old.txt").write_text("content")
+    wait_for(lambda: mirrored(server, folder))
+    (server.root / "docs" / "old.txt").unlink()  # the server lost the source behind our back
+    (folder / "old.txt").rename(folder / "new.txt")
+    wait_for(lambda: mirrored(server, folder), what="sent as an upload after the move failed")
+    assert (server.root / "docs" / "new.txt").read_text() == "content"

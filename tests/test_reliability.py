@@ -50,7 +50,7 @@ def test_daemon_queues_while_server_is_down_and_converges_when_back(
 
         back = start_server(server.root, server.token_file, port=server.port)
         try:
-            wait_for(lambda: tree_of(server.root / "docs") == tree_of(folder), 60, "converged")
+            wait_for(lambda: tree_of(server.root / "docs") == tree_of(folder), 120, "converged")
             wait_for(lambda: status()["remote"]["reachable"] is True)  # type: ignore[index]
         finally:
             back.stop()

@@ -370,3 +370,16 @@ def test_status_reports_manifest_totals(tmp_path: Path, server: ServerProc, fold
 
     doc = json.loads(r.stdout)
     assert doc["folders"][0]["files"] == 1 and doc["folders"][0]["bytes"] == 5
+
+
+def test_bwlimit_applies_to_large_files(tmp_path: Path, server: ServerProc, folder: Path) -> None:
+    (folder / "big.bin").write_bytes(os.urandom(4 << 20))
+    cfg = mirror_config(tmp_path, server, folder, extra='bwlimit = "2MiB"')
+    import time
+
+    t0 = time.monotonic()
+    r = run_syncd("sync", config=cfg)
+    elapsed = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr
+    assert tree_of(server.root / "docs") == tree_of(folder)
+    assert elapsed >= 1.4, f"4 MiB at 2 MiB/s took only {elapsed:.2f}s: bwlimit not applied"

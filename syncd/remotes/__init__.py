@@ -14,6 +14,9 @@ if TYPE_CHECKING:
 # kind -> "module:factory"; the factory takes (RemoteConfig, concurrency) and returns a Remote.
 REGISTRY: dict[str, str] = {
     "syncd": "syncd.remotes.syncd:SyncdRemote",
+    "webdav": "syncd.remotes.webdav:WebDAVRemote",
+    "s3": "syncd.remotes.s3:S3Remote",
+    "http": "syncd.remotes.http:HTTPUploadRemote",
 }
 
 

@@ -54,3 +54,13 @@ class Mover(Protocol):
     async def move(self, src: str, dst: str) -> None:
         """Rename ``src`` to ``dst`` (replacing it). PermanentError if ``src`` is absent."""
         ...
+
+
+@runtime_checkable
+class Reader(Protocol):
+    """Ability: read a stored file back (``syncd verify`` hashes it where ``list`` gives no
+    sha-256). A remote that cannot even list sets ``lists = False``: verify then refuses."""
+
+    def read(self, path: str) -> AsyncIterator[bytes]:
+        """The bytes stored at ``path``. PermanentError if absent; Transient/AuthError."""
+        ...

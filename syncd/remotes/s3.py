@@ -1,0 +1,534 @@
+"""The S3 remote: AWS S3 and S3-compatible servers (MinIO, Ceph RGW, Garage, R2, Wasabi...).
+
+Needs the optional extra ``syncd[s3]`` (aiobotocore). ``url = "s3://bucket/prefix/"``; a file
+``a/b.txt`` of a folder with ``remote_path = "docs"`` is the key ``prefix/docs/a/b.txt``.
+Credentials come from the standard AWS chain (environment, ``~/.aws``, ``profile``, instance
+roles). Every upload carries ``ChecksumSHA256`` (per part for multipart uploads), so the server
+checks the bytes it received. botocore's own retries are turned off: retrying is
+``syncd.retry``'s job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import io
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+from syncd.config import RemoteConfig
+from syncd.errors import (
+    AuthError,
+    ConfigError,
+    PermanentError,
+    RemoteError,
+    TransientError,
+    Unreachable,
+)
+from syncd.hashing import Source
+from syncd.types import RemoteEntry
+
+log = logging.getLogger("syncd.remotes.s3")
+
+MiB = 1 << 20
+GiB = 1 << 30
+MAX_PARTS = 10_000
+DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys
+
+# Error codes that mean "these credentials do not work here".
+AUTH_CODES = {
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "AccessDenied",
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+    "AuthorizationHeaderMalformed",
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+}
+# Error codes worth retrying, whatever their HTTP status.
+TRANSIENT_CODES = {
+    "SlowDown",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "InternalError",
+    "ServiceUnavailable",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "BadDigest",  # the bytes were damaged on the way: send them again
+    "InvalidDigest",
+    "XAmzContentSHA256Mismatch",
+    "IncompleteBody",
+    "OperationAborted",
+}
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode()
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """``"s3://bucket/some/prefix/"`` -> ``("bucket", "some/prefix/")`` (prefix "" or ends in /)."""
+    parts = urlsplit(url)
+    prefix = parts.path.strip("/")
+    return parts.netloc, (prefix + "/" if prefix else "")
+
+
+def part_size_for(size: int, minimum: int) -> int:
+    """The part size for a ``size``-byte object: ``minimum``, larger (whole MiB) when the
+    object would need more than 10,000 parts."""
+    need = -(-size // MAX_PARTS)
+    return max(minimum, -(-need // MiB) * MiB)
+
+
+class S3Remote:
+    """An S3 bucket (and key prefix). Implements Remote, Mover and Reader."""
+
+    lists_digests = False  # ListObjectsV2 gives no checksums: verify reads objects back
+
+    #: Objects larger than this are sent as multipart uploads of ``part_size`` parts.
+    multipart_threshold = 8 * MiB
+    part_size = 8 * MiB
+    #: CopyObject copies at most 5 GiB; above that, a multipart copy of ``copy_part_size``.
+    copy_limit = 5 * GiB
+    copy_part_size = 512 * MiB
+
+    def __init__(self, cfg: RemoteConfig, concurrency: int) -> None:
+        try:
+            from aiobotocore.config import AioConfig
+            from aiobotocore.session import AioSession
+        except ImportError as e:
+            raise ConfigError(
+                "config",
+                "remote.kind",
+                f"the s3 remote needs aiobotocore, which is not installed ({e}): "
+                "pip install 'syncd[s3]'",
+            ) from None
+        self.cfg = cfg
+        self.bucket, self.prefix = parse_url(cfg.url)
+        self.endpoint = cfg.endpoint_url or None
+        self.description = f"s3://{self.bucket}/{self.prefix}" + (
+            f" at {self.endpoint}" if self.endpoint else ""
+        )
+        self._session = AioSession(profile=cfg.profile or None)
+        self._config = AioConfig(
+            region_name=cfg.region or None,
+            connect_timeout=cfg.timeout,
+            read_timeout=cfg.timeout,
+            retries={"total_max_attempts": 1, "mode": "standard"},  # syncd.retry decides
+            max_pool_connections=concurrency + 4,
+            # We send ChecksumSHA256 ourselves; no extra CRC32 on every request.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            s3={"addressing_style": "path" if self.endpoint else "auto"},
+            signature_version="s3v4",
+        )
+        verify: bool | str = cfg.verify_tls
+        if cfg.verify_tls and cfg.ca_file is not None:
+            verify = str(cfg.ca_file)
+        self._verify = verify
+        self._client: Any = None
+        self._stack = contextlib.AsyncExitStack()
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> S3Remote:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        self._client = None
+        await self._stack.aclose()
+
+    def key(self, path: str) -> str:
+        return self.prefix + path
+
+    async def client(self) -> Any:
+        """The aiobotocore client, created on first use."""
+        if self._client is None:
+            async with self._lock:
+                if self._client is None:
+                    from botocore.exceptions import ProfileNotFound
+
+                    try:
+                        self._client = await self._stack.enter_async_context(
+                            self._session.create_client(
+                                "s3",
+                                endpoint_url=self.endpoint,
+                                config=self._config,
+                                verify=self._verify,
+                            )
+                        )
+                    except ProfileNotFound as e:
+                        raise self._error(e, "connect", "") from None
+        return self._client
+
+    async def _call(self, what: str, path: str, op: str, **kw: Any) -> dict[str, Any]:
+        """Run the S3 operation ``op`` (a client method name) with ``kw``; every failure
+        becomes the matching syncd error."""
+        client = await self.client()
+        try:
+            resp: dict[str, Any] = await getattr(client, op)(**kw)
+        except Exception as e:
+            raise self._error(e, what, path) from e
+        return resp
+
+    def _error(self, e: Exception, what: str, path: str) -> RemoteError:
+        from botocore import exceptions as bx
+
+        where = f"{what} {path}" if path else what
+        if isinstance(e, bx.ClientError):
+            err = e.response.get("Error", {})
+            code = str(err.get("Code", ""))
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            text = str(err.get("Message") or "").strip()
+            detail = f"{code or status}" + (f": {text}" if text else "")
+            if code in AUTH_CODES or status == 401:
+                return AuthError(
+                    f"{self.description} refused the credentials ({detail}){self._auth_hint()}",
+                    path=path,
+                    status=status,
+                )
+            if code in TRANSIENT_CODES or (status is not None and (status >= 500 or status == 429)):
+                return TransientError(f"{where}: {detail}", path=path, status=status)
+            return PermanentError(f"{where}: {detail}", path=path, status=status)
+        if isinstance(e, bx.NoCredentialsError | bx.PartialCredentialsError):
+            return AuthError(
+                f"{self.description}: no usable AWS credentials ({e}): set AWS_ACCESS_KEY_ID "
+                "and AWS_SECRET_ACCESS_KEY, or remote.profile",
+                path=path,
+            )
+        if isinstance(e, bx.ProfileNotFound):
+            # Fatal like refused credentials: nothing can be sent until the config is fixed.
+            return AuthError(f"{self.description}: {e} (remote.profile)", path=path)
+        if isinstance(e, bx.EndpointConnectionError | bx.ConnectTimeoutError):
+            inner = e.kwargs.get("error") if hasattr(e, "kwargs") else None
+            return Unreachable(
+                f"{where}: cannot connect to {self.endpoint or 'S3'}: {_reason(inner or e)}",
+                path=path,
+            )
+        if isinstance(e, bx.BotoCoreError | OSError | TimeoutError) or _is_aiohttp_error(e):
+            reason = "timed out" if isinstance(e, TimeoutError) else (str(e) or type(e).__name__)
+            return TransientError(f"{where}: {self.description}: {reason}", path=path)
+        return PermanentError(f"{where}: {type(e).__name__}: {e}", path=path)
+
+    def _auth_hint(self) -> str:
+        if self.cfg.profile:
+            return f": check the credentials of profile {self.cfg.profile!r}"
+        return ": check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or remote.profile)"
+
+    # -- put --------------------------------------------------------------------------------
+    async def put(self, path: str, source: Source) -> str:
+        """Store the file at its key: one PutObject up to ``multipart_threshold``, else a
+        multipart upload with parts streamed from disk. Every body carries ChecksumSHA256.
+        Raises SourceChanged if the file changed while it was read (nothing is stored then),
+        TransientError/PermanentError/AuthError from the server."""
+        if source.size > self.multipart_threshold:
+            return await self._put_multipart(path, source)
+        if source.data is not None:
+            data = source.data
+        else:
+            data = b"".join([chunk async for chunk in source.chunks()])
+            await source.check_unchanged()
+        assert source.sha256 is not None
+        want = _b64(bytes.fromhex(source.sha256))
+        resp = await self._call(
+            "upload",
+            path,
+            "put_object",
+            Bucket=self.bucket,
+            Key=self.key(path),
+            Body=io.BytesIO(data),  # written in pieces, not copied into the transport
+            ContentLength=len(data),
+            ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=want,
+        )
+        got = resp.get("ChecksumSHA256")
+        if got is not None and got != want:
+            raise TransientError(f"upload {path}: the server stored different bytes", path=path)
+        return source.sha256
+
+    async def _put_multipart(self, path: str, source: Source) -> str:
+        key = self.key(path)
+        size = part_size_for(source.size, self.part_size)
+        created = await self._call(
+            "upload",
+            path,
+            "create_multipart_upload",
+            Bucket=self.bucket,
+            Key=key,
+            ChecksumAlgorithm="SHA256",
+        )
+        upload_id = created["UploadId"]
+        parts: list[dict[str, Any]] = []
+        try:
+            # One part in memory at a time: read from the file, sent, dropped.
+            pending: list[bytes] = []
+            have = 0
+            async for chunk in source.chunks():
+                pending.append(chunk)
+                have += len(chunk)
+                while have >= size:
+                    body = b"".join(pending)
+                    pending = [body[size:]] if have > size else []
+                    have -= size
+                    body = body[:size] if pending else body
+                    parts.append(await self._part(path, key, upload_id, len(parts) + 1, body))
+                    del body
+            if have or not parts:
+                body = b"".join(pending)
+                parts.append(await self._part(path, key, upload_id, len(parts) + 1, body))
+            del pending
+            # Commit only what was read from an unchanged file.
+            await source.check_unchanged()
+            await self._call(
+                "upload",
+                path,
+                "complete_multipart_upload",
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+        except BaseException:
+            await self._abort(key, upload_id)
+            raise
+        assert source.sha256 is not None
+        return source.sha256
+
+    async def _part(
+        self, path: str, key: str, upload_id: str, number: int, body: bytes
+    ) -> dict[str, Any]:
+        """Send one part. The body goes as a file object over the bytes (no copy), which
+        aiohttp writes in pieces: a bytes body would be copied into the transport's buffer."""
+        digest = _b64(await asyncio.to_thread(lambda: hashlib.sha256(body).digest()))
+        resp = await self._call(
+            "upload",
+            path,
+            "upload_part",
+            Bucket=self.bucket,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=io.BytesIO(body),  # shares ``body``'s memory
+            ContentLength=len(body),
+            ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=digest,
+        )
+        return {"ETag": resp["ETag"], "PartNumber": number, "ChecksumSHA256": digest}
+
+    async def _abort(self, key: str, upload_id: str) -> None:
+        """Drop an incomplete multipart upload (its parts would otherwise be billed)."""
+        try:
+            client = await self.client()
+            await client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except Exception as e:  # the original error matters more than this one
+            log.warning(
+                "could not abort the incomplete upload of %s (%s); a bucket lifecycle rule "
+                "(AbortIncompleteMultipartUpload) cleans such leftovers",
+                key,
+                e,
+            )
+
+    # -- delete, list -----------------------------------------------------------------------
+    async def _keys_under(self, path: str) -> AsyncIterator[tuple[str, int]]:
+        """(key, size) of every object whose key starts with ``key(path)`` (paginated)."""
+        start = self.key(path)
+        token: str | None = None
+        while True:
+            kw: dict[str, Any] = {"Bucket": self.bucket, "Prefix": start}
+            if token:
+                kw["ContinuationToken"] = token
+            page = await self._call("list", path, "list_objects_v2", **kw)
+            for obj in page.get("Contents", ()):
+                yield obj["Key"], int(obj.get("Size", 0))
+            if not page.get("IsTruncated"):
+                return
+            token = page.get("NextContinuationToken")
+            if not token:
+                raise TransientError(f"list {path}: truncated listing without a token", path=path)
+
+    async def _delete_keys(self, path: str, keys: list[str]) -> None:
+        for i in range(0, len(keys), DELETE_BATCH):
+            batch = [{"Key": k} for k in keys[i : i + DELETE_BATCH]]
+            resp = await self._call(
+                "delete",
+                path,
+                "delete_objects",
+                Bucket=self.bucket,
+                Delete={"Objects": batch, "Quiet": True},
+            )
+            errors = resp.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise self._error(
+                    _client_error(first.get("Code", ""), first.get("Message", ""), "DeleteObjects"),
+                    "delete",
+                    path,
+                )
+
+    async def delete(self, path: str) -> None:
+        """Delete the object at ``path`` and every object under ``path/`` (a "directory").
+        Absent is not an error. Raises TransientError/PermanentError/AuthError."""
+        under = [k async for k, _ in self._keys_under(path + "/")]
+        await self._delete_keys(path, [*under, self.key(path)])
+
+    async def list(self, prefix: str) -> AsyncIterator[RemoteEntry]:
+        """Every object under ``prefix/`` (ListObjectsV2, paginated); sizes, no digests.
+        Keys ending in ``/`` (folder markers made by consoles) are skipped."""
+        start = self.key(prefix + "/" if prefix else "")
+        async for key, size in self._keys_under(prefix + "/" if prefix else ""):
+            rel = key[len(start) :]
+            if rel and not rel.endswith("/"):
+                yield RemoteEntry(rel, size, None)
+
+    # -- move -------------------------------------------------------------------------------
+    async def move(self, src: str, dst: str) -> None:
+        """Copy ``src`` (an object, or every object under ``src/``) to ``dst``, then delete the
+        sources. PermanentError if nothing is at ``src``."""
+        moves: list[tuple[str, str, int]] = []
+        head = await self._head(src)
+        if head is not None:
+            moves.append((self.key(src), self.key(dst), head))
+        async for key, size in self._keys_under(src + "/"):
+            moves.append((key, self.key(dst) + key[len(self.key(src)) :], size))
+        if not moves:
+            raise PermanentError(f"move {src}: not on the server", path=src, status=404)
+        # Replacing a directory: what was under ``dst/`` and is not overwritten goes.
+        targets = {d for _, d, _ in moves}
+        stale = [k async for k, _ in self._keys_under(dst + "/") if k not in targets]
+        for s_key, d_key, size in moves:
+            await self._copy(src, s_key, d_key, size)
+        await self._delete_keys(dst, stale)
+        await self._delete_keys(src, [s for s, _, _ in moves])
+
+    async def _head(self, path: str) -> int | None:
+        """The size of the object at ``path``; None if there is none."""
+        try:
+            resp = await self._call(
+                "move", path, "head_object", Bucket=self.bucket, Key=self.key(path)
+            )
+        except PermanentError as e:
+            if e.status == 404 and not isinstance(e, AuthError):
+                return None
+            raise
+        return int(resp.get("ContentLength", 0))
+
+    async def _copy(self, path: str, s_key: str, d_key: str, size: int) -> None:
+        source = {"Bucket": self.bucket, "Key": s_key}
+        if size <= self.copy_limit:
+            await self._call(
+                "move",
+                path,
+                "copy_object",
+                Bucket=self.bucket,
+                Key=d_key,
+                CopySource=source,
+                ChecksumAlgorithm="SHA256",
+                MetadataDirective="COPY",
+            )
+            return
+        created = await self._call(
+            "move",
+            path,
+            "create_multipart_upload",
+            Bucket=self.bucket,
+            Key=d_key,
+            ChecksumAlgorithm="SHA256",
+        )
+        upload_id = created["UploadId"]
+        parts: list[dict[str, Any]] = []
+        try:
+            step = part_size_for(size, self.copy_part_size)
+            for number, first in enumerate(range(0, size, step), start=1):
+                last = min(first + step, size) - 1
+                resp = await self._call(
+                    "move",
+                    path,
+                    "upload_part_copy",
+                    Bucket=self.bucket,
+                    Key=d_key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    CopySource=source,
+                    CopySourceRange=f"bytes={first}-{last}",
+                )
+                result = resp["CopyPartResult"]
+                part = {"ETag": result["ETag"], "PartNumber": number}
+                if result.get("ChecksumSHA256"):
+                    part["ChecksumSHA256"] = result["ChecksumSHA256"]
+                parts.append(part)
+            await self._call(
+                "move",
+                path,
+                "complete_multipart_upload",
+                Bucket=self.bucket,
+                Key=d_key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+        except BaseException:
+            await self._abort(d_key, upload_id)
+            raise
+
+    # -- Reader, ping -----------------------------------------------------------------------
+    async def read(self, path: str) -> AsyncIterator[bytes]:
+        """The stored bytes of ``path`` (GetObject, streamed). PermanentError if absent."""
+        resp = await self._call("read", path, "get_object", Bucket=self.bucket, Key=self.key(path))
+        try:
+            async with resp["Body"] as body:
+                while chunk := await body.read(MiB):
+                    yield chunk
+        except RemoteError:
+            raise
+        except Exception as e:
+            raise self._error(e, "read", path) from e
+
+    async def ping(self) -> None:
+        """HeadBucket. Raises Unreachable/TransientError, or AuthError; any other answer
+        (even "no such bucket") means the server is there."""
+        try:
+            await self._call("reach", "", "head_bucket", Bucket=self.bucket)
+        except AuthError:
+            raise
+        except PermanentError as e:
+            log.debug("ping %s: %s", self.description, e)
+
+
+def _reason(e: BaseException) -> str:
+    """'Connection refused' rather than a paragraph, where the OS error can be found."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        errno = getattr(cur, "errno", None)
+        if isinstance(errno, int) and errno:
+            return os.strerror(errno)
+        os_error = getattr(cur, "os_error", None)
+        if isinstance(os_error, OSError) and os_error.errno:
+            return os.strerror(os_error.errno)
+        cur = cur.__cause__ or cur.__context__
+    return str(e)
+
+
+def _is_aiohttp_error(e: BaseException) -> bool:
+    try:
+        import aiohttp
+    except ImportError:  # pragma: no cover - aiohttp is a dependency of syncd
+        return False
+    return isinstance(e, aiohttp.ClientError)
+
+
+def _client_error(code: str, message: str, operation: str) -> Exception:
+    from botocore.exceptions import ClientError
+
+    err: Exception = ClientError({"Error": {"Code": code, "Message": message}}, operation)
+    return err

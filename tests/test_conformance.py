@@ -1,0 +1,634 @@
+"""One conformance suite, the same cases for every remote: `syncd serve`, nginx WebDAV,
+wsgidav and S3 (moto_server). Each server runs on a free 127.0.0.1 port for this module; every
+test mirrors into its own space on it. What was mirrored is read back without syncd (the
+server's directory, or boto3) and compared byte for byte.
+
+The "http" kind (an upload endpoint that cannot list) has its own section at the end, against
+a small aiohttp upload app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import unicodedata
+import urllib.parse
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import BodyPartReader, web
+
+from syncd.config import RemoteConfig
+from syncd.errors import PermanentError, SourceChanged, TransientError
+from syncd.hashing import Source
+from syncd.remotes.s3 import S3Remote
+from syncd.remotes.webdav import WebDAVRemote
+from syncd.types import LocalFile
+from tests.conftest import DaemonProc, run_syncd, wait_for, write_config
+from tests.remote_servers import (
+    DavServer,
+    FileServer,
+    RemoteServer,
+    S3Server,
+    start_remote,
+)
+from tests.test_sync import HOSTILE_NAMES, make_tree, tree_of
+
+KINDS = ("syncd", "nginx", "wsgidav", "s3")
+
+
+class Servers:
+    """The module's servers, one per kind, started when first asked for."""
+
+    def __init__(self, factory: pytest.TempPathFactory) -> None:
+        self.factory = factory
+        self.running: dict[str, RemoteServer] = {}
+
+    def get(self, kind: str) -> RemoteServer:
+        if kind not in self.running:
+            self.running[kind] = start_remote(kind, self.factory.mktemp(f"remote-{kind}"))
+        return self.running[kind]
+
+    def stop(self) -> None:
+        for srv in self.running.values():
+            srv.stop()
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    s = Servers(tmp_path_factory)
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture(params=KINDS)
+def remote(request: pytest.FixtureRequest, servers: Servers) -> RemoteServer:
+    return servers.get(request.param)
+
+
+@pytest.fixture
+def space(remote: RemoteServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """This test's own remote_path on the shared server (and the server's client env)."""
+    for k, v in remote.env.items():
+        monkeypatch.setenv(k, v)
+    return remote.new_space()
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    f = tmp_path / "Documents"
+    f.mkdir()
+    return f
+
+
+def config(
+    tmp_path: Path,
+    remote: RemoteServer,
+    folder: Path,
+    space: str,
+    *,
+    wrong_credentials: bool = False,
+    down: bool = False,
+    sync: str = "",
+) -> Path:
+    return write_config(
+        tmp_path / "config.toml",
+        f"""
+[remote]
+{remote.remote_section(wrong_credentials=wrong_credentials, down=down)}
+[[folder]]
+path = "{folder}"
+remote_path = "{space}"
+
+[sync]
+state_dir = "{tmp_path / "state"}"
+{sync}
+""",
+    )
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class _Daemon(DaemonProc):
+    def __init__(self, config: Path, log: Path) -> None:
+        try:
+            super().__init__(config, log)
+        except BaseException:
+            if hasattr(self, "proc"):  # never ready: do not leave it running
+                self.proc.kill()
+                self.proc.wait()
+                self._log.close()
+            raise
+
+
+def start_daemon(config: Path, log: Path) -> DaemonProc:
+    """`syncd run`, stopped again if it never says it is ready."""
+    return _Daemon(config, log)
+
+
+def mirrored(remote: RemoteServer, space: str, folder: Path) -> bool:
+    return remote.read_tree(space) == tree_of(folder)
+
+
+# -- the cases -----------------------------------------------------------------------------------
+def test_first_sync_hostile_names_noop_and_verify(
+    tmp_path: Path, remote: RemoteServer, space: str, folder: Path
+) -> None:
+    files = make_tree(folder)
+    cfg = config(tmp_path, remote, folder, space)
+    r = run_syncd("sync", config=cfg)
+    assert r.returncode == 0, r.stderr
+    assert f"uploaded {len(files)}," in r.stdout
+    assert remote.read_tree(space) == files
+    r = run_syncd("sync", config=cfg)
+    assert r.returncode == 0, r.stderr
+    assert "uploaded 0, deleted 0" in r.stdout
+    r = run_syncd("verify", config=cfg)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"verify: identical: {len(files)} identical, 0 missing" in r.stdout
+    if remote.name != "syncd":  # no digests in the listing: said so, and read back
+        assert "reading every file back to hash it" in r.stderr
+    if remote.name == "nginx":
+        assert isinstance(remote, DavServer)
+        log = [line for line in remote.requests() if f" /{space}/" in line]
+        paths = [f"{space}/{rel}" for rel in files]
+        dirs = {"/".join(p.split("/")[:n]) for p in paths for n in range(1, p.count("/") + 1)}
+        mkcols = [line.split()[1] for line in log if line.startswith("MKCOL ")]
+        assert len(mkcols) == len(set(mkcols)) == len(dirs), "one MKCOL per directory"
+        assert not [line for line in log if line.startswith("PUT ") and " 409 " in line]
+        propfinds = [line for line in log if line.startswith("PROPFIND ")]
+        assert propfinds and all(line.endswith(" depth=1") for line in propfinds)
+
+
+def test_change_and_delete(tmp_path: Path, remote: RemoteServer, space: str, folder: Path) -> None:
+    for rel, data in {
+        "same-size.txt": b"aaaa",
+        "grows.txt": b"short",
+        "gone.txt": b"bye",
+        "dir/sub/one.txt": b"1",
+        "dir/two.txt": b"2",
+        "keep/x.txt": b"x",
+    }.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+    cfg = config(tmp_path, remote, folder, space)
+    assert run_syncd("sync", config=cfg).returncode == 0
+    (folder / "same-size.txt").write_bytes(b"bbbb")
+    (folder / "grows.txt").write_bytes(b"much longer than before")
+    (folder / "gone.txt").unlink()
+    shutil.rmtree(folder / "dir")
+    (folder / "keep" / "new.txt").write_bytes(b"new")
+    r = run_syncd("sync", config=cfg)
+    assert r.returncode == 0, r.stderr
+    assert "uploaded 3, deleted 3" in r.stdout
+    assert remote.read_tree(space) == tree_of(folder)
+
+
+def test_large_files(tmp_path: Path, remote: RemoteServer, space: str, folder: Path) -> None:
+    big = os.urandom(1 << 20) * 20 + b"tail"  # 20 MiB + 4: three parts on S3
+    files = {"empty": b"", "just-streamed.bin": os.urandom((1 << 20) + 1), "big.bin": big}
+    for rel, data in files.items():
+        (folder / rel).write_bytes(data)
+    cfg = config(tmp_path, remote, folder, space)
+    r = run_syncd("sync", config=cfg)
+    assert r.returncode == 0, r.stderr
+    back = remote.read_tree(space)
+    assert {k: sha(v) for k, v in back.items()} == {k: sha(v) for k, v in files.items()}
+    if isinstance(remote, S3Server):
+        assert remote.head(space, "big.bin")["ETag"].endswith('-3"'), "not a multipart upload"
+        assert remote.incomplete_uploads() == []
+    r = run_syncd("verify", config=cfg)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "verify: identical: 3 identical" in r.stdout
+
+
+def test_verify_finds_tampering(
+    tmp_path: Path, remote: RemoteServer, space: str, folder: Path
+) -> None:
+    for n in "abc":
+        (folder / f"{n}.txt").write_text(n * 10)
+    cfg = config(tmp_path, remote, folder, space)
+    assert run_syncd("sync", config=cfg).returncode == 0
+    remote.write(space, "a.txt", b"A" * 10)  # same size, other bytes
+    remote.remove(space, "b.txt")
+    remote.write(space, "extra.txt", b"x")
+    r = run_syncd("verify", config=cfg)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"different:             {space}/a.txt" in r.stdout
+    assert f"missing on the server: {space}/b.txt" in r.stdout
+    assert f"only on the server:    {space}/extra.txt" in r.stdout
+    assert "1 identical" in r.stdout
+
+
+def test_renames_become_moves(
+    tmp_path: Path, remote: RemoteServer, space: str, folder: Path
+) -> None:
+    src = folder / "project"
+    (src / "sub").mkdir(parents=True)
+    for i in range(5):
+        (src / "sub" / f"{i}.bin").write_bytes(os.urandom(1000 + i))
+    (src / "README").write_text("readme")
+    (folder / "other.txt").write_text("other")
+    cfg = config(tmp_path, remote, folder, space, sync="debounce = 0.2\nmax_delay = 2")
+    daemon = start_daemon(cfg, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: mirrored(remote, space, folder), what="first mirror")
+        inodes: dict[str, int] = {}
+        if isinstance(remote, FileServer):
+            inodes = {p: remote.inode(space, f"project/{p}") for p in tree_of(src)}
+        src.rename(folder / "renamed")
+        wait_for(lambda: mirrored(remote, space, folder), what="directory rename")
+        (folder / "renamed" / "README").rename(folder / "renamed" / "README.md")
+        wait_for(lambda: mirrored(remote, space, folder), what="file rename")
+    finally:
+        assert daemon.stop() == 0
+    log = daemon.log()
+    assert f"moved {space}/project -> {space}/renamed" in log
+    assert f"moved {space}/renamed/README -> {space}/renamed/README.md" in log
+    assert f"sent {space}/renamed" not in log, "renamed files were uploaded again"
+    if isinstance(remote, FileServer):
+        after = {p: remote.inode(space, f"renamed/{p}") for p in tree_of(folder / "renamed")}
+        after["README"] = after.pop("README.md")
+        assert after == inodes
+
+
+def test_wrong_credentials_fail_clearly_and_write_nothing(
+    tmp_path: Path, remote: RemoteServer, space: str, folder: Path
+) -> None:
+    (folder / "a.txt").write_text("a")
+    (folder / "d" / "b.txt").parent.mkdir()
+    (folder / "d" / "b.txt").write_text("b")
+    cfg = config(tmp_path, remote, folder, space, wrong_credentials=True)
+    env = remote.credentials(wrong=True) if isinstance(remote, S3Server) else None
+    r = run_syncd("sync", config=cfg, env=env)
+    assert r.returncode == 1
+    assert "refused the credentials" in r.stderr, r.stderr
+    for secret in ("not-the-token", "not-the-password", "wrong-secret"):
+        assert secret not in r.stdout + r.stderr
+    assert remote.read_tree(space) == {}
+    r = run_syncd("verify", config=cfg, env=env)
+    assert r.returncode == 1
+    assert "refused the credentials" in r.stderr, r.stderr
+
+
+def test_server_down_fails_clearly(
+    tmp_path: Path, remote: RemoteServer, space: str, folder: Path
+) -> None:
+    (folder / "a.txt").write_text("a")
+    cfg = config(tmp_path, remote, folder, space, down=True)
+    r = run_syncd("sync", config=cfg)
+    assert r.returncode == 1
+    assert f"upload {space}/a.txt: cannot connect to" in r.stderr, r.stderr
+    assert "Connection refused" in r.stderr
+    r = run_syncd("verify", config=cfg)
+    assert r.returncode == 1
+    assert "cannot connect to" in r.stderr, r.stderr
+
+
+# -- what only some remotes have ------------------------------------------------------------------
+def test_webdav_collection_url_with_a_path(tmp_path: Path, servers: Servers, folder: Path) -> None:
+    """Nextcloud-style: the collection is not the server's root, and its URL is encoded."""
+    nginx = servers.get("nginx")
+    assert isinstance(nginx, DavServer)
+    (nginx.root / "dav root" / "ü").mkdir(parents=True)
+    files = {"a.txt": b"a", "x y/b#.txt": b"b", ".hidden": b"h"}
+    for rel, data in files.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+    section = nginx.remote_section().replace(nginx.url, nginx.url + "dav%20root/%C3%BC/")
+    cfg = write_config(
+        tmp_path / "config.toml",
+        f"""
+[remote]
+{section}
+[[folder]]
+path = "{folder}"
+remote_path = "docs"
+[sync]
+state_dir = "{tmp_path / "state"}"
+""",
+    )
+    r = run_syncd("sync", config=cfg)
+    assert r.returncode == 0, r.stderr
+    assert tree_of(nginx.root / "dav root" / "ü" / "docs") == files
+    r = run_syncd("verify", config=cfg)
+    assert r.returncode == 0, r.stdout + r.stderr  # .hidden is not listed by nginx: read back
+    assert "3 identical" in r.stdout
+
+
+@pytest.mark.parametrize("kind", ["nginx", "wsgidav"])
+async def test_webdav_collections_made_once_and_again_when_gone(
+    tmp_path: Path, servers: Servers, kind: str
+) -> None:
+    dav = servers.get(kind)
+    assert isinstance(dav, DavServer)
+    space = dav.new_space()
+    f = tmp_path / "f.txt"
+    f.write_text("x")
+    remote = WebDAVRemote(remote_config(tmp_path, dav), 2)
+    async with remote:
+        await remote.put(f"{space}/a/b/one.txt", await local_source(f, "one.txt"))
+        shutil.rmtree(dav.root / space / "a")  # behind syncd's back: its cache is stale now
+        with pytest.raises(TransientError):  # 409 Conflict (nginx: 500)
+            await remote.put(f"{space}/a/b/two.txt", await local_source(f, "two.txt"))
+        # The retry (syncd.retry's job) creates the collections again.
+        await remote.put(f"{space}/a/b/two.txt", await local_source(f, "two.txt"))
+    assert dav.read_tree(space) == {"a/b/two.txt": b"x"}
+    missing = WebDAVRemote(remote_config(tmp_path, dav, url=dav.url + "no-such-dir/"), 2)
+    async with missing:
+        with pytest.raises(PermanentError, match=r"does .*no-such-dir/ exist"):
+            await missing.put(f"{space}/c.txt", await local_source(f, "c.txt"))
+
+
+@pytest.fixture
+def s3(servers: Servers, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    srv = servers.get("s3")
+    assert isinstance(srv, S3Server)
+    for k, v in srv.env.items():
+        monkeypatch.setenv(k, v)
+    return srv
+
+
+def remote_config(tmp_path: Path, srv: RemoteServer, url: str = "") -> RemoteConfig:
+    """The [remote] of ``srv`` as syncd loads it (for tests that drive a remote directly)."""
+    from syncd.config import load
+
+    section = srv.remote_section()
+    if url:
+        section = re.sub(r'(?m)^url = ".*"$', f'url = "{url}"', section)
+    (tmp_path / "unused").mkdir(exist_ok=True)
+    cfg = write_config(
+        tmp_path / "config.toml",
+        f"""
+[remote]
+{section}
+[[folder]]
+path = "{tmp_path / "unused"}"
+""",
+    )
+    return load(cfg).remote
+
+
+async def local_source(path: Path, rel: str, **kw: Any) -> Source:
+    st = path.stat()
+    return await Source.open(path, LocalFile(rel, st.st_size, st.st_mtime_ns), **kw)
+
+
+async def test_s3_multipart_aborted_when_the_file_changes(tmp_path: Path, s3: S3Server) -> None:
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(20 << 20))
+    space = s3.new_space()
+
+    def touch_once(n: int) -> None:
+        st = big.stat()
+        os.utime(big, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+
+    remote = S3Remote(remote_config(tmp_path, s3), 2)
+    async with remote:
+        src = await local_source(big, "big.bin", on_bytes=touch_once)
+        with pytest.raises(SourceChanged):
+            await remote.put(f"{space}/big.bin", src)
+    assert s3.incomplete_uploads() == []
+    assert s3.keys(space) == {}
+
+
+class SmallCopies(S3Remote):
+    """Multipart copies from 1 MiB on, in 5 MiB parts (the real limit is 5 GiB)."""
+
+    copy_limit = 1 << 20
+    copy_part_size = 5 << 20
+
+
+async def test_s3_multipart_copy_and_prefix_delete(tmp_path: Path, s3: S3Server) -> None:
+    space = s3.new_space()
+    data = os.urandom((12 << 20) + 7)
+    (tmp_path / "big.bin").write_bytes(data)
+    (tmp_path / "small").write_bytes(b"small")
+    remote = SmallCopies(remote_config(tmp_path, s3), 2)
+    async with remote:
+        for rel in ("d/big.bin", "d/sub/small", "dx/small", "d.txt"):
+            name = "big.bin" if rel.endswith("big.bin") else "small"
+            await remote.put(f"{space}/{rel}", await local_source(tmp_path / name, rel))
+        await remote.move(f"{space}/d", f"{space}/e")
+        assert s3.keys(space) == {
+            "e/big.bin": len(data),
+            "e/sub/small": 5,
+            "dx/small": 5,
+            "d.txt": 5,
+        }
+        assert s3.read_tree(space)["e/big.bin"] == data
+        with pytest.raises(PermanentError):
+            await remote.move(f"{space}/d", f"{space}/f")  # nothing there any more
+        await remote.delete(f"{space}/e")  # a "directory": every key under e/
+        await remote.delete(f"{space}/d")  # absent: fine
+        assert s3.keys(space) == {"dx/small": 5, "d.txt": 5}
+        listed = sorted((e.path, e.size) for e in [e async for e in remote.list(space)])
+        assert listed == [("d.txt", 5), ("dx/small", 5)]
+    assert s3.incomplete_uploads() == []
+
+
+def test_s3_without_aiobotocore_names_the_extra(tmp_path: Path, s3: S3Server, folder: Path) -> None:
+    (folder / "a.txt").write_text("a")
+    cfg = config(tmp_path, s3, folder, s3.new_space())
+    code = (
+        "import sys; sys.modules['aiobotocore'] = None; from syncd.cli import main; "
+        "sys.exit(main(sys.argv[1:]))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, "sync", "-c", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2, r.stderr
+    assert "pip install 'syncd[s3]'" in r.stderr
+
+
+# -- the "http" kind: an upload endpoint ----------------------------------------------------------
+@dataclass
+class UploadApp:
+    """A small upload API: PUT or POST (raw body or a multipart form) to /upload/<path>,
+    DELETE to remove; it wants ``Authorization: Bearer <token>``."""
+
+    token: str
+    stored: dict[str, bytes] = field(default_factory=dict)
+    filenames: dict[str, str] = field(default_factory=dict)
+    requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    url: str = ""
+
+    @staticmethod
+    def path_of(request: web.Request) -> str:
+        raw = request.raw_path.split("?", 1)[0]
+        assert raw.startswith("/upload/")
+        return "/".join(urllib.parse.unquote(seg, errors="strict") for seg in raw[8:].split("/"))
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        path = self.path_of(request)
+        self.requests.append((request.method, path, dict(request.headers)))
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return web.Response(status=401, text="who are you?")
+        if request.method == "DELETE":
+            if self.stored.pop(path, None) is None:
+                return web.Response(status=404)
+            return web.Response(status=204)
+        ctype = request.headers.get("Content-Type", "")
+        if ctype.startswith("multipart/form-data"):
+            reader = await request.multipart()
+            part = await reader.next()
+            assert isinstance(part, BodyPartReader) and part.name == "file"
+            data = bytearray()
+            while chunk := await part.read_chunk(1 << 16):
+                data += chunk
+            self.filenames[path] = part.filename or ""
+            assert await reader.next() is None
+            body = bytes(data)
+        else:
+            body = await request.read()
+        if request.content_length is not None:
+            assert request.content_length >= len(body)
+        self.stored[path] = body
+        return web.Response(status=201 if request.method == "PUT" else 200, text="ok")
+
+
+@pytest.fixture
+async def upload_app() -> AsyncIterator[UploadApp]:
+    app_state = UploadApp(token="s3cr3t-" + os.urandom(6).hex())
+    app = web.Application(client_max_size=64 << 20)
+    app.router.add_route("*", "/upload/{path:.*}", app_state.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    app_state.url = f"http://127.0.0.1:{port}/upload/{{path}}"
+    try:
+        yield app_state
+    finally:
+        await runner.cleanup()
+
+
+async def syncd_async(*args: str, config: Path) -> tuple[int, str, str]:
+    """`syncd` in a subprocess, without blocking this loop (the upload app runs on it)."""
+    env = {k: v for k, v in os.environ.items() if k != "SYNCD_CONFIG"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "syncd",
+        *args,
+        "-c",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def http_config(tmp_path: Path, app: UploadApp, folder: Path, remote: str, *, token: str) -> Path:
+    headers = tmp_path / "headers"
+    headers.write_text(f"# for the upload API\nAuthorization: Bearer {token}\nX-Client: syncd\n")
+    return write_config(
+        tmp_path / "config.toml",
+        f"""
+[remote]
+kind = "http"
+url = "{app.url}"
+headers_file = "{headers}"
+{remote}
+[[folder]]
+path = "{folder}"
+remote_path = "docs"
+
+[sync]
+state_dir = "{tmp_path / "state"}"
+""",
+    )
+
+
+def http_tree(folder: Path) -> dict[str, bytes]:
+    files = {name: f"content of {name}\n".encode() for name in HOSTILE_NAMES}
+    files["empty-file"] = b""
+    files["sub dir/n#sted %41.txt"] = b"nested"
+    files[unicodedata.normalize("NFD", "Ünïcödé dir") + "/x.bin"] = os.urandom(3000)
+    files["big.bin"] = os.urandom(3 << 20)  # streamed from disk
+    for rel, data in files.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+    return {f"docs/{rel}": data for rel, data in files.items()}
+
+
+@pytest.mark.parametrize(
+    "remote_keys",
+    ['method = "PUT"', 'method = "POST"\nform_field = "file"', 'method = "POST"\nform_field = ""'],
+    ids=["put-raw", "post-multipart", "post-raw"],
+)
+async def test_http_upload_endpoint(
+    tmp_path: Path, upload_app: UploadApp, folder: Path, remote_keys: str
+) -> None:
+    files = http_tree(folder)
+    cfg = http_config(tmp_path, upload_app, folder, remote_keys, token=upload_app.token)
+    code, out, err = await syncd_async("sync", config=cfg)
+    assert code == 0, err
+    assert f"uploaded {len(files)}," in out
+    assert upload_app.stored == files
+    method = "POST" if "POST" in remote_keys else "PUT"
+    assert {m for m, _, _ in upload_app.requests} == {method}
+    assert all(h.get("X-Client") == "syncd" for _, _, h in upload_app.requests)
+    assert upload_app.token not in out + err
+    if "multipart" in str(upload_app.requests[0][2].get("Content-Type")):
+        assert upload_app.filenames["docs/sub dir/n#sted %41.txt"] == "n#sted %41.txt"
+        assert upload_app.filenames["docs/big.bin"] == "big.bin"
+    # Nothing to verify against: said plainly, exit 1.
+    code, out, err = await syncd_async("verify", config=cfg)
+    assert code == 1
+    assert "cannot verify" in err and "the manifest" in err and "only record" in err
+    # Without delete_method, deletions are not sent (and that is said).
+    (folder / "big.bin").unlink()
+    code, out, err = await syncd_async("sync", config=cfg)
+    assert code == 0, err
+    assert "deletions are not sent" in err
+    assert "docs/big.bin" in upload_app.stored
+
+
+async def test_http_delete_method_and_rename(
+    tmp_path: Path, upload_app: UploadApp, folder: Path
+) -> None:
+    (folder / "a.txt").write_text("a")
+    (folder / "b.txt").write_text("b")
+    cfg = http_config(
+        tmp_path, upload_app, folder, 'delete_method = "DELETE"', token=upload_app.token
+    )
+    code, _out, err = await syncd_async("sync", config=cfg)
+    assert code == 0, err
+    (folder / "a.txt").unlink()
+    (folder / "b.txt").rename(folder / "c.txt")  # no moves here: a new upload and a delete
+    code, out, err = await syncd_async("sync", config=cfg)
+    assert code == 0, err
+    assert "uploaded 1, deleted 2" in out
+    assert upload_app.stored == {"docs/c.txt": b"b"}
+
+
+async def test_http_refused_credentials(
+    tmp_path: Path, upload_app: UploadApp, folder: Path
+) -> None:
+    (folder / "a.txt").write_text("a")
+    cfg = http_config(tmp_path, upload_app, folder, "", token="not-the-token")
+    code, out, err = await syncd_async("sync", config=cfg)
+    assert code == 1
+    assert "refused the credentials (401)" in err and "headers" in err
+    assert "not-the-token" not in out + err
+    assert upload_app.stored == {}
