@@ -219,3 +219,8 @@ class DaemonProc:
                 self.proc.wait()
         self._log.close()
         return self.proc.returncode
+
+
+def server_temps(root: Path) -> list[Path]:
+    """The server's temporary files (``.~syncd-*``) anywhere under ``root``."""
+    return [p for p in root.rglob("*") if p.name.startswith(".~syncd-")]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ServerProc, mirror_config, run_syncd, write_config
+from tests.conftest import ServerProc, mirror_config, run_syncd, server_temps, write_config
 from tests.faultproxy import FORWARD, Action, FaultProxy, respond
 from tests.test_sync import tree_of
 
@@ -46,10 +46,6 @@ def via(tmp_path: Path, server: ServerProc, proxy: FaultProxy, folder: Path) -> 
     return write_config(cfg, cfg.read_text().replace(server.url, proxy.url))
 
 
-def temps(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.name.startswith(".~syncd-")]
-
-
 def test_connection_reset_mid_body_is_retried_with_the_file_reopened(
     tmp_path: Path, server: ServerProc, proxied: Callable[..., FaultProxy], folder: Path
 ) -> None:
@@ -67,7 +63,7 @@ def test_connection_reset_mid_body_is_retried_with_the_file_reopened(
     assert resets, "the fault was not injected"
     assert len([s for s in proxy.requests("PUT") if "big.bin" in s.target]) == 2
     assert tree_of(server.root / "docs") == tree_of(folder)
-    assert temps(server.root) == []
+    assert server_temps(server.root) == []
 
 
 def test_answer_lost_after_the_server_committed(

@@ -15,6 +15,7 @@ from tests.conftest import (
     ServerProc,
     mirror_config,
     run_syncd,
+    server_temps,
     start_server,
     wait_for,
 )
@@ -81,10 +82,6 @@ def test_server_that_comes_back_empty_is_refilled(tmp_path: Path, token_file: Pa
         srv.stop()
 
 
-def temps(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.name.startswith(".~syncd-")]
-
-
 def converged(cfg: Path, server: ServerProc, folder: Path) -> None:
     """After a crash: the next sync succeeds, the server equals the folder, and the manifest
     is right (a further sync has nothing to do)."""
@@ -95,7 +92,7 @@ def converged(cfg: Path, server: ServerProc, folder: Path) -> None:
     assert r.returncode == 0, r.stdout
     r = run_syncd("sync", config=cfg)
     assert "uploaded 0, deleted 0" in r.stdout, r.stdout
-    assert temps(server.root) == []
+    assert server_temps(server.root) == []
 
 
 @pytest.mark.parametrize("step", ["hashing", "mid-body", "after-upload", "after-delete"])
@@ -115,7 +112,7 @@ def test_client_killed_at_each_step_converges(
         (folder / "big.bin").write_bytes(os.urandom(8 << 20))
     r = run_syncd("sync", config=cfg, env={"SYNCD_CRASH_AT": step})
     assert r.returncode == -signal.SIGKILL, f"the crash point {step} was not reached"
-    wait_for(lambda: temps(server.root) == [], what="server dropped the broken upload")
+    wait_for(lambda: server_temps(server.root) == [], what="server dropped the broken upload")
     converged(cfg, server, folder)
 
 
@@ -152,10 +149,10 @@ def test_server_killed_mid_upload_leaves_no_partial_file(tmp_path: Path, token_f
     assert r.returncode == 1
     assert srv.stop() == -signal.SIGKILL
     assert not (root / "docs" / "big.bin").exists()
-    assert len(temps(root)) == 1  # the dead server's temp, never at the target path
+    assert len(server_temps(root)) == 1  # the dead server's temp, never at the target path
     srv = start_server(root, token_file, port=srv.port)  # removes leftover temps at start
     try:
-        assert temps(root) == []
+        assert server_temps(root) == []
         converged(cfg, srv, folder)
     finally:
         srv.stop()
