@@ -206,7 +206,7 @@ def test_case_only_rename(server: ServerProc, folder: Path, daemon: DaemonProc) 
     wait_for(lambda: mirrored(server, folder))
     (folder / "readme.txt").rename(folder / "README.txt")
     wait_for(lambda: sorted(tree_of(server.root / "docs")) == ["README.txt", "initial.txt"])
-    assert "moved docs/readme.txt -> docs/README.txt" in daemon.log()
+    wait_for(lambda: "moved docs/readme.txt -> docs/README.txt" in daemon.log(), what="a move")
 
 
 def test_refused_move_falls_back_to_upload(

@@ -794,3 +794,16 @@ def test_disk_full_is_507_temp_removed_and_retried(
         assert (tiny_disk / "docs" / "fits.txt").read_text() == "small enough"
         assert not (tiny_disk / "docs" / "huge.bin").exists()
         assert [p for p in tiny_disk.rglob("*") if p.name.startswith(".~syncd-")] == []
+
+
+async def test_empty_bodies_in_a_row_then_data(
+    server: ServerProc, session: aiohttp.ClientSession
+) -> None:
+    """Regression: aiohttp shares one empty reader between body-less requests; a body loop
+    that only waited for "end of chunk" spun forever on the second empty PUT."""
+    for i in range(3):
+        status, digest = await asyncio.wait_for(put(session, server, f"/docs/empty{i}", b""), 10)
+        assert (status, digest) == (201, digest_of(b""))
+    status, _ = await asyncio.wait_for(put(session, server, "/docs/after", b"data" * 1000), 10)
+    assert status == 201
+    assert (server.root / "docs" / "after").read_bytes() == b"data" * 1000

@@ -36,6 +36,10 @@ RESERVED_PREFIX = ".~syncd-"
 CHUNK = 1 << 20
 """Bytes written, read or hashed per worker-thread call."""
 
+WRITEBACK = 8 << 20
+"""A large upload starts the disk writeback of every this many bytes as soon as they are
+written (see :func:`_start_writeback`)."""
+
 _MAX_NAME_BYTES = 255
 _DRIVE = re.compile(r"[A-Za-z]:\Z")
 _BAD_CHARS = ("/", "\0")
@@ -53,6 +57,11 @@ _O_DIR = os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC
 _O_READ = os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC
 _O_TEMP = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
 _O_ROOT = os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC
+_FADV_DONTNEED: int | None = getattr(os, "POSIX_FADV_DONTNEED", None)
+try:
+    _IOV_MAX = max(16, os.sysconf("SC_IOV_MAX"))
+except (AttributeError, ValueError, OSError):
+    _IOV_MAX = 16
 
 
 # --------------------------------------------------------------------------- errors
@@ -208,12 +217,20 @@ def _traversal(text: str) -> bool:
     return len(parts) > 1 and (parts[0] == "" or any(p in (".", "..") for p in parts))
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+,=@~ -]{0,254}\Z")
+"""Names that pass :func:`check_name` at a glance (every request and every listed file goes
+through it): ASCII, at most 255 bytes, no '%', '\\', ':', '/' or NUL, and not starting
+with '.' (so neither '.', '..' nor the reserved prefix)."""
+
+
 def check_name(name: str) -> None:
     """Refuse a decoded file name that must never reach the filesystem (:class:`BadRequest`).
 
     Ordinary names with '%', '\\' or ':' in them are fine on a POSIX server; what is refused is
     anything that is, or after further percent-decoding becomes, a traversal in any spelling.
     """
+    if _PLAIN_NAME.match(name):
+        return  # the common case; everything below would accept it
     if name in (".", ".."):
         raise BadRequest(f"path segment {name!r} is not allowed")
     for c in _BAD_CHARS:
@@ -266,8 +283,7 @@ class DigestCache:
 
     def get(self, key: str, st: os.stat_result) -> str | None:
         """The cached hex digest of ``key`` if ``st`` still matches it."""
-        with self._lock:
-            item = self._items.get(key)
+        item = self._items.get(key)  # one dict lookup of an immutable tuple: no lock needed
         if item is None or item[:3] != (st.st_size, st.st_mtime_ns, st.st_ino):
             return None
         return item[3]
@@ -497,6 +513,7 @@ class Upload:
         self._state = "new"  # new, open, finished, done, discarded
         self.size = 0
         self.digest = b""
+        self._written_back = 0  # bytes whose writeback has been started
 
     # Callers hold self._lock in everything below.
 
@@ -532,20 +549,21 @@ class Upload:
             self._dirs.created = list(self._made)
         return self._dirs.last
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, chunks: Sequence[bytes]) -> None:
         if self._state == "new":
             self._open()
         if self._state != "open":
             raise NotFound(f"{self.rel}: the upload was dropped")
-        view = memoryview(data)
         try:
-            while view:
-                n = os.write(self._fd, view)
-                view = view[n:]
+            n = _write_all(self._fd, chunks)
         except OSError as e:
             raise _os_error(e, str(self.rel)) from e
-        self._hash.update(data)
-        self.size += len(data)
+        for c in chunks:
+            self._hash.update(c)
+        self.size += n
+        if self.size - self._written_back >= WRITEBACK:
+            _start_writeback(self._fd, self._written_back, self.size - self._written_back)
+            self._written_back = self.size
         crash_point("server-mid-body")
 
     def _finish(self) -> None:
@@ -596,13 +614,18 @@ class Upload:
 
     # Public, locked.
 
-    def write(self, data: bytes) -> None:
-        """Append ``data`` to the temp file (created, with its parents, on the first call)."""
+    def write(self, chunks: Sequence[bytes]) -> None:
+        """Append ``chunks`` to the temp file (created, with its parents, on the first call)."""
         with self._lock:
-            self._write(data)
+            self._write(chunks)
 
     def complete(
-        self, rest: bytes, *, length: int | None, expected: Sequence[bytes], commit: bool
+        self,
+        rest: Sequence[bytes],
+        *,
+        length: int | None,
+        expected: Sequence[bytes],
+        commit: bool,
     ) -> Stored:
         """Write ``rest``, fsync, check length and digests, then rename into place if ``commit``.
 
@@ -668,6 +691,37 @@ class Upload:
         assert self._dirs is not None
         self._dirs.prune_created()
         self._close_dirs()
+
+
+def _write_all(fd: int, chunks: Sequence[bytes]) -> int:
+    """Write every chunk, in order, with as few system calls as possible; returns the bytes."""
+    views = [memoryview(c) for c in chunks if c]
+    total = sum(len(v) for v in views)
+    while views:
+        n = os.writev(fd, views[:_IOV_MAX])
+        while views and n >= len(views[0]):
+            n -= len(views.pop(0))
+        if n:
+            views[0] = views[0][n:]
+    return total
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing a range of the file to disk now, without waiting for it (a hint).
+
+    Left alone, the kernel holds a large upload in dirty pages, throttles the writer once too
+    many pile up, and leaves most of the writing to the final fsync. POSIX_FADV_DONTNEED makes
+    Linux start the writeback of the range at once (and drop the pages once clean): the disk
+    works while the body arrives and the fsync before the rename has little left to do.
+    Measured on a 1 GiB body: write + hash + fsync 2.6-3.7 s without, 1.4-1.5 s with.
+    The fsync is still what makes the file durable; this changes only when the work happens.
+    """
+    if _FADV_DONTNEED is None:
+        return
+    try:
+        os.posix_fadvise(fd, offset, length, _FADV_DONTNEED)
+    except OSError:
+        pass
 
 
 def _check_file_target(dir_fd: int, rel: RelPath) -> bool:
@@ -862,6 +916,8 @@ class Store:
                 raise _os_error(e, "/" + "/".join(parts)) from e
             entries: list[ListEntry] = []
             subdirs: list[str] = []
+            key_prefix = "".join(p + "/" for p in parts)
+            path_prefix = "".join(p + "/" for p in sub)
             for entry in found:
                 name = entry.name
                 if name.startswith(RESERVED_PREFIX) or not _addressable(name):
@@ -875,15 +931,14 @@ class Store:
                     st = entry.stat(follow_symlinks=False)
                 except OSError:
                     continue
-                key = "/".join((*parts, name))
+                key = key_prefix + name
                 hexdigest = self.digests.get(key, st)
                 if hexdigest is None:
                     hashed = self._hash_at(dirs.last, name, key)
                     if hashed is None:
                         continue
                     st, hexdigest = hashed
-                path = "/".join((*sub, name))
-                entries.append(ListEntry(path, st.st_size, hexdigest, st.st_mtime_ns))
+                entries.append(ListEntry(path_prefix + name, st.st_size, hexdigest, st.st_mtime_ns))
         return entries, subdirs
 
     def _hash_at(self, dir_fd: int, name: str, key: str) -> tuple[os.stat_result, str] | None:
