@@ -404,6 +404,39 @@ async def test_s3_multipart_aborted_when_the_file_changes(tmp_path: Path, s3: S3
     assert s3.keys(space) == {}
 
 
+async def test_large_file_rewritten_while_sent_is_refused(
+    tmp_path: Path, remote: RemoteServer, space: str
+) -> None:
+    """A large file whose bytes change in place (same size) during its upload: the digest
+    would not describe what was sent, so put() raises SourceChanged (the engine sends it
+    again) and the remote is left without a committed file where it can tell."""
+    from syncd.remotes import open_remote
+
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(24 << 20))
+    os.utime(big, (1e9, 1e9))  # so that the rewrite surely moves mtime and ctime on
+    rewritten = False
+
+    def rewrite_once(n: int) -> None:
+        nonlocal rewritten
+        if not rewritten:
+            rewritten = True
+            with big.open("r+b") as f:  # same size, new bytes at the end
+                f.seek(-4096, os.SEEK_END)
+                f.write(os.urandom(4096))
+
+    r = open_remote(remote_config(tmp_path, remote), 2)
+    try:
+        src = await local_source(big, "big.bin", on_bytes=rewrite_once)
+        with pytest.raises(SourceChanged):
+            await r.put(f"{space}/big.bin", src)
+    finally:
+        await r.aclose()
+    assert rewritten
+    if remote.name in ("syncd", "s3"):  # an upload is committed only after the digest check
+        assert "big.bin" not in remote.read_tree(space)
+
+
 class SmallCopies(S3Remote):
     """Multipart copies from 1 MiB on, in 5 MiB parts (the real limit is 5 GiB)."""
 

@@ -748,6 +748,8 @@ def test_sync_over_tls_with_ca_file(
     folder = tmp_path / "Documents"
     folder.mkdir()
     (folder / "secret.txt").write_text("over TLS")
+    big = os.urandom((3 << 20) + 5)  # large: streamed in chunks (no sendfile through TLS)
+    (folder / "big.bin").write_bytes(big)
     with running(
         start_server(root, token_file, "--tls-cert", str(cert), "--tls-key", str(key))
     ) as srv:
@@ -760,6 +762,7 @@ def test_sync_over_tls_with_ca_file(
         r = run_syncd("sync", config=cfg)
         assert r.returncode == 0, r.stderr
     assert (root / "docs" / "secret.txt").read_text() == "over TLS"
+    assert (root / "docs" / "big.bin").read_bytes() == big
 
 
 @pytest.fixture

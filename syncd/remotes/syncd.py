@@ -21,6 +21,7 @@ from syncd import __version__
 from syncd.config import RemoteConfig
 from syncd.errors import AuthError, PermanentError, TransientError, Unreachable
 from syncd.hashing import Source
+from syncd.remotes.body import body_of
 from syncd.types import RemoteEntry
 
 log = logging.getLogger("syncd.remotes.syncd")
@@ -248,34 +249,39 @@ class SyncdRemote(HTTPRemote):
         upload_id = uuid.uuid4().hex
         query = f"upload={upload_id}"
         try:
-            _, received = await self._request(
-                "PUT",
-                path,
-                "upload",
-                query=query,
-                ok=(202,),
-                data=source.chunks(),
-                headers={"Content-Length": str(source.size)},
-            )
-            assert source.sha256 is not None
-            if received != source.sha256:
+            async with body_of(source) as body:
+                try:
+                    _, received = await self._request(
+                        "PUT",
+                        path,
+                        "upload",
+                        query=query,
+                        ok=(202,),
+                        data=body.data,
+                        headers={"Content-Length": str(source.size)},
+                    )
+                except TransientError:
+                    if body.error is not None:
+                        raise body.error from None
+                    raise
+                sha = await body.digest()
+            if received != sha:
                 raise TransientError(
                     f"upload {path}: the server received different bytes than were sent", path=path
                 )
-            await source.check_unchanged()
             _, stored = await self._request(
                 "POST",
                 path,
                 "commit",
                 query=f"commit={upload_id}",
                 ok=(200, 201, 204),
-                headers={"Repr-Digest": digest_header(source.sha256)},
+                headers={"Repr-Digest": digest_header(sha)},
                 timeout=self.read_timeout,
             )
         except BaseException:
             await self._abort(path, query)
             raise
-        return self._confirm(path, source.sha256, stored)
+        return self._confirm(path, sha, stored)
 
     async def _abort(self, path: str, query: str) -> None:
         try:

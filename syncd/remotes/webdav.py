@@ -22,6 +22,7 @@ from yarl import URL
 from syncd.config import RemoteConfig
 from syncd.errors import ConfigError, PermanentError, TransientError
 from syncd.hashing import Source
+from syncd.remotes.body import body_of
 from syncd.remotes.syncd import HTTPRemote, digest_header, quote_path
 from syncd.types import RemoteEntry
 
@@ -136,17 +137,27 @@ class WebDAVRemote(HTTPRemote):
         await self._ensure_parents(path, "upload")
         url = self.url(path)
         headers = {"Content-Type": "application/octet-stream"}
-        streamed = source.data is None
-        if not streamed:
+        if source.data is not None:
             assert source.sha256 is not None
             # Harmless where unknown; a server that knows RFC 9530 checks the bytes with it.
             headers["Content-Digest"] = digest_header(source.sha256)
-            kw: dict[str, Any] = {"data": source.data, "timeout": self.read_timeout}
-        else:
-            headers["Content-Length"] = str(source.size)
-            kw = {"data": source.chunks()}
+            await self._put(path, url, headers, source.data, timeout=self.read_timeout)
+            return source.sha256
+        headers["Content-Length"] = str(source.size)
+        async with body_of(source) as body:
+            try:
+                await self._put(path, url, headers, body.data)
+            except TransientError:
+                if body.error is not None:
+                    raise body.error from None
+                raise
+            return await body.digest()
+
+    async def _put(
+        self, path: str, url: URL, headers: dict[str, str], data: Any, **kw: Any
+    ) -> None:
         try:
-            async with self.session.put(url, headers=headers, **kw) as resp:
+            async with self.session.put(url, headers=headers, data=data, **kw) as resp:
                 if not 200 <= resp.status < 300:
                     # A parent collection we thought was there may be gone (deleted behind our
                     # back; servers say 409, nginx 500): forget them, so that the retry makes
@@ -164,10 +175,6 @@ class WebDAVRemote(HTTPRemote):
                 await resp.read()
         except (aiohttp.ClientError, TimeoutError) as e:
             raise self.transport_error(e, path, "upload") from e
-        if streamed:
-            await source.check_unchanged()
-        assert source.sha256 is not None
-        return source.sha256
 
     async def delete(self, path: str) -> None:
         """DELETE a file or a collection and all under it; absent is fine."""
