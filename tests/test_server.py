@@ -188,10 +188,17 @@ async def test_put_get_head_round_trip_with_odd_names(
     assert sorted(os.listdir(server.root / "docs" / "sub dir#1")) == sorted(ODD_NAMES)
 
 
+@pytest.mark.parametrize(
+    "size",
+    [
+        3 * 1024 * 1024 + 17,  # through aiohttp's stream, 1 MiB per thread hop
+        9 * 1024 * 1024 + 5,  # from 8 MiB: straight from the socket, then Connection: close
+    ],
+)
 async def test_large_file_round_trip_and_head(
-    server: ServerProc, session: aiohttp.ClientSession
+    server: ServerProc, session: aiohttp.ClientSession, size: int
 ) -> None:
-    body = os.urandom(3 * 1024 * 1024 + 17)
+    body = os.urandom(size)
     status, repr_digest = await put(session, server, "/docs/big.bin", body)
     assert (status, repr_digest) == (201, digest_of(body))
     async with session.get(url(server, "/docs/big.bin")) as r:
@@ -291,6 +298,57 @@ async def test_truncated_body_leaves_nothing(
     assert not (server.root / "docs" / "fresh" / "dir" / "big.bin").exists()
     # The directories that upload created are gone again.
     await wait_until(lambda: walk(server.root) == [], "the created directories are pruned")
+
+
+async def test_large_body_digest_mismatch_and_short_body(
+    server: ServerProc, session: aiohttp.ClientSession
+) -> None:
+    """Bodies read straight from the socket get the same checks as the others."""
+    body = os.urandom(9 << 20)
+    status, _ = await put(
+        session, server, "/docs/big/bad.bin", body, {"Repr-Digest": digest_of(b"x")}
+    )
+    assert status == 400
+    assert walk(server.root) == []
+    # Fewer bytes than Content-Length, then the client stops sending and closes: nothing.
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        f"PUT /docs/big/short.bin HTTP/1.1\r\nHost: x\r\nContent-Length: {20 << 20}\r\n"
+        f"Authorization: Bearer {server.token}\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()
+    writer.write_eof()
+    reply = await asyncio.wait_for(reader.read(), 20)
+    writer.close()
+    assert b" 20" not in reply[:16], reply[:100]  # no 2xx (a half-closed client gets no answer)
+    await wait_until(lambda: walk(server.root) == [], "the temp and its directories are gone")
+    # The server is fine afterwards, on new connections.
+    status, repr_digest = await put(session, server, "/docs/big/ok.bin", body)
+    assert (status, repr_digest) == (201, digest_of(body))
+
+
+def test_stop_while_a_large_body_arrives(tmp_path: Path, token_file: Path) -> None:
+    """SIGTERM while a client is silent in the middle of a large body: the server stops in
+    seconds (not after the 60 s body timeout) and leaves no temp file."""
+    root = tmp_path / "root"
+    srv = start_server(root, token_file)
+    with running(srv), socket.create_connection(("127.0.0.1", srv.port)) as conn:
+        conn.sendall(
+            f"PUT /docs/big.bin HTTP/1.1\r\nHost: x\r\nContent-Length: {64 << 20}\r\n"
+            f"Authorization: Bearer {srv.token}\r\n\r\n".encode()
+            + bytes(10 << 20)
+        )
+        deadline = time.monotonic() + 20
+        while not temps(root) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert temps(root), "the body is being written"
+        started = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(timeout=30) == 0
+        assert time.monotonic() - started < 15
+    assert temps(root) == []
+    assert not (root / "docs" / "big.bin").exists()
 
 
 async def test_concurrent_puts_last_wins_never_mixed(
@@ -788,11 +846,13 @@ def test_disk_full_is_507_temp_removed_and_retried(
     folder.mkdir()
     (folder / "fits.txt").write_text("small enough")
     (folder / "huge.bin").write_bytes(os.urandom(3 << 20))
+    (folder / "huger.bin").write_bytes(os.urandom(9 << 20))  # received past aiohttp's stream
     with running(start_server(tiny_disk, token_file)) as srv:
         cfg = mirror_config(tmp_path, srv, folder)
         r = run_syncd("sync", config=cfg)
         assert r.returncode == 1
         assert "huge.bin" in r.stderr and "507" in r.stderr
+        assert "huger.bin" in r.stderr
         assert r.stderr.count("retry") >= 1, "a full disk is transient: retried with backoff"
         assert (tiny_disk / "docs" / "fits.txt").read_text() == "small enough"
         assert not (tiny_disk / "docs" / "huge.bin").exists()

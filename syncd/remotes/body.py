@@ -126,7 +126,8 @@ class FileBody(payload.Payload):
         native = transport is not None and transport.get_extra_info("sslcontext") is None
         send_headers = getattr(writer, "send_headers", None)
         throttled = src.throttle is not None and getattr(src.throttle, "rate", 0) > 0
-        piece = CHUNK if throttled or not native else PIECE
+        # A few pieces per file at least, so progress (and the mid-body crash point) move.
+        piece = CHUNK if throttled or not native else max(CHUNK, min(PIECE, size // 4))
         if native and send_headers is not None:
             send_headers()  # the headers must be on the transport before sendfile's bytes
         else:

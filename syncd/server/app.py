@@ -14,9 +14,12 @@ import email.utils
 import hmac
 import ipaddress
 import logging
+import os
 import re
 import signal
+import socket
 import ssl
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +28,7 @@ from pathlib import Path
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.streams import StreamReader
 
 from syncd.errors import ConfigError, SyncdError
 from syncd.server.store import (
@@ -60,6 +64,9 @@ KEEPALIVE_TIMEOUT = 75.0
 SHUTDOWN_TIMEOUT = 5.0
 """Seconds running requests get to finish after SIGTERM/SIGINT."""
 READ_AHEAD = 2 * CHUNK
+#: Bodies from this size on are received straight from the socket in worker threads.
+DIRECT_MIN = 8 << 20
+_CLOSE = "syncd.close"  # request key: answer with Connection: close
 """Bytes of a large body the connection reads ahead while the previous MiB is written."""
 
 ALLOW = "GET, HEAD, PUT, POST, DELETE, MOVE, MKCOL, OPTIONS"
@@ -208,6 +215,13 @@ async def _auth_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 @web.middleware
 async def _error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    resp = await _handle_errors(request, handler)
+    if request.get(_CLOSE):  # the body was read past aiohttp: this connection ends here
+        resp.force_close()
+    return resp
+
+
+async def _handle_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except StoreError as e:
@@ -432,6 +446,9 @@ async def _receive(
     fsync, rename). On any failure, including cancellation, the temp file is removed.
     """
     loop = asyncio.get_running_loop()
+    direct = _take_socket(request)
+    if direct is not None:
+        return await _receive_direct(request, up, direct, expected=expected, commit=commit)
     restore_recv = None
     if request.content_length is None or request.content_length > CHUNK:
         # Let the connection read ahead while a MiB is written (aiohttp pauses reading at
@@ -473,6 +490,76 @@ async def _receive(
         if not ok:
             # Runs even when this task is cancelled again: the thread call is already queued.
             await asyncio.to_thread(up.discard)
+
+
+def _take_socket(request: web.Request) -> tuple[socket.socket, list[bytes], int] | None:
+    """For a large plain-TCP body: stop the event loop reading the connection and return a
+    duplicate of its socket, the body bytes aiohttp already buffered, and how many are left.
+
+    The rest of the body is then read by :meth:`Upload.receive` in a worker thread, and the
+    connection is closed after the answer (aiohttp's parser never saw those bytes). None when
+    the body is small, chunked, over TLS, or the transport is not a plain socket one.
+    """
+    length = request.content_length
+    transport = request.transport
+    if length is None or length < DIRECT_MIN or transport is None:
+        return None
+    if transport.get_extra_info("sslcontext") is not None:
+        return None
+    tsock = transport.get_extra_info("socket")
+    if tsock is None or not hasattr(transport, "pause_reading"):
+        return None
+    content = request.content
+    # All in one tick: nothing can arrive between draining the buffer and pausing.
+    head: list[bytes] = []
+    while not content.is_eof() and (data := _buffered(content)):
+        head.append(data)
+    transport.pause_reading()
+    sock = socket.socket(fileno=os.dup(tsock.fileno()))
+    sock.setblocking(False)
+    request[_CLOSE] = True
+    return sock, head, length - sum(len(b) for b in head)
+
+
+def _buffered(content: StreamReader) -> bytes:
+    try:
+        return content.read_nowait()
+    except RuntimeError:  # someone is waiting on it (cannot happen before we read)
+        return b""
+
+
+async def _receive_direct(
+    request: web.Request,
+    up: Upload,
+    direct: tuple[socket.socket, list[bytes], int],
+    *,
+    expected: Sequence[bytes],
+    commit: bool,
+) -> Stored:
+    """The large-body path of :func:`_receive`: the socket is read in a worker thread."""
+    sock, head, remaining = direct
+    stop = threading.Event()
+    ok = False
+    try:
+        if head:
+            await asyncio.to_thread(up.write, head)
+        if remaining < 0:
+            raise BadRequest("the body is longer than Content-Length")
+        await asyncio.to_thread(up.receive, sock, remaining, timeout=READ_TIMEOUT, stop=stop)
+        if stop.is_set():
+            raise BadRequest("stopped while receiving")
+        stored = await asyncio.to_thread(
+            up.complete, [], length=request.content_length, expected=expected, commit=commit
+        )
+        ok = True
+        return stored
+    finally:
+        stop.set()  # a cancelled request: the thread sees it within a quarter second
+        request.content.feed_eof()  # nothing more to read here (no lingering for the rest)
+        if not ok:
+            # Waits for the receiving thread (it holds the upload's lock), then cleans up.
+            await asyncio.to_thread(up.discard)
+        sock.close()
 
 
 def _large_reads(request: web.Request) -> Callable[[], None] | None:
