@@ -445,7 +445,7 @@ async def test_two_step_upload_commit_mismatch_and_abort(
 
 
 async def test_pending_uploads_expire(tmp_path: Path) -> None:
-    app = make_app(tmp_path, None, upload_ttl=0.2)
+    app = make_app(tmp_path, None, upload_ttl=1.5)  # long enough to see it pending first
     uid = "b" * 32
     async with TestServer(app, host="127.0.0.1") as ts, aiohttp.ClientSession() as s:
         async with s.put(ts.make_url(f"/x/y.bin?upload={uid}"), data=b"late") as r:
@@ -806,7 +806,7 @@ def test_sync_over_tls_with_ca_file(
     folder = tmp_path / "Documents"
     folder.mkdir()
     (folder / "secret.txt").write_text("over TLS")
-    big = os.urandom((3 << 20) + 5)  # large: streamed in chunks (no sendfile through TLS)
+    big = os.urandom((33 << 20) + 5)  # sendfile-sized, but TLS: read and written in chunks
     (folder / "big.bin").write_bytes(big)
     with running(
         start_server(root, token_file, "--tls-cert", str(cert), "--tls-key", str(key))
