@@ -350,8 +350,10 @@ class Servers:
     rclone_conf: Path
 
 
-def start_syncd_serve(run_dir: Path, syncd: list[str]) -> tuple[int, str, Path, str, Path]:
-    root = run_dir / "serve-root"
+def start_syncd_serve(
+    run_dir: Path, store: Path, syncd: list[str]
+) -> tuple[int, str, Path, str, Path]:
+    root = store / "serve-root"
     root.mkdir(parents=True)
     token = secrets.token_urlsafe(24)
     token_file = run_dir / "token"
@@ -392,7 +394,7 @@ error_log {dir}/error.log warn;
 events {{ worker_connections 1024; }}
 http {{
     access_log {dir}/access.log;  # on, like syncd serve logging each stored file
-    client_body_temp_path {dir}/body;
+    client_body_temp_path {body}/nginx-body;
     proxy_temp_path {dir}/proxy;
     fastcgi_temp_path {dir}/fastcgi;
     uwsgi_temp_path {dir}/uwsgi;
@@ -415,14 +417,15 @@ http {{
 """
 
 
-def start_nginx(run_dir: Path) -> tuple[int, str, Path, str, Path]:
-    """nginx with WebDAV (dav_ext for PROPFIND) on a free port, basic auth, its own config."""
+def start_nginx(run_dir: Path, store: Path) -> tuple[int, str, Path, str, Path]:
+    """nginx with WebDAV (dav_ext for PROPFIND) on a free port, basic auth, its own config.
+    Its root and its body temp directory are on ``store`` (one filesystem: renames, no copy)."""
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(DAV_MODULE).exists():
         raise BenchError(f"{DAV_MODULE} is missing (apt-get install nginx-extras)")
     conf_dir = run_dir / "nginx"
-    root = run_dir / "dav-root"
-    for d in (conf_dir, root, conf_dir / "body"):
+    root = store / "dav-root"
+    for d in (conf_dir, root, store / "nginx-body"):
         d.mkdir(parents=True, exist_ok=True)
     password = secrets.token_urlsafe(16)
     (conf_dir / "htpasswd").write_text(f"{DAV_USER}:{{PLAIN}}{password}\n")
@@ -434,7 +437,9 @@ def start_nginx(run_dir: Path) -> tuple[int, str, Path, str, Path]:
     if os.geteuid() == 0:  # workers would switch to nobody and could not write root's dirs
         user = "user root root;"
     (conf_dir / "nginx.conf").write_text(
-        NGINX_CONF.format(module=DAV_MODULE, user=user, dir=conf_dir, port=port, root=root)
+        NGINX_CONF.format(
+            module=DAV_MODULE, user=user, dir=conf_dir, port=port, root=root, body=store
+        )
     )
     log = run_dir / "logs" / "nginx.log"
     proc = spawn("nginx", [nginx, "-p", conf_dir, "-c", conf_dir / "nginx.conf"], log)
@@ -547,6 +552,16 @@ class Bench:
         self.dir: Path = args.dir.resolve()
         self.data_dir = self.dir / "data" / ("quick" if args.quick else "full")
         self.run_dir: Path = self.dir / "run"
+        # Where the servers store what they receive: a RAM filesystem unless --disk, so that
+        # the figures compare the software (the same for syncd and its peers) rather than the
+        # disk's writeback, which made runs on this VM vary by +-30 %. See docs/performance.md.
+        shm = Path("/dev/shm")
+        if args.disk or not (shm.is_dir() and os.access(shm, os.W_OK)):
+            self.store_dir = self.run_dir / "store"
+            self.store_kind = "disk"
+        else:
+            self.store_dir = shm / f"syncd-bench-{os.getpid()}"
+            self.store_kind = "tmpfs"
         self.logs: Path = self.run_dir / "logs"
         self.results: list[Result] = []
         self.errors: list[str] = []
@@ -600,7 +615,10 @@ class Bench:
         return path
 
     def cmd(self, cmd: Sequence[str | Path], name: str, timeout: float) -> Ran:
-        """``run`` with a log of its own, also noting the CPU time each server used meanwhile."""
+        """``run`` with a log of its own, also noting the CPU time each server used meanwhile.
+        Dirty pages of earlier runs are written out first (``sync``), so that no run pays for
+        the writeback of the one before it."""
+        os.sync()
         pids = {"serve": self.srv.serve_pid, "nginx": self.srv.nginx_pid}
         before = {k: cpu_seconds(p) for k, p in pids.items()}
         ran = run(cmd, self.log(name), timeout=timeout, env=self.env)
@@ -643,11 +661,22 @@ class Bench:
     def setup(self) -> None:
         shutil.rmtree(self.run_dir, ignore_errors=True)
         self.logs.mkdir(parents=True)
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        # As `pip install` does: syncd's modules compiled once, not at every command's start
+        # (PYTHONDONTWRITEBYTECODE or a read-only checkout would otherwise cost ~50 ms a run).
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", str(ROOT / "syncd")],
+            check=False,
+            capture_output=True,
+            timeout=120,
+        )
         self.data = ensure_data(self.data_dir, self.sizes, self.only)
         serve_pid, serve_url, serve_root, token, token_file = start_syncd_serve(
-            self.run_dir, self.syncd
+            self.run_dir, self.store_dir, self.syncd
         )
-        nginx_pid, dav_url, dav_root, password, password_file = start_nginx(self.run_dir)
+        nginx_pid, dav_url, dav_root, password, password_file = start_nginx(
+            self.run_dir, self.store_dir
+        )
         conf = rclone_config(self.run_dir, dav_url, password)
         self.srv = Servers(
             serve_pid,
@@ -675,7 +704,8 @@ class Bench:
         self.webdav = probe.stdout.strip() == "True" and not self.args.no_webdav
         print(
             f"syncd serve at {serve_url}, nginx WebDAV at {dav_url}; "
-            f"syncd's webdav remote: {'yes' if self.webdav else 'not available'}",
+            f"syncd's webdav remote: {'yes' if self.webdav else 'not available'}; "
+            f"server roots on {self.store_kind} ({self.store_dir})",
             flush=True,
         )
 
@@ -1167,7 +1197,7 @@ class Bench:
             raise BenchError(f"syncd run exited {code} (log: {log})")
 
         src = self.run_dir / "lsyncd-src"
-        dst = self.run_dir / "lsyncd-dst"
+        dst = self.store_dir / "lsyncd-dst"  # on the same filesystem as the servers
         src.mkdir()
         dst.mkdir()
         (src / "seed.txt").write_text("seed\n")
@@ -1315,19 +1345,23 @@ class Bench:
             "tree": self.tree_start,
         }
         started = time.time()
-        self.setup()
-        for name in self.WORKLOADS:
-            if name not in only:
-                continue
-            print(f"== {name}", flush=True)
-            t0 = time.perf_counter()
-            try:
-                steps[name]()
-            except BenchError as e:
-                self.errors.append(f"{name}: {e}")
-                print(f"  FAILED: {e}", flush=True)
-            print(f"  ({time.perf_counter() - t0:.1f} s)", flush=True)
-        PROCS.stop_all()
+        try:
+            self.setup()
+            for name in self.WORKLOADS:
+                if name not in only:
+                    continue
+                print(f"== {name}", flush=True)
+                t0 = time.perf_counter()
+                try:
+                    steps[name]()
+                except BenchError as e:
+                    self.errors.append(f"{name}: {e}")
+                    print(f"  FAILED: {e}", flush=True)
+                print(f"  ({time.perf_counter() - t0:.1f} s)", flush=True)
+        finally:
+            PROCS.stop_all()
+            if self.store_kind == "tmpfs":
+                shutil.rmtree(self.store_dir, ignore_errors=True)
         print()
         print(table(self.results))
         missed = [r.id for r in self.results if r.passed is False]
@@ -1340,6 +1374,7 @@ class Bench:
             "versions": versions(self.syncd),
             "sizes": asdict(self.sizes),
             "debounce": self.args.debounce,
+            "server_store": self.store_kind,
             "webdav_remote": self.webdav,
             "workloads": [r.as_json() for r in self.results],
             "floors_missed": missed,
@@ -1439,6 +1474,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=0, help="repetitions (median kept)")
     p.add_argument("--debounce", type=float, default=0.2, help="syncd run's debounce (s)")
     p.add_argument("--no-webdav", action="store_true", help="skip syncd's webdav remote")
+    p.add_argument(
+        "--disk",
+        action="store_true",
+        help="servers store on disk (under --dir) instead of a tmpfs in /dev/shm",
+    )
     p.add_argument(
         "--check", action="store_true", help="exit 3 when a floor is missed (default: report only)"
     )
