@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +16,9 @@ from syncd.errors import AuthError, ConfigError, SyncdError
 
 if TYPE_CHECKING:
     from syncd.config import Config
-    from syncd.engine import Progress, Report, VerifyReport
+    from syncd.engine import Progress
+    from syncd.prescan import Prescan
+    from syncd.report import Report, VerifyReport
 
 log = logging.getLogger("syncd")
 
@@ -108,6 +110,8 @@ def _setup_logging(level: str = "info", fmt: str = "text", cfg: Config | None = 
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
     from syncd.server import ServeOptions, serve
 
     token: str | None = None
@@ -142,6 +146,8 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
     from syncd.daemon import Daemon
 
     cfg = _load(args)
@@ -149,16 +155,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
-    from syncd.engine import Engine
+    from syncd.prescan import Prescan
+    from syncd.report import Report
 
     cfg = _load(args)
-    progress = _terminal_progress()
-
-    async def go() -> Report:
-        async with Engine(cfg, progress=progress, force_delete=args.force_delete) as engine:
-            return await engine.sync(dry_run=args.dry_run)
-
-    report = asyncio.run(go())
+    report = Report()
+    # Scan and plan first, without the event loop: when there is nothing to do (the common
+    # case), that is the whole pass, and neither asyncio nor the HTTP client is imported.
+    pre = Prescan(cfg, force_delete=args.force_delete)
+    if pre.settled:
+        pre.close()
+        report.unchanged = pre.unchanged
+        report.finished = time.monotonic()
+    else:
+        report = _engine_sync(args, cfg, pre, report)
     if args.dry_run:
         for line in report.planned:
             print(line)
@@ -170,6 +180,26 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     return EXIT_FAILED if report.failed else EXIT_OK
 
 
+def _engine_sync(args: argparse.Namespace, cfg: Config, pre: Prescan, report: Report) -> Report:
+    """The pass proper, on the engine, which takes over ``pre`` (its scans and manifest)."""
+    import asyncio
+
+    from syncd.engine import Engine
+
+    async def go() -> Report:
+        try:
+            engine = Engine(
+                cfg, progress=_terminal_progress(), force_delete=args.force_delete, prescan=pre
+            )
+        except BaseException:
+            pre.close()
+            raise
+        async with engine:
+            return await engine.sync(dry_run=args.dry_run, report=report)
+
+    return asyncio.run(go())
+
+
 def _terminal_progress() -> Progress | None:
     if not sys.stderr.isatty():
         return None
@@ -179,6 +209,8 @@ def _terminal_progress() -> Progress | None:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    import asyncio
+
     from syncd.engine import Engine
 
     cfg = _load(args)
@@ -210,6 +242,7 @@ EXIT_BUSY = 3  # `syncd status`: the daemon is still sending or waiting for chan
 def _cmd_status(args: argparse.Namespace) -> int:
     """0: every folder in sync (or no daemon runs: the manifest's view); 1: the daemon reports
     errors (a path that failed, the remote unreachable, a folder missing); 3: still busy."""
+    import asyncio
     import json
 
     from syncd.manifest import Manifest
@@ -232,9 +265,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _format_status(doc: dict[str, Any]) -> str:
     """The human view of the status document (the same figures as --json)."""
-    import time
-
-    from syncd.engine import _human
+    from syncd.report import human as _human
 
     def when(t: float | None) -> str:
         if not t:

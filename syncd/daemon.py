@@ -23,7 +23,7 @@ import watchfiles
 from syncd.config import Config
 from syncd.debounce import Debouncer
 from syncd.engine import Batch, Engine, Job, Report
-from syncd.errors import AuthError, SyncdError, TransientError, Unreachable
+from syncd.errors import AuthError, RemoteError, SyncdError, TransientError, Unreachable
 from syncd.planner import Plan, plan_file
 from syncd.remotes.base import Mover
 from syncd.retry import RetryPolicy
@@ -118,8 +118,11 @@ class Daemon:
         # Reconcile every folder, wait for it, then announce readiness and go live.
         self._load_outbox()
         remote_watch = asyncio.create_task(self._watch_remote())
-        batches = [await self._reconcile(i) for i in range(len(self.folders))]
-        for b in batches:
+        # A folder with nothing to do is not compared with the remote's listing before ready
+        # (listing 100,000 files takes seconds): that check runs right after, and sends again
+        # whatever the server lost meanwhile. A folder with work to do is checked first.
+        first = [await self._reconcile(i, check_remote=None) for i in range(len(self.folders))]
+        for b, _ in first:
             await b.wait()
         await self.engine.manifest.aflush()
         self.ready.set()
@@ -129,10 +132,30 @@ class Daemon:
             len(self.folders),
             self.config.remote.url,
         )
+        unchecked = [i for i, (_, checked) in enumerate(first) if not checked]
         try:
-            await asyncio.gather(self._schedule(), self._rescans())
+            await asyncio.gather(self._schedule(), self._rescans(), self._check_remote(unchecked))
         finally:
             remote_watch.cancel()
+
+    async def _check_remote(self, folders: list[int]) -> None:
+        """After the start-up: does the server still hold what the manifest says it does?
+        What it lost is sent again, as if it had just changed."""
+        for i in folders:
+            try:
+                lost = await self.engine.check_remote(self.folders[i])
+            except AuthError as e:
+                self.engine.fatal = e
+                self._stopping.set()
+                return
+            except RemoteError as e:
+                log.warning("could not compare %s with the server: %s", self.folders[i].root, e)
+                continue
+            if lost:
+                now = time.monotonic() - self.debouncer.quiet  # due at once
+                for rel in lost:
+                    self.debouncer.touch((i, rel), now)
+                self._wake.set()
 
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:
@@ -358,17 +381,18 @@ class Daemon:
             for i in range(len(self.folders)):
                 self._request_rescan(i)
 
-    async def _reconcile(self, i: int) -> Batch:
-        """A full scan of folder ``i``; its ops go to the workers. Returns their batch."""
+    async def _reconcile(self, i: int, check_remote: bool | None = True) -> tuple[Batch, bool]:
+        """A full scan of folder ``i``; its ops go to the workers. Returns their batch, and
+        whether the remote's listing was checked (``Engine.plan``'s ``check_remote``)."""
         ctx = self.folders[i]
         batch = Batch()
-        plan = await self.engine.plan(ctx, self.report, check_remote=True)
+        plan = await self.engine.plan(ctx, self.report, check_remote=check_remote)
         if plan is None or plan.empty:
             ctx.remote_hints = {}
-            return batch
+            return batch, plan is None or plan.remote_checked
         await self.engine.load_hints(ctx, plan)
         await self._submit_plan(i, plan, batch)
-        return batch
+        return batch, plan.remote_checked
 
     async def _submit_plan(self, i: int, plan: Plan, batch: Batch | None = None) -> None:
         for op in [*plan.uploads, *plan.deletes]:

@@ -9,11 +9,11 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, overload
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from syncd.config import Config, FolderConfig
+from syncd.config import Config
 from syncd.errors import (
     AuthError,
     PermanentError,
@@ -25,15 +25,17 @@ from syncd.errors import (
     Unreachable,
 )
 from syncd.hashing import ReadStats, hash_path
-from syncd.manifest import Manifest
-from syncd.planner import Plan, plan_folder
+from syncd.manifest import Manifest, scope_of
+from syncd.planner import Plan, plan_file, plan_folder
+from syncd.report import Report, VerifyReport
 from syncd.retry import RetryPolicy
-from syncd.scanner import FolderUnavailable, Scanner
+from syncd.scanner import FolderUnavailable, Scanner, ScanResult
 from syncd.status import METRICS, error_kind
-from syncd.types import LocalFile, Op, OpKind, Problem, RemoteEntry
+from syncd.types import LocalFile, Op, OpKind, Problem, RemoteEntry, Row
 from syncd.uploader import FolderCtx, Outcome, Throttle, Uploader
 
 if TYPE_CHECKING:
+    from syncd.prescan import Prescan
     from syncd.remotes.base import Reader, Remote
 
 log = logging.getLogger("syncd.engine")
@@ -52,58 +54,6 @@ class Progress:
     def file_done(self, rel: str) -> None: ...
 
     def stop(self) -> None: ...
-
-
-@dataclass
-class Report:
-    """What a pass did. ``failed`` lists every path that could not be mirrored, with why."""
-
-    uploaded: int = 0
-    deleted: int = 0
-    moved: int = 0
-    unchanged: int = 0
-    refreshed: int = 0
-    adopted: int = 0
-    bytes_sent: int = 0
-    failed: list[Problem] = field(default_factory=list)
-    planned: list[str] = field(default_factory=list)  # for --dry-run
-    started: float = field(default_factory=time.monotonic)
-    finished: float | None = None
-
-    @property
-    def seconds(self) -> float:
-        return (self.finished or time.monotonic()) - self.started
-
-    def summary(self) -> str:
-        secs = self.seconds
-        rate = self.bytes_sent / secs / 1e6 if secs > 0 else 0.0
-        return (
-            f"uploaded {self.uploaded}, deleted {self.deleted}, "
-            + (f"moved {self.moved}, " if self.moved else "")
-            + f"unchanged {self.unchanged + self.refreshed + self.adopted}, "
-            f"failed {len(self.failed)}, {_human(self.bytes_sent)} in {secs:.2f}s ({rate:.1f} MB/s)"
-        )
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
-@dataclass
-class VerifyReport:
-    identical: int = 0
-    missing: list[str] = field(default_factory=list)  # local, not on the remote
-    extra: list[str] = field(default_factory=list)  # on the remote, not local
-    different: list[str] = field(default_factory=list)
-    failed: list[Problem] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.extra or self.different or self.failed)
 
 
 @dataclass(eq=False)
@@ -151,11 +101,6 @@ def _sent_by(job: Job) -> Callable[[int], None]:
     return add
 
 
-def scope_of(config: Config, folder: FolderConfig) -> str:
-    """The manifest key of a folder: which remote, and where on it."""
-    return f"{config.remote.kind}:{config.remote.url.rstrip('/')}/#{folder.remote_path}"
-
-
 class Engine:
     """Owns the manifest, the remote (opened on first use) and the folders' scanners."""
 
@@ -167,7 +112,11 @@ class Engine:
         policy: RetryPolicy | None = None,
         remote: Remote | None = None,
         force_delete: bool = False,
+        prescan: Prescan | None = None,
     ) -> None:
+        """``prescan``: the manifest, scanners and scans ``syncd sync`` already made without
+        the event loop; the engine owns (and closes) that manifest, and each folder's first
+        ``plan`` uses its scan instead of scanning again."""
         self.config = config
         self.force_delete = force_delete
         self.progress = progress or Progress()
@@ -175,10 +124,12 @@ class Engine:
         self.stats = ReadStats()
         self.throttle = Throttle(config.sync.bwlimit)
         self._remote = remote
-        self._manifest: Manifest | None = None
+        self._manifest: Manifest | None = prescan.manifest if prescan is not None else None
+        self._prescanned: dict[str, ScanResult] = prescan.scans if prescan is not None else {}
+        scanners = prescan.scanners if prescan is not None else [Scanner(f) for f in config.folders]
         self.folders = [
-            FolderCtx(f.path, f.remote_path, scope_of(config, f), Scanner(f))
-            for f in config.folders
+            FolderCtx(f.path, f.remote_path, scope_of(config, f), scanner)
+            for f, scanner in zip(config.folders, scanners, strict=True)
         ]
         self.bytes_sent = 0
         self._workers: list[asyncio.Task[None]] = []
@@ -193,7 +144,8 @@ class Engine:
 
     # -- resources ---------------------------------------------------------------------------
     async def __aenter__(self) -> Engine:
-        self._manifest = Manifest.in_state_dir(self.config.sync.state_dir)
+        if self._manifest is None:
+            self._manifest = Manifest.in_state_dir(self.config.sync.state_dir)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -230,9 +182,9 @@ class Engine:
         self.progress.advance(n)
 
     # -- one pass ----------------------------------------------------------------------------
-    async def sync(self, *, dry_run: bool = False) -> Report:
+    async def sync(self, *, dry_run: bool = False, report: Report | None = None) -> Report:
         """Reconcile every folder once. Raises AuthError if the remote refuses the token."""
-        report = Report()
+        report = report if report is not None else Report()
         try:
             for ctx in self.folders:
                 await self.reconcile(ctx, report, dry_run=dry_run)
@@ -260,16 +212,31 @@ class Engine:
             await self.manifest.aflush()
 
     async def plan(
-        self, ctx: FolderCtx, report: Report, *, check_remote: bool = False
+        self, ctx: FolderCtx, report: Report, *, check_remote: bool | None = False
     ) -> Plan | None:
         """Scan one folder and compare it with the manifest (None: the folder is unavailable).
 
         ``check_remote``: also list the remote, and forget manifest rows for files it no
         longer holds (a server restored from an old backup, or emptied, is filled again
-        instead of being trusted).
+        instead of being trusted). ``None``: only when the plan has something to do (then the
+        listing also lets the uploads adopt what the server already holds); the daemon's
+        start-up checks an unchanged folder after it is ready (``check_remote``).
+        ``plan.remote_checked`` says whether it was done.
         """
         try:
-            scan = await asyncio.to_thread(ctx.scanner.scan)
+            states: set[tuple[str, int, int]] | None = None
+            prescanned = self._prescanned.pop(ctx.scope, None)
+            if prescanned is not None:
+                scan = prescanned
+            elif self.manifest.loaded(ctx.scope):
+                scan = await asyncio.to_thread(ctx.scanner.scan)
+            else:
+                # The first look at this folder (the daemon's start): what the manifest says
+                # is read while the folder is scanned; if they agree, the rows are not loaded.
+                scan, states = await asyncio.gather(
+                    asyncio.to_thread(ctx.scanner.scan),
+                    asyncio.to_thread(self.manifest.states, ctx.scope),
+                )
         except FolderUnavailable as e:
             METRICS.error("folder", ctx.remote_path)
             report.failed.append(Problem(ctx.remote_path, f"{e}: nothing sent, nothing deleted"))
@@ -281,17 +248,25 @@ class Engine:
             )
             return None
         METRICS.scanned(ctx.remote_path)
+        checked = False
         if check_remote:
-            await self._check_remote(ctx)
+            await self.check_remote(ctx, scan.files)
+            checked = True
+        if (
+            states is not None
+            and not self.manifest.loaded(ctx.scope)
+            and states == set(scan.files.values())
+        ):
+            plan = Plan(unchanged=len(scan.files))  # in sync, as the manifest says
+        else:
+            plan = self._plan_scan(ctx, scan)
+        del states
+        if check_remote is None and not plan.empty:
+            await self.check_remote(ctx, scan.files)
+            checked = True
+            plan = self._plan_scan(ctx, scan)
+        plan.remote_checked = checked
         report.failed += [Problem(f"{ctx.remote_path}/{p.path}", p.reason) for p in scan.problems]
-        plan = plan_folder(
-            scan.files,
-            self.manifest.rows(ctx.scope),
-            delete=ctx.scanner.folder.delete,
-            ignored=ctx.scanner.ignorer.ignored,
-            incomplete=scan.incomplete,
-            max_delete=None if self.force_delete else self.config.sync.max_delete,
-        )
         for p in plan.held_back:
             METRICS.error("held_back", ctx.remote_path)
             report.failed.append(Problem(ctx.remote_path, p.reason))
@@ -299,24 +274,57 @@ class Engine:
         report.unchanged += plan.unchanged
         return plan
 
+    def _plan_scan(self, ctx: FolderCtx, scan: ScanResult) -> Plan:
+        return plan_folder(
+            scan.files,
+            self.manifest.rows(ctx.scope),
+            delete=ctx.scanner.folder.delete,
+            ignored=ctx.scanner.ignorer.ignored,
+            incomplete=scan.incomplete,
+            max_delete=None if self.force_delete else self.config.sync.max_delete,
+        )
+
     async def load_hints(self, ctx: FolderCtx, plan: Plan) -> None:
         """With no manifest rows (first run, or a lost manifest), learn what the remote holds,
         so that identical files are adopted instead of sent again."""
         if plan.uploads and not self.manifest.rows(ctx.scope) and not ctx.remote_hints:
             ctx.remote_hints = await self._remote_listing(ctx)
 
-    async def _check_remote(self, ctx: FolderCtx) -> None:
-        listing = await self._remote_listing(ctx, quiet=True)
-        if listing is None:
-            return
+    async def check_remote(
+        self, ctx: FolderCtx, files: Mapping[str, LocalFile] | None = None
+    ) -> list[str] | None:
+        """List the remote and forget the manifest rows of files it no longer holds (or holds
+        with another size or digest): the next plan sends them again. Returns their paths;
+        None when the remote cannot say (it lists no digests, or could not be reached).
+
+        The listing is compared as it arrives, not kept: only the entries of ``files`` (the
+        folder's scan) that are not in sync become ``ctx.remote_hints``, for the uploads to
+        adopt. Rows that change while the listing arrives (transfers go on meanwhile) are
+        left alone.
+        """
+        if not getattr(self.remote, "lists_digests", False):
+            return None
         rows = self.manifest.rows(ctx.scope)
-        lost = [
-            rel
-            for rel, row in rows.items()
-            if (e := listing.get(rel)) is None
-            or e.size != row.size
-            or (e.sha256 is not None and e.sha256 != row.sha256)
-        ]
+        unseen = dict(rows)  # the rows as they were when the listing started
+        suspect: list[Row] = []
+        hints: dict[str, RemoteEntry] = {}
+        try:
+            async for entry in self.remote.list(ctx.remote_path):
+                row = unseen.pop(entry.path, None)
+                if row is not None and (
+                    entry.size != row.size or entry.sha256 not in (None, row.sha256)
+                ):
+                    suspect.append(row)
+                    row = None  # not what the server holds
+                lf = files.get(entry.path) if files is not None else None
+                if lf is not None and (row is None or plan_file(lf, row) is not None):
+                    hints[entry.path] = entry  # to be sent: the server may hold it already
+        except TransientError as e:
+            log.warning("could not list %s (%s)", ctx.remote_path, e)
+            return None
+        suspect += unseen.values()
+        del unseen
+        lost = [row.rel for row in suspect if rows.get(row.rel) is row]
         if lost:
             log.warning(
                 "%s: the server no longer holds %d file(s) the manifest lists; sending them again",
@@ -325,28 +333,20 @@ class Engine:
             )
             for rel in lost:
                 self.manifest.delete(ctx.scope, rel)
-        ctx.remote_hints = listing
+        if files is not None:
+            ctx.remote_hints = hints
+        return lost
 
-    @overload
-    async def _remote_listing(
-        self, ctx: FolderCtx, quiet: Literal[True]
-    ) -> dict[str, RemoteEntry] | None: ...
-    @overload
-    async def _remote_listing(
-        self, ctx: FolderCtx, quiet: Literal[False] = False
-    ) -> dict[str, RemoteEntry]: ...
-    async def _remote_listing(
-        self, ctx: FolderCtx, quiet: bool = False
-    ) -> dict[str, RemoteEntry] | None:
+    async def _remote_listing(self, ctx: FolderCtx) -> dict[str, RemoteEntry]:
         """What the remote already holds (to adopt identical files instead of sending them).
-        None (with ``quiet``) or {} when the remote cannot list or cannot be reached."""
+        {} when the remote cannot list digests or cannot be reached."""
         if not getattr(self.remote, "lists_digests", False):
-            return None if quiet else {}
+            return {}
         try:
             return {e.path: e async for e in self.remote.list(ctx.remote_path)}
         except TransientError as e:
             log.warning("could not list %s (%s)", ctx.remote_path, e)
-            return None if quiet else {}
+            return {}
 
     async def execute(self, ctx: FolderCtx, plan: Plan, report: Report) -> None:
         """Run the plan's uploads, then its deletes, ``concurrency`` at a time."""

@@ -14,15 +14,17 @@ headers and credentials in URLs.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
 from collections.abc import Iterable
-from datetime import UTC, datetime
-from logging.handlers import RotatingFileHandler
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# json, datetime and logging.handlers are imported where they are used: most runs log text
+# to stderr, and a `syncd sync` with nothing to do should not pay for them at start-up.
 
 #: Fields a log call may pass with ``extra=`` that JSON lines carry.
 FIELDS = ("event", "folder", "path", "bytes", "ms", "result")
@@ -76,6 +78,9 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line."""
 
     def format(self, record: logging.LogRecord) -> str:
+        import json
+        from datetime import UTC, datetime
+
         doc: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC)
             .isoformat(timespec="milliseconds")
@@ -104,6 +109,13 @@ def _ours(root: logging.Logger) -> logging.Handler | None:
     return None
 
 
+def _install(root: logging.Logger, handler: logging.Handler) -> logging.Handler:
+    handler.set_name(HANDLER_NAME)
+    handler.addFilter(REDACTOR)
+    root.addHandler(handler)
+    return handler
+
+
 def configure(
     level: str = "info",
     fmt: str = "text",
@@ -128,23 +140,21 @@ def configure(
             if REDACTOR not in h.filters:
                 h.addFilter(REDACTOR)
         return
-    to_file = sys.stderr is None and log_file is not None
-    if handler is not None and to_file and not isinstance(handler, RotatingFileHandler):
-        root.removeHandler(handler)
-        handler.close()
-        handler = None
-    if handler is None:
-        if to_file:
-            assert log_file is not None
+    if sys.stderr is None and log_file is not None:
+        from logging.handlers import RotatingFileHandler
+
+        if handler is not None and not isinstance(handler, RotatingFileHandler):
+            root.removeHandler(handler)
+            handler.close()
+            handler = None
+        if handler is None:
             log_file.parent.mkdir(parents=True, exist_ok=True)
-            handler = RotatingFileHandler(
-                log_file, maxBytes=10 * 2**20, backupCount=3, encoding="utf-8"
+            handler = _install(
+                root,
+                RotatingFileHandler(log_file, maxBytes=10 * 2**20, backupCount=3, encoding="utf-8"),
             )
-        else:
-            handler = logging.StreamHandler(sys.stderr)
-        handler.set_name(HANDLER_NAME)
-        handler.addFilter(REDACTOR)
-        root.addHandler(handler)
+    elif handler is None:
+        handler = _install(root, logging.StreamHandler(sys.stderr))
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
 
 

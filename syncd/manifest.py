@@ -14,9 +14,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from syncd.errors import ManifestError
 from syncd.types import Row
+
+if TYPE_CHECKING:
+    from syncd.config import Config, FolderConfig
 
 log = logging.getLogger("syncd.manifest")
 
@@ -44,6 +48,11 @@ CREATE TABLE IF NOT EXISTS outbox (
 """
 
 
+def scope_of(config: Config, folder: FolderConfig) -> str:
+    """The manifest key of a folder: which remote, and where on it."""
+    return f"{config.remote.kind}:{config.remote.url.rstrip('/')}/#{folder.remote_path}"
+
+
 @dataclass(frozen=True)
 class Totals:
     files: int
@@ -58,6 +67,7 @@ class Manifest:
         self.path = path
         self._lock = threading.Lock()
         self._cache: dict[str, dict[str, Row]] = {}
+        self._counts: dict[str, int] = {}
         self._staged: list[tuple[str, tuple[object, ...]]] = []
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -127,9 +137,39 @@ class Manifest:
                     "SELECT path, size, mtime_ns, sha256, synced_at FROM files WHERE scope = ?",
                     (scope,),
                 )
-                cached = {r[0]: Row(*r) for r in cur}
+                cached = {row.rel: row for row in map(Row._make, cur)}
             self._cache[scope] = cached
         return cached
+
+    def loaded(self, scope: str) -> bool:
+        """Are the rows of ``scope`` in memory (``rows`` was called)?"""
+        return scope in self._cache
+
+    def states(self, scope: str) -> set[tuple[str, int, int]]:
+        """``(path, size, mtime_ns)`` of every row of ``scope``, read from the table without
+        loading the rows: when a scan's files (``LocalFile`` tuples) are exactly these, there
+        is nothing to send and nothing to delete, and the rows are not needed (a folder in
+        sync is known to be so sooner, with less memory). Only while the rows are not loaded:
+        loaded rows may hold changes not written yet. Safe to call from a worker thread."""
+        with self._lock:
+            cur = self._db.execute(
+                "SELECT path, size, mtime_ns FROM files WHERE scope = ?", (scope,)
+            )
+            return set(cur)
+
+    def count(self, scope: str) -> int:
+        """``len(rows(scope))``, without loading the rows."""
+        cached = self._cache.get(scope)
+        if cached is not None:
+            return len(cached)
+        n = self._counts.get(scope)
+        if n is None:  # while the rows are not loaded, nothing changes them
+            with self._lock:
+                (n,) = self._db.execute(
+                    "SELECT count(*) FROM files WHERE scope = ?", (scope,)
+                ).fetchone()
+            self._counts[scope] = n
+        return n
 
     def get(self, scope: str, rel: str) -> Row | None:
         return self.rows(scope).get(rel)

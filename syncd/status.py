@@ -310,7 +310,9 @@ class StatusBoard:
                         "seconds": round(secs, 3),
                     }
                 )
-            rows = eng.manifest.rows(ctx.scope)
+            # The light view (the STATUS= line, every second) counts the rows without loading
+            # them: a folder found in sync at start-up may never need them.
+            rows = None if light else eng.manifest.rows(ctx.scope)
             w = d.watchers[i] if i < len(d.watchers) else None
             watcher = w.state if w else "stopped"
             errors = sum(1 for e in current if self._folder_of(e["name"])[0] == ctx.remote_path)
@@ -331,10 +333,10 @@ class StatusBoard:
                     "state": state,
                     "in_sync": in_sync,
                     "last_sync": self.last_sync.get(i),
-                    "files": len(rows),
-                    "bytes": None if light else sum(r.size for r in rows.values()),
+                    "files": eng.manifest.count(ctx.scope) if rows is None else len(rows),
+                    "bytes": None if rows is None else sum(r.size for r in rows.values()),
                     "last_synced_file": None
-                    if light
+                    if rows is None
                     else max((r.synced_at for r in rows.values()), default=None),
                     "pending": pending[:100],
                     "pending_count": len(pending),
@@ -458,7 +460,7 @@ class StatusBoard:
 def manifest_snapshot(config: Config, manifest: Manifest) -> dict[str, Any]:
     """The status document when no daemon runs: what the manifest knows (``source`` is
     ``"manifest"``; what only a daemon can know is null)."""
-    from syncd.engine import scope_of
+    from syncd.manifest import scope_of
 
     queued: dict[str, list[str]] = {}
     for scope, rel, _since in manifest.outbox():

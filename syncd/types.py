@@ -1,13 +1,18 @@
-"""Small frozen records shared by the stages (scanner, planner, uploader, manifest)."""
+"""Small immutable records shared by the stages (scanner, planner, uploader, manifest).
+
+They are ``typing.NamedTuple``s, not dataclasses: a scan or a manifest load makes one per file
+(100,000 of them for a large folder), and a named tuple is built in a third of the time of a
+frozen dataclass and its class in a fraction of the import time. Compare records of the same
+kind only: like any tuple, a record equals another with the same fields in the same order.
+"""
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class LocalFile:
+class LocalFile(NamedTuple):
     """A regular file as the scanner saw it: path relative to the folder, with '/' separators."""
 
     rel: str
@@ -15,8 +20,7 @@ class LocalFile:
     mtime_ns: int
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
+class Row(NamedTuple):
     """A manifest row: what the remote is known to hold for one path."""
 
     rel: str
@@ -26,8 +30,7 @@ class Row:
     synced_at: float
 
 
-@dataclass(frozen=True, slots=True)
-class RemoteEntry:
+class RemoteEntry(NamedTuple):
     """A file as a remote lists it. ``sha256`` is None where the remote cannot tell."""
 
     path: str
@@ -41,8 +44,7 @@ class OpKind(enum.Enum):
     MOVE = "move"
 
 
-@dataclass(frozen=True, slots=True)
-class Op:
+class Op(NamedTuple):
     """One planned change for one path of one folder.
 
     UPLOAD carries the local state that prompted it and the manifest row (if any); DELETE the
@@ -56,8 +58,7 @@ class Op:
     dest: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Problem:
+class Problem(NamedTuple):
     """Something that could not be mirrored, with the reason, for the end-of-run report."""
 
     path: str

@@ -75,6 +75,8 @@ class FolderWatcher:
     async def events(self) -> AsyncIterator[list[tuple[watchfiles.Change, str]]]:
         """Batches of (change, rel) until ``stop()``. Raises when the folder cannot be watched."""
         while not self.stop_event.is_set():
+            # yield_on_timeout: an empty batch every rust_timeout, after which the daemon
+            # checks that the folder was not replaced.
             watch = watchfiles.awatch(
                 self.root,
                 watch_filter=self.filter,
@@ -87,21 +89,27 @@ class FolderWatcher:
                 rust_timeout=1000,
             )
             try:
-                # awatch sets its OS watches synchronously on the first step; yield_on_timeout
-                # gives us an (empty) batch at the latest after rust_timeout, so "started"
-                # is set only once the watches exist.
-                first = True
+                # awatch adds its OS watches (RustNotify) synchronously, before its first
+                # await. Its first step runs as a task, scheduled before the sleep(0) below
+                # resumes us (the event loop runs callbacks in order): after it, the watches
+                # are in place -- or adding them failed -- and "started" is true without
+                # waiting for a first batch (which takes up to ``rust_timeout``).
+                first = asyncio.ensure_future(anext(watch))
+                try:
+                    await asyncio.sleep(0)
+                except BaseException:
+                    first.cancel()
+                    raise
+                if not first.done() or first.exception() is None:
+                    self.state = "polling" if self.force_polling else "watching"
+                    self.started.set()
+                try:
+                    changes = await first
+                except StopAsyncIteration:
+                    return
+                yield self._batch(changes)
                 async for changes in watch:
-                    if first:
-                        first = False
-                        self.state = "polling" if self.force_polling else "watching"
-                        self.started.set()
-                    batch = []
-                    for change, path in changes:
-                        rel = self.filter.rel(path)
-                        if rel is not None:
-                            batch.append((change, rel))
-                    yield batch
+                    yield self._batch(changes)
                 return
             except Exception as e:
                 if self.force_polling or not _watch_limit(e):
@@ -109,6 +117,16 @@ class FolderWatcher:
                 log.error("cannot watch %s: %s; %s. Polling instead.", self.root, e, INOTIFY_HINT)
                 self.force_polling = True
                 self.restarts += 1
+
+    def _batch(
+        self, changes: set[tuple[watchfiles.Change, str]]
+    ) -> list[tuple[watchfiles.Change, str]]:
+        batch = []
+        for change, path in changes:
+            rel = self.filter.rel(path)
+            if rel is not None:
+                batch.append((change, rel))
+        return batch
 
     def stop(self) -> None:
         self.stop_event.set()

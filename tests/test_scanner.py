@@ -7,7 +7,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncd.config import FolderConfig
+from syncd.config import DEFAULT_IGNORES, FolderConfig
 from syncd.scanner import Ignorer
 
 SEGMENT = st.sampled_from(
@@ -54,3 +54,29 @@ def test_fast_check_matches_full_rules(patterns: list[str], parts: list[str]) ->
     if any(ig.ignored(p, is_dir=True) for p in parents):
         return  # the walk never reaches files under an ignored directory
     assert ig.file_ignored(rel, parts[-1]) == ig.ignored(rel), (patterns, rel)
+
+
+NAME_GLOB = st.sampled_from(
+    ["*.o", "build/", "a?", "*.swp", "b", "d*/", ".git/", "*~", "x.*", "#c", "é*", "4913"]
+)
+NAMES = st.sampled_from(
+    ["a", "b", "ab", "x.o", "x.", "n.swp", "build", "docs", ".git", "d", "c~", "é", "#c", "4913"]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(patterns=st.lists(NAME_GLOB, max_size=5), parts=st.lists(NAMES, min_size=1, max_size=4))
+def test_plain_name_globs_match_like_gitignore(patterns: list[str], parts: list[str]) -> None:
+    # Plain name globs are matched without pathspec: the same answers as the full rules.
+    import pathspec
+
+    ig = ignorer(Path("/nonexistent-folder"), patterns)
+    assert ig.spec is None, patterns
+    spec = pathspec.GitIgnoreSpec.from_lines([*DEFAULT_IGNORES, *patterns])
+    rel = "/".join(parts)
+    for is_dir in (False, True):
+        want = spec.match_file(rel + "/" if is_dir else rel)
+        assert ig.ignored(rel, is_dir=is_dir) == want, (patterns, rel, is_dir)
+    parents = ["/".join(parts[:i]) for i in range(1, len(parts))]
+    if not any(ig.ignored(p, is_dir=True) for p in parents):
+        assert ig.file_ignored(rel, parts[-1]) == spec.match_file(rel), (patterns, rel)
