@@ -219,6 +219,7 @@ class Scanner:
 
     def __init__(self, folder: FolderConfig) -> None:
         self.folder = folder
+        self._prefix = os.path.join(str(folder.path), "")  # "root/": stat() joins by hand
         self._warned: set[str] = set()
         self.ignorer = Ignorer(folder)
         self.case_insensitive = _case_insensitive(folder.path)
@@ -326,7 +327,7 @@ class Scanner:
     def stat(self, rel: str) -> LocalFile | None:
         """The file's current state, or None if it is gone or no longer a regular file."""
         try:
-            st = os.lstat(Path(self.folder.path, rel))
+            st = os.lstat(self._prefix + rel)  # no pathlib: this runs twice per upload
         except OSError:
             return None
         if not stat.S_ISREG(st.st_mode):
