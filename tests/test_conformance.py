@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import unicodedata
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
@@ -362,11 +363,13 @@ def s3(servers: Servers, monkeypatch: pytest.MonkeyPatch) -> S3Server:
     return srv
 
 
-def remote_config(tmp_path: Path, srv: RemoteServer, url: str = "") -> RemoteConfig:
+def remote_config(
+    tmp_path: Path, srv: RemoteServer, url: str = "", *, wrong_credentials: bool = False
+) -> RemoteConfig:
     """The [remote] of ``srv`` as syncd loads it (for tests that drive a remote directly)."""
     from syncd.config import load
 
-    section = srv.remote_section()
+    section = srv.remote_section(wrong_credentials=wrong_credentials)
     if url:
         section = re.sub(r'(?m)^url = ".*"$', f'url = "{url}"', section)
     (tmp_path / "unused").mkdir(exist_ok=True)
@@ -436,6 +439,29 @@ async def test_large_file_rewritten_while_sent_is_refused(
     assert rewritten
     if remote.name in ("syncd", "s3"):  # an upload is committed only after the digest check
         assert "big.bin" not in remote.read_tree(space)
+
+
+async def test_refused_large_upload_stops_hashing(tmp_path: Path, servers: Servers) -> None:
+    """A large upload the server refuses at once (a wrong token): put() fails promptly --
+    AuthError, or TransientError when the server's reset of the unread body beats its 401 --
+    without first hashing the rest of the file (64 GiB of holes: over a minute of sha-256)."""
+    from syncd.errors import AuthError
+    from syncd.remotes import open_remote
+
+    srv = servers.get("syncd")
+    huge = tmp_path / "huge.bin"
+    with huge.open("wb") as f:
+        f.truncate(64 << 30)  # sparse: no disk space used
+    cfg = remote_config(tmp_path, srv, wrong_credentials=True)
+    r = open_remote(cfg, 2)
+    started = time.monotonic()
+    try:
+        src = await local_source(huge, "huge.bin")
+        with pytest.raises((AuthError, TransientError)):
+            await r.put("refused/huge.bin", src)
+    finally:
+        await r.aclose()
+    assert time.monotonic() - started < 30, "the whole file was hashed after the refusal"
 
 
 class SmallCopies(S3Remote):

@@ -644,6 +644,26 @@ HOSTILE = [
 ]
 
 
+async def test_expect_100_continue_answers_before_the_body(server: ServerProc) -> None:
+    """`curl -T` sends Expect: 100-continue: with a wrong token the 401 comes before any body
+    byte is sent (not after a gigabyte); with the right one, 100 Continue."""
+    for token, first in (("wrong", b"HTTP/1.1 401"), (server.token, b"HTTP/1.1 100 Continue")):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            writer.write(
+                f"PUT /docs/expect.bin HTTP/1.1\r\nHost: x\r\nContent-Length: {1 << 30}\r\n"
+                f"Authorization: Bearer {token}\r\nExpect: 100-continue\r\n\r\n".encode()
+            )
+            await writer.drain()
+            line = await asyncio.wait_for(reader.readline(), 10)
+            assert line.startswith(first), line
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+    await wait_until(lambda: temps(server.root) == [], "the abandoned upload is dropped")
+
+
 async def test_traversal_in_every_spelling_is_refused(server: ServerProc) -> None:
     sentinel = server.root.parent / "sentinel"
     sentinel.mkdir()

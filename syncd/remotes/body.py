@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -54,13 +55,17 @@ def _pinned(a: os.stat_result, b: os.stat_result) -> bool:
     )
 
 
-def _hash_fd(fd: int, size: int, rel: str) -> str:
-    """sha-256 of the first ``size`` bytes of ``fd`` (blocking: runs in a worker thread)."""
+def _hash_fd(fd: int, size: int, rel: str, stop: threading.Event) -> str:
+    """sha-256 of the first ``size`` bytes of ``fd`` (blocking: runs in a worker thread).
+    Gives up as soon as ``stop`` is set (the upload failed or was cancelled: a 100 GiB file
+    must not be hashed to the end before its descriptor can be closed)."""
     h = hashlib.sha256()
     buf = bytearray(HASH_CHUNK)
     view = memoryview(buf)
     off = 0
     while off < size:
+        if stop.is_set():
+            raise SourceChanged(rel, "was not sent completely")
         n = os.preadv(fd, [view[: min(HASH_CHUNK, size - off)]], off)
         if n <= 0:
             raise SourceChanged(rel, "shrank while it was being sent")
@@ -85,7 +90,8 @@ class FileBody(payload.Payload):
         self._size = source.size
         self._fd = fd
         self._st = st
-        self._hash: asyncio.Task[str] | None = None
+        self._hash: asyncio.Future[str] | None = None
+        self._stop = threading.Event()
         self.error: SourceChanged | None = None
 
     @classmethod
@@ -99,7 +105,10 @@ class FileBody(payload.Payload):
             yield body
         finally:
             if body._hash is not None:
-                # The thread reads fd: it must be done before fd is closed.
+                # The thread reads fd: it must be done before fd is closed. After a successful
+                # digest() it is; otherwise it stops at its next chunk.
+                if not body._hash.done():
+                    body._stop.set()
                 await asyncio.wait([body._hash])
                 if not body._hash.cancelled():
                     body._hash.exception()  # retrieved: reported through digest() or dropped
@@ -117,7 +126,9 @@ class FileBody(payload.Payload):
         src = self._source
         size = src.size if content_length is None else min(src.size, content_length)
         if self._hash is None:
-            self._hash = asyncio.ensure_future(asyncio.to_thread(_hash_fd, self._fd, size, src.rel))
+            self._hash = asyncio.ensure_future(
+                asyncio.to_thread(_hash_fd, self._fd, size, src.rel, self._stop)
+            )
         try:
             await self._send(writer, size)
         except SourceChanged as e:

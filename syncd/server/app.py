@@ -150,7 +150,7 @@ def make_app(root: Path, token: str | None, *, upload_ttl: float = UPLOAD_TTL) -
     if token is not None:
         app[TOKEN] = token
     app.cleanup_ctx.append(_uploads_lifecycle)
-    app.router.add_route("*", "/{tail:.*}", _dispatch)
+    app.router.add_route("*", "/{tail:.*}", _dispatch, expect_handler=_expect)
     return app
 
 
@@ -192,25 +192,47 @@ def _discard_all(uploads: Sequence[Upload]) -> None:
 # --------------------------------------------------------------------------- middleware
 
 
+def _refused(request: web.Request) -> web.Response | None:
+    """The 401 answer if the request lacks the right bearer token (None: it may go on)."""
+    token = request.app.get(TOKEN)
+    if token is None:
+        return None
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    ok = scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode("utf-8", "surrogateescape"), token.encode("utf-8")
+    )
+    if ok:
+        return None
+    log.warning(
+        "refused %s %r from %s: missing or wrong bearer token",
+        request.method,
+        request.raw_path,
+        request.remote,
+    )
+    return _text(401, "missing or wrong bearer token", {"WWW-Authenticate": 'Bearer realm="syncd"'})
+
+
 @web.middleware
 async def _auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    token = request.app.get(TOKEN)
-    if token is not None:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        ok = scheme.lower() == "bearer" and hmac.compare_digest(
-            given.strip().encode("utf-8", "surrogateescape"), token.encode("utf-8")
-        )
-        if not ok:
-            log.warning(
-                "refused %s %r from %s: missing or wrong bearer token",
-                request.method,
-                request.raw_path,
-                request.remote,
-            )
-            return _text(
-                401, "missing or wrong bearer token", {"WWW-Authenticate": 'Bearer realm="syncd"'}
-            )
-    return await handler(request)
+    refused = _refused(request)
+    return refused if refused is not None else await handler(request)
+
+
+async def _expect(request: web.Request) -> web.StreamResponse | None:
+    """``Expect: 100-continue``: a client with a wrong token gets its 401 before it sends the
+    body (and closes the connection), instead of "100 Continue", a body of gigabytes read for
+    nothing and a connection reset it would take for a network fault."""
+    refused = _refused(request)
+    if refused is not None:
+        refused.force_close()
+        return refused
+    if request.headers.get("Expect", "").lower() != "100-continue":
+        return _text(417, "only Expect: 100-continue is understood")
+    if request.version < (1, 1):
+        return None  # HTTP/1.0 has no interim answers
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # as aiohttp's own handler: the body has not started
+    return None
 
 
 @web.middleware
@@ -514,10 +536,10 @@ def _take_socket(request: web.Request) -> tuple[socket.socket, list[bytes], int]
     head: list[bytes] = []
     while not content.is_eof() and (data := _buffered(content)):
         head.append(data)
+    request[_CLOSE] = True  # from here on, whatever happens, this connection is done
     transport.pause_reading()
     sock = socket.socket(fileno=os.dup(tsock.fileno()))
     sock.setblocking(False)
-    request[_CLOSE] = True
     return sock, head, length - sum(len(b) for b in head)
 
 
