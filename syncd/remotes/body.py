@@ -104,15 +104,23 @@ class FileBody(payload.Payload):
                 raise SourceChanged(source.rel, "changed since it was scanned")
             yield body
         finally:
-            if body._hash is not None:
-                # The thread reads fd: it must be done before fd is closed. After a successful
-                # digest() it is; otherwise it stops at its next chunk.
-                if not body._hash.done():
-                    body._stop.set()
-                await asyncio.wait([body._hash])
-                if not body._hash.cancelled():
-                    body._hash.exception()  # retrieved: reported through digest() or dropped
-            os.close(fd)
+            # The hash thread reads fd: fd is closed once it is done. After digest() it is;
+            # otherwise it stops at its next MiB. No await here, so that a cancelled upload
+            # cannot skip the close.
+            hashing = body._hash
+
+            def close(fut: asyncio.Future[str] | None = None) -> None:
+                if fut is not None and not fut.cancelled():
+                    fut.exception()  # retrieved: reported through digest(), or dropped
+                os.close(fd)
+
+            if hashing is None:
+                close()
+            elif hashing.done():
+                close(hashing)
+            else:
+                body._stop.set()
+                hashing.add_done_callback(close)
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
         raise TypeError("a file body has no text form")
