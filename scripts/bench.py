@@ -556,7 +556,19 @@ class Bench:
         # the figures compare the software (the same for syncd and its peers) rather than the
         # disk's writeback, which made runs on this VM vary by +-30 %. See docs/performance.md.
         shm = Path("/dev/shm")
+        # Room for the largest file three times over (two servers and rclone's temp) and the
+        # small files; containers often give /dev/shm only 64 MiB: then the disk it is.
+        need = 3 * max(self.sizes.big, self.sizes.huge) + self.sizes.medium_files * 5 * MiB
+        need += 512 * MiB
         if args.disk or not (shm.is_dir() and os.access(shm, os.W_OK)):
+            self.store_dir = self.run_dir / "store"
+            self.store_kind = "disk"
+        elif shutil.disk_usage(shm).free < need:
+            print(
+                f"/dev/shm has {shutil.disk_usage(shm).free // MiB:,} MiB free, "
+                f"{need // MiB:,} MiB are needed: the servers store on disk",
+                flush=True,
+            )
             self.store_dir = self.run_dir / "store"
             self.store_kind = "disk"
         else:
