@@ -30,7 +30,7 @@ from typing import Any
 from aiohttp import payload
 from aiohttp.abc import AbstractStreamWriter
 
-from syncd.errors import SourceChanged
+from syncd.errors import SourceChanged, TransientError
 from syncd.faults import crash_point
 from syncd.hashing import CHUNK, Source, _open, _same
 
@@ -80,7 +80,7 @@ class FileBody(payload.Payload):
     Use ``async with FileBody.open(source) as body``; after the response, ``await
     body.digest()`` gives the sha-256 (and sets ``source.sha256``) or raises SourceChanged.
     An error of the file itself met while sending is kept in ``error`` (aiohttp reports it as
-    a connection error; the remote raises ``error`` instead).
+    a connection error; ``body_of`` raises ``error`` instead).
     """
 
     def __init__(self, source: Source, fd: int, st: os.stat_result) -> None:
@@ -213,8 +213,6 @@ class ChunkedBody:
     """The portable body (no sendfile: Windows, or ``AVAILABLE`` off): 1 MiB chunks read and
     hashed in a worker thread (``Source.chunks``); same interface as FileBody."""
 
-    error: SourceChanged | None = None
-
     def __init__(self, source: Source) -> None:
         self._source = source
         self.data: Any = source.chunks()
@@ -228,9 +226,15 @@ class ChunkedBody:
 @asynccontextmanager
 async def body_of(source: Source) -> AsyncIterator[FileBody | ChunkedBody]:
     """The request body for a large ``source``: ``body.data`` goes to aiohttp; after the
-    answer, ``await body.digest()``. On a connection error, raise ``body.error`` if set."""
+    answer, ``await body.digest()``. A TransientError raised inside (aiohttp reports a failed
+    body as a connection error) becomes the file's own SourceChanged when that was the cause."""
     if not AVAILABLE or source.size < SENDFILE_MIN:
         yield ChunkedBody(source)
         return
     async with FileBody.open(source) as body:
-        yield body
+        try:
+            yield body
+        except TransientError:
+            if body.error is not None:
+                raise body.error from None
+            raise

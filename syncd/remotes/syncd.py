@@ -250,20 +250,15 @@ class SyncdRemote(HTTPRemote):
         query = f"upload={upload_id}"
         try:
             async with body_of(source) as body:
-                try:
-                    _, received = await self._request(
-                        "PUT",
-                        path,
-                        "upload",
-                        query=query,
-                        ok=(202,),
-                        data=body.data,
-                        headers={"Content-Length": str(source.size)},
-                    )
-                except TransientError:
-                    if body.error is not None:
-                        raise body.error from None
-                    raise
+                _, received = await self._request(
+                    "PUT",
+                    path,
+                    "upload",
+                    query=query,
+                    ok=(202,),
+                    data=body.data,
+                    headers={"Content-Length": str(source.size)},
+                )
                 sha = await body.digest()
             if received != sha:
                 raise TransientError(

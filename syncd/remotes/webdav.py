@@ -145,12 +145,7 @@ class WebDAVRemote(HTTPRemote):
             return source.sha256
         headers["Content-Length"] = str(source.size)
         async with body_of(source) as body:
-            try:
-                await self._put(path, url, headers, body.data)
-            except TransientError:
-                if body.error is not None:
-                    raise body.error from None
-                raise
+            await self._put(path, url, headers, body.data)
             return await body.digest()
 
     async def _put(
