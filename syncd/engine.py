@@ -126,6 +126,7 @@ class Engine:
         self._remote = remote
         self._manifest: Manifest | None = prescan.manifest if prescan is not None else None
         self._prescanned: dict[str, ScanResult] = prescan.scans if prescan is not None else {}
+        self._preplanned: dict[str, Plan] = prescan.plans if prescan is not None else {}
         scanners = prescan.scanners if prescan is not None else [Scanner(f) for f in config.folders]
         self.folders = [
             FolderCtx(f.path, f.remote_path, scope_of(config, f), scanner)
@@ -225,6 +226,7 @@ class Engine:
         """
         try:
             states: set[tuple[str, int, int]] | None = None
+            preplanned = self._preplanned.pop(ctx.scope, None)
             prescanned = self._prescanned.pop(ctx.scope, None)
             if prescanned is not None:
                 scan = prescanned
@@ -258,6 +260,8 @@ class Engine:
             and states == set(scan.files.values())
         ):
             plan = Plan(unchanged=len(scan.files))  # in sync, as the manifest says
+        elif preplanned is not None and not checked:
+            plan = preplanned  # made by the prescan from this scan and the same rows
         else:
             plan = self._plan_scan(ctx, scan)
         del states

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from syncd.manifest import Manifest, scope_of
-from syncd.planner import plan_folder
+from syncd.planner import Plan, plan_folder
 from syncd.scanner import FolderUnavailable, Scanner, ScanResult
 
 if TYPE_CHECKING:
@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 
 class Prescan:
-    """The manifest (open), one scanner per folder, and each folder's scan by scope.
+    """The manifest (open), one scanner per folder, and each folder's scan (and plan, where
+    it made one) by scope.
 
     ``settled`` is true when every folder was scanned without a problem and its plan is empty:
     nothing to upload, delete or report. The manifest is closed by ``close()``, or by the
@@ -31,6 +32,7 @@ class Prescan:
         self.manifest = Manifest.in_state_dir(config.sync.state_dir)
         self.scanners: list[Scanner] = []
         self.scans: dict[str, ScanResult] = {}
+        self.plans: dict[str, Plan] = {}  # by scope, for the folders it could plan
         self.unchanged = 0
         self.settled = True
         try:
@@ -49,8 +51,9 @@ class Prescan:
                     continue  # the engine plans it; the scan is all it needs from here
                 if self.manifest.states(scope) == set(scan.files.values()):
                     self.unchanged += len(scan.files)  # as the manifest says: nothing to do
+                    self.plans[scope] = Plan(unchanged=len(scan.files))
                     continue
-                plan = plan_folder(
+                plan = self.plans[scope] = plan_folder(
                     scan.files,
                     self.manifest.rows(scope),
                     delete=folder.delete,
