@@ -324,9 +324,12 @@ def ensure_data(data: Path, s: Sizes, wanted: set[str]) -> dict[str, Path]:
 
 
 def tree_size(folder: Path) -> tuple[int, int]:
+    """Files and bytes under ``folder``, less syncd's own (the mirror marker, the lock)."""
     files = total = 0
     for dirpath, _dirs, names in os.walk(folder):
         for n in names:
+            if n.startswith(".~syncd-"):
+                continue
             files += 1
             total += os.lstat(os.path.join(dirpath, n)).st_size
     return files, total
@@ -427,7 +430,7 @@ def start_nginx(run_dir: Path, store: Path) -> tuple[int, str, Path, str, Path]:
     root = store / "dav-root"
     for d in (conf_dir, root, store / "nginx-body"):
         d.mkdir(parents=True, exist_ok=True)
-    password = secrets.token_urlsafe(16)
+    password = "p" + secrets.token_urlsafe(16)  # never "-...": rclone would take it for a flag
     (conf_dir / "htpasswd").write_text(f"{DAV_USER}:{{PLAIN}}{password}\n")
     password_file = run_dir / "dav-password"
     password_file.write_text(password + "\n")

@@ -12,19 +12,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from syncd import __version__
-from syncd.errors import AuthError, ConfigError, SyncdError
+from syncd.errors import AuthError, ConfigError, InUse, SyncdError
 
 if TYPE_CHECKING:
     from syncd.config import Config
     from syncd.engine import Progress
     from syncd.prescan import Prescan
     from syncd.report import Report, VerifyReport
+    from syncd.statelock import AlreadyRunning
 
 log = logging.getLogger("syncd")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_BUSY = 3  # `syncd status`: the daemon is still sending or waiting for changes to settle
+EXIT_NO_DAEMON = 4  # `syncd status`: no daemon runs (the output is the manifest's view)
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -89,7 +92,13 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser(
         "status",
-        help="is every folder in sync, and if not, why (exit 0 in sync, 1 errors, 3 busy)",
+        help="is every folder in sync, and if not, why (exit 0: a daemon runs and all is in "
+        "sync; 1: errors, held deletions, a folder missing; 3: busy; 4: no daemon running)",
+        description="What the running daemon is doing, or the manifest's view when none runs. "
+        "Exit codes, for `syncd status || alert`: 0 a daemon runs and every folder is in sync; "
+        "1 errors (a path failed, the remote unreachable, a folder missing, deletions held "
+        "back); 2 usage or config error; 3 busy (syncing, or the first reconcile running); "
+        "4 no daemon is running. See docs/status.md.",
     )
     config_arg(s)
     s.add_argument("--json", action="store_true", help="machine-readable output (docs/status.md)")
@@ -181,20 +190,67 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
     from syncd.daemon import Daemon
+    from syncd.statelock import StateLock
 
     cfg = _load(args)
-    return asyncio.run(Daemon(cfg).serve())
+    # One worker per state dir, for the daemon's whole life (AlreadyRunning: exit 1).
+    with StateLock(cfg.sync.state_dir, "run"):
+        return asyncio.run(Daemon(cfg).serve())
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
+    from syncd.statelock import AlreadyRunning, StateLock
+
+    cfg = _load(args)
+    if args.dry_run:  # changes nothing: plans locally, without the lock, even while one runs
+        return _sync_pass(args, cfg)
+    try:
+        lock = StateLock(cfg.sync.state_dir, "sync").acquire()
+    except AlreadyRunning as e:
+        return _delegate_sync(args, cfg, e)
+    with lock:
+        return _sync_pass(args, cfg)
+
+
+def _delegate_sync(args: argparse.Namespace, cfg: Config, held: AlreadyRunning) -> int:
+    """The state dir is locked: a running daemon makes the pass (over its control socket) and
+    its result is printed as ours; any other holder (another `syncd sync`) is refused."""
+    import asyncio
+
+    from syncd.status import ask_sync
+
+    async def ask() -> dict[str, Any] | None:
+        # A `syncd run` that has just started opens its control socket a moment later.
+        deadline = time.monotonic() + (10 if held.command == "run" else 0)
+        while True:
+            doc = await ask_sync(cfg.sync.state_dir, force_delete=args.force_delete)
+            if doc is not None or time.monotonic() >= deadline:
+                return doc
+            await asyncio.sleep(0.2)
+
+    doc = asyncio.run(ask())
+    if doc is None:
+        print(f"syncd: {held}; not starting a second pass", file=sys.stderr)
+        return EXIT_FAILED
+    if doc.get("error"):
+        print(f"syncd: the running daemon (pid {doc.get('pid')}): {doc['error']}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"syncd: the running daemon (pid {doc.get('pid')}) made this pass", file=sys.stderr)
+    for p in doc.get("failed", []):
+        print(f"syncd: failed: {p['path']}: {p['reason']}", file=sys.stderr)
+    print(doc["summary"])
+    return EXIT_FAILED if doc.get("failed") else EXIT_OK
+
+
+def _sync_pass(args: argparse.Namespace, cfg: Config) -> int:
+    """``syncd sync`` proper, in this process (the state dir is ours, or --dry-run)."""
     from syncd.prescan import Prescan
     from syncd.report import Report
 
-    cfg = _load(args)
     report = Report()
     # Scan and plan first, without the event loop: when there is nothing to do (the common
     # case), that is the whole pass, and neither asyncio nor the HTTP client is imported.
-    pre = Prescan(cfg, force_delete=args.force_delete)
+    pre = Prescan(cfg)
     if pre.settled:
         pre.close()
         report.unchanged = pre.unchanged
@@ -268,31 +324,55 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if out.ok else EXIT_FAILED
 
 
-EXIT_BUSY = 3  # `syncd status`: the daemon is still sending or waiting for changes to settle
-
-
 def _cmd_status(args: argparse.Namespace) -> int:
-    """0: every folder in sync (or no daemon runs: the manifest's view); 1: the daemon reports
-    errors (a path that failed, the remote unreachable, a folder missing); 3: still busy."""
+    """0: a daemon runs and every folder is in sync; 1: errors (a path that failed, the remote
+    unreachable, a folder missing, deletions held back, a daemon that does not answer);
+    3: busy (syncing, starting); 4: no daemon runs (the manifest's view is printed)."""
     import asyncio
     import json
 
+    from syncd import config as cfgmod
     from syncd.manifest import Manifest
+    from syncd.statelock import holder
     from syncd.status import manifest_snapshot, query, query_http
 
-    cfg = _load(args)
-    doc = asyncio.run(query(cfg.sync.state_dir))
-    if doc is None and cfg.status.listen:  # no control socket (Windows): the status endpoint
-        doc = asyncio.run(query_http(cfg.status.listen, wait=2))
-    if doc is None:
-        with Manifest.in_state_dir(cfg.sync.state_dir) as m:
-            doc = manifest_snapshot(cfg, m)
+    # A folder that is missing (unmounted) is reported, not a config error.
+    cfg = cfgmod.load(cfgmod.find_config(args.config), require_folders=False)
+    _setup_logging(cfg.log.level, cfg.log.format, cfg)
+    state_dir = cfg.sync.state_dir
+
+    async def ask() -> dict[str, Any] | None:
+        # A `syncd run` holding the state dir but not answering yet is (most likely) starting.
+        deadline = time.monotonic() + 5
+        while True:
+            doc = await query(state_dir)
+            if doc is None and cfg.status.listen:  # no control socket (Windows): the endpoint
+                doc = await query_http(cfg.status.listen, wait=2)
+            who = holder(state_dir) if doc is None else None
+            if doc is not None or who is None or who[1] != "run" or time.monotonic() > deadline:
+                return doc
+            await asyncio.sleep(0.2)
+
+    doc = asyncio.run(ask())
+    if doc is not None:
+        print(json.dumps(doc, indent=2) if args.json else _format_status(doc))
+        if doc.get("state") in ("syncing", "starting"):
+            return EXIT_BUSY
+        return EXIT_OK if doc.get("state") == "in_sync" else EXIT_FAILED
+    with Manifest.in_state_dir(state_dir) as m:
+        doc = manifest_snapshot(cfg, m)
+    who = holder(state_dir)
     print(json.dumps(doc, indent=2) if args.json else _format_status(doc))
-    if doc.get("state") == "error":
+    if who is not None and who[1] == "run":
+        print(
+            f"syncd: `syncd run` (pid {who[0]}) holds {state_dir} but does not answer on its "
+            "control socket",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
-    if doc.get("state") in ("syncing", "starting"):
-        return EXIT_BUSY
-    return EXIT_OK
+    if who is not None and not args.json:
+        print(f"(`syncd {who[1]}`, pid {who[0]}, is making a pass now)")
+    return EXIT_NO_DAEMON
 
 
 def _format_status(doc: dict[str, Any]) -> str:
@@ -309,7 +389,7 @@ def _format_status(doc: dict[str, Any]) -> str:
     state = {"in_sync": "in sync", "syncing": "syncing", "starting": "first scan and upload"}
     lines: list[str] = []
     if d is None:
-        lines.append("no daemon running; from the manifest:")
+        lines.append("NOT RUNNING: no daemon is running; what the manifest says:")
     else:
         lines.append(
             f"{state.get(doc['state'], doc['state'].upper())}: daemon pid {d['pid']}, "
@@ -327,7 +407,7 @@ def _format_status(doc: dict[str, Any]) -> str:
     lines.append(remote)
     for f in doc["folders"]:
         head = f"  {f['path']} -> {f['remote_path']}: "
-        if f["state"] == "stopped":
+        if d is None:
             head += (
                 f"{f['files']} files, {_human(f['bytes'])}, last file {when(f['last_synced_file'])}"
             )
@@ -339,6 +419,15 @@ def _format_status(doc: dict[str, Any]) -> str:
                 f"watcher {f['watcher']}"
             )
         lines.append(head)
+        if f.get("unavailable"):
+            lines.append(f"    FOLDER UNAVAILABLE: {f['unavailable']}")
+        held = f.get("held_deletions")
+        if held:
+            lines.append(
+                f"    {held['count']} deletion(s) HELD BACK since {when(held['since'])}: "
+                f"{held['reason']}"
+            )
+            lines.append("    to release them (delete on the server): syncd sync --force-delete")
         for x in f["in_flight"]:
             pct = 100 * x["bytes_done"] / x["bytes_total"] if x["bytes_total"] else 100
             lines.append(
@@ -538,6 +627,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except ConfigError as e:
         print(f"syncd: config error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except InUse as e:
+        print(f"syncd {args.command}: {e}", file=sys.stderr)
         return EXIT_USAGE
     except AuthError as e:
         print(f"syncd: {e}", file=sys.stderr)

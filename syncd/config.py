@@ -306,8 +306,33 @@ def _remote_path(file: Path, key: str, value: str) -> str:
     return value
 
 
-def load(path: Path) -> Config:
-    """Read and validate ``path``. Raises ConfigError naming the file, the key and the problem."""
+def _check_overlap(
+    file: Path, where: str, rp: str, local: Path, seen: Mapping[str, tuple[int, Path]]
+) -> None:
+    """Refuse a remote path equal to, inside, or holding another folder's: each mirror deletes
+    what its folder lacks, so nested mirrors would delete each other's files."""
+    for other, (j, other_local) in seen.items():
+        if other == rp:
+            raise ConfigError(
+                file,
+                f"{where}.remote_path",
+                f"{rp!r} is already used by folder[{j}] ({other_local}): folder[{j}] and "
+                f"{where} ({local}) cannot share a remote path",
+            )
+        if rp.startswith(other + "/") or other.startswith(rp + "/"):
+            raise ConfigError(
+                file,
+                f"{where}.remote_path",
+                f"{rp!r} of {where} ({local}) and {other!r} of folder[{j}] ({other_local}) "
+                "are nested: each mirror would delete the other's files",
+            )
+
+
+def load(path: Path, *, require_folders: bool = True) -> Config:
+    """Read and validate ``path``. Raises ConfigError naming the file, the key and the problem.
+
+    ``require_folders=False`` accepts folders that do not exist (are unmounted) now: for
+    ``syncd status``, which reports them instead of refusing the config."""
     try:
         text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
@@ -320,10 +345,10 @@ def load(path: Path) -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(path, None, f"not valid TOML: {e}") from e
-    return from_dict(raw, path)
+    return from_dict(raw, path, require_folders=require_folders)
 
 
-def from_dict(raw: Mapping[str, Any], file: Path) -> Config:
+def from_dict(raw: Mapping[str, Any], file: Path, *, require_folders: bool = True) -> Config:
     """Validate an already parsed TOML document (see ``load``)."""
     for top in raw:
         if top not in SCHEMA:
@@ -378,25 +403,19 @@ def from_dict(raw: Mapping[str, Any], file: Path) -> Config:
     if not isinstance(raw_folders, list) or not raw_folders:
         raise ConfigError(file, "folder", "must be one or more [[folder]] tables")
     folders: list[FolderConfig] = []
-    seen: dict[str, int] = {}
+    seen: dict[str, tuple[int, Path]] = {}
     for i, rf in enumerate(raw_folders):
         where = f"folder[{i}]"
         f = _section(file, "folder", rf, where)
         local = _path(f["path"])
         if not local.is_absolute():
             local = (file.parent / local).resolve()
-        if not local.is_dir():
+        if require_folders and not local.is_dir():
             problem = "not a directory" if local.exists() else "folder does not exist"
             raise ConfigError(file, f"{where}.path", f"{problem}: {local}")
         rp = _remote_path(file, f"{where}.remote_path", f["remote_path"] or local.name)
-        if rp in seen:
-            raise ConfigError(
-                file,
-                f"{where}.remote_path",
-                f"{rp!r} is already used by folder[{seen[rp]}]: "
-                "two folders cannot share a remote path",
-            )
-        seen[rp] = i
+        _check_overlap(file, where, rp, local, seen)
+        seen[rp] = (i, local)
         folders.append(
             FolderConfig(
                 path=local,

@@ -10,6 +10,7 @@ the watcher reports trouble. SIGTERM/SIGINT drain the transfers in flight for up
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -24,12 +25,11 @@ from syncd.config import Config
 from syncd.debounce import Debouncer
 from syncd.engine import Batch, Engine, Job, Report
 from syncd.errors import AuthError, RemoteError, SyncdError, TransientError, Unreachable
-from syncd.planner import Plan, plan_file
-from syncd.remotes.base import Mover
+from syncd.planner import Looked, Plan
 from syncd.retry import RetryPolicy
 from syncd.scanner import FolderUnavailable
 from syncd.status import ControlServer, StatusBoard
-from syncd.types import LocalFile, Op, OpKind, Problem, Row
+from syncd.types import LocalFile, Op, Problem
 from syncd.uploader import FolderCtx
 from syncd.watcher import FolderWatcher
 
@@ -38,6 +38,7 @@ log = logging.getLogger("syncd.daemon")
 GRACE = 10.0  # seconds in-flight transfers get to finish after the first signal
 ROOT_CHECK = 2.0  # seconds between checks of a folder that is unavailable
 PING_MAX = 10.0  # longest wait between two checks of a remote that is down
+DELETE_WINDOW = 60.0  # seconds: live deletions this close together count as one for max_delete
 
 Key = tuple[int, str]  # (folder index, relative path)
 
@@ -71,8 +72,11 @@ class Daemon:
         self._up = asyncio.Event()
         self._up.set()
         self._down = asyncio.Event()
-        # Renames whose server-side move was refused: sent as upload + delete instead.
-        self._no_move: set[Key] = set()
+        # The deletion guard: folders whose deletions are held (until `sync --force-delete`),
+        # and (when, how many) deletions the live path made recently.
+        self._held_scopes: set[str] = set()  # loaded from the manifest at the start
+        self._deleted: collections.deque[tuple[float, int]] = collections.deque()
+        self._confirms: set[asyncio.Task[None]] = set()
 
     @property
     def folders(self) -> list[FolderCtx]:
@@ -117,6 +121,7 @@ class Daemon:
     async def _main(self) -> None:
         # Reconcile every folder, wait for it, then announce readiness and go live.
         self._load_outbox()
+        self._held_scopes = {scope for scope, *_ in self.engine.manifest.held()}
         remote_watch = asyncio.create_task(self._watch_remote())
         # A folder with nothing to do is not compared with the remote's listing before ready
         # (listing 100,000 files takes seconds): that check runs right after, and sends again
@@ -139,23 +144,33 @@ class Daemon:
             remote_watch.cancel()
 
     async def _check_remote(self, folders: list[int]) -> None:
-        """After the start-up: does the server still hold what the manifest says it does?
-        What it lost is sent again, as if it had just changed."""
+        """After the start-up: does the server hold exactly the folder? What it lost is sent
+        again, what it holds beyond the folder is deleted (under the guard)."""
         for i in folders:
             try:
-                lost = await self.engine.check_remote(self.folders[i])
+                await self._reconcile(i, check_remote=True)
             except AuthError as e:
                 self.engine.fatal = e
                 self._stopping.set()
                 return
             except RemoteError as e:
                 log.warning("could not compare %s with the server: %s", self.folders[i].root, e)
-                continue
-            if lost:
-                now = time.monotonic() - self.debouncer.quiet  # due at once
-                for rel in lost:
-                    self.debouncer.touch((i, rel), now)
-                self._wake.set()
+
+    async def sync_now(self, *, force_delete: bool = False) -> Report:
+        """Reconcile every folder with the server now (``syncd sync`` beside a running
+        daemon): wait for every op and return what was done. ``force_delete`` releases the
+        deletions the guard holds back."""
+        report = Report()
+        batches = [
+            (await self._reconcile(i, check_remote=True, report=report, force=force_delete))[0]
+            for i in range(len(self.folders))
+        ]
+        for b in batches:
+            await b.wait()
+        await self.engine.manifest.aflush()
+        report.finished = time.monotonic()
+        self.report.failed += report.failed
+        return report
 
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:
@@ -309,17 +324,19 @@ class Daemon:
         """Paths left unsent by an earlier run (crash, reboot) are looked at again."""
         scopes = {ctx.scope: i for i, ctx in enumerate(self.folders)}
         now = time.monotonic()
-        for scope, rel, _since in self.engine.manifest.outbox():
+        for scope, rel, _since, dest in self.engine.manifest.outbox():
             if scope in scopes:
                 key = (scopes[scope], rel)
                 self.outbox.add(key)
                 self.debouncer.touch(key, now)
+                if dest is not None:  # a move: both ends are looked at again together
+                    self.debouncer.touch((scopes[scope], dest), now)
 
     def _on_retry(self, job: Job, e: TransientError) -> None:
         key = (self._index(job.ctx), job.op.rel)
         if key not in self.outbox:
             self.outbox.add(key)
-            self.engine.manifest.outbox_add(job.ctx.scope, job.op.rel)
+            self.engine.manifest.outbox_add(job.ctx.scope, job.op.rel, job.op.dest)
         n = self._attempts[key] = self._attempts.get(key, 0) + 1
         if isinstance(e, Unreachable):
             self._mark_down(e)
@@ -381,22 +398,51 @@ class Daemon:
             for i in range(len(self.folders)):
                 self._request_rescan(i)
 
-    async def _reconcile(self, i: int, check_remote: bool | None = True) -> tuple[Batch, bool]:
-        """A full scan of folder ``i``; its ops go to the workers. Returns their batch, and
-        whether the remote's listing was checked (``Engine.plan``'s ``check_remote``)."""
+    async def _reconcile(
+        self,
+        i: int,
+        check_remote: bool | None = True,
+        *,
+        report: Report | None = None,
+        force: bool = False,
+    ) -> tuple[Batch, bool]:
+        """A full scan of folder ``i``, planned against the server (``Engine.plan``'s
+        ``server``); its ops go to the workers. Returns their batch, and whether the server
+        was checked. Once every op is done, the mirror is confirmed (``Engine.confirmed``)."""
         ctx = self.folders[i]
+        report = report if report is not None else self.report
         batch = Batch()
-        plan = await self.engine.plan(ctx, self.report, check_remote=check_remote)
-        if plan is None or plan.empty:
-            ctx.remote_hints = {}
-            return batch, plan is None or plan.remote_checked
-        await self.engine.load_hints(ctx, plan)
-        await self._submit_plan(i, plan, batch)
+        plan = await self.engine.plan(ctx, report, server=check_remote, force=force)
+        if plan is None:
+            return batch, True
+        if plan.held or ctx.scope in self._held_scopes:
+            await self.engine.manifest.aflush()  # held, or released: `syncd status` says so
+        self._held_scopes.discard(ctx.scope)
+        if plan.held:
+            self._held_scopes.add(ctx.scope)
+        if not plan.empty:
+            self.engine.apply_plan(ctx, plan)
+            await self._submit_plan(i, plan, batch, report)
+        if plan.remote_checked and not plan.held and not plan.problems:
+            self._confirm_later(i, batch)
         return batch, plan.remote_checked
 
-    async def _submit_plan(self, i: int, plan: Plan, batch: Batch | None = None) -> None:
-        for op in [*plan.uploads, *plan.deletes]:
-            await self._submit(i, op, batch)
+    def _confirm_later(self, i: int, batch: Batch) -> None:
+        async def confirm() -> None:
+            await batch.wait()
+            await self.engine.confirmed(self.folders[i], ok=batch.failed == 0)
+
+        task = asyncio.create_task(confirm())
+        self._confirms.add(task)
+        task.add_done_callback(self._confirms.discard)
+
+    async def _submit_plan(
+        self, i: int, plan: Plan, batch: Batch | None = None, report: Report | None = None
+    ) -> None:
+        """Frees first (deletes, moves), then uploads: an upload that needs a path a free is
+        still working on waits for it (``_busy``) and is looked at again once it is done."""
+        for op in plan.ops:
+            await self._submit(i, op, batch, report)
 
     def _busy(self, i: int, rel: str) -> bool:
         """Is an op for ``rel``, an ancestor or a descendant of it already queued or running?"""
@@ -409,7 +455,9 @@ class Daemon:
         prefix = rel + "/"
         return any(ci == i and r.startswith(prefix) for ci, r in self._claims)
 
-    async def _submit(self, i: int, op: Op, batch: Batch | None = None) -> None:
+    async def _submit(
+        self, i: int, op: Op, batch: Batch | None = None, report: Report | None = None
+    ) -> None:
         key = (i, op.rel)
         if self._busy(i, op.rel) or (op.dest is not None and self._busy(i, op.dest)):
             self._deferred.add(key)  # looked at again once the op in the way is done
@@ -417,7 +465,7 @@ class Daemon:
         job = Job(
             self.folders[i],
             op,
-            self.report,
+            report if report is not None else self.report,
             batch,
             on_changed=self._on_changed,
             on_done=self._on_done,
@@ -442,20 +490,6 @@ class Daemon:
     def _on_done(self, job: Job) -> None:
         i = self._index(job.ctx)
         key = (i, job.op.rel)
-        if (
-            not job.ok
-            and job.op.kind is OpKind.MOVE
-            and job.op.dest is not None
-            and key not in self.outbox
-            and self.engine.fatal is None
-        ):
-            # The server refused the move (e.g. it no longer holds the source): fall back to
-            # sending the new path and deleting the old one.
-            self._no_move.add(key)
-            now = time.monotonic()
-            self.debouncer.touch(key, now)
-            self.debouncer.touch((i, job.op.dest), now)
-            self._wake.set()
         if job.ok:
             self._attempts.pop(key, None)
             if key in self.outbox:
@@ -486,151 +520,94 @@ class Daemon:
             await self._dispatch_folder(i, rels)
 
     async def _dispatch_folder(self, i: int, rels: list[str]) -> None:
+        """Look at the settled paths of folder ``i`` (a directory that appeared is scanned; a
+        path that is gone stands for all that was below it) and plan them with the one
+        planner, the guard included: a live mass delete is held exactly as a pass holds it."""
         ctx = self.folders[i]
         try:
             ctx.scanner.check_root()
         except FolderUnavailable as e:
             log.error("folder %s: %s; nothing sent, nothing deleted", ctx.remote_path, e)
             return
-        rows = self.engine.manifest.rows(ctx.scope)
         ignored = ctx.scanner.ignorer.ignored
-        uploads: dict[str, LocalFile] = {}
-        gone_files: dict[str, Row] = {}
-        gone_dirs: dict[str, list[Row]] = {}
+        files: dict[str, LocalFile] = {}
+        under: list[str] = []
+        incomplete: list[str] = []
         for rel in rels:
             if self._busy(i, rel):
                 self._deferred.add((i, rel))
                 continue
+            under.append(rel)
             st = _lstat_exact(ctx, rel)
             if st is None:
-                if rel in rows:
-                    gone_files[rel] = rows[rel]
-                else:
-                    prefix = rel + "/"
-                    under = [r for p, r in rows.items() if p.startswith(prefix)]
-                    if under:
-                        gone_dirs[rel] = under
-            elif stat.S_ISDIR(st.st_mode):
+                continue  # gone: the rows at and below it are the planner's to judge
+            if stat.S_ISDIR(st.st_mode):
                 if ignored(rel, True):
                     continue
                 # A directory appeared (or changed): its files may have no events of their own.
                 try:
                     scan = await asyncio.to_thread(ctx.scanner.scan, rel)
                 except FolderUnavailable:
+                    incomplete.append(rel)
                     continue
                 # ops: named like the engine's problems ("remote_path/rel"), for `syncd status`
                 self.report.failed += [Problem(ctx.remote(p.path), p.reason) for p in scan.problems]
-                for r, lf in scan.files.items():
-                    if plan_file(lf, rows.get(r)) is OpKind.UPLOAD:
-                        uploads[r] = lf
-                prefix = rel + "/"
-                for p, row in rows.items():
-                    if (
-                        p.startswith(prefix)
-                        and p not in scan.files
-                        and not ignored(p)
-                        and not any(p == d or p.startswith(d + "/") for d in scan.incomplete)
-                    ):
-                        gone_files[p] = row
+                files.update(scan.files)
+                incomplete += scan.incomplete
             elif stat.S_ISREG(st.st_mode):
-                if ignored(rel):
-                    continue
-                lf = LocalFile(rel, st.st_size, st.st_mtime_ns)
-                if plan_file(lf, rows.get(rel)) is OpKind.UPLOAD:
-                    uploads[rel] = lf
+                if not ignored(rel):
+                    files[rel] = LocalFile(
+                        rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+                    )
             else:
                 ctx.scanner.warn_special(rel, st.st_mode)
-        # A deleted directory covers the files and directories under it.
-        for d in list(gone_dirs):
-            for p in [p for p in gone_files if p.startswith(d + "/")]:
-                del gone_files[p]
-            for p in [p for p in gone_dirs if p.startswith(d + "/")]:
-                del gone_dirs[p]
-        if not ctx.scanner.folder.delete:
-            gone_files.clear()
-            gone_dirs.clear()
-        ops = self._moves(ctx, rows, uploads, gone_files, gone_dirs)
-        ops += [Op(OpKind.DELETE, d) for d in gone_dirs]
-        ops += [Op(OpKind.DELETE, r, row=row) for r, row in gone_files.items()]
-        ops += [Op(OpKind.UPLOAD, r, local=lf, row=rows.get(r)) for r, lf in uploads.items()]
-        for op in ops:
-            await self._submit(i, op)
+        if not under:
+            return
+        looked = Looked(files, under, incomplete, folder_empty=_empty(ctx))
+        plan = self.engine.planner(
+            ctx,
+            looked,
+            held=ctx.scope in self._held_scopes,
+            recent_deletes=self._recent_deletes(),
+        )
+        if plan.held:
+            self._held_scopes.add(ctx.scope)
+            self.engine.record_hold(ctx, plan, whole=False)
+            self.engine.report_held(ctx, plan, self.report)
+            await self.engine.manifest.aflush()  # `syncd status` reads the hold at once
+        if plan.deleting:
+            self._deleted.append((time.monotonic(), plan.deleting))
+        await self._submit_plan(i, plan)
         # Outbox entries that turned out to need nothing (already sent, or gone) are done.
-        handled = {op.rel for op in ops} | {op.dest for op in ops if op.dest}
+        handled = {op.rel for op in plan.ops} | {op.dest for op in plan.ops if op.dest}
         for rel in rels:
             key = (i, rel)
             if key in self.outbox and rel not in handled and key not in self._deferred:
                 self.outbox.discard(key)
                 self.engine.manifest.outbox_remove(ctx.scope, rel)
 
-    def _moves(
-        self,
-        ctx: FolderCtx,
-        rows: dict[str, Row],
-        uploads: dict[str, LocalFile],
-        gone_files: dict[str, Row],
-        gone_dirs: dict[str, list[Row]],
-    ) -> list[Op]:
-        """Pair deletes with creates of the same content: renames become server-side moves.
-
-        A rename keeps a file's size and mtime (to the nanosecond): that is the match, for a
-        single file and for every file of a renamed directory.
-        """
-        if not isinstance(self.engine.remote, Mover):
-            return []
-        moves: list[Op] = []
-        new = {r: lf for r, lf in uploads.items() if r not in rows}
-        for d, under in list(gone_dirs.items()):
-            if (self._index(ctx), d) in self._no_move:
-                self._no_move.discard((self._index(ctx), d))
-                continue
-            want = {(p[len(d) + 1 :], r.size, r.mtime_ns) for p, r in ((r.rel, r) for r in under)}
-            for cand in {r.rsplit("/", 1)[0] if "/" in r else "" for r in new}:
-                if not cand or cand in rows:
-                    continue
-                top = _top_new_dir(cand, new, rows)
-                have = {
-                    (r[len(top) + 1 :], lf.size, lf.mtime_ns)
-                    for r, lf in new.items()
-                    if r.startswith(top + "/")
-                }
-                if have == want:
-                    moves.append(Op(OpKind.MOVE, d, dest=top))
-                    del gone_dirs[d]
-                    for r in [r for r in new if r.startswith(top + "/")]:
-                        del new[r]
-                        del uploads[r]
-                    break
-        by_sig: dict[tuple[int, int], list[str]] = {}
-        for r, lf in new.items():
-            by_sig.setdefault((lf.size, lf.mtime_ns), []).append(r)
-        for rel, row in list(gone_files.items()):
-            if (self._index(ctx), rel) in self._no_move:
-                self._no_move.discard((self._index(ctx), rel))
-                continue
-            cands = by_sig.get((row.size, row.mtime_ns))
-            if cands:
-                dest = cands.pop(0)
-                moves.append(Op(OpKind.MOVE, rel, row=row, dest=dest))
-                del gone_files[rel]
-                del uploads[dest]
-        return moves
+    def _recent_deletes(self) -> int:
+        """Deletions the live path made in the last DELETE_WINDOW seconds: they count toward
+        ``max_delete`` with the next batch's, so a mass delete arriving in pieces is held."""
+        cutoff = time.monotonic() - DELETE_WINDOW
+        while self._deleted and self._deleted[0][0] < cutoff:
+            self._deleted.popleft()
+        return sum(n for _, n in self._deleted)
 
     # -- status ------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, object]:
         return self.board.snapshot()
 
 
-def _top_new_dir(d: str, new: dict[str, LocalFile], rows: dict[str, Row]) -> str:
-    """The highest ancestor of ``d`` that holds only new files (the renamed directory)."""
-    parts = d.split("/")
-    top = d
-    for n in range(len(parts) - 1, 0, -1):
-        anc = "/".join(parts[:n])
-        if any(p.startswith(anc + "/") for p in rows):
-            break
-        top = anc
-    return top
+def _empty(ctx: FolderCtx) -> bool:
+    """Does the folder hold nothing that is mirrored (it was emptied, or a disk unmounted)?
+    Reads the folder's first entries only."""
+    ignored = ctx.scanner.ignorer.ignored
+    try:
+        with os.scandir(ctx.root) as it:
+            return not any(not ignored(e.name, e.is_dir(follow_symlinks=False)) for e in it)
+    except OSError:
+        return True
 
 
 def _identity(path: os.PathLike[str] | str) -> tuple[int, int] | None:

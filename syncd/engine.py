@@ -9,7 +9,8 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,12 +27,13 @@ from syncd.errors import (
 )
 from syncd.hashing import ReadStats, hash_path
 from syncd.manifest import Manifest, scope_of
-from syncd.planner import Plan, plan_file, plan_folder
+from syncd.planner import Looked, Plan, Rules, Server, plan
+from syncd.remotes.base import Marker, Mover, Sizer, StateToken
 from syncd.report import Report, VerifyReport
 from syncd.retry import RetryPolicy
 from syncd.scanner import FolderUnavailable, Scanner, ScanResult
 from syncd.status import METRICS, error_kind
-from syncd.types import LocalFile, Op, OpKind, Problem, RemoteEntry, Row
+from syncd.types import LocalFile, Op, OpKind, Problem, RemoteEntry
 from syncd.uploader import FolderCtx, Outcome, Throttle, Uploader
 
 if TYPE_CHECKING:
@@ -42,6 +44,7 @@ log = logging.getLogger("syncd.engine")
 
 FLUSH_EVERY = 0.5  # seconds between manifest commits while transfers run
 CHANGED_RETRIES = 3  # a file that keeps changing while it is sent, in one pass
+UNLISTED_MAX = 1000  # dot files a listing left out that are asked for one by one, per pass
 
 
 class Progress:
@@ -78,6 +81,7 @@ class Batch:
 
     def __init__(self) -> None:
         self._left = 0
+        self.failed = 0  # jobs that did not complete
         self._event = asyncio.Event()
         self._event.set()
 
@@ -126,7 +130,6 @@ class Engine:
         self._remote = remote
         self._manifest: Manifest | None = prescan.manifest if prescan is not None else None
         self._prescanned: dict[str, ScanResult] = prescan.scans if prescan is not None else {}
-        self._preplanned: dict[str, Plan] = prescan.plans if prescan is not None else {}
         scanners = prescan.scanners if prescan is not None else [Scanner(f) for f in config.folders]
         self.folders = [
             FolderCtx(f.path, f.remote_path, scope_of(config, f), scanner)
@@ -194,40 +197,48 @@ class Engine:
             report.finished = time.monotonic()
         return report
 
-    async def reconcile(self, ctx: FolderCtx, report: Report, *, dry_run: bool = False) -> None:
-        """Scan one folder, compare with the manifest, upload and delete what differs."""
-        plan = await self.plan(ctx, report)
+    async def reconcile(
+        self, ctx: FolderCtx, report: Report, *, dry_run: bool = False, server: bool = True
+    ) -> None:
+        """Scan one folder, compare it with the manifest and the server, and make the server
+        hold exactly the folder: upload, delete and move what differs."""
+        failed = len(report.failed)
+        plan = await self.plan(ctx, report, server=server, dry_run=dry_run)
         if plan is None:
             return
         if dry_run:
-            report.planned += [f"upload {ctx.remote_path}/{op.rel}" for op in plan.uploads]
-            report.planned += [f"delete {ctx.remote_path}/{op.rel}" for op in plan.deletes]
+            report.planned += plan.describe(ctx.remote_path)
             return
-        if plan.empty:
-            return
-        await self.load_hints(ctx, plan)
         try:
-            await self.execute(ctx, plan, report)
+            if not plan.empty:
+                self.apply_plan(ctx, plan)
+                await self.execute(ctx, plan, report)
+            if plan.remote_checked or not plan.empty:
+                await self.confirmed(ctx, ok=len(report.failed) == failed)
         finally:
             ctx.remote_hints = {}
             await self.manifest.aflush()
 
     async def plan(
-        self, ctx: FolderCtx, report: Report, *, check_remote: bool | None = False
+        self,
+        ctx: FolderCtx,
+        report: Report,
+        *,
+        server: bool | None = True,
+        force: bool = False,
+        dry_run: bool = False,
     ) -> Plan | None:
-        """Scan one folder and compare it with the manifest (None: the folder is unavailable).
+        """Scan one folder and plan it (None: the folder is unavailable).
 
-        ``check_remote``: also list the remote, and forget manifest rows for files it no
-        longer holds (a server restored from an old backup, or emptied, is filled again
-        instead of being trusted). ``None``: only when the plan has something to do (then the
-        listing also lets the uploads adopt what the server already holds); the daemon's
-        start-up checks an unchanged folder after it is ready (``check_remote``).
-        ``plan.remote_checked`` says whether it was done.
+        ``server``: plan against the server's holdings (``server_view``). ``None``: only when
+        the folder differs from the manifest (the daemon's start-up checks an unchanged folder
+        after it is ready). ``plan.remote_checked`` says whether it was done. ``force``: let
+        the deletions the guard would hold through (``--force-delete``). ``dry_run``: change
+        nothing, the held deletions included.
         """
         try:
-            states: set[tuple[str, int, int]] | None = None
-            preplanned = self._preplanned.pop(ctx.scope, None)
             prescanned = self._prescanned.pop(ctx.scope, None)
+            states: set[tuple[str, int, int, int, int]] | None = None
             if prescanned is not None:
                 scan = prescanned
             elif self.manifest.loaded(ctx.scope):
@@ -250,115 +261,197 @@ class Engine:
             )
             return None
         METRICS.scanned(ctx.remote_path)
-        checked = False
-        if check_remote:
-            await self.check_remote(ctx, scan.files)
-            checked = True
-        if (
+        looked = Looked(scan.files, incomplete=scan.incomplete)
+        in_sync = (
             states is not None
             and not self.manifest.loaded(ctx.scope)
             and states == set(scan.files.values())
-        ):
-            plan = Plan(unchanged=len(scan.files))  # in sync, as the manifest says
-        elif preplanned is not None and not checked:
-            plan = preplanned  # made by the prescan from this scan and the same rows
-        else:
-            plan = self._plan_scan(ctx, scan)
+        )
         del states
-        if check_remote is None and not plan.empty:
-            await self.check_remote(ctx, scan.files)
-            checked = True
-            plan = self._plan_scan(ctx, scan)
-        plan.remote_checked = checked
+        view: Server | None = None
+        if server or (server is None and not in_sync):
+            view = await self.server_view(ctx)
+        if in_sync and view is None:
+            plan = Plan(unchanged=len(scan.files))  # in sync, as the manifest says
+        else:
+            plan = self.planner(ctx, looked, server=view, force=force or self.force_delete)
+            if not dry_run:
+                self.record_hold(ctx, plan, whole=True)
+        plan.problems = len(scan.problems)
         report.failed += [Problem(f"{ctx.remote_path}/{p.path}", p.reason) for p in scan.problems]
+        self.report_held(ctx, plan, report)
+        report.unchanged += plan.unchanged
+        return plan
+
+    def planner(
+        self,
+        ctx: FolderCtx,
+        looked: Looked,
+        *,
+        server: Server | None = None,
+        force: bool = False,
+        held: bool = False,
+        recent_deletes: int = 0,
+    ) -> Plan:
+        """The one planner, with this folder's rules and rows."""
+        folder = ctx.scanner.folder
+        return plan(
+            looked,
+            self.manifest.rows(ctx.scope),
+            Rules(
+                ignored=ctx.scanner.ignorer.ignored,
+                delete=folder.delete,
+                max_delete=self.config.sync.max_delete,
+                can_move=isinstance(self.remote, Mover),
+            ),
+            server=server,
+            force=force,
+            held=held,
+            recent_deletes=recent_deletes,
+        )
+
+    def record_hold(self, ctx: FolderCtx, plan: Plan, *, whole: bool) -> None:
+        """Keep the guard's verdict in the manifest: held deletions persist across restarts
+        (``syncd status`` shows them) until a look at the whole folder needs them no more."""
+        if plan.held:
+            reason = plan.held_back[-1].reason if plan.held_back else "deletions held back"
+            count = plan.held
+            if not whole:
+                count += next((n for s, n, _r, _t in self.manifest.held() if s == ctx.scope), 0)
+            self.manifest.hold(ctx.scope, count, reason)
+        elif whole:
+            self.manifest.release(ctx.scope)
+
+    def report_held(self, ctx: FolderCtx, plan: Plan, report: Report) -> None:
         for p in plan.held_back:
             METRICS.error("held_back", ctx.remote_path)
             report.failed.append(Problem(ctx.remote_path, p.reason))
             log.error("folder %s: %s", ctx.remote_path, p.reason)
-        report.unchanged += plan.unchanged
-        return plan
 
-    def _plan_scan(self, ctx: FolderCtx, scan: ScanResult) -> Plan:
-        return plan_folder(
-            scan.files,
-            self.manifest.rows(ctx.scope),
-            delete=ctx.scanner.folder.delete,
-            ignored=ctx.scanner.ignorer.ignored,
-            incomplete=scan.incomplete,
-            max_delete=None if self.force_delete else self.config.sync.max_delete,
-        )
-
-    async def load_hints(self, ctx: FolderCtx, plan: Plan) -> None:
-        """With no manifest rows (first run, or a lost manifest), learn what the remote holds,
-        so that identical files are adopted instead of sent again."""
-        if plan.uploads and not self.manifest.rows(ctx.scope) and not ctx.remote_hints:
-            ctx.remote_hints = await self._remote_listing(ctx)
-
-    async def check_remote(
-        self, ctx: FolderCtx, files: Mapping[str, LocalFile] | None = None
-    ) -> list[str] | None:
-        """List the remote and forget the manifest rows of files it no longer holds (or holds
-        with another size or digest): the next plan sends them again. Returns their paths;
-        None when the remote cannot say (it lists no digests, or could not be reached).
-
-        The listing is compared as it arrives, not kept: only the entries of ``files`` (the
-        folder's scan) that are not in sync become ``ctx.remote_hints``, for the uploads to
-        adopt. Rows that change while the listing arrives (transfers go on meanwhile) are
-        left alone.
-        """
-        if not getattr(self.remote, "lists_digests", False):
-            return None
-        rows = self.manifest.rows(ctx.scope)
-        unseen = dict(rows)  # the rows as they were when the listing started
-        suspect: list[Row] = []
-        hints: dict[str, RemoteEntry] = {}
-        try:
-            async for entry in self.remote.list(ctx.remote_path):
-                row = unseen.pop(entry.path, None)
-                if row is not None and (
-                    entry.size != row.size or entry.sha256 not in (None, row.sha256)
-                ):
-                    suspect.append(row)
-                    row = None  # not what the server holds
-                lf = files.get(entry.path) if files is not None else None
-                if lf is not None and (row is None or plan_file(lf, row) is not None):
-                    hints[entry.path] = entry  # to be sent: the server may hold it already
-        except TransientError as e:
-            log.warning("could not list %s (%s)", ctx.remote_path, e)
-            return None
-        suspect += unseen.values()
-        del unseen
-        lost = [row.rel for row in suspect if rows.get(row.rel) is row]
-        if lost:
+    def apply_plan(self, ctx: FolderCtx, plan: Plan) -> None:
+        """Before the plan's ops run: forget the rows the server no longer backs, and give
+        the uploads what the server holds (identical files are adopted, not sent)."""
+        if plan.forget:
             log.warning(
                 "%s: the server no longer holds %d file(s) the manifest lists; sending them again",
                 ctx.remote_path,
-                len(lost),
+                len(plan.forget),
             )
-            for rel in lost:
+            for rel in plan.forget:
                 self.manifest.delete(ctx.scope, rel)
-        if files is not None:
-            ctx.remote_hints = hints
-        return lost
+        ctx.remote_hints = plan.hints
 
-    async def _remote_listing(self, ctx: FolderCtx) -> dict[str, RemoteEntry]:
-        """What the remote already holds (to adopt identical files instead of sending them).
-        {} when the remote cannot list digests or cannot be reached."""
-        if not getattr(self.remote, "lists_digests", False):
-            return {}
+    async def server_view(self, ctx: FolderCtx) -> Server | None:
+        """What the server holds under the folder's remote path, or None where that is not
+        needed or cannot be known: the remote cannot list, it could not be reached, or its
+        state token says nothing changed since the rows were last confirmed.
+
+        Also ties the folder's rows to the mirror (the marker the first sync leaves on the
+        server): the same mirror under another URL spelling keeps its rows.
+        """
+        remote = self.remote
+        if not getattr(remote, "lists", True):
+            return None
         try:
-            return {e.path: e async for e in self.remote.list(ctx.remote_path)}
+            known = self.manifest.mirror(ctx.scope)
+            token = await remote.state(ctx.remote_path) if isinstance(remote, StateToken) else None
+            if known is not None and token is not None and known[1] == token:
+                return None  # nothing changed on the server since it matched the rows
+            first_contact = await self._identify(ctx, known)
+            entries = {e.path: e async for e in remote.list(ctx.remote_path)}
+            await self._unlisted(ctx, entries)
         except TransientError as e:
-            log.warning("could not list %s (%s)", ctx.remote_path, e)
-            return {}
+            log.warning("could not list %s (%s); planning from the manifest", ctx.remote_path, e)
+            return None
+        return Server(entries, first_contact=first_contact and bool(entries))
+
+    async def _unlisted(self, ctx: FolderCtx, entries: dict[str, RemoteEntry]) -> None:
+        """Rows of dot files the listing left out, asked for one by one where the remote can
+        say (nginx hides dot files from PROPFIND): held, they are not "lost"."""
+        remote = self.remote
+        if not isinstance(remote, Sizer):
+            return
+        hidden = [
+            row
+            for rel, row in self.manifest.rows(ctx.scope).items()
+            if rel not in entries and any(part.startswith(".") for part in rel.split("/"))
+        ]
+        for row in hidden[:UNLISTED_MAX]:
+            size = await remote.size_of(ctx.remote(row.rel))
+            if size is not None:
+                entries[row.rel] = RemoteEntry(row.rel, size, None)
+
+    async def _identify(self, ctx: FolderCtx, known: tuple[str, str | None] | None) -> bool:
+        """Read the mirror marker; adopt another scope's rows for the same mirror. Returns
+        whether this is a first contact: no marker on the server, and no mirror recorded for
+        this folder (a new mirror, or one made by a syncd older than the marker). Its marker
+        is written once a pass left nothing undone (``confirmed``), so a first contact whose
+        extra files are held stays one until the user confirms with ``--force-delete``."""
+        remote = self.remote
+        if not isinstance(remote, Marker):
+            return False
+        mirror = await remote.read_marker(ctx.remote_path)
+        if mirror is None:
+            if known is not None:
+                ctx.mirror = known[0]  # the server lost its marker: written again after the pass
+                return False
+            ctx.mirror = None
+            return True
+        ctx.mirror = mirror
+        if known is not None and known[0] == mirror:
+            return False
+        other = self.manifest.scope_of_mirror(mirror)
+        if other is not None and other != ctx.scope:
+            n = self.manifest.rekey(other, ctx.scope)
+            log.info(
+                "%s: the same mirror as %s (another URL spelling); its %d manifest rows apply",
+                ctx.remote_path,
+                other.split("#", 1)[0],
+                n,
+            )
+        elif known is not None:
+            log.warning(
+                "%s: the server's directory belongs to another mirror than the manifest "
+                "describes; comparing it file by file",
+                ctx.remote_path,
+            )
+        self.manifest.set_mirror(ctx.scope, mirror)
+        return False
+
+    async def confirmed(self, ctx: FolderCtx, *, ok: bool) -> None:
+        """After a pass that planned against the server: with nothing left undone (``ok``),
+        write the marker where there is none, and record the server's state token, so that
+        the next pass trusts the rows until the server changes. Otherwise forget the token."""
+        known = self.manifest.mirror(ctx.scope)
+        if not ok:
+            if known is not None and known[1] is not None:
+                self.manifest.set_mirror(ctx.scope, known[0], None)
+            return
+        remote = self.remote
+        mirror = ctx.mirror or (known[0] if known is not None else None)
+        try:
+            if isinstance(remote, Marker) and (
+                mirror is None or await remote.read_marker(ctx.remote_path) != mirror
+            ):
+                mirror = mirror or uuid.uuid4().hex
+                await remote.write_marker(ctx.remote_path, mirror)
+            token = await remote.state(ctx.remote_path) if isinstance(remote, StateToken) else None
+        except RemoteError as e:
+            log.warning("%s: could not mark the mirror on the server: %s", ctx.remote_path, e)
+            return
+        if mirror is not None:
+            ctx.mirror = mirror
+            self.manifest.set_mirror(ctx.scope, mirror, token)
 
     async def execute(self, ctx: FolderCtx, plan: Plan, report: Report) -> None:
-        """Run the plan's uploads, then its deletes, ``concurrency`` at a time."""
+        """Run the plan, ``concurrency`` at a time: the deletes, then the moves (they free the
+        paths the uploads may need), then the uploads."""
         total = sum(op.local.size for op in plan.uploads if op.local)
         self.progress.start(len(plan.uploads), total)
         before = self.bytes_sent
-        await self.run_ops(ctx, plan.uploads, report)
         await self.run_ops(ctx, plan.deletes, report)
+        await self.run_ops(ctx, plan.moves, report)
+        await self.run_ops(ctx, plan.uploads, report)
         report.bytes_sent += self.bytes_sent - before
 
     # -- the worker pool ---------------------------------------------------------------------
@@ -426,6 +519,7 @@ class Engine:
             finally:
                 self.inflight.pop(key, None)
                 if job.batch is not None:
+                    job.batch.failed += not job.ok
                     job.batch.done()
                 if job.on_done is not None:
                     job.on_done(job)
@@ -451,17 +545,22 @@ class Engine:
         for attempt in range(1, CHANGED_RETRIES + 1):
             try:
                 if op.kind is OpKind.DELETE:
-                    await uploader.delete(ctx, op)
-                    report.deleted += 1
+                    n = await uploader.delete(ctx, op)  # (not `+= await`: jobs run at once)
+                    report.deleted += n
                     job.ok = True
                     METRICS.done(job, Outcome.DELETED)
                     return
                 if op.kind is OpKind.MOVE:
                     assert op.dest is not None
-                    await uploader.move(ctx, op)
-                    report.moved += 1
+                    outcome = await uploader.move(ctx, op)
+                    if outcome == Outcome.MOVED:
+                        report.moved += 1
+                    else:  # not the same bytes: uploaded to dest, deleted at rel
+                        report.uploaded += outcome == Outcome.UPLOADED
+                        report.adopted += outcome != Outcome.UPLOADED
+                        report.deleted += 1
                     job.ok = True
-                    METRICS.done(job, Outcome.MOVED)
+                    METRICS.done(job, outcome)
                     return
                 outcome = await uploader.upload(ctx, op, progress=_sent_by(job))
                 job.ok = True

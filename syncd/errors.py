@@ -23,6 +23,10 @@ class ConfigError(SyncdError):
         super().__init__(where + problem)
 
 
+class InUse(SyncdError):
+    """Another process owns what this one needs (a server's ROOT): exit 2, naming it."""
+
+
 class ManifestError(SyncdError):
     """The local manifest cannot be opened, read or written."""
 

@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from syncd.errors import ManifestError
-from syncd.types import Row
+from syncd.types import LocalFile, Row
 
 if TYPE_CHECKING:
     from syncd.config import Config, FolderConfig
 
 log = logging.getLogger("syncd.manifest")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FILENAME = "manifest.sqlite3"
 
 _DDL = """
@@ -35,17 +35,52 @@ CREATE TABLE IF NOT EXISTS files (
     mtime_ns  INTEGER NOT NULL,
     sha256    TEXT NOT NULL,
     synced_at REAL NOT NULL,
+    ctime_ns  INTEGER NOT NULL DEFAULT 0,
+    inode     INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (scope, path)
 ) WITHOUT ROWID;
 -- Paths the daemon could not send yet (server down, 5xx): tried again until they go through,
--- across restarts.
+-- across restarts. A move keeps its destination, so that it is replayed as one move.
 CREATE TABLE IF NOT EXISTS outbox (
     scope     TEXT NOT NULL,
     path      TEXT NOT NULL,
     since     REAL NOT NULL,
+    dest      TEXT,
     PRIMARY KEY (scope, path)
 ) WITHOUT ROWID;
 """
+
+# Tables added by schema 2 (created by _DDL on a new manifest, by _MIGRATE_1 on an old one).
+_DDL_2 = """
+-- Deletions the guard holds back (max_delete, an emptied folder, a first contact), per folder,
+-- until `syncd sync --force-delete` releases them or the folder no longer needs them.
+CREATE TABLE IF NOT EXISTS held (
+    scope     TEXT PRIMARY KEY,
+    count     INTEGER NOT NULL,
+    reason    TEXT NOT NULL,
+    since     REAL NOT NULL
+) WITHOUT ROWID;
+-- Which mirror (the id in the marker the first sync leaves on the server) a folder's rows
+-- describe, and the server's state token when the rows were last known to match it.
+CREATE TABLE IF NOT EXISTS mirrors (
+    scope     TEXT PRIMARY KEY,
+    mirror    TEXT NOT NULL,
+    state     TEXT
+) WITHOUT ROWID;
+"""
+
+_MIGRATE_1 = """
+ALTER TABLE files ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE files ADD COLUMN inode INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE outbox ADD COLUMN dest TEXT;
+"""
+
+_COLUMNS = "path, size, mtime_ns, sha256, synced_at, ctime_ns, inode"
+
+
+def _statements(script: str) -> list[str]:
+    lines = [ln for ln in script.splitlines() if not ln.lstrip().startswith("--")]
+    return [st.strip() for st in "\n".join(lines).split(";") if st.strip()]
 
 
 def scope_of(config: Config, folder: FolderConfig) -> str:
@@ -103,10 +138,16 @@ class Manifest:
                     f"{SCHEMA_VERSION}); upgrade syncd"
                 )
             if version < SCHEMA_VERSION:
-                db.executescript(_DDL)
+                # One transaction (executescript would commit after each statement): a crash
+                # mid-way leaves the old schema, and the next start migrates again.
+                script = (_MIGRATE_1 if version == 1 else _DDL) + _DDL_2
+                db.execute("BEGIN")
+                for stmt in _statements(script):
+                    db.execute(stmt)  # version 1: the rows' ctime and inode are not known (0)
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            db.execute("SELECT count(*) FROM files").fetchone()
-            db.execute("SELECT count(*) FROM outbox").fetchone()
+                db.execute("COMMIT")
+            for table in ("files", "outbox", "held", "mirrors"):
+                db.execute(f"SELECT count(*) FROM {table}").fetchone()
         except BaseException:
             db.close()
             raise
@@ -133,10 +174,7 @@ class Manifest:
         cached = self._cache.get(scope)
         if cached is None:
             with self._lock:
-                cur = self._db.execute(
-                    "SELECT path, size, mtime_ns, sha256, synced_at FROM files WHERE scope = ?",
-                    (scope,),
-                )
+                cur = self._db.execute(f"SELECT {_COLUMNS} FROM files WHERE scope = ?", (scope,))
                 cached = {row.rel: row for row in map(Row._make, cur)}
             self._cache[scope] = cached
         return cached
@@ -145,15 +183,16 @@ class Manifest:
         """Are the rows of ``scope`` in memory (``rows`` was called)?"""
         return scope in self._cache
 
-    def states(self, scope: str) -> set[tuple[str, int, int]]:
-        """``(path, size, mtime_ns)`` of every row of ``scope``, read from the table without
-        loading the rows: when a scan's files (``LocalFile`` tuples) are exactly these, there
-        is nothing to send and nothing to delete, and the rows are not needed (a folder in
-        sync is known to be so sooner, with less memory). Only while the rows are not loaded:
+    def states(self, scope: str) -> set[tuple[str, int, int, int, int]]:
+        """``(path, size, mtime_ns, ctime_ns, inode)`` of every row of ``scope``, read from the
+        table without loading the rows: when a scan's files (``LocalFile`` tuples) are exactly
+        these, the folder matches the rows and the rows are not needed (a folder in sync is
+        known to be so sooner, with less memory). Only while the rows are not loaded:
         loaded rows may hold changes not written yet. Safe to call from a worker thread."""
         with self._lock:
             cur = self._db.execute(
-                "SELECT path, size, mtime_ns FROM files WHERE scope = ?", (scope,)
+                "SELECT path, size, mtime_ns, ctime_ns, inode FROM files WHERE scope = ?",
+                (scope,),
             )
             return set(cur)
 
@@ -188,8 +227,8 @@ class Manifest:
         self.rows(scope)[row.rel] = row
         self._staged.append(
             (
-                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
-                (scope, row.rel, row.size, row.mtime_ns, row.sha256, row.synced_at),
+                f"INSERT OR REPLACE INTO files (scope, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (scope, *row),
             )
         )
 
@@ -206,26 +245,86 @@ class Manifest:
             self.delete(scope, r.rel)
         return gone
 
-    def move(self, scope: str, src: str, dst: str) -> None:
+    def move(self, scope: str, src: str, dst: str, local: LocalFile | None = None) -> None:
+        """The row at ``src`` becomes ``dst``; ``local``: the file now at ``dst`` (a rename
+        changes its ctime), else the identity stays as it was (a file in a renamed directory)."""
         row = self.rows(scope).get(src)
         if row is None:
             return
         self.delete(scope, src)
-        self.put(scope, Row(dst, row.size, row.mtime_ns, row.sha256, time.time()))
+        ctime, inode = (local.ctime_ns, local.inode) if local else (row.ctime_ns, row.inode)
+        self.put(scope, row._replace(rel=dst, synced_at=time.time(), ctime_ns=ctime, inode=inode))
+
+    def rekey(self, old: str, new: str) -> int:
+        """Rows recorded under ``old`` become ``new``'s (the same mirror reached by another URL
+        spelling). Written at once. Returns how many rows moved."""
+        self.flush()
+        with self._lock:
+            self._db.execute("BEGIN")
+            n = self._db.execute("UPDATE files SET scope = ? WHERE scope = ?", (new, old)).rowcount
+            for table in ("outbox", "held", "mirrors"):
+                self._db.execute(f"DELETE FROM {table} WHERE scope = ?", (new,))
+                self._db.execute(f"UPDATE {table} SET scope = ? WHERE scope = ?", (new, old))
+            self._db.execute("COMMIT")
+        for cache in (self._cache, self._counts):
+            cache.pop(old, None)
+            cache.pop(new, None)
+        return n
+
+    # -- which mirror, and the server's state --------------------------------------------------
+    def mirror(self, scope: str) -> tuple[str, str | None] | None:
+        """(mirror id, last state token) recorded for ``scope``, or None."""
+        with self._lock:
+            got = self._db.execute(
+                "SELECT mirror, state FROM mirrors WHERE scope = ?", (scope,)
+            ).fetchone()
+        return (got[0], got[1]) if got else None
+
+    def scope_of_mirror(self, mirror: str) -> str | None:
+        """The scope whose rows describe ``mirror``, if any."""
+        with self._lock:
+            got = self._db.execute(
+                "SELECT scope FROM mirrors WHERE mirror = ?", (mirror,)
+            ).fetchone()
+        return got[0] if got else None
+
+    def set_mirror(self, scope: str, mirror: str, state: str | None = None) -> None:
+        self._staged.append(
+            ("INSERT OR REPLACE INTO mirrors VALUES (?, ?, ?)", (scope, mirror, state))
+        )
+
+    # -- held deletions --------------------------------------------------------------------------
+    def hold(self, scope: str, count: int, reason: str) -> None:
+        """Record (or update) the deletions held back for ``scope``; ``since`` is kept."""
+        self._staged.append(
+            (
+                "INSERT INTO held VALUES (?, ?, ?, ?) ON CONFLICT(scope) DO UPDATE SET"
+                " count = excluded.count, reason = excluded.reason",
+                (scope, count, reason, time.time()),
+            )
+        )
+
+    def release(self, scope: str) -> None:
+        self._staged.append(("DELETE FROM held WHERE scope = ?", (scope,)))
+
+    def held(self) -> list[tuple[str, int, str, float]]:
+        """Every (scope, count, reason, since) of held deletions, as last committed."""
+        with self._lock:
+            return list(self._db.execute("SELECT scope, count, reason, since FROM held"))
 
     # -- the outbox ---------------------------------------------------------------------------
-    def outbox_add(self, scope: str, rel: str) -> None:
+    def outbox_add(self, scope: str, rel: str, dest: str | None = None) -> None:
         self._staged.append(
-            ("INSERT OR IGNORE INTO outbox VALUES (?, ?, ?)", (scope, rel, time.time()))
+            ("INSERT OR IGNORE INTO outbox VALUES (?, ?, ?, ?)", (scope, rel, time.time(), dest))
         )
 
     def outbox_remove(self, scope: str, rel: str) -> None:
         self._staged.append(("DELETE FROM outbox WHERE scope = ? AND path = ?", (scope, rel)))
 
-    def outbox(self) -> list[tuple[str, str, float]]:
-        """Every (scope, path, since) waiting to be sent again."""
+    def outbox(self) -> list[tuple[str, str, float, str | None]]:
+        """Every (scope, path, since, move destination) waiting to be sent again."""
         with self._lock:
-            return list(self._db.execute("SELECT scope, path, since FROM outbox"))
+            return list(self._db.execute("SELECT scope, path, since, dest FROM outbox"))
 
     @property
     def pending(self) -> int:

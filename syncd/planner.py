@@ -1,18 +1,36 @@
-"""Decide what to do for each path: pure and synchronous (no I/O), so it is easy to test.
+"""The one planner: every way a change arrives -- a pass, a live batch of events, a rescan,
+the catch-up after a restart, the replay of the offline queue -- becomes operations here.
 
-The rule: a file whose size and mtime match its manifest row is unchanged (no read, no hash).
-Anything else is an upload candidate; the uploader hashes it first when the manifest or the
-remote may already hold the same bytes, so a touch without a change costs a read, not a send.
-A manifest row whose file is gone is a delete, unless the folder was not read completely there,
-the path is now ignored, or the folder has deletions turned off.
+Pure and synchronous (no I/O): what was looked at locally (``Looked``), the manifest's rows,
+the server's listing where it was read (``Server``), and the folder's rules in; a ``Plan`` out.
+Every safety rule lives here, so that no way in can skip one:
+
+- **Unchanged** means size, mtime, ctime and inode all match the row: nothing is read. A file
+  whose size and mtime match but whose ctime or inode changed (``touch -r``, ``cp -p``) is an
+  upload candidate; the uploader hashes it first and sends it only if the bytes differ.
+- **The server's holdings are the truth** where they are known: a row the server no longer
+  backs is forgotten (the file is sent again), and a file the server holds that the folder
+  does not is deleted -- under the guard, and never on a first contact.
+- **The deletion guard** holds every deletion of a folder (none made, a Problem says why, the
+  count is kept) when the folder is empty while files were mirrored from it (an unmounted
+  disk), when the deletions would be more than ``max_delete`` (counting those made just before,
+  so a mass delete that arrives in several batches is still one), while earlier deletions of
+  the folder are held, and for files met on a first contact with a non-empty server directory.
+- **Renames are confirmed**: a gone row and a new file become a move only when the new file is
+  the same inode, size and mtime (and, moved with its directory, the same ctime), or when its
+  sha-256 equals the row's (the uploader checks that before it moves: ``Op.confirm``).
+- **Ordering**: deletes and moves, which free paths, come before the uploads that need them;
+  a file that became a directory (or the reverse) converges in one pass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from syncd.types import LocalFile, Op, OpKind, Problem, Row
+from syncd.types import LocalFile, Op, OpKind, Problem, RemoteEntry, Row
+
+FORCE_HINT = "`syncd sync --force-delete`"
 
 
 @dataclass(frozen=True)
@@ -54,91 +72,422 @@ class DeleteLimit:
         raise ValueError(f'must be a count (100) or a percentage ("50%"), not {value!r}')
 
 
+@dataclass(frozen=True)
+class Rules:
+    """A folder's rules, as the planner applies them."""
+
+    ignored: Callable[..., bool]  # (rel, is_dir=False) -> bool: the folder's ignore rules
+    delete: bool = True  # mirror deletions ([[folder]] delete)
+    max_delete: DeleteLimit | None = None
+    can_move: bool = False  # the remote moves files and directories itself
+
+
+@dataclass
+class Looked:
+    """What was looked at locally: the whole folder (``under = ("",)``) or some paths, each
+    standing for itself and everything below it (a file, a directory, a path that is gone).
+
+    ``files``: every mirrorable file found there. ``incomplete``: directories that could not
+    be read completely (nothing under them is deleted). ``folder_empty``: whether the folder
+    holds nothing at all (for a whole scan: no file found).
+    """
+
+    files: Mapping[str, LocalFile]
+    under: Sequence[str] = ("",)
+    incomplete: Sequence[str] = ()
+    folder_empty: bool | None = None
+
+    @property
+    def whole(self) -> bool:
+        return "" in self.under
+
+
+@dataclass
+class Server:
+    """What the server holds under the folder's remote path, as its listing said.
+
+    ``first_contact``: the directory carries no mirror marker and the manifest knows nothing
+    of it: what it holds and the folder does not is not deleted until the user confirms."""
+
+    entries: Mapping[str, RemoteEntry]
+    first_contact: bool = False
+
+
 @dataclass
 class Plan:
-    uploads: list[Op] = field(default_factory=list)
-    deletes: list[Op] = field(default_factory=list)
+    frees: list[Op] = field(default_factory=list)  # deletes, then moves: run first
+    uploads: list[Op] = field(default_factory=list)  # after every free is done
+    forget: list[str] = field(default_factory=list)  # rows the server no longer backs
+    hints: dict[str, RemoteEntry] = field(default_factory=dict)  # uploads it may hold already
     unchanged: int = 0
     held_back: list[Problem] = field(default_factory=list)
-    remote_checked: bool = False  # the remote's listing was compared with the manifest first
+    held: int = 0  # deletions held back by the guard
+    deleting: int = 0  # files the deletes remove
+    problems: int = 0  # paths the scan could not read (set by the caller)
+    remote_checked: bool = False  # planned against the server's listing
+
+    @property
+    def deletes(self) -> list[Op]:
+        return [op for op in self.frees if op.kind is OpKind.DELETE]
+
+    @property
+    def moves(self) -> list[Op]:
+        return [op for op in self.frees if op.kind is OpKind.MOVE]
+
+    @property
+    def ops(self) -> list[Op]:
+        return [*self.frees, *self.uploads]
 
     @property
     def empty(self) -> bool:
-        return not self.uploads and not self.deletes
+        return not self.frees and not self.uploads and not self.forget
+
+    def describe(self, remote_path: str) -> list[str]:
+        """One line per op, for ``--dry-run``."""
+        out = []
+        for op in self.ops:
+            target = f"{remote_path}/{op.rel}" + ("/" if op.tree else "")
+            if op.kind is OpKind.MOVE:
+                out.append(f"move {target} -> {remote_path}/{op.dest}")
+            else:
+                out.append(f"{op.kind.value} {target}")
+        return out
 
 
-def plan_file(local: LocalFile | None, row: Row | None) -> OpKind | None:
-    """What one path needs: UPLOAD, DELETE or nothing (None)."""
-    if local is None:
-        return OpKind.DELETE if row is not None else None
-    if row is not None and row.size == local.size and row.mtime_ns == local.mtime_ns:
-        return None
-    return OpKind.UPLOAD
-
-
-def _under(rel: str, dirs: Iterable[str]) -> bool:
+def _within(rel: str, dirs: Iterable[str]) -> bool:
+    """Is ``rel`` one of ``dirs`` or below one ('' is the whole folder)?"""
     return any(d == "" or rel == d or rel.startswith(d + "/") for d in dirs)
 
 
-def plan_folder(
-    files: Mapping[str, LocalFile],
+def _rows_under(
+    roots: Sequence[str], rows: Mapping[str, Row], files: Mapping[str, LocalFile]
+) -> list[Row]:
+    """The rows at or below ``roots`` whose file is not in ``files``. A root that is a file
+    with a row can have no rows below it: when every root is one, no row is looked at."""
+    open_roots = {r for r in roots if not (r in files and r in rows)}
+    out = [rows[r] for r in roots if r in rows and r not in files]
+    if not open_roots:
+        return out
+    for rel, row in rows.items():
+        if (
+            rel not in files
+            and rel not in open_roots
+            and any(a in open_roots for a in _ancestors(rel))
+        ):
+            out.append(row)
+    return out
+
+
+def _ancestors(rel: str) -> list[str]:
+    """'a/b/c' -> ['a', 'a/b'] (proper ancestors, top first)."""
+    parts = rel.split("/")
+    return ["/".join(parts[:n]) for n in range(1, len(parts))]
+
+
+def plan(
+    looked: Looked,
     rows: Mapping[str, Row],
+    rules: Rules,
     *,
-    delete: bool,
-    ignored: Callable[[str], bool],
-    incomplete: Iterable[str] = (),
-    max_delete: DeleteLimit | None = None,
+    server: Server | None = None,
+    force: bool = False,
+    held: bool = False,
+    recent_deletes: int = 0,
 ) -> Plan:
-    """Compare a full scan with the manifest rows of one folder.
+    """Compare what was looked at with the rows (and the server's listing, when given).
 
-    Deletions are held back (none made, a Problem says why) when the folder is empty while
-    the manifest lists files, or when there are more of them than ``max_delete`` allows.
+    ``force``: ``--force-delete``, the guard lets every deletion through. ``held``: deletions
+    of this folder are held already (a live batch adds to them instead of deleting).
+    ``recent_deletes``: deletions made just before, which count toward ``max_delete``.
     """
-    plan = Plan()
-    # plan_file(), inlined: this runs once per file, 100,000 times for a large folder.
-    get = rows.get
-    known = 0  # files with a manifest row
-    for rel, local in files.items():
-        row = get(rel)
-        if row is None:
-            plan.uploads.append(Op(OpKind.UPLOAD, rel, local=local))
-            continue
-        known += 1
-        if row.size == local.size and row.mtime_ns == local.mtime_ns:
-            plan.unchanged += 1
+    p = Plan(remote_checked=server is not None)
+    whole = looked.whole
+    files = looked.files
+    in_region: Callable[[str], bool] = (
+        (lambda rel: True) if whole else (lambda rel: _within(rel, looked.under))
+    )
+
+    # 1. The server's truth: rows it no longer backs are forgotten (their files sent again).
+    backed: Mapping[str, Row] = rows
+    if server is not None:
+        entries = server.entries
+        for rel, row in rows.items():
+            e = entries.get(rel)
+            if e is None or e.size != row.size or e.sha256 not in (None, row.sha256):
+                p.forget.append(rel)
+        if p.forget:
+            lost = set(p.forget)
+            backed = {rel: row for rel, row in rows.items() if rel not in lost}
+
+    # 2. Local files: unchanged, changed, or new.  (Runs once per file of a whole scan.)
+    new: dict[str, LocalFile] = {}
+    get = backed.get
+    for rel, lf in files.items():
+        had = get(rel)
+        if had is None:
+            new[rel] = lf
+        elif had.same == lf.same:
+            p.unchanged += 1
         else:
-            plan.uploads.append(Op(OpKind.UPLOAD, rel, local=local, row=row))
-    if not delete or known == len(rows):
-        return _sorted(plan)  # every row has its file: nothing to delete
-    incomplete = list(incomplete)
-    gone = [row for rel, row in rows.items() if rel not in files]
-    for row in gone:
-        if ignored(row.rel) or _under(row.rel, incomplete):
+            p.uploads.append(Op(OpKind.UPLOAD, rel, local=lf, row=had))
+
+    # 3. What the folder no longer has: backed rows whose file is gone, and (where the
+    #    server was listed) files only the server holds.
+    gone: list[Row] = []
+    extras: list[str] = []
+    if rules.delete:
+        skip = list(looked.incomplete)
+
+        def keep(rel: str) -> bool:  # not to be deleted although the folder lacks it
+            return rules.ignored(rel) or (bool(skip) and _within(rel, skip))
+
+        if whole:
+            if len(files) - len(new) < len(backed):  # some row has no file
+                gone = [r for rel, r in backed.items() if rel not in files and not keep(rel)]
+        else:
+            gone = [r for r in _rows_under(looked.under, backed, files) if not keep(r.rel)]
+        if server is not None:
+            for rel in server.entries:
+                if rel not in files and rel not in backed and in_region(rel) and not keep(rel):
+                    extras.append(rel)
+
+    # 4. Renames: a gone row and a new file of the same inode or the same bytes.
+    moves: list[Op] = []
+    if rules.can_move and gone and new:
+        moves, gone = _pair(gone, new, backed, files)
+    for op in moves:
+        assert op.dest is not None
+        new.pop(op.dest, None)
+        if op.tree:
+            for rel in [r for r in new if r.startswith(op.dest + "/")]:
+                del new[rel]
+
+    # 5. The guard.
+    if gone or extras or moves:
+        _guard(p, looked, rules, server, backed, gone, extras, force, held, recent_deletes)
+        if p.held:
+            gone, extras = [], []
+
+    # 6. The order: deletes (a directory at once where the folder lost all of it), moves,
+    #    then uploads, the big files first.
+    p.deleting = len(gone) + len(extras)
+    p.frees += _deletes(gone, backed, files)
+    p.frees += [Op(OpKind.DELETE, rel) for rel in sorted(extras)]
+    p.frees += _ordered_moves(moves, p.uploads)
+    p.uploads += [Op(OpKind.UPLOAD, rel, local=lf) for rel, lf in new.items()]
+    p.uploads.sort(key=lambda op: -(op.local.size if op.local else 0))
+    if server is not None:
+        entries = server.entries
+        p.hints = {op.rel: entries[op.rel] for op in p.uploads if op.rel in entries}
+    return p
+
+
+def _guard(
+    p: Plan,
+    looked: Looked,
+    rules: Rules,
+    server: Server | None,
+    backed: Mapping[str, Row],
+    gone: list[Row],
+    extras: list[str],
+    force: bool,
+    held: bool,
+    recent: int,
+) -> None:
+    """Hold every deletion of the folder (``p.held``, ``p.held_back``) when a rule says so."""
+    if force:
+        return
+    n = len(gone) + len(extras)
+    mirrored = max(len(backed), len(server.entries) if server is not None else 0)
+    empty = (
+        looked.folder_empty
+        if looked.folder_empty is not None
+        else (looked.whole and not looked.files)
+    )
+    if server is not None and server.first_contact and extras:
+        p.held = n
+        p.held_back.append(
+            Problem(
+                ".",
+                f"first sync to a server directory that already holds {len(extras)} file(s) "
+                f"this folder does not have: deleting none of them. To make the server match "
+                f"the folder, run {FORCE_HINT}",
+            )
+        )
+    elif n == 0:
+        return
+    elif held:
+        p.held = n
+        p.held_back.append(
+            Problem(
+                ".",
+                f"{n} more deletion(s) held back with the earlier ones; release them with "
+                f"{FORCE_HINT}",
+            )
+        )
+    elif empty:
+        p.held = n
+        p.held_back.append(
+            Problem(
+                ".",
+                f"the folder is empty but {mirrored} files are mirrored from it: deleting "
+                f"nothing on the server (is a disk unmounted?). If you emptied it on purpose, "
+                f"run {FORCE_HINT}",
+            )
+        )
+    elif rules.max_delete is not None and recent + n > rules.max_delete.limit(mirrored):
+        p.held = n
+        more = f" (and {recent} just before)" if recent else ""
+        p.held_back.append(
+            Problem(
+                ".",
+                f"this would delete {n}{more} of {mirrored} mirrored files, more than "
+                f"max_delete = {rules.max_delete}: deleting nothing. If that is what you want, "
+                f"run {FORCE_HINT}",
+            )
+        )
+
+
+def _pair(
+    gone: list[Row],
+    new: dict[str, LocalFile],
+    rows: Mapping[str, Row],
+    files: Mapping[str, LocalFile],
+) -> tuple[list[Op], list[Row]]:
+    """Pair gone rows with new files: (moves, the rows left to delete).
+
+    The same inode, size and mtime is the same file; with the same ctime too it was not even
+    touched (it moved with its directory) and the move needs no check. Otherwise -- a renamed
+    file (a rename changes its ctime), or a copy with the same size and mtime -- the move is a
+    candidate that the uploader confirms by sha-256 before it is made.
+    """
+    by_inode = {row.inode: row for row in gone if row.inode}
+    by_sig: dict[tuple[int, int], list[Row]] = {}
+    for g in gone:
+        by_sig.setdefault((g.size, g.mtime_ns), []).append(g)
+    paired: dict[str, tuple[Row, LocalFile, bool]] = {}  # by source: (row, file, confirmed)
+    for rel in sorted(new):
+        lf = new[rel]
+        row = by_inode.get(lf.inode) if lf.inode else None
+        if (
+            row is not None
+            and row.rel not in paired
+            and row.size == lf.size
+            and row.mtime_ns == lf.mtime_ns
+        ):
+            paired[row.rel] = (row, lf, row.ctime_ns == lf.ctime_ns)
             continue
-        plan.deletes.append(Op(OpKind.DELETE, row.rel, row=row))
-    if plan.deletes and not files:
-        plan.held_back.append(
-            Problem(
-                ".",
-                f"the folder is empty but {len(rows)} files were mirrored from it: deleting "
-                "nothing on the server (is a disk unmounted?)",
-            )
+        for cand in by_sig.get((lf.size, lf.mtime_ns), ()):
+            if cand.rel not in paired:
+                paired[cand.rel] = (cand, lf, False)
+                break
+    if not paired:
+        return [], gone
+    moved = set(paired)
+    moves = _dir_moves(paired, rows, files)
+    for row, lf, confirmed in paired.values():
+        moves.append(
+            Op(OpKind.MOVE, row.rel, local=lf, row=row, dest=lf.rel, confirm=not confirmed)
         )
-        plan.deletes.clear()
-    elif max_delete is not None and len(plan.deletes) > max_delete.limit(len(rows)):
-        plan.held_back.append(
-            Problem(
-                ".",
-                f"this pass would delete {len(plan.deletes)} of {len(rows)} mirrored files, "
-                f"more than max_delete = {max_delete}: deleting nothing. If that is what you "
-                "want, run `syncd sync --force-delete`",
-            )
-        )
-        plan.deletes.clear()
-    return _sorted(plan)
+    return moves, [row for row in gone if row.rel not in moved]
 
 
-def _sorted(plan: Plan) -> Plan:
-    # Big files first: the long transfers start early and the small ones fill in around them.
-    plan.uploads.sort(key=lambda op: -(op.local.size if op.local else 0))
-    return plan
+def _dir_moves(
+    paired: dict[str, tuple[Row, LocalFile, bool]],
+    rows: Mapping[str, Row],
+    files: Mapping[str, LocalFile],
+) -> list[Op]:
+    """Collapse confirmed moves of every file of a directory into one move of the directory
+    (``mv photos pictures``). Removes the files it covers from ``paired``."""
+    cands: dict[tuple[str, str], list[str]] = {}
+    for src, (_row, lf, confirmed) in paired.items():
+        if not confirmed:
+            continue
+        s, d = src.split("/"), lf.rel.split("/")
+        k = 0
+        while k < min(len(s), len(d)) - 1 and s[-1 - k] == d[-1 - k]:
+            k += 1
+        for j in range(k, 0, -1):  # the shallowest directories first
+            cands.setdefault(("/".join(s[:-j]), "/".join(d[:-j])), []).append(src)
+    if not cands:
+        return []
+    srcs = {sd for sd, _ in cands}
+    dsts = {dd for _, dd in cands}
+    rows_under: dict[str, int] = dict.fromkeys(srcs | dsts, 0)
+    files_under: dict[str, int] = dict.fromkeys(srcs | dsts, 0)
+    for counts, paths in ((rows_under, rows), (files_under, files)):
+        for rel in paths:
+            for a in _ancestors(rel):
+                if a in counts:
+                    counts[a] += 1
+    out: list[Op] = []
+    taken: set[str] = set()
+    for (sd, dd), members in sorted(cands.items(), key=lambda c: c[0][0].count("/")):
+        if taken.intersection(members) or sd == dd or dd in rows or sd in files:
+            continue
+        if (
+            rows_under[sd] == len(members)
+            and files_under[dd] == len(members)
+            and files_under[sd] == 0
+            and rows_under[dd] == 0
+        ):
+            out.append(Op(OpKind.MOVE, sd, dest=dd, tree=True))
+            taken.update(members)
+    for src in taken:
+        del paired[src]
+    return out
+
+
+def _deletes(gone: list[Row], rows: Mapping[str, Row], files: Mapping[str, LocalFile]) -> list[Op]:
+    """Delete ops for ``gone``: one for a whole directory where every row under it is gone and
+    the folder holds no file there any more, one per file otherwise."""
+    if not gone:
+        return []
+    doomed = {row.rel for row in gone}
+    tops = {rel.split("/", 1)[0] for rel in doomed if "/" in rel}
+    count_gone: dict[str, int] = {}
+    for rel in doomed:
+        for a in _ancestors(rel):
+            count_gone[a] = count_gone.get(a, 0) + 1
+    count_rows: dict[str, int] = {}
+    live: set[str] = set()  # directories that still hold a local file
+    if tops:
+        for rel in rows:
+            if rel.split("/", 1)[0] in tops:
+                for a in _ancestors(rel):
+                    if a in count_gone:
+                        count_rows[a] = count_rows.get(a, 0) + 1
+        for rel in files:
+            if rel.split("/", 1)[0] in tops:
+                live.update(a for a in _ancestors(rel) if a in count_gone)
+    # (A directory that is a file now -- a type clash -- goes at once too, before the upload.)
+    whole_dirs = {d for d, n in count_gone.items() if count_rows.get(d) == n and d not in live}
+    ops: list[Op] = []
+    covered: set[str] = set()
+    for d in sorted(whole_dirs, key=lambda d: d.count("/")):
+        if any(a in covered for a in _ancestors(d)):
+            continue
+        covered.add(d)
+        ops.append(Op(OpKind.DELETE, d, tree=True))
+    for row in sorted(gone, key=lambda r: r.rel):
+        if not any(a in covered for a in _ancestors(row.rel)):
+            ops.append(Op(OpKind.DELETE, row.rel, row=row))
+    return ops
+
+
+def _ordered_moves(moves: list[Op], uploads: list[Op]) -> list[Op]:
+    """Moves in an order where none overwrites the source of another. A move into a path that
+    another move leaves, or that a file of its own is uploaded to, is sent as an upload of its
+    destination and a delete of its source instead (a swap through a temporary name)."""
+    sources = {op.rel for op in moves}
+    ok: list[Op] = []
+    for op in moves:
+        assert op.dest is not None
+        if op.dest in sources or any(_within(op.dest, [s]) for s in sources if s != op.rel):
+            if op.tree or op.local is None:
+                continue  # the files under it are then planned again by the next look
+            uploads.append(Op(OpKind.UPLOAD, op.dest, local=op.local))
+            ok.insert(0, Op(OpKind.DELETE, op.rel, row=op.row))
+            continue
+        ok.append(op)
+    return ok

@@ -1,10 +1,12 @@
-"""The first look at every folder, without the event loop: scan it, compare with the manifest.
+"""The first look at every folder, without the event loop: scan it, compare with the manifest,
+and ask the server (one small request, standard library only) whether it changed since.
 
-``syncd sync`` starts here. When no folder has anything to send or delete and nothing went
-wrong, that is all the command does: no event loop, no HTTP client, no hashing is imported
-(a no-op pass over 10,000 files is mostly Python's start-up). Otherwise the engine takes over
-the manifest, the scanners and the scans made here (``Engine(prescan=...)``), so a pass with
-one changed file does not scan its folder twice.
+``syncd sync`` starts here. When every folder matches its manifest rows, the server's state
+token is the one recorded after the last complete pass (nothing changed there either), and
+nothing went wrong, that is all the command does: no event loop, no HTTP client, no hashing is
+imported (a no-op pass over 10,000 files is mostly Python's start-up). Otherwise the engine
+takes over the manifest, the scanners and the scans made here (``Engine(prescan=...)``), and
+plans each folder against the server's listing.
 """
 
 from __future__ import annotations
@@ -12,27 +14,27 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from syncd.manifest import Manifest, scope_of
-from syncd.planner import Plan, plan_folder
 from syncd.scanner import FolderUnavailable, Scanner, ScanResult
 
 if TYPE_CHECKING:
     from syncd.config import Config
 
+# Remote kinds that cannot list what they hold: the manifest is all there is to go by.
+UNLISTED = ("http",)
+
 
 class Prescan:
-    """The manifest (open), one scanner per folder, and each folder's scan (and plan, where
-    it made one) by scope.
+    """The manifest (open), one scanner per folder, and each folder's scan by scope.
 
-    ``settled`` is true when every folder was scanned without a problem and its plan is empty:
-    nothing to upload, delete or report. The manifest is closed by ``close()``, or by the
-    engine that is handed this object.
+    ``settled`` is true when every folder was scanned without a problem, matches its manifest
+    rows exactly, and the server's holdings are known to be those rows. The manifest is closed
+    by ``close()``, or by the engine that is handed this object.
     """
 
-    def __init__(self, config: Config, *, force_delete: bool = False) -> None:
+    def __init__(self, config: Config) -> None:
         self.manifest = Manifest.in_state_dir(config.sync.state_dir)
         self.scanners: list[Scanner] = []
         self.scans: dict[str, ScanResult] = {}
-        self.plans: dict[str, Plan] = {}  # by scope, for the folders it could plan
         self.unchanged = 0
         self.settled = True
         try:
@@ -46,27 +48,31 @@ class Prescan:
                     self.settled = False  # the engine scans it again and says why
                     continue
                 self.scans[scope] = scan
-                if not self.settled or scan.problems:
-                    self.settled = False
-                    continue  # the engine plans it; the scan is all it needs from here
-                if self.manifest.states(scope) == set(scan.files.values()):
-                    self.unchanged += len(scan.files)  # as the manifest says: nothing to do
-                    self.plans[scope] = Plan(unchanged=len(scan.files))
+                if (
+                    not self.settled
+                    or scan.problems
+                    or self.manifest.states(scope) != set(scan.files.values())
+                    or not self._server_unchanged(config, scope, folder.remote_path)
+                ):
+                    self.settled = False  # the engine plans it
                     continue
-                plan = self.plans[scope] = plan_folder(
-                    scan.files,
-                    self.manifest.rows(scope),
-                    delete=folder.delete,
-                    ignored=scanner.ignorer.ignored,
-                    incomplete=scan.incomplete,
-                    max_delete=None if force_delete else config.sync.max_delete,
-                )
-                self.unchanged += plan.unchanged
-                if not plan.empty or plan.held_back:
-                    self.settled = False
+                self.unchanged += len(scan.files)
         except BaseException:
             self.manifest.close()
             raise
+
+    def _server_unchanged(self, config: Config, scope: str, remote_path: str) -> bool:
+        """Does the server still hold what the rows say? Known without a listing only from
+        `syncd serve`'s state token, and for remotes that cannot list at all."""
+        remote = config.remote
+        if remote.kind in UNLISTED:
+            return True
+        known = self.manifest.mirror(scope)
+        if remote.kind != "syncd" or known is None or known[1] is None:
+            return False
+        from syncd.remotes.quickstate import fetch_state
+
+        return fetch_state(remote, remote_path, remote.timeout) == known[1]
 
     def close(self) -> None:
         self.manifest.close()

@@ -315,7 +315,9 @@ class Scanner:
                     if not (
                         file_ignored(rel, name) if name_ignored is None else name_ignored(name)
                     ):
-                        files[rel] = LocalFile(rel, st.st_size, st.st_mtime_ns)
+                        files[rel] = LocalFile(
+                            rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+                        )
                 elif is_dir(mode):
                     if not self.ignorer.ignored(rel, is_dir=True):
                         stack.append(rel)
@@ -332,4 +334,4 @@ class Scanner:
             return None
         if not stat.S_ISREG(st.st_mode):
             return None
-        return LocalFile(rel, st.st_size, st.st_mtime_ns)
+        return LocalFile(rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)

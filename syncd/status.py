@@ -35,6 +35,7 @@ from syncd.errors import (
     TransientError,
     Unreachable,
 )
+from syncd.statelock import AlreadyRunning
 from syncd.types import Problem
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from syncd.engine import Job
     from syncd.manifest import Manifest
     from syncd.notify import Notifier
+    from syncd.report import Report
 
 log = logging.getLogger("syncd.status")
 
@@ -50,6 +52,7 @@ SCHEMA_VERSION = 1
 SOCKET_NAME = "syncd.sock"
 HAS_UNIX = hasattr(socket, "AF_UNIX") and hasattr(asyncio, "start_unix_server")
 TICK = 1.0  # seconds between looks at the daemon (STATUS= line, "last in sync" times)
+HELD_MAX_AGE = 10.0  # seconds the light view (STATUS= line) may show old held deletions
 
 #: Upper bounds (seconds) of the upload duration histogram's buckets.
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
@@ -65,10 +68,6 @@ ERROR_KINDS = (
     "folder",  # a folder is missing, unmounted or unreadable
     "held_back",  # deletions held back (a folder that suddenly became empty)
 )
-
-
-class AlreadyRunning(SyncdError):
-    """Another daemon owns this state dir (the manifest has one writer)."""
 
 
 def error_kind(e: BaseException) -> str:
@@ -235,6 +234,24 @@ class StatusBoard:
         self.status_url: str | None = None
         self.notifier: Notifier | None = None
         self._stopping = False
+        self._held: dict[str, dict[str, Any]] = {}
+        self._held_at: float | None = None
+
+    def held(self, *, cached: bool = False) -> dict[str, dict[str, Any]]:
+        """Deletions the guard holds back, by folder scope (the manifest's ``held`` table).
+
+        ``cached``: the answer of up to ``HELD_MAX_AGE`` seconds ago, for the light view
+        (every second): ``Manifest.held()`` writes the staged changes first, on this thread.
+        """
+        now = time.monotonic()
+        if not cached or self._held_at is None or now - self._held_at > HELD_MAX_AGE:
+            try:
+                self._held = held_by_scope(self.daemon.engine.manifest)
+                self._held_at = now
+            except Exception:  # a bug or a busy database here must not stop the daemon
+                log.exception("cannot read the held deletions")
+                self._held_at = now  # not again every second
+        return self._held
 
     # -- the document -----------------------------------------------------------------------
     def _folder_of(self, name: str) -> tuple[str | None, str]:
@@ -289,6 +306,13 @@ class StatusBoard:
         self._prune()
         inflight_keys = {(scope, rel) for scope, rel in eng.inflight}
         waiting = {*d.pending_keys(), *d.outbox}
+        held = self.held(cached=light)
+        # "Deletions held back" is current while the manifest holds them: released (by
+        # `syncd sync --force-delete`, or a folder that needs them no more), it is resolved.
+        scopes = {ctx.remote_path: ctx.scope for ctx in d.folders}
+        for name, e in list(self.metrics.failing.items()):
+            if e["kind"] == "held_back" and name in scopes and scopes[name] not in held:
+                del self.metrics.failing[name]
         current = list(self.metrics.failing.values())
         folders: list[dict[str, Any]] = []
         for i, ctx in enumerate(d.folders):
@@ -317,10 +341,11 @@ class StatusBoard:
             watcher = w.state if w else "stopped"
             errors = sum(1 for e in current if self._folder_of(e["name"])[0] == ctx.remote_path)
             unavailable = watcher.startswith("folder unavailable")
-            in_sync = ready and not pending and not inflight and not errors and not unavailable
+            hold = held.get(ctx.scope)
+            in_sync = not (pending or inflight or errors or unavailable or hold) and ready
             if in_sync and d.remote_down_since is None and eng.fatal is None:
                 self.last_sync[i] = now
-            if errors or unavailable:
+            if errors or unavailable or hold:
                 state = "error"
             elif in_sync:
                 state = "in_sync"
@@ -344,6 +369,8 @@ class StatusBoard:
                     "watcher": watcher,
                     "watcher_restarts": w.restarts if w else 0,
                     "errors": errors,
+                    "unavailable": watcher.split(": ", 1)[-1] if unavailable else None,
+                    "held_deletions": hold,
                 }
             )
         reachable = d.remote_down_since is None and eng.fatal is None
@@ -358,7 +385,9 @@ class StatusBoard:
             state = "error"
         else:
             state = "syncing"
-        if state == "starting" and (current or eng.fatal is not None):
+        if state == "starting" and (
+            current or eng.fatal is not None or any(f["held_deletions"] for f in folders)
+        ):
             state = "error"
         r = d.report
         m = self.metrics
@@ -396,6 +425,7 @@ class StatusBoard:
                 "bytes_sent": r.bytes_sent + eng.bytes_sent,
                 "errors": len(current),
                 "retries": m.retries,
+                "held_deletions": sum((f["held_deletions"] or {}).get("count", 0) for f in folders),
             },
             "recent": list(m.recent)[:20],
             "errors": [self._error_entry(e) for e in reversed(m.errors)][:20],
@@ -457,24 +487,52 @@ class StatusBoard:
             await asyncio.sleep(TICK)
 
 
+FORCE_DELETE = "syncd sync --force-delete"  # what releases held deletions
+
+
+def held_by_scope(manifest: Manifest) -> dict[str, dict[str, Any]]:
+    """``Manifest.held()`` as the status document's ``held_deletions`` entries, by scope."""
+    return {
+        scope: {"count": count, "reason": reason, "since": since}
+        for scope, count, reason, since in manifest.held()
+        if count
+    }
+
+
+def folder_problem(path: Path) -> str | None:
+    """Why a configured folder cannot be mirrored now (missing, not a directory,
+    unreadable), or None. For the manifest's view: a daemon has its watcher's word."""
+    try:
+        if not path.is_dir():
+            return "not a directory" if path.exists() else "folder does not exist"
+        os.scandir(path).close()
+    except OSError as e:
+        return f"cannot read it: {e.strerror or e}"
+    return None
+
+
 def manifest_snapshot(config: Config, manifest: Manifest) -> dict[str, Any]:
     """The status document when no daemon runs: what the manifest knows (``source`` is
-    ``"manifest"``; what only a daemon can know is null)."""
+    ``"manifest"``; what only a daemon can know is null). A folder that is missing, or whose
+    deletions are held back, has the state ``"error"``; the others ``"stopped"``."""
     from syncd.manifest import scope_of
 
     queued: dict[str, list[str]] = {}
-    for scope, rel, _since in manifest.outbox():
+    for scope, rel, *_ in manifest.outbox():
         queued.setdefault(scope, []).append(rel)
+    held = held_by_scope(manifest)
     folders: list[dict[str, Any]] = []
     for f in config.folders:
         scope = scope_of(config, f)
         t = manifest.totals(scope)
         pending = sorted(queued.get(scope, []))
+        problem = folder_problem(f.path)
+        hold = held.get(scope)
         folders.append(
             {
                 "path": str(f.path),
                 "remote_path": f.remote_path,
-                "state": "stopped",
+                "state": "error" if problem or hold else "stopped",
                 "in_sync": None,
                 "last_sync": None,
                 "files": t.files,
@@ -486,6 +544,8 @@ def manifest_snapshot(config: Config, manifest: Manifest) -> dict[str, Any]:
                 "watcher": "stopped",
                 "watcher_restarts": 0,
                 "errors": None,
+                "unavailable": problem,
+                "held_deletions": hold,
             }
         )
     return {
@@ -516,6 +576,7 @@ def manifest_snapshot(config: Config, manifest: Manifest) -> dict[str, Any]:
             "bytes_sent": None,
             "errors": None,
             "retries": None,
+            "held_deletions": sum((f["held_deletions"] or {}).get("count", 0) for f in folders),
         },
         "recent": [],
         "errors": [],
@@ -542,6 +603,11 @@ def summary(doc: dict[str, Any]) -> str:
         return f"first scan and upload: {busy}; {files} mirrored"
     if doc["state"] == "in_sync":
         return f"in sync: {folders}, {files}; {t['uploaded']} sent since start"
+    held = [f for f in doc["folders"] if f.get("held_deletions")]
+    if held:
+        n = sum(f["held_deletions"]["count"] for f in held)
+        where = ", ".join(f["remote_path"] for f in held)
+        return f"{_count(n, 'deletion')} held back ({where}; {FORCE_DELETE} releases); {busy}"
     errors = [e for e in doc["errors"] if e["current"]]
     if errors:
         e = errors[0]
@@ -577,6 +643,7 @@ class ControlServer:
         self.path = state_dir / SOCKET_NAME
         self._server: asyncio.AbstractServer | None = None
         self._fd: int | None = None
+        self._handlers: set[asyncio.Task[Any]] = set()
 
     async def __aenter__(self) -> ControlServer:
         if not HAS_UNIX:
@@ -597,6 +664,11 @@ class ControlServer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        # A `sync` request may be waiting for a pass the stopping daemon will not finish: its
+        # client sees the socket close without an answer.
+        for t in list(self._handlers):
+            t.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -606,15 +678,102 @@ class ControlServer:
             os.close(self._fd)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One request per connection: ``status`` (the status document), ``sync`` or
+        ``sync force`` (reconcile every folder now, ``--force-delete`` for the latter; the
+        answer, when the pass is done, is ``report_doc``)."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
         try:
-            line = await asyncio.wait_for(reader.readline(), 5)
-            if line.strip() == b"status":
+            line = (await asyncio.wait_for(reader.readline(), 5)).split()
+            if line == [b"status"]:
                 writer.write(json.dumps(self.board.snapshot()).encode() + b"\n")
+                await writer.drain()
+            elif line in ([b"sync"], [b"sync", b"force"]):
+                answer = await self._sync(force_delete=len(line) == 2)
+                writer.write(json.dumps(answer).encode() + b"\n")
                 await writer.drain()
         except (TimeoutError, ConnectionError):
             pass
         finally:
             writer.close()
+            if task is not None:
+                self._handlers.discard(task)
+
+    async def _sync(self, *, force_delete: bool) -> dict[str, Any]:
+        """``syncd sync`` while this daemon runs: reconcile now, in the daemon, and answer
+        with what the pass did (the same summary ``syncd sync`` prints)."""
+        d = self.board.daemon
+        log.info("`syncd sync%s` asked for a pass", " --force-delete" if force_delete else "")
+        try:
+            await d.ready.wait()  # the start-up reconcile first: then one more pass, now
+            report = await d.sync_now(force_delete=force_delete)
+        except SyncdError as e:
+            return {"version": 1, "pid": os.getpid(), "error": str(e)}
+        return report_doc(report)
+
+
+def report_doc(report: Report) -> dict[str, Any]:
+    """What a pass did (``syncd.report.Report``), as JSON: the answer to ``sync``."""
+    return {
+        "version": 1,
+        "pid": os.getpid(),
+        "summary": report.summary(),
+        "failed": [{"path": p.path, "reason": p.reason} for p in report.failed],
+        "uploaded": report.uploaded,
+        "deleted": report.deleted,
+        "moved": report.moved,
+        "unchanged": report.unchanged + report.refreshed + report.adopted,
+        "bytes_sent": report.bytes_sent,
+        "seconds": report.seconds,
+    }
+
+
+SYNC_WAIT = 3600.0  # seconds `syncd sync` waits for the daemon's pass (it can take a while)
+
+
+async def ask_sync(
+    state_dir: Path, *, force_delete: bool = False, wait: float = SYNC_WAIT, connect: float = 5
+) -> dict[str, Any] | None:
+    """Ask a running daemon to reconcile every folder now; its ``report_doc`` once done.
+
+    None when no daemon answers on the control socket (none runs, or no Unix sockets).
+    Raises SyncdError when one answered but closed the connection without a result (it is
+    stopping) or did not finish within ``wait`` seconds.
+    """
+    if not HAS_UNIX:
+        return None
+    path = state_dir / SOCKET_NAME
+    if not path.exists():
+        return None
+    where, fd = _short(path)
+    try:
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(where), connect)
+        except (OSError, TimeoutError):
+            return None
+        try:
+            writer.write(b"sync force\n" if force_delete else b"sync\n")
+            await writer.drain()
+            data = await asyncio.wait_for(reader.read(), wait)
+        except TimeoutError:
+            raise SyncdError(
+                f"the daemon did not finish the pass within {wait:.0f} s; it goes on with it"
+            ) from None
+        except OSError as e:
+            raise SyncdError(f"lost the connection to the daemon: {e}") from e
+        finally:
+            writer.close()
+        if not data.strip():
+            raise SyncdError("the daemon closed the connection before the pass was done")
+        try:
+            doc: dict[str, Any] = json.loads(data)
+        except ValueError as e:
+            raise SyncdError(f"the daemon's answer is not JSON: {e}") from e
+        return doc
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 async def query(state_dir: Path, wait: float = 5) -> dict[str, Any] | None:
@@ -678,14 +837,19 @@ async def query_http(listen: str, wait: float = 5) -> dict[str, Any] | None:
 __all__ = [
     "METRICS",
     "SCHEMA_VERSION",
+    "SYNC_WAIT",
     "AlreadyRunning",
     "ControlServer",
     "FailedLog",
     "Metrics",
     "StatusBoard",
+    "ask_sync",
     "error_kind",
+    "folder_problem",
+    "held_by_scope",
     "manifest_snapshot",
     "query",
     "query_http",
+    "report_doc",
     "summary",
 ]

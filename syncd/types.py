@@ -13,21 +13,39 @@ from typing import NamedTuple
 
 
 class LocalFile(NamedTuple):
-    """A regular file as the scanner saw it: path relative to the folder, with '/' separators."""
+    """A regular file as the scanner saw it: path relative to the folder, with '/' separators.
+
+    ``ctime_ns`` and ``inode`` are what a restored mtime cannot hide (``touch -r``, ``cp -p``):
+    a file whose size and mtime match its row but whose ctime or inode changed is hashed.
+    """
 
     rel: str
     size: int
     mtime_ns: int
+    ctime_ns: int = 0
+    inode: int = 0
+
+    @property
+    def same(self) -> tuple[int, int, int, int]:
+        """What must match a manifest row for the file to be unchanged (no read, no hash)."""
+        return (self.size, self.mtime_ns, self.ctime_ns, self.inode)
 
 
 class Row(NamedTuple):
-    """A manifest row: what the remote is known to hold for one path."""
+    """A manifest row: what the remote is known to hold for one path, and the local file's
+    identity (ctime, inode) when it was sent. 0 is "not known" (rows of an older manifest)."""
 
     rel: str
     size: int
     mtime_ns: int
     sha256: str
     synced_at: float
+    ctime_ns: int = 0
+    inode: int = 0
+
+    @property
+    def same(self) -> tuple[int, int, int, int]:
+        return (self.size, self.mtime_ns, self.ctime_ns, self.inode)
 
 
 class RemoteEntry(NamedTuple):
@@ -47,8 +65,12 @@ class OpKind(enum.Enum):
 class Op(NamedTuple):
     """One planned change for one path of one folder.
 
-    UPLOAD carries the local state that prompted it and the manifest row (if any); DELETE the
-    row; MOVE the row at ``rel`` that should become ``dest``.
+    UPLOAD carries the local state that prompted it and the manifest row (if any). DELETE
+    carries the row (None for a file only the server holds); with ``tree`` it removes the
+    directory ``rel`` and every row under it. MOVE turns the row at ``rel`` (a directory with
+    ``tree``) into ``dest``; ``local`` is the file now at ``dest``. A MOVE with ``confirm`` is
+    a candidate only: it is made when the file at ``dest`` hashes to the row's sha-256, and
+    becomes an upload of ``dest`` and a delete of ``rel`` otherwise.
     """
 
     kind: OpKind
@@ -56,6 +78,8 @@ class Op(NamedTuple):
     local: LocalFile | None = None
     row: Row | None = None
     dest: str | None = None
+    tree: bool = False
+    confirm: bool = False
 
 
 class Problem(NamedTuple):

@@ -10,14 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from syncd.errors import SourceChanged
+from syncd.errors import AuthError, PermanentError, SourceChanged
 from syncd.faults import crash_point
 from syncd.hashing import SMALL, ReadStats, Source, hash_path
 from syncd.manifest import Manifest
 from syncd.remotes.base import Mover, Remote
 from syncd.retry import RetryPolicy
 from syncd.scanner import Scanner
-from syncd.types import LocalFile, Op, RemoteEntry, Row
+from syncd.types import LocalFile, Op, OpKind, RemoteEntry, Row
 
 log = logging.getLogger("syncd.uploader")
 
@@ -49,6 +49,8 @@ class FolderCtx:
     # Files the remote already holds (from its listing), used to adopt them without sending
     # when the manifest is empty or was lost.
     remote_hints: dict[str, RemoteEntry] = field(default_factory=dict)
+    # The mirror id (the marker on the server) this pass found, if any.
+    mirror: str | None = None
 
     def remote(self, rel: str) -> str:
         return f"{self.remote_path}/{rel}"
@@ -154,22 +156,42 @@ class Uploader:
         )
 
     def _record(self, ctx: FolderCtx, local: LocalFile, sha: str) -> None:
-        self.manifest.put(ctx.scope, Row(local.rel, local.size, local.mtime_ns, sha, time.time()))
+        row = Row(local.rel, local.size, local.mtime_ns, sha, time.time())
+        self.manifest.put(ctx.scope, row._replace(ctime_ns=local.ctime_ns, inode=local.inode))
 
     async def move(self, ctx: FolderCtx, op: Op) -> str:
-        """Move on the server (the caller checked the remote can), then move the rows."""
+        """Move on the server (the caller checked the remote can), then move the rows.
+
+        A move that the planner could not confirm (``op.confirm``) is made only if the file
+        now at ``dest`` holds the bytes the row says the server holds at ``rel``; otherwise
+        ``dest`` is uploaded and ``rel`` deleted, and the outcome is UPLOADED."""
         assert op.dest is not None
+        if op.confirm and not await self._same_bytes(ctx, op):
+            assert op.local is not None
+            outcome = await self.upload(ctx, Op(OpKind.UPLOAD, op.dest, local=op.local))
+            await self.delete(ctx, Op(OpKind.DELETE, op.rel, row=op.row))
+            return outcome
         src, dst = ctx.remote(op.rel), ctx.remote(op.dest)
         mover = self.remote
         assert isinstance(mover, Mover)
-        await self.policy.run(f"move {src}", lambda: mover.move(src, dst))
+        try:
+            await self.policy.run(f"move {src}", lambda: mover.move(src, dst))
+        except AuthError:
+            raise
+        except PermanentError as e:
+            if op.tree or op.local is None:
+                raise
+            # The server refused (it no longer holds the source, say): send it instead.
+            log.info("could not move %s (%s); sending %s instead", src, e, dst)
+            outcome = await self.upload(ctx, Op(OpKind.UPLOAD, op.dest, local=op.local))
+            await self.delete(ctx, Op(OpKind.DELETE, op.rel, row=op.row))
+            return outcome
         crash_point("after-move")
-        rows = self.manifest.rows(ctx.scope)
-        if op.rel in rows:
-            self.manifest.move(ctx.scope, op.rel, op.dest)
-        else:  # a directory: every row under it
+        if not op.tree:
+            self.manifest.move(ctx.scope, op.rel, op.dest, op.local)
+        else:  # a directory: every row under it, each keeping its file's identity
             prefix = op.rel + "/"
-            for rel in [r for r in rows if r.startswith(prefix)]:
+            for rel in [r for r in self.manifest.rows(ctx.scope) if r.startswith(prefix)]:
                 self.manifest.move(ctx.scope, rel, op.dest + rel[len(op.rel) :])
         log.info(
             "moved %s -> %s",
@@ -179,18 +201,31 @@ class Uploader:
         )
         return Outcome.MOVED
 
-    async def delete(self, ctx: FolderCtx, op: Op) -> str:
-        """Delete a file (``op.row`` set) or a whole directory (no row) on the remote."""
+    async def _same_bytes(self, ctx: FolderCtx, op: Op) -> bool:
+        """Does the file at ``op.dest`` hash to the row of ``op.rel``?"""
+        assert op.dest is not None and op.row is not None
+        local = ctx.scanner.stat(op.dest)
+        if local is None:
+            raise SourceChanged(op.dest, "vanished before it could be read")
+        if local.size != op.row.size:
+            return False
+        sha = await asyncio.to_thread(hash_path, ctx.root / op.dest, local, self.stats)
+        return sha == op.row.sha256
+
+    async def delete(self, ctx: FolderCtx, op: Op) -> int:
+        """Delete a file, or a whole directory (``op.tree``), on the remote; returns how many
+        files of the manifest that removed."""
         target = ctx.remote(op.rel)
         await self.policy.run(f"delete {target}", lambda: self.remote.delete(target))
         crash_point("after-delete")
-        if op.row is not None:
-            self.manifest.delete(ctx.scope, op.rel)
+        if op.tree:
+            n = len(self.manifest.delete_tree(ctx.scope, op.rel))
         else:
-            self.manifest.delete_tree(ctx.scope, op.rel)
+            self.manifest.delete(ctx.scope, op.rel)
+            n = 1
         log.info(
             "deleted %s",
             target,
             extra={"event": "deleted", "folder": ctx.remote_path, "path": op.rel, "result": "ok"},
         )
-        return Outcome.DELETED
+        return n

@@ -131,6 +131,12 @@ def render_metrics(doc: dict[str, Any], m: Metrics) -> str:
             per_folder(lambda f: f["in_sync"]),
         ),
         (
+            "held_deletions",
+            "gauge",
+            "Deletions the deletion guard holds back (release: syncd sync --force-delete).",
+            per_folder(lambda f: (f.get("held_deletions") or {}).get("count", 0)),
+        ),
+        (
             "watcher_restarts_total",
             "counter",
             "Times a folder's watch was restarted.",
@@ -392,6 +398,7 @@ dd { margin: 0; font-variant-numeric: tabular-nums; word-break: break-all; }
 .in_sync, .yes { color: var(--ok); }
 .syncing, .starting { color: var(--busy); }
 .error, .no { color: var(--bad); }
+.warn { color: var(--bad); font-weight: 600; }
 .muted { color: var(--muted); }
 .banner { margin: 0; padding: .6em 1.2em; background: var(--warn); color: #fff; }
 .folder-head { display: flex; gap: .7em; align-items: baseline; flex-wrap: wrap;
@@ -471,11 +478,21 @@ function folderCard(f, now) {
   row('Pending', f.pending_count, 'pending');
   row('In flight', f.in_flight.length, 'in_flight');
   row('Errors', f.errors, 'errors');
+  row('Held deletions', f.held_deletions ? f.held_deletions.count : 0, 'held_deletions');
   row('Last in sync', f.in_sync ? 'now' : ago(f.last_sync, now), 'last_sync');
   row('Last file mirrored', ago(f.last_synced_file, now), 'last_synced_file');
   row('Watcher', f.watcher + (f.watcher_restarts ? ' (' + f.watcher_restarts + ' restarts)' : ''),
       'watcher');
   card.append(dl);
+  if (f.unavailable) {
+    card.append(el('p', {class: 'warn unavailable'}, 'Folder unavailable: ' + f.unavailable));
+  }
+  const held = f.held_deletions;
+  if (held && held.count) {
+    card.append(el('p', {class: 'warn held'},
+      held.count + ' deletion(s) held back since ' + clock(held.since) + ': ' + held.reason +
+      ' To release them: ', el('code', {}, 'syncd sync --force-delete')));
+  }
   if (f.in_flight.length) {
     const ul = el('ul', {class: 'in-flight'});
     for (const t of f.in_flight) {

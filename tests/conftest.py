@@ -222,5 +222,7 @@ class DaemonProc:
 
 
 def server_temps(root: Path) -> list[Path]:
-    """The server's temporary files (``.~syncd-*``) anywhere under ``root``."""
-    return [p for p in root.rglob("*") if p.name.startswith(".~syncd-")]
+    """The server's temporary files (``.~syncd-*``) anywhere under ``root``; not its lock or a
+    mirror's marker, which are meant to stay."""
+    keep = (".~syncd-serve.lock", ".~syncd-mirror")
+    return [p for p in root.rglob("*") if p.name.startswith(".~syncd-") and p.name not in keep]

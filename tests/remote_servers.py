@@ -368,6 +368,8 @@ class S3Server(RemoteServer):
         """Every object under the space (one that vanishes while it is read is left out)."""
         out: dict[str, bytes] = {}
         for rel in self.keys(space):
+            if rel.rsplit("/", 1)[-1].startswith(".~syncd-"):
+                continue  # syncd's own (the mirror marker), as FileServer leaves them out
             try:
                 obj = self.client.get_object(Bucket=BUCKET, Key=f"mirror/{space}/{rel}")
             except self.client.exceptions.NoSuchKey:

@@ -113,6 +113,41 @@ def test_folder_must_exist_and_remote_paths_differ(tmp_path: Path) -> None:
         cfgmod.load(p)
 
 
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("docs", "docs/photos"), ("docs/photos", "docs"), ("a/b", "a/b/c/d"), ("docs", "/docs/")],
+)
+def test_nested_remote_paths_are_refused(tmp_path: Path, first: str, second: str) -> None:
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    p = write_config(
+        tmp_path / "c.toml",
+        '[remote]\nurl = "http://127.0.0.1:1/"\n'
+        f'[[folder]]\npath = "{tmp_path / "one"}"\nremote_path = "{first}"\n'
+        f'[[folder]]\npath = "{tmp_path / "two"}"\nremote_path = "{second}"\n',
+    )
+    with pytest.raises(ConfigError) as info:
+        cfgmod.load(p)
+    msg = str(info.value)
+    assert "folder[1].remote_path" in msg
+    for needle in ("folder[0]", "folder[1]", str(tmp_path / "one"), str(tmp_path / "two")):
+        assert needle in msg
+    assert repr(first.strip("/")) in msg and repr(second.strip("/")) in msg
+
+
+def test_sibling_remote_paths_with_a_common_prefix_are_fine(tmp_path: Path) -> None:
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    p = write_config(
+        tmp_path / "c.toml",
+        '[remote]\nurl = "http://127.0.0.1:1/"\n'
+        f'[[folder]]\npath = "{tmp_path / "one"}"\nremote_path = "docs"\n'
+        f'[[folder]]\npath = "{tmp_path / "two"}"\nremote_path = "docs-old/photos"\n',
+    )
+    cfg = cfgmod.load(p)
+    assert [f.remote_path for f in cfg.folders] == ["docs", "docs-old/photos"]
+
+
 def test_missing_token_file(tmp_path: Path) -> None:
     p = minimal(tmp_path)
     text = p.read_text().replace("[[folder]]", f'token_file = "{tmp_path / "tok"}"\n[[folder]]')
@@ -161,7 +196,7 @@ def test_init_writes_0600_and_refuses_existing(tmp_path: Path) -> None:
     assert target.read_bytes() == before
     # Found through $SYNCD_CONFIG as well.
     r = run_syncd("status", env={"SYNCD_CONFIG": str(target)})
-    assert r.returncode == 0 and "Documents" in r.stdout
+    assert r.returncode == 4 and "Documents" in r.stdout  # 4: no daemon runs
 
 
 def test_example_config_holds_every_key() -> None:

@@ -35,6 +35,7 @@ from syncd.remotes.webdav import WebDAVRemote
 from syncd.types import LocalFile
 from tests.conftest import DaemonProc, run_syncd, wait_for, write_config
 from tests.remote_servers import (
+    BUCKET,
     DavServer,
     FileServer,
     RemoteServer,
@@ -144,6 +145,29 @@ def mirrored(remote: RemoteServer, space: str, folder: Path) -> bool:
 
 
 # -- the cases -----------------------------------------------------------------------------------
+def test_server_truth_on_every_remote(
+    tmp_path: Path, remote: RemoteServer, space: str, folder: Path
+) -> None:
+    """A file only the server holds is deleted, a file it lost is sent again, and a mass
+    delete is held -- on syncd serve, WebDAV and S3 alike."""
+    for i in range(12):
+        (folder / f"f{i:03}.txt").write_bytes(b"%d" % i)
+    cfg = config(tmp_path, remote, folder, space)
+    assert run_syncd("sync", config=cfg).returncode == 0
+    remote.write(space, "stray.txt", b"left by a crash")
+    remote.remove(space, "f001.txt")
+    r = run_syncd("sync", config=cfg)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "uploaded 1, deleted 1" in r.stdout, r.stdout
+    held = {k: v for k, v in remote.read_tree(space).items() if not k.startswith(".~")}
+    assert held == tree_of(folder)
+    for p in folder.iterdir():
+        p.unlink()
+    r = run_syncd("sync", config=cfg)
+    assert r.returncode == 1 and "deleting nothing" in r.stderr, r.stderr
+    assert len([k for k in remote.read_tree(space) if not k.startswith(".~")]) == 12
+
+
 def test_first_sync_hostile_names_noop_and_verify(
     tmp_path: Path, remote: RemoteServer, space: str, folder: Path
 ) -> None:
@@ -388,6 +412,93 @@ path = "{tmp_path / "unused"}"
 async def local_source(path: Path, rel: str, **kw: Any) -> Source:
     st = path.stat()
     return await Source.open(path, LocalFile(rel, st.st_size, st.st_mtime_ns), **kw)
+
+
+# -- the mirror marker (Marker) ------------------------------------------------------------
+MARKER = ".~syncd-mirror"
+
+
+def stored_marker(remote: RemoteServer, space: str) -> bytes:
+    """The marker's bytes as the server stores them, read without syncd."""
+    if isinstance(remote, S3Server):
+        obj = remote.client.get_object(Bucket=BUCKET, Key=f"mirror/{space}/{MARKER}")
+        data: bytes = obj["Body"].read()
+        return data
+    assert isinstance(remote, FileServer)
+    return (remote.root / space / MARKER).read_bytes()
+
+
+def without_marker(tree: dict[str, bytes]) -> dict[str, bytes]:
+    """The tree without the marker at its top (S3's read_tree lists every key)."""
+    return {k: v for k, v in tree.items() if k != MARKER}
+
+
+async def test_marker_read_write_and_never_listed(
+    tmp_path: Path, remote: RemoteServer, space: str
+) -> None:
+    import json
+
+    from syncd.remotes import open_remote
+    from syncd.remotes.base import Marker
+
+    r = open_remote(remote_config(tmp_path, remote), 2)
+    try:
+        assert isinstance(r, Marker)
+        assert await r.read_marker(space) is None  # nothing there yet
+        f = tmp_path / "a.txt"
+        f.write_bytes(b"a")
+        await r.put(f"{space}/sub/a.txt", await local_source(f, "sub/a.txt"))
+        assert await r.read_marker(space) is None  # a prefix without a marker
+        await r.write_marker(space, "mirror-1")
+        assert await r.read_marker(space) == "mirror-1"
+        assert [e.path async for e in r.list(space)] == ["sub/a.txt"]
+        other = remote.new_space()
+        assert await r.read_marker(other) is None
+        await r.write_marker(other, "mirror-2")
+        assert await r.read_marker(space) == "mirror-1"
+        assert await r.read_marker(other) == "mirror-2"
+        assert [e.path async for e in r.list(other)] == []
+        assert await r.read_marker(f"{space}/sub") is None  # markers are per prefix
+        await r.write_marker(space, "mirror-3")  # replaced
+        assert await r.read_marker(space) == "mirror-3"
+        assert [e.path async for e in r.list(space)] == ["sub/a.txt"]
+    finally:
+        await r.aclose()
+    doc = json.loads(stored_marker(remote, space))
+    assert doc["mirror"] == "mirror-3" and doc["created"]
+    assert without_marker(remote.read_tree(space)) == {"sub/a.txt": b"a"}
+    if isinstance(remote, FileServer):  # no temporary left beside it
+        assert sorted(p.name for p in (remote.root / space).iterdir()) == [MARKER, "sub"]
+
+
+def test_marker_survives_sync_and_verify(
+    tmp_path: Path, remote: RemoteServer, space: str, folder: Path
+) -> None:
+    """A marker on the server is not an extra file: sync leaves it, verify does not report it."""
+    from syncd.remotes import open_remote
+    from syncd.remotes.base import Marker
+
+    async def marker(write: str | None = None) -> str | None:
+        r = open_remote(remote_config(tmp_path, remote), 2)
+        try:
+            assert isinstance(r, Marker)
+            if write is not None:
+                await r.write_marker(space, write)
+            return await r.read_marker(space)
+        finally:
+            await r.aclose()
+
+    assert asyncio.run(marker("kept")) == "kept"
+    (folder / "a.txt").write_text("a")
+    (folder / "d").mkdir()
+    (folder / "d" / "b.txt").write_text("b")
+    cfg = config(tmp_path, remote, folder, space)
+    r = run_syncd("sync", config=cfg, env=remote.env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run_syncd("verify", config=cfg, env=remote.env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert asyncio.run(marker()) == "kept"
+    assert without_marker(remote.read_tree(space)) == {"a.txt": b"a", "d/b.txt": b"b"}
 
 
 async def test_s3_multipart_aborted_when_the_file_changes(tmp_path: Path, s3: S3Server) -> None:

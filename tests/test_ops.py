@@ -96,7 +96,7 @@ def status_json(d: DaemonProc) -> dict[str, Any]:
 
 def status_cli(cfg: Path) -> tuple[int, dict[str, Any]]:
     r = run_syncd("status", "--json", config=cfg)
-    assert r.returncode in (0, 1, 3), r.stderr
+    assert r.returncode in (0, 1, 3, 4), r.stderr
     doc: dict[str, Any] = json.loads(r.stdout)
     return r.returncode, doc
 
@@ -295,10 +295,10 @@ def test_status_json_schema_and_exit_codes(
     wait_for(lambda: status_cli(cfg)[0] == 0, what="exit 0 once resolved")
     human = run_syncd("status", config=cfg)
     assert human.stdout.startswith("in sync") and "(resolved since)" in human.stdout
-    # No daemon: the manifest's view, same schema version, exit 0.
+    # No daemon: the manifest's view, same schema version, exit 4 (no daemon runs).
     assert daemon.stop() == 0
     code, off = status_cli(cfg)
-    assert code == 0 and off["source"] == "manifest" and off["daemon"] is None
+    assert code == 4 and off["source"] == "manifest" and off["daemon"] is None
     assert off["version"] == 1 and off["folders"][0]["files"] == 3
     assert set(off) == set(doc) and set(off["folders"][0]) == set(doc["folders"][0])
 
@@ -578,9 +578,9 @@ def test_without_unix_sockets_status_asks_the_endpoint_then_the_manifest(
         assert cli.main(["status", "--json", "-c", str(daemon.config)]) == 0
         doc = json.loads(capsys.readouterr().out)
         assert doc["source"] == "daemon" and doc["daemon"]["pid"] == daemon.proc.pid
-        # ...and without one, reads the manifest.
+        # ...and without one, reads the manifest (exit 4: no daemon runs).
         assert daemon.stop() == 0
-        assert cli.main(["status", "--json", "-c", str(daemon.config)]) == 0
+        assert cli.main(["status", "--json", "-c", str(daemon.config)]) == 4
         doc = json.loads(capsys.readouterr().out)
         assert doc["source"] == "manifest" and doc["folders"][0]["files"] == 3
     finally:

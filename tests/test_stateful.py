@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -83,6 +84,50 @@ class Mirror(RuleBasedStateMachine):
         if s.is_file() and not d.is_dir() and not (d.parent.exists() and not d.parent.is_dir()):
             d.parent.mkdir(parents=True, exist_ok=True)
             s.rename(d)
+
+    @rule(name=NAMES, data=DATA)
+    def edit_keeping_mtime(self, name: str, data: bytes) -> None:
+        """A same-size edit with the old mtime put back (``touch -r``, ``exiftool -P``)."""
+        p = self.folder / name
+        if p.is_file():
+            st = p.stat()
+            p.write_bytes((data * (st.st_size // max(len(data), 1) + 1))[: st.st_size] or b"")
+            os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    @rule(src=NAMES, dst=NAMES)
+    def unrelated_same_size_and_mtime(self, src: str, dst: str) -> None:
+        """``src`` goes and an unrelated ``dst`` comes with its size and mtime (``cp -p``)."""
+        s, d = self.folder / src, self.folder / dst
+        if s.is_file() and not d.exists() and d.parent.is_dir() and s != d:
+            st = s.stat()
+            s.unlink()
+            d.write_bytes(b"\x7f" * st.st_size)
+            os.utime(d, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    @rule()
+    def swap_file_and_dir(self) -> None:
+        """``dir`` becomes a file, or a file ``a.txt`` becomes a directory."""
+        d = self.folder / "dir"
+        if d.is_dir():
+            shutil.rmtree(d)
+            d.write_bytes(b"was a directory")
+        elif d.is_file():
+            d.unlink()
+            (d / "sub").mkdir(parents=True)
+            (d / "sub" / "d.txt").write_bytes(b"was a file")
+
+    @rule(name=NAMES)
+    def server_loses(self, name: str) -> None:
+        """A file vanishes from the server's disk behind its back."""
+        p = self.root / "docs" / name
+        if p.is_file():
+            p.unlink()
+
+    @rule()
+    def server_gains_a_stray(self) -> None:
+        """A file the folder never had appears on the server (left by a crash)."""
+        if (self.root / "docs").is_dir():
+            (self.root / "docs" / "stray.bin").write_bytes(b"stray")
 
     @rule()
     def sync_pass(self) -> None:

@@ -2,17 +2,55 @@
 
 Every method raises only syncd errors: ``TransientError`` (worth retrying), ``PermanentError``
 (not for this path), ``AuthError`` (credentials refused: stop). Optional abilities are separate
-protocols (``Mover``) that the engine checks for with ``isinstance``; it never looks at a
-remote's type.
+protocols (``Mover``, ``Reader``, ``Marker``, ``StateToken``) that the engine checks for with
+``isinstance``; it never looks at a remote's type.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
 from syncd.hashing import Source
 from syncd.types import RemoteEntry
+
+RESERVED_PREFIX = ".~syncd-"
+"""Names starting with this belong to syncd on the server (temps, locks, the mirror marker):
+``list`` never yields a path with such a component."""
+
+MARKER_NAME = ".~syncd-mirror"
+"""The mirror marker's name, at ``<prefix>/.~syncd-mirror``."""
+
+
+def is_reserved(path: str) -> bool:
+    """Whether any '/'-separated component of ``path`` starts with :data:`RESERVED_PREFIX`."""
+    return RESERVED_PREFIX in path and any(
+        part.startswith(RESERVED_PREFIX) for part in path.split("/")
+    )
+
+
+def marker_path(prefix: str) -> str:
+    """Where the marker of the mirror at ``prefix`` is stored (relative to the remote)."""
+    prefix = prefix.strip("/")
+    return f"{prefix}/{MARKER_NAME}" if prefix else MARKER_NAME
+
+
+def marker_body(mirror_id: str) -> bytes:
+    """The marker's bytes: ``{"mirror": "<id>", "created": "<ISO 8601 time, UTC>"}``."""
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    return (json.dumps({"mirror": mirror_id, "created": created}) + "\n").encode("utf-8")
+
+
+def parse_marker(data: bytes) -> str | None:
+    """The mirror id in a marker's bytes; None if they are not a marker."""
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    mirror = doc.get("mirror") if isinstance(doc, dict) else None
+    return mirror if isinstance(mirror, str) and mirror else None
 
 
 @runtime_checkable
@@ -37,7 +75,8 @@ class Remote(Protocol):
         ...
 
     def list(self, prefix: str) -> AsyncIterator[RemoteEntry]:
-        """Every file under directory ``prefix``, with paths relative to it."""
+        """Every file under directory ``prefix``, with paths relative to it; never a path with a
+        component starting with :data:`RESERVED_PREFIX` (the marker, temps, locks)."""
         ...
 
     async def ping(self) -> None:
@@ -63,4 +102,42 @@ class Reader(Protocol):
 
     def read(self, path: str) -> AsyncIterator[bytes]:
         """The bytes stored at ``path``. PermanentError if absent; Transient/AuthError."""
+        ...
+
+
+@runtime_checkable
+class Marker(Protocol):
+    """Ability: a small marker file at ``<prefix>/.~syncd-mirror`` (see :func:`marker_body`)
+    naming the mirror stored there, so a mirror is known by its id, not by the URL's spelling.
+    The marker is never listed."""
+
+    async def read_marker(self, prefix: str) -> str | None:
+        """The mirror id stored at ``prefix``; None if there is no marker. PermanentError if
+        what is there is not a marker; Transient/AuthError."""
+        ...
+
+    async def write_marker(self, prefix: str, mirror_id: str) -> None:
+        """Store (or replace) the marker at ``prefix``, atomically where the remote can (a
+        reader sees the old marker or the new one). Transient/Permanent/AuthError."""
+        ...
+
+
+@runtime_checkable
+class StateToken(Protocol):
+    """Ability: a cheap token that changes whenever anything under a prefix may have changed
+    (a no-op sync compares it with the last one instead of listing everything)."""
+
+    async def state(self, prefix: str) -> str | None:
+        """The server's token for ``prefix``; None if the server offers none. Transient/
+        AuthError."""
+        ...
+
+
+@runtime_checkable
+class Sizer(Protocol):
+    """Ability: tell one stored file's size. For servers whose listings leave some names
+    out (nginx's WebDAV hides dot files): a row the listing does not show is asked for."""
+
+    async def size_of(self, path: str) -> int | None:
+        """The stored size of ``path``, None if absent; Transient/Permanent/AuthError."""
         ...

@@ -31,6 +31,7 @@ from syncd.errors import (
     Unreachable,
 )
 from syncd.hashing import Source
+from syncd.remotes.base import is_reserved, marker_body, marker_path, parse_marker
 from syncd.types import RemoteEntry
 
 log = logging.getLogger("syncd.remotes.s3")
@@ -89,7 +90,7 @@ def part_size_for(size: int, minimum: int) -> int:
 
 
 class S3Remote:
-    """An S3 bucket (and key prefix). Implements Remote, Mover and Reader."""
+    """An S3 bucket (and key prefix). Implements Remote, Mover, Reader and Marker."""
 
     lists_digests = False  # ListObjectsV2 gives no checksums: verify reads objects back
 
@@ -383,11 +384,12 @@ class S3Remote:
 
     async def list(self, prefix: str) -> AsyncIterator[RemoteEntry]:
         """Every object under ``prefix/`` (ListObjectsV2, paginated); sizes, no digests.
-        Keys ending in ``/`` (folder markers made by consoles) are skipped."""
+        Keys ending in ``/`` (folder markers made by consoles) and keys with a component
+        starting with ``.~syncd-`` (the mirror marker) are skipped."""
         start = self.key(prefix + "/" if prefix else "")
         async for key, size in self._keys_under(prefix + "/" if prefix else ""):
             rel = key[len(start) :]
-            if rel and not rel.endswith("/"):
+            if rel and not rel.endswith("/") and not is_reserved(rel):
                 yield RemoteEntry(rel, size, None)
 
     # -- move -------------------------------------------------------------------------------
@@ -478,6 +480,46 @@ class S3Remote:
         except BaseException:
             await self._abort(d_key, upload_id)
             raise
+
+    # -- Marker -----------------------------------------------------------------------------
+    async def read_marker(self, prefix: str) -> str | None:
+        """The mirror id in the object ``<prefix>/.~syncd-mirror``; None if there is none.
+        PermanentError if it is not a marker."""
+        path = marker_path(prefix)
+        try:
+            resp = await self._call(
+                "read marker", path, "get_object", Bucket=self.bucket, Key=self.key(path)
+            )
+        except PermanentError as e:
+            if e.status == 404 and not isinstance(e, AuthError):
+                return None
+            raise
+        try:
+            async with resp["Body"] as body:
+                data = await body.read(1 << 16)
+        except Exception as e:
+            raise self._error(e, "read marker", path) from e
+        mirror = parse_marker(data)
+        if mirror is None:
+            raise PermanentError(f"read marker {path}: not a syncd mirror marker", path=path)
+        return mirror
+
+    async def write_marker(self, prefix: str, mirror_id: str) -> None:
+        """One PutObject (atomic: S3 never shows half an object), with ChecksumSHA256."""
+        path = marker_path(prefix)
+        body = marker_body(mirror_id)
+        await self._call(
+            "write marker",
+            path,
+            "put_object",
+            Bucket=self.bucket,
+            Key=self.key(path),
+            Body=body,
+            ContentLength=len(body),
+            ContentType="application/json",
+            ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=_b64(hashlib.sha256(body).digest()),
+        )
 
     # -- Reader, ping -----------------------------------------------------------------------
     async def read(self, path: str) -> AsyncIterator[bytes]:

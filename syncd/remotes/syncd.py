@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import os
@@ -12,7 +13,6 @@ import uuid
 from collections.abc import AsyncIterator
 from email.utils import parsedate_to_datetime
 from typing import Any, NoReturn
-from urllib.parse import quote
 
 import aiohttp
 from yarl import URL
@@ -21,17 +21,14 @@ from syncd import __version__
 from syncd.config import RemoteConfig
 from syncd.errors import AuthError, PermanentError, TransientError, Unreachable
 from syncd.hashing import Source
+from syncd.remotes.base import is_reserved, marker_body, marker_path, parse_marker
 from syncd.remotes.body import body_of
+from syncd.remotes.quickstate import quote_path as quote_path  # re-exported
 from syncd.types import RemoteEntry
 
 log = logging.getLogger("syncd.remotes.syncd")
 
 TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504, 507}
-
-
-def quote_path(path: str) -> str:
-    """Percent-encode each segment of a '/'-separated path (everything but unreserved)."""
-    return "/".join(quote(seg, safe="") for seg in path.split("/"))
 
 
 def digest_header(sha256_hex: str) -> str:
@@ -198,7 +195,8 @@ class HTTPRemote:
 
 class SyncdRemote(HTTPRemote):
     """`syncd serve`: one-request PUT with Repr-Digest for small files, upload + commit for
-    large ones, DELETE, MOVE, and an NDJSON listing with digests."""
+    large ones, DELETE, MOVE, and an NDJSON listing with digests. Implements Remote, Mover,
+    Marker and StateToken."""
 
     lists_digests = True
 
@@ -264,15 +262,27 @@ class SyncdRemote(HTTPRemote):
                 raise TransientError(
                     f"upload {path}: the server received different bytes than were sent", path=path
                 )
-            _, stored = await self._request(
-                "POST",
-                path,
-                "commit",
-                query=f"commit={upload_id}",
-                ok=(200, 201, 204),
-                headers={"Repr-Digest": digest_header(sha)},
-                timeout=self.read_timeout,
-            )
+            try:
+                _, stored = await self._request(
+                    "POST",
+                    path,
+                    "commit",
+                    query=f"commit={upload_id}",
+                    ok=(200, 201, 204),
+                    headers={"Repr-Digest": digest_header(sha)},
+                    timeout=self.read_timeout,
+                )
+            except PermanentError as e:
+                if e.status != 404 or isinstance(e, AuthError):
+                    raise
+                # The server no longer holds the upload (it restarted, or the upload expired):
+                # the whole file must be sent again, which the retry policy does.
+                raise TransientError(
+                    f"commit {path}: the server no longer holds the upload "
+                    "(restarted or expired); sending the file again",
+                    path=path,
+                    status=404,
+                ) from e
         except BaseException:
             await self._abort(path, query)
             raise
@@ -315,8 +325,75 @@ class SyncdRemote(HTTPRemote):
                     if not line.strip():
                         continue
                     item = json.loads(line)
+                    if is_reserved(item["path"]):
+                        continue  # an older server: never show syncd's own names
                     yield RemoteEntry(item["path"], int(item["size"]), item.get("sha256"))
         except (aiohttp.ClientError, TimeoutError) as e:
             raise self.transport_error(e, prefix, "list") from e
         except (ValueError, KeyError) as e:
             raise TransientError(f"list {prefix}: unreadable listing: {e}", path=prefix) from e
+
+    # -- Marker -----------------------------------------------------------------------------
+    async def read_marker(self, prefix: str) -> str | None:
+        """The mirror id in ``<prefix>/.~syncd-mirror``; None if absent. PermanentError if
+        it is not a marker (or the server refuses the name: an older server)."""
+        path = marker_path(prefix)
+        try:
+            async with self.session.get(self.url(path), timeout=self.read_timeout) as resp:
+                if resp.status == 404:
+                    await resp.read()
+                    return None
+                if resp.status != 200:
+                    await self.fail(resp, path, "read marker")
+                data = await resp.content.read(1 << 16)
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise self.transport_error(e, path, "read marker") from e
+        mirror = parse_marker(data)
+        if mirror is None:
+            raise PermanentError(f"read marker {path}: not a syncd mirror marker", path=path)
+        return mirror
+
+    async def write_marker(self, prefix: str, mirror_id: str) -> None:
+        """Store the marker with one PUT (renamed into place by the server: atomic)."""
+        path = marker_path(prefix)
+        body = marker_body(mirror_id)
+        sha = hashlib.sha256(body).hexdigest()
+        _, stored = await self._request(
+            "PUT",
+            path,
+            "write marker",
+            ok=(200, 201, 204),
+            data=body,
+            headers={
+                "Repr-Digest": digest_header(sha),
+                "Content-Type": "application/json",
+            },
+            timeout=self.read_timeout,
+        )
+        self._confirm(path, sha, stored)
+
+    # -- StateToken -------------------------------------------------------------------------
+    async def state(self, prefix: str) -> str | None:
+        """``GET /<prefix>/?state``: the server's token for everything under ``prefix``.
+
+        None if the server offers none (an older server answers 400/404/405) or the answer is
+        not a token; AuthError on 401, TransientError/Unreachable as for every request.
+        """
+        prefix = prefix.strip("/")
+        url = URL(self.base + (quote_path(prefix) + "/" if prefix else "") + "?state", encoded=True)
+        try:
+            async with self.session.get(url, timeout=self.read_timeout) as resp:
+                if resp.status in (400, 404, 405, 501):
+                    await resp.read()
+                    return None
+                if resp.status != 200:
+                    await self.fail(resp, prefix, "state")
+                data = await resp.content.read(1 << 12)
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise self.transport_error(e, prefix, "state") from e
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            return None
+        token = doc.get("state") if isinstance(doc, dict) else None
+        return token if isinstance(token, str) and token else None

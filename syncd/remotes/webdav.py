@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,6 +23,13 @@ from yarl import URL
 from syncd.config import RemoteConfig
 from syncd.errors import ConfigError, PermanentError, TransientError
 from syncd.hashing import Source
+from syncd.remotes.base import (
+    RESERVED_PREFIX,
+    is_reserved,
+    marker_body,
+    marker_path,
+    parse_marker,
+)
 from syncd.remotes.body import body_of
 from syncd.remotes.syncd import HTTPRemote, digest_header, quote_path
 from syncd.types import RemoteEntry
@@ -56,7 +64,7 @@ def read_password(cfg: RemoteConfig) -> str:
 
 
 class WebDAVRemote(HTTPRemote):
-    """A WebDAV collection. Implements Remote, Mover and Reader."""
+    """A WebDAV collection. Implements Remote, Mover, Reader and Marker."""
 
     lists_digests = False
 
@@ -229,7 +237,8 @@ class WebDAVRemote(HTTPRemote):
     async def list(self, prefix: str) -> AsyncIterator[RemoteEntry]:
         """Every file under ``prefix``: PROPFIND ``Depth: 1``, one collection at a time.
 
-        An absent ``prefix`` lists nothing. Sizes only (``sha256`` is None). Raises
+        An absent ``prefix`` lists nothing. Sizes only (``sha256`` is None). Names starting
+        with ``.~syncd-`` (and collections so named) are skipped. Raises
         TransientError/PermanentError/AuthError.
         """
         todo = [prefix]
@@ -247,8 +256,8 @@ class WebDAVRemote(HTTPRemote):
                         path=coll,
                     )
                 name = href[len(here) :].strip("/")
-                if not name:
-                    continue
+                if not name or is_reserved(name):
+                    continue  # syncd's own names (the marker, temps) are never listed
                 full = f"{coll}/{name}" if coll else name
                 if is_coll:
                     self._known.add(full)
@@ -296,6 +305,67 @@ class WebDAVRemote(HTTPRemote):
                     yield chunk
         except (aiohttp.ClientError, TimeoutError) as e:
             raise self.transport_error(e, path, "read") from e
+
+    async def size_of(self, path: str) -> int | None:
+        """The stored size of ``path`` (HEAD), None if absent. Some servers leave names out
+        of their listings (nginx: dot files); this says whether such a file is there."""
+        try:
+            async with self.session.head(self.url(path), timeout=self.read_timeout) as resp:
+                if resp.status == 404:
+                    return None
+                if resp.status != 200:
+                    await self.fail(resp, path, "stat")
+                return resp.content_length
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise self.transport_error(e, path, "stat") from e
+
+    # -- Marker -----------------------------------------------------------------------------
+    async def read_marker(self, prefix: str) -> str | None:
+        """The mirror id in ``<prefix>/.~syncd-mirror`` (GET); None if absent. PermanentError
+        if what is there is not a marker."""
+        path = marker_path(prefix)
+        try:
+            async with self.session.get(self.url(path), timeout=self.read_timeout) as resp:
+                if resp.status in (404, 410):
+                    await resp.read()
+                    return None
+                if resp.status != 200:
+                    await self.fail(resp, path, "read marker")
+                data = await resp.content.read(1 << 16)
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise self.transport_error(e, path, "read marker") from e
+        mirror = parse_marker(data)
+        if mirror is None:
+            raise PermanentError(f"read marker {path}: not a syncd mirror marker", path=path)
+        return mirror
+
+    async def write_marker(self, prefix: str, mirror_id: str) -> None:
+        """PUT the marker to a temporary name beside it, then MOVE it into place: a server
+        that writes a PUT straight into its target (wsgidav) never shows half a marker, and
+        MOVE of a file is a rename on file-backed servers."""
+        path = marker_path(prefix)
+        tmp = (
+            path[: -len(path.rsplit("/", 1)[-1])] + f"{RESERVED_PREFIX}{secrets.token_hex(16)}.tmp"
+        )
+        body = marker_body(mirror_id)
+        await self._ensure_parents(path, "write marker")
+        headers = {"Content-Type": "application/json"}
+        await self._put(tmp, self.url(tmp), headers, body, timeout=self.read_timeout)
+        try:
+            await self._request(
+                "MOVE",
+                self.url(tmp),
+                path,
+                "write marker",
+                ok=(200, 201, 204),
+                headers={"Destination": str(self.url(path)), "Overwrite": "T"},
+            )
+        except BaseException:
+            try:
+                await self._request("DELETE", self.url(tmp), tmp, "delete", ok=(200, 204, 404))
+            except Exception as e:  # the original error matters more
+                log.debug("could not remove the temporary marker %s: %s", tmp, e)
+            raise
 
 
 def _responses(parser: ET.XMLPullParser[ET.Element]) -> list[tuple[str, bool, int]]:

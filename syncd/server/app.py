@@ -13,6 +13,7 @@ import contextlib
 import email.utils
 import hmac
 import ipaddress
+import json
 import logging
 import os
 import re
@@ -40,6 +41,7 @@ from syncd.server.store import (
     NotFound,
     Opened,
     RelPath,
+    RootLock,
     Store,
     Stored,
     StoreError,
@@ -268,7 +270,7 @@ def _text(status: int, reason: str, headers: dict[str, str] | None = None) -> we
 
 @dataclass(frozen=True)
 class _Query:
-    kind: str | None  # None, "list", "upload", "commit"
+    kind: str | None  # None, "list", "state", "upload", "commit"
     uid: str = ""
 
 
@@ -277,6 +279,8 @@ def _parse_query(query: str | None) -> _Query:
         return _Query(None)
     if query in ("list", "list="):
         return _Query("list")
+    if query in ("state", "state="):
+        return _Query("state")
     key, sep, value = query.partition("=")
     if key in ("upload", "commit") and sep:
         if not _ID.match(value):
@@ -287,14 +291,17 @@ def _parse_query(query: str | None) -> _Query:
 
 async def _dispatch(request: web.Request) -> web.StreamResponse:
     raw_path, raw_query = split_target(request.raw_path)
-    rel = parse_path(raw_path)
     query = _parse_query(raw_query)
     method = request.method
     kind = query.kind
+    # The mirror marker is the one reserved name a request may name: to read or write it.
+    rel = parse_path(raw_path, marker=kind is None and method in ("GET", "HEAD", "PUT"))
     if method in ("GET", "HEAD") and kind is None:
         return await _get(request, rel)
     if method == "GET" and kind == "list":
         return await _list(request, rel)
+    if method == "GET" and kind == "state":
+        return await _state(request, rel)
     if method == "PUT" and kind is None:
         return await _put(request, rel)
     if method == "PUT" and kind == "upload":
@@ -383,6 +390,15 @@ async def _list(request: web.Request, rel: RelPath) -> web.StreamResponse:
     if not resp.prepared:
         await resp.prepare(request)
     return resp
+
+
+async def _state(request: web.Request, rel: RelPath) -> web.StreamResponse:
+    token = await asyncio.to_thread(request.app[STORE].state, rel)
+    return web.Response(
+        text=json.dumps({"state": token}) + "\n",
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 def _ndjson_line(e: ListEntry) -> str:
@@ -788,6 +804,18 @@ async def serve(opts: ServeOptions) -> None:
         raise SyncdError("syncd serve needs a POSIX system (openat with O_NOFOLLOW)")
     ssl_ctx = _ssl_context(opts)
     root = _prepare_root(opts.root)
+    # Before anything in ROOT is touched: the temps removed below could be a running server's.
+    lock = RootLock.acquire(root)  # RootInUse names the server that holds it (exit 2)
+    try:
+        await _serve_locked(opts, root, ssl_ctx, lock)
+    finally:
+        lock.release()
+    log.info("stopped")
+
+
+async def _serve_locked(
+    opts: ServeOptions, root: Path, ssl_ctx: ssl.SSLContext | None, lock: RootLock
+) -> None:
     removed = await asyncio.to_thread(remove_leftover_temps, root)
     log.info("removed %d leftover temporary file(s) under %s", removed, root)
 
@@ -812,7 +840,9 @@ async def serve(opts: ServeOptions) -> None:
             port = runner.addresses[0][1]
             scheme = "https" if ssl_ctx else "http"
             host = f"[{opts.host}]" if ":" in opts.host else opts.host
-            print(f"syncd serve: listening on {scheme}://{host}:{port}/ (root {root})", flush=True)
+            url = f"{scheme}://{host}:{port}/"
+            lock.set_url(url)
+            print(f"syncd serve: listening on {url} (root {root})", flush=True)
             await signals.stop.wait()
         finally:
             cleanup = asyncio.ensure_future(runner.cleanup())
@@ -823,4 +853,3 @@ async def serve(opts: ServeOptions) -> None:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     raise
-    log.info("stopped")

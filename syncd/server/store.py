@@ -28,13 +28,22 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import unquote_to_bytes
 
-from syncd.errors import SyncdError
+from syncd.errors import InUse, SyncdError
 from syncd.faults import crash_point
 
 log = logging.getLogger("syncd.server.store")
 
 RESERVED_PREFIX = ".~syncd-"
-"""Names with this prefix belong to the server (temporary files)."""
+"""Names with this prefix belong to the server (temporary files, the lock, mirror markers)."""
+
+MARKER_NAME = ".~syncd-mirror"
+"""A mirror's marker (``<prefix>/.~syncd-mirror``): the one reserved name a request may read
+and write (GET, HEAD, one-step PUT), never listed."""
+
+LOCK_NAME = ".~syncd-serve.lock"
+"""``ROOT/.~syncd-serve.lock``: held (flock) by the server serving ROOT; never reachable."""
+
+_TEMP_SUFFIX = ".tmp"
 
 CHUNK = 1 << 20
 """Bytes written, read or hashed per worker-thread call."""
@@ -185,8 +194,12 @@ def split_target(target: str) -> tuple[str, str | None]:
     return path, (query if sep else None)
 
 
-def parse_path(raw: str) -> RelPath:
-    """Check and decode a raw (still percent-encoded) path; raise :class:`BadRequest`."""
+def parse_path(raw: str, *, marker: bool = False) -> RelPath:
+    """Check and decode a raw (still percent-encoded) path; raise :class:`BadRequest`.
+
+    With ``marker``, the last segment may be the mirror marker's name (:data:`MARKER_NAME`),
+    the one reserved name a request can address; every other reserved name is refused.
+    """
     if not raw.startswith("/"):
         raise BadRequest("the request path must start with '/'")
     if "#" in raw:
@@ -198,7 +211,25 @@ def parse_path(raw: str) -> RelPath:
     trailing = segments[-1] == ""
     if trailing:
         segments.pop()
+    if marker and not trailing:
+        last = _decode_marker(segments[-1])
+        if last is not None:
+            return RelPath((*(_decode_segment(s) for s in segments[:-1]), last), False)
     return RelPath(tuple(_decode_segment(s) for s in segments), trailing)
+
+
+def _decode_marker(raw: str) -> str | None:
+    """:data:`MARKER_NAME` if the raw segment spells it (percent-encoded or not), else None."""
+    try:
+        name = unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeError:
+        return None
+    return name if name == MARKER_NAME else None
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether a name on disk is one of the server's temporary files (``.~syncd-*.tmp``)."""
+    return name.startswith(RESERVED_PREFIX) and name.endswith(_TEMP_SUFFIX)
 
 
 def _decode_segment(raw: str) -> str:
@@ -506,7 +537,7 @@ class Upload:
         self._store = store
         self.rel = rel
         self._lock = threading.Lock()
-        self._tmp = f"{RESERVED_PREFIX}{secrets.token_hex(16)}.tmp"
+        self._tmp = f"{RESERVED_PREFIX}{secrets.token_hex(16)}{_TEMP_SUFFIX}"
         self._hash = hashlib.sha256()
         self._dirs: _Dirs | None = None
         self._fd = -1
@@ -600,6 +631,8 @@ class Upload:
                 raise NotFound(f"{self.rel}: the upload is gone") from e
             except OSError as e:
                 raise _os_error(e, str(self.rel)) from e
+            finally:
+                self._store.changed()
         self._state = "done"
         self._store.digests.put(self.rel.text, self._stat, self.digest.hex())
         try:
@@ -861,6 +894,42 @@ class Store:
         self.digests = DigestCache()
         self.rename_lock = threading.Lock()
         """Held from "does the target exist" to the rename that replaces it."""
+        self.boot = secrets.token_hex(16)
+        """Made at start: every state token of this server's life includes it."""
+        self._changes = 0
+        self._changes_lock = threading.Lock()
+
+    def changed(self) -> None:
+        """Count a mutation (called after it, whether it succeeded or not)."""
+        with self._changes_lock:
+            self._changes += 1
+
+    def state(self, rel: RelPath) -> str:
+        """An opaque token that changes whenever anything under directory ``rel`` may have.
+
+        It hashes the start-up id, the count of mutations so far (read first, so that one
+        finishing during the walk changes the next token) and the (path, mtime, inode) of every
+        directory under ``rel``, so that files added or removed behind the server's back change
+        it too. ``"absent"`` when ``rel`` does not exist. Raises :class:`Conflict` if it is a file
+        and :class:`Forbidden` for a symlink, like a listing.
+        """
+        changes = self._changes
+        try:
+            dirs = _Dirs(self.root, rel.parts)
+        except NotFound:
+            return "absent"
+        h = hashlib.sha256(f"{self.boot}:{changes}".encode())
+        with dirs:
+            walk = os.fwalk(".", dir_fd=dirs.last, follow_symlinks=False)
+            for dirpath, dirnames, _files, dir_fd in walk:
+                dirnames.sort()
+                try:
+                    st = os.fstat(dir_fd)
+                except OSError:
+                    continue
+                line = f"{dirpath}\0{st.st_mtime_ns}\0{st.st_ino}\n"
+                h.update(line.encode("utf-8", "surrogateescape"))
+        return h.hexdigest()[:32]
 
     def upload(self, rel: RelPath) -> Upload:
         """A new upload to ``rel`` (nothing touches the disk until its first write)."""
@@ -911,6 +980,12 @@ class Store:
 
     def delete(self, rel: RelPath) -> bool:
         """Remove a file or a whole directory, then prune empty parents; True for a directory."""
+        try:
+            return self._delete(rel)
+        finally:
+            self.changed()
+
+    def _delete(self, rel: RelPath) -> bool:
         if not rel.parts:
             raise Forbidden("/: refusing to delete the server root")
         with _Dirs(self.root, rel.parent) as dirs:
@@ -927,6 +1002,12 @@ class Store:
 
     def move(self, src: RelPath, dst: RelPath, *, overwrite: bool) -> bool:
         """Rename a file or directory (creating the destination's parents); True if replaced."""
+        try:
+            return self._move(src, dst, overwrite=overwrite)
+        finally:
+            self.changed()
+
+    def _move(self, src: RelPath, dst: RelPath, *, overwrite: bool) -> bool:
         if not src.parts or not dst.parts:
             raise Forbidden("cannot move the server root")
         if src.parts == dst.parts:
@@ -972,6 +1053,12 @@ class Store:
 
     def mkcol(self, rel: RelPath) -> None:
         """Create one directory; its parent must exist (409), it must not (405)."""
+        try:
+            self._mkcol(rel)
+        finally:
+            self.changed()
+
+    def _mkcol(self, rel: RelPath) -> None:
         if not rel.parts:
             raise MethodNotAllowed("/: exists")
         try:
@@ -1086,14 +1173,110 @@ def _fsync_quiet(fd: int) -> None:
 
 
 def remove_leftover_temps(root: Path) -> int:
-    """Remove every ``.~syncd-*`` file under ``root`` (symlinks are not followed)."""
+    """Remove every temporary file (``.~syncd-*.tmp``) under ``root``; the lock and mirror
+    markers stay. Symlinks are not followed. Call it only while holding the root's lock: the
+    temps of a server still running on ``root`` would go too."""
     removed = 0
     for _dirpath, _dirnames, filenames, dir_fd in os.fwalk(root, follow_symlinks=False):
         for name in filenames:
-            if name.startswith(RESERVED_PREFIX):
+            if is_temp_name(name):
                 try:
                     os.unlink(name, dir_fd=dir_fd)
                     removed += 1
                 except FileNotFoundError:
                     pass
     return removed
+
+
+# --------------------------------------------------------------------------- the root's lock
+
+
+class RootInUse(InUse):
+    """Another server holds ROOT's lock."""
+
+    def __init__(self, root: Path, pid: int | None, url: str) -> None:
+        self.root = root
+        self.pid = pid
+        self.url = url
+        who = f"PID {pid}" if pid is not None else "another process"
+        super().__init__(f"{root} is already served by {who} ({url or 'still starting'})")
+
+
+class RootLock:
+    """``ROOT/.~syncd-serve.lock``, held with an exclusive ``flock`` while a server runs.
+
+    The file holds the server's PID on its first line and, once it listens, its URL on the
+    second. It is never removed (removing it would let two servers lock two files of one
+    name); the lock dies with the process, however it ends.
+    """
+
+    def __init__(self, root: Path, fd: int) -> None:
+        self.root = root
+        self._fd = fd
+        self._write("")
+
+    @classmethod
+    def acquire(cls, root: Path) -> RootLock:
+        """Take the lock without waiting; :class:`RootInUse` names the holder if another
+        server has it, :class:`SyncdError` if the lock file cannot be used."""
+        import fcntl
+
+        try:
+            root_fd = os.open(root, _O_ROOT)
+        except OSError as e:
+            raise SyncdError(f"cannot open {root}: {e.strerror or e}") from e
+        try:
+            fd = os.open(
+                LOCK_NAME, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC, 0o644, dir_fd=root_fd
+            )
+        except OSError as e:
+            raise SyncdError(
+                f"cannot open the lock file {root / LOCK_NAME}: {e.strerror or e}"
+            ) from e
+        finally:
+            os.close(root_fd)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise SyncdError(f"{root / LOCK_NAME} is not a regular file")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid, url = _read_holder(fd)
+                raise RootInUse(root, pid, url) from None
+            except OSError as e:
+                raise SyncdError(f"cannot lock {root / LOCK_NAME}: {e.strerror or e}") from e
+            return cls(root, fd)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _write(self, url: str) -> None:
+        text = f"{os.getpid()}\n" + (f"{url}\n" if url else "")
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, text.encode("utf-8"), 0)
+
+    def set_url(self, url: str) -> None:
+        """Record the URL the server listens on (for a second server's message)."""
+        self._write(url)
+
+    def release(self) -> None:
+        """Empty the file and let the lock go (idempotent)."""
+        if self._fd < 0:
+            return
+        try:
+            os.ftruncate(self._fd, 0)
+        except OSError:
+            pass
+        os.close(self._fd)
+        self._fd = -1
+
+
+def _read_holder(fd: int) -> tuple[int | None, str]:
+    """(PID, URL) from a lock file held by another server (None, "" where not written yet)."""
+    try:
+        lines = os.pread(fd, 4096, 0).decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None, ""
+    pid = int(lines[0]) if lines and lines[0].strip().isdigit() else None
+    url = lines[1].strip() if len(lines) > 1 else ""
+    return pid, url
