@@ -53,6 +53,16 @@ def parse_marker(data: bytes) -> str | None:
     return mirror if isinstance(mirror, str) and mirror else None
 
 
+def marker_id(data: bytes, path: str) -> str:
+    """The mirror id in the marker read at ``path``; PermanentError if it is not a marker."""
+    from syncd.errors import PermanentError
+
+    mirror = parse_marker(data)
+    if mirror is None:
+        raise PermanentError(f"read marker {path}: not a syncd mirror marker", path=path)
+    return mirror
+
+
 @runtime_checkable
 class Remote(Protocol):
     """A place files are mirrored to. Paths are '/'-separated, relative to the remote's root."""

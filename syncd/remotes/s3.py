@@ -31,7 +31,7 @@ from syncd.errors import (
     Unreachable,
 )
 from syncd.hashing import Source
-from syncd.remotes.base import is_reserved, marker_body, marker_path, parse_marker
+from syncd.remotes.base import is_reserved, marker_body, marker_id, marker_path
 from syncd.types import RemoteEntry
 
 log = logging.getLogger("syncd.remotes.s3")
@@ -499,10 +499,7 @@ class S3Remote:
                 data = await body.read(1 << 16)
         except Exception as e:
             raise self._error(e, "read marker", path) from e
-        mirror = parse_marker(data)
-        if mirror is None:
-            raise PermanentError(f"read marker {path}: not a syncd mirror marker", path=path)
-        return mirror
+        return marker_id(data, path)
 
     async def write_marker(self, prefix: str, mirror_id: str) -> None:
         """One PutObject (atomic: S3 never shows half an object), with ChecksumSHA256."""

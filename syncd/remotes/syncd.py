@@ -21,7 +21,7 @@ from syncd import __version__
 from syncd.config import RemoteConfig
 from syncd.errors import AuthError, PermanentError, TransientError, Unreachable
 from syncd.hashing import Source
-from syncd.remotes.base import is_reserved, marker_body, marker_path, parse_marker
+from syncd.remotes.base import is_reserved, marker_body, marker_id, marker_path
 from syncd.remotes.body import body_of
 from syncd.remotes.quickstate import quote_path as quote_path  # re-exported
 from syncd.types import RemoteEntry
@@ -132,6 +132,22 @@ class HTTPRemote:
                     await self.fail(r, "/", "ping")
         except (aiohttp.ClientError, TimeoutError) as e:
             raise self.transport_error(e, "/", "ping") from e
+
+    async def read_marker(self, prefix: str) -> str | None:
+        """The mirror id in ``<prefix>/.~syncd-mirror`` (GET); None if absent. PermanentError
+        if it is not a marker (or the server refuses the name: an older syncd serve)."""
+        path = marker_path(prefix)
+        try:
+            async with self.session.get(self.url(path), timeout=self.read_timeout) as resp:
+                if resp.status in (404, 410):
+                    await resp.read()
+                    return None
+                if resp.status != 200:
+                    await self.fail(resp, path, "read marker")
+                data = await resp.content.read(1 << 16)
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise self.transport_error(e, path, "read marker") from e
+        return marker_id(data, path)
 
     def url(self, path: str, query: str = "") -> URL:
         return URL(self.base + quote_path(path) + (f"?{query}" if query else ""), encoded=True)
@@ -334,25 +350,6 @@ class SyncdRemote(HTTPRemote):
             raise TransientError(f"list {prefix}: unreadable listing: {e}", path=prefix) from e
 
     # -- Marker -----------------------------------------------------------------------------
-    async def read_marker(self, prefix: str) -> str | None:
-        """The mirror id in ``<prefix>/.~syncd-mirror``; None if absent. PermanentError if
-        it is not a marker (or the server refuses the name: an older server)."""
-        path = marker_path(prefix)
-        try:
-            async with self.session.get(self.url(path), timeout=self.read_timeout) as resp:
-                if resp.status == 404:
-                    await resp.read()
-                    return None
-                if resp.status != 200:
-                    await self.fail(resp, path, "read marker")
-                data = await resp.content.read(1 << 16)
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise self.transport_error(e, path, "read marker") from e
-        mirror = parse_marker(data)
-        if mirror is None:
-            raise PermanentError(f"read marker {path}: not a syncd mirror marker", path=path)
-        return mirror
-
     async def write_marker(self, prefix: str, mirror_id: str) -> None:
         """Store the marker with one PUT (renamed into place by the server: atomic)."""
         path = marker_path(prefix)

@@ -28,7 +28,6 @@ from syncd.remotes.base import (
     is_reserved,
     marker_body,
     marker_path,
-    parse_marker,
 )
 from syncd.remotes.body import body_of
 from syncd.remotes.syncd import HTTPRemote, digest_header, quote_path
@@ -320,25 +319,6 @@ class WebDAVRemote(HTTPRemote):
             raise self.transport_error(e, path, "stat") from e
 
     # -- Marker -----------------------------------------------------------------------------
-    async def read_marker(self, prefix: str) -> str | None:
-        """The mirror id in ``<prefix>/.~syncd-mirror`` (GET); None if absent. PermanentError
-        if what is there is not a marker."""
-        path = marker_path(prefix)
-        try:
-            async with self.session.get(self.url(path), timeout=self.read_timeout) as resp:
-                if resp.status in (404, 410):
-                    await resp.read()
-                    return None
-                if resp.status != 200:
-                    await self.fail(resp, path, "read marker")
-                data = await resp.content.read(1 << 16)
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise self.transport_error(e, path, "read marker") from e
-        mirror = parse_marker(data)
-        if mirror is None:
-            raise PermanentError(f"read marker {path}: not a syncd mirror marker", path=path)
-        return mirror
-
     async def write_marker(self, prefix: str, mirror_id: str) -> None:
         """PUT the marker to a temporary name beside it, then MOVE it into place: a server
         that writes a PUT straight into its target (wsgidav) never shows half a marker, and
