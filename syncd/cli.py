@@ -26,6 +26,7 @@ log = logging.getLogger("syncd")
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_UNCHECKED = 3  # `syncd verify`: nothing different found, but something could not be checked
 EXIT_BUSY = 3  # `syncd status`: the daemon is still sending or waiting for changes to settle
 EXIT_NO_DAEMON = 4  # `syncd status`: no daemon runs (the output is the manifest's view)
 
@@ -307,7 +308,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         async with Engine(cfg) as engine:
             return await engine.verify()
 
-    out = asyncio.run(go())
+    try:
+        out = asyncio.run(go())
+    except SyncdError as e:  # the server could not be reached, refused us, cannot list
+        print(f"syncd: could not check: {e}", file=sys.stderr)
+        return EXIT_UNCHECKED
     for name in out.missing:
         print(f"missing on the server: {name}")
     for name in out.extra:
@@ -321,7 +326,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         f"verify: {verdict}: {out.identical} identical, {len(out.missing)} missing, "
         f"{len(out.extra)} only on the server, {len(out.different)} different"
     )
-    return EXIT_OK if out.ok else EXIT_FAILED
+    if out.missing or out.extra or out.different:
+        return EXIT_FAILED
+    return EXIT_UNCHECKED if out.failed else EXIT_OK
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -687,7 +687,8 @@ class Engine:
                     out.different.append(name)
                 else:
                     out.identical += 1
-            out.extra += sorted(f"{ctx.remote_path}/{rel}" for rel in listing)
+            ignored = ctx.scanner.ignorer.ignored  # neither sent nor deleted: no difference
+            out.extra += sorted(f"{ctx.remote_path}/{rel}" for rel in listing if not ignored(rel))
         return out
 
     async def _read_back(

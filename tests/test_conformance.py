@@ -305,7 +305,7 @@ def test_wrong_credentials_fail_clearly_and_write_nothing(
         assert secret not in r.stdout + r.stderr
     assert remote.read_tree(space) == {}
     r = run_syncd("verify", config=cfg, env=env)
-    assert r.returncode == 1
+    assert r.returncode == 3  # could not check (not "different")
     assert "refused the credentials" in r.stderr, r.stderr
 
 
@@ -319,7 +319,7 @@ def test_server_down_fails_clearly(
     assert f"upload {space}/a.txt: cannot connect to" in r.stderr, r.stderr
     assert "Connection refused" in r.stderr
     r = run_syncd("verify", config=cfg)
-    assert r.returncode == 1
+    assert r.returncode == 3  # could not check (not "different")
     assert "cannot connect to" in r.stderr, r.stderr
 
 
@@ -765,7 +765,7 @@ async def test_http_upload_endpoint(
         assert upload_app.filenames["docs/big.bin"] == "big.bin"
     # Nothing to verify against: said plainly, exit 1.
     code, out, err = await syncd_async("verify", config=cfg)
-    assert code == 1
+    assert code == 3  # could not check
     assert "cannot verify" in err and "the manifest" in err and "only record" in err
     # Without delete_method, deletions are not sent (and that is said).
     (folder / "big.bin").unlink()
