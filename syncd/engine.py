@@ -409,12 +409,16 @@ class Engine:
                 other.split("#", 1)[0],
                 n,
             )
-        elif known is not None:
+        else:
+            # A mirror this state dir does not know: its own lost manifest, or another
+            # machine's folder. Nothing there is deleted until the user confirms.
             log.warning(
-                "%s: the server's directory belongs to another mirror than the manifest "
-                "describes; comparing it file by file",
+                "%s: the server's directory is a mirror this state dir does not know (a lost "
+                "manifest, or another machine's folder); what it holds beyond this folder is "
+                "kept until you confirm",
                 ctx.remote_path,
             )
+            return True
         self.manifest.set_mirror(ctx.scope, mirror)
         return False
 

@@ -203,11 +203,15 @@ def test_corrupt_manifest_is_rebuilt_without_resending(tmp_path: Path, server: S
         p.write_bytes(b"this is not a database" * 100)
     (folder / "0.txt").unlink()  # a delete must not be lost, nor invented
     r = run_syncd("sync", config=cfg)
-    assert r.returncode == 0, r.stderr
     assert "unreadable" in r.stderr and "rebuilding" in r.stderr
-    # The server's listing (and its mirror marker) stand in for the lost manifest: the nine
-    # files are adopted, not sent again, and the one the folder lost is deleted.
-    assert "uploaded 0, deleted 1" in r.stdout
+    # The server's listing stands in for the lost manifest: the nine files are adopted, not
+    # sent again. The one the folder lost is kept until the user confirms: a mirror marker
+    # this state dir does not know could as well be another machine's.
+    assert r.returncode == 1 and "--force-delete" in r.stderr, r.stderr
+    assert "uploaded 0, deleted 0" in r.stdout
+    assert {p.name: p.stat().st_ino for p in (server.root / "docs").iterdir()} == inodes
+    r = run_syncd("sync", "--force-delete", config=cfg)
+    assert r.returncode == 0 and "uploaded 0, deleted 1" in r.stdout, r.stdout + r.stderr
     del inodes["0.txt"]
     assert {p.name: p.stat().st_ino for p in (server.root / "docs").iterdir()} == inodes
     assert list((tmp_path / "state").glob("manifest.sqlite3.corrupt-*"))
