@@ -732,15 +732,10 @@ def report_doc(report: Report) -> dict[str, Any]:
 SYNC_WAIT = 3600.0  # seconds `syncd sync` waits for the daemon's pass (it can take a while)
 
 
-async def ask_sync(
-    state_dir: Path, *, force_delete: bool = False, wait: float = SYNC_WAIT, connect: float = 5
-) -> dict[str, Any] | None:
-    """Ask a running daemon to reconcile every folder now; its ``report_doc`` once done.
-
-    None when no daemon answers on the control socket (none runs, or no Unix sockets).
-    Raises SyncdError when one answered but closed the connection without a result (it is
-    stopping) or did not finish within ``wait`` seconds.
-    """
+async def _exchange(state_dir: Path, request: bytes, connect: float, wait: float) -> bytes | None:
+    """Send one request line on the control socket and read the whole answer. None when no
+    daemon answers (no socket, or it cannot be connected to); after connecting, OSError and
+    TimeoutError (no answer within ``wait``) reach the caller."""
     if not HAS_UNIX:
         return None
     path = state_dir / SOCKET_NAME
@@ -753,50 +748,55 @@ async def ask_sync(
         except (OSError, TimeoutError):
             return None
         try:
-            writer.write(b"sync force\n" if force_delete else b"sync\n")
+            writer.write(request)
             await writer.drain()
-            data = await asyncio.wait_for(reader.read(), wait)
-        except TimeoutError:
-            raise SyncdError(
-                f"the daemon did not finish the pass within {wait:.0f} s; it goes on with it"
-            ) from None
-        except OSError as e:
-            raise SyncdError(f"lost the connection to the daemon: {e}") from e
+            return await asyncio.wait_for(reader.read(), wait)
         finally:
             writer.close()
-        if not data.strip():
-            raise SyncdError("the daemon closed the connection before the pass was done")
-        try:
-            doc: dict[str, Any] = json.loads(data)
-        except ValueError as e:
-            raise SyncdError(f"the daemon's answer is not JSON: {e}") from e
-        return doc
     finally:
         if fd is not None:
             os.close(fd)
+
+
+async def ask_sync(
+    state_dir: Path, *, force_delete: bool = False, wait: float = SYNC_WAIT, connect: float = 5
+) -> dict[str, Any] | None:
+    """Ask a running daemon to reconcile every folder now; its ``report_doc`` once done.
+
+    None when no daemon answers on the control socket (none runs, or no Unix sockets).
+    Raises SyncdError when one answered but closed the connection without a result (it is
+    stopping) or did not finish within ``wait`` seconds.
+    """
+    request = b"sync force\n" if force_delete else b"sync\n"
+    try:
+        data = await _exchange(state_dir, request, connect, wait)
+    except TimeoutError:
+        raise SyncdError(
+            f"the daemon did not finish the pass within {wait:.0f} s; it goes on with it"
+        ) from None
+    except OSError as e:
+        raise SyncdError(f"lost the connection to the daemon: {e}") from e
+    if data is None:
+        return None
+    if not data.strip():
+        raise SyncdError("the daemon closed the connection before the pass was done")
+    try:
+        doc: dict[str, Any] = json.loads(data)
+    except ValueError as e:
+        raise SyncdError(f"the daemon's answer is not JSON: {e}") from e
+    return doc
 
 
 async def query(state_dir: Path, wait: float = 5) -> dict[str, Any] | None:
     """Ask a running daemon for its status over the control socket; None if none answers."""
-    if not HAS_UNIX:
-        return None
-    path = state_dir / SOCKET_NAME
-    if not path.exists():
-        return None
-    where, fd = _short(path)
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(where), wait)
-        writer.write(b"status\n")
-        await writer.drain()
-        data = await asyncio.wait_for(reader.read(), wait)
-        writer.close()
+        data = await _exchange(state_dir, b"status\n", wait, wait)
+        if data is None:
+            return None
         doc: dict[str, Any] = json.loads(data)
         return doc
     except (OSError, TimeoutError, ValueError):
         return None
-    finally:
-        if fd is not None:
-            os.close(fd)
 
 
 def split_listen(listen: str) -> tuple[str, int]:

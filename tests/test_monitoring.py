@@ -7,7 +7,6 @@ Real `syncd serve` and `syncd run` processes on 127.0.0.1.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -15,7 +14,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -25,6 +23,7 @@ from syncd.statelock import AlreadyRunning, StateLock, holder, read_holder
 from syncd.status import AlreadyRunning as StatusAlreadyRunning
 from tests.conftest import DaemonProc, ServerProc, mirror_config, run_syncd, wait_for
 from tests.test_ops import chromium_dom, get, parse_metrics, status_url
+from tests.test_ops import status_cli as status
 from tests.test_sync import tree_of
 
 SUMMARY = re.compile(r"^uploaded \d+, deleted \d+, (moved \d+, )?unchanged \d+, failed \d+, ")
@@ -65,13 +64,6 @@ def start(daemons: list[DaemonProc], cfg: Path, log: Path) -> DaemonProc:
     d = DaemonProc(cfg, log)
     daemons.append(d)
     return d
-
-
-def status(cfg: Path) -> tuple[int, dict[str, Any]]:
-    r = run_syncd("status", "--json", config=cfg)
-    assert r.returncode in (0, 1, 3, 4), r.stderr
-    doc: dict[str, Any] = json.loads(r.stdout)
-    return r.returncode, doc
 
 
 def status_code(cfg: Path) -> int:

@@ -9,7 +9,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import signal
 import socket
 import ssl
@@ -785,24 +784,6 @@ def test_port_in_use_is_an_error(tmp_path: Path) -> None:
         )
     assert proc.returncode == 1
     assert "cannot listen" in proc.stderr
-
-
-@pytest.fixture
-def tls_files(tmp_path: Path) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"),
-            *("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
-            *("-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-    return cert, key
 
 
 async def test_tls(tmp_path: Path, token_file: Path, tls_files: tuple[Path, Path]) -> None:

@@ -463,28 +463,10 @@ def test_fetch_state_over_ipv6(tmp_path: Path, token_file: Path) -> None:
             proc.stdout.close()
 
 
-@pytest.fixture
-def tls_pair(tmp_path: Path) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"),
-            *("-newkey", "rsa:2048"),
-            *("-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return cert, key
-
-
 def test_fetch_state_over_tls(
-    tmp_path: Path, token_file: Path, tls_pair: tuple[Path, Path]
+    tmp_path: Path, token_file: Path, tls_files: tuple[Path, Path]
 ) -> None:
-    cert, key = tls_pair
+    cert, key = tls_files
     root = tmp_path / "root"
     s = start_server(root, token_file, "--tls-cert", str(cert), "--tls-key", str(key))
     try:

@@ -137,17 +137,24 @@ class HTTPRemote:
         """The mirror id in ``<prefix>/.~syncd-mirror`` (GET); None if absent. PermanentError
         if it is not a marker (or the server refuses the name: an older syncd serve)."""
         path = marker_path(prefix)
+        data = await self.small_get(self.url(path), path, "read marker", absent=(404, 410))
+        return None if data is None else marker_id(data, path)
+
+    async def small_get(
+        self, url: URL, path: str, what: str, *, absent: tuple[int, ...], limit: int = 1 << 16
+    ) -> bytes | None:
+        """GET a small document: its first ``limit`` bytes, None on an ``absent`` status,
+        the matching syncd error on any other failure."""
         try:
-            async with self.session.get(self.url(path), timeout=self.read_timeout) as resp:
-                if resp.status in (404, 410):
+            async with self.session.get(url, timeout=self.read_timeout) as resp:
+                if resp.status in absent:
                     await resp.read()
                     return None
                 if resp.status != 200:
-                    await self.fail(resp, path, "read marker")
-                data = await resp.content.read(1 << 16)
+                    await self.fail(resp, path, what)
+                return await resp.content.read(limit)
         except (aiohttp.ClientError, TimeoutError) as e:
-            raise self.transport_error(e, path, "read marker") from e
-        return marker_id(data, path)
+            raise self.transport_error(e, path, what) from e
 
     def url(self, path: str, query: str = "") -> URL:
         return URL(self.base + quote_path(path) + (f"?{query}" if query else ""), encoded=True)
@@ -378,16 +385,9 @@ class SyncdRemote(HTTPRemote):
         """
         prefix = prefix.strip("/")
         url = URL(self.base + (quote_path(prefix) + "/" if prefix else "") + "?state", encoded=True)
-        try:
-            async with self.session.get(url, timeout=self.read_timeout) as resp:
-                if resp.status in (400, 404, 405, 501):
-                    await resp.read()
-                    return None
-                if resp.status != 200:
-                    await self.fail(resp, prefix, "state")
-                data = await resp.content.read(1 << 12)
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise self.transport_error(e, prefix, "state") from e
+        data = await self.small_get(url, prefix, "state", absent=(400, 404, 405, 501), limit=4096)
+        if data is None:
+            return None
         try:
             doc = json.loads(data)
         except ValueError:
