@@ -39,6 +39,7 @@ GRACE = 10.0  # seconds in-flight transfers get to finish after the first signal
 ROOT_CHECK = 2.0  # seconds between checks of a folder that is unavailable
 PING_MAX = 10.0  # longest wait between two checks of a remote that is down
 DELETE_WINDOW = 60.0  # seconds: live deletions this close together count as one for max_delete
+HELD_RECHECK = 5.0  # seconds between whole rescans of a held folder that files come back to
 
 Key = tuple[int, str]  # (folder index, relative path)
 
@@ -77,6 +78,7 @@ class Daemon:
         self._held_scopes: set[str] = set()  # loaded from the manifest at the start
         self._deleted: collections.deque[tuple[float, int]] = collections.deque()
         self._confirms: set[asyncio.Task[None]] = set()
+        self._recheck_at = [0.0] * len(self.engine.folders)  # per folder: see HELD_RECHECK
 
     @property
     def folders(self) -> list[FolderCtx]:
@@ -161,6 +163,7 @@ class Daemon:
         daemon): wait for every op and return what was done. ``force_delete`` releases the
         deletions the guard holds back."""
         report = Report()
+        sent = self.engine.bytes_sent  # (live uploads meanwhile count too)
         batches = [
             (await self._reconcile(i, check_remote=True, report=report, force=force_delete))[0]
             for i in range(len(self.folders))
@@ -169,7 +172,14 @@ class Daemon:
             await b.wait()
         await self.engine.manifest.aflush()
         report.finished = time.monotonic()
-        self.report.failed += report.failed
+        report.bytes_sent = self.engine.bytes_sent - sent
+        mine = self.report  # the daemon's totals since start include this pass
+        mine.uploaded += report.uploaded
+        mine.deleted += report.deleted
+        mine.moved += report.moved
+        mine.refreshed += report.refreshed
+        mine.adopted += report.adopted
+        mine.failed += report.failed
         return report
 
     @contextlib.contextmanager
@@ -570,6 +580,11 @@ class Daemon:
             held=ctx.scope in self._held_scopes,
             recent_deletes=self._recent_deletes(),
         )
+        if ctx.scope in self._held_scopes and files and self._recheck_at[i] <= time.monotonic():
+            # Files came back into a folder whose deletions are held (a restore): the whole
+            # folder is planned again, so the hold counts only what is still missing.
+            self._recheck_at[i] = time.monotonic() + HELD_RECHECK
+            self._request_rescan(i)
         if plan.held:
             self._held_scopes.add(ctx.scope)
             self.engine.record_hold(ctx, plan, whole=False)

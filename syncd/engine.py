@@ -314,10 +314,12 @@ class Engine:
         """Keep the guard's verdict in the manifest: held deletions persist across restarts
         (``syncd status`` shows them) until a look at the whole folder needs them no more."""
         if plan.held:
-            reason = plan.held_back[-1].reason if plan.held_back else "deletions held back"
+            reason = plan.held_back[0].reason if plan.held_back else "deletions held back"
             count = plan.held
-            if not whole:
-                count += next((n for s, n, _r, _t in self.manifest.held() if s == ctx.scope), 0)
+            earlier = next((h for h in self.manifest.held() if h[0] == ctx.scope), None)
+            if not whole and earlier is not None:
+                count += earlier[1]
+                reason = earlier[2]  # why they were held first stays the reason
             self.manifest.hold(ctx.scope, count, reason)
         elif whole:
             self.manifest.release(ctx.scope)

@@ -203,9 +203,6 @@ def plan(
     p = Plan(remote_checked=server is not None)
     whole = looked.whole
     files = looked.files
-    in_region: Callable[[str], bool] = (
-        (lambda rel: True) if whole else (lambda rel: _within(rel, looked.under))
-    )
 
     # 1. The server's truth: rows it no longer backs are forgotten (their files sent again).
     backed: Mapping[str, Row] = rows
@@ -246,10 +243,12 @@ def plan(
                 gone = [r for rel, r in backed.items() if rel not in files and not keep(rel)]
         else:
             gone = [r for r in _rows_under(looked.under, backed, files) if not keep(r.rel)]
-        if server is not None:
-            for rel in server.entries:
-                if rel not in files and rel not in backed and in_region(rel) and not keep(rel):
-                    extras.append(rel)
+        if server is not None:  # (a listing goes with a look at the whole folder)
+            extras = [
+                rel
+                for rel in server.entries
+                if rel not in files and rel not in backed and not keep(rel)
+            ]
 
     # 4. Renames: a gone row and a new file of the same inode or the same bytes.
     moves: list[Op] = []
@@ -267,6 +266,11 @@ def plan(
         _guard(p, looked, rules, server, backed, gone, extras, force, held, recent_deletes)
         if p.held:
             gone, extras = [], []
+            # A move not confirmed yet may turn into an upload and a delete: not while held.
+            for op in [op for op in moves if op.confirm]:
+                moves.remove(op)
+                assert op.dest is not None and op.local is not None
+                new[op.dest] = op.local
 
     # 6. The order: deletes (a directory at once where the folder lost all of it), moves,
     #    then uploads, the big files first.

@@ -94,6 +94,30 @@ def test_live_mass_delete_is_held_like_a_pass(
     assert r.returncode == 0 and "deleted 0" in r.stdout, r.stdout + r.stderr
 
 
+def test_a_restore_into_a_held_folder_recounts_the_hold(
+    tmp_path: Path, server: ServerProc, folder: Path
+) -> None:
+    """`rm -rf folder/*` is held; the user copies back all but one file: the daemon plans the
+    whole folder again, and the one deletion left is within the guard and is made."""
+    make_files(folder, 40)
+    backup = tmp_path / "backup"
+    shutil.copytree(folder, backup)
+    cfg = mirror_config(tmp_path, server, folder, extra="debounce = 0.1")
+    assert run_syncd("sync", config=cfg).returncode == 0
+    d = daemon(cfg, tmp_path)
+    try:
+        for p in list(folder.iterdir()):
+            p.unlink()
+        wait_for(lambda: "deleting nothing" in d.log(), 20, "the hold")
+        (backup / "f000.txt").unlink()
+        for p in backup.iterdir():
+            shutil.copy2(p, folder / p.name)
+        wait_for(lambda: mirror(server.root / "docs") == tree_of(folder), 30, "the recount")
+        wait_for(lambda: run_syncd("status", config=cfg).returncode == 0, 30, "no hold left")
+    finally:
+        assert d.stop() == 0
+
+
 def test_live_small_deletes_go_through(tmp_path: Path, server: ServerProc, folder: Path) -> None:
     make_files(folder, 40)
     cfg = mirror_config(tmp_path, server, folder, extra="debounce = 0.1")
