@@ -228,6 +228,16 @@ def plan(
         else:
             p.uploads.append(Op(OpKind.UPLOAD, rel, local=lf, row=had))
 
+    # 2b. A first contact replaces nothing the server holds under a name the folder also has,
+    #     unless it is the same bytes: another size is held, the same size is sent only if
+    #     the uploader finds the same sha-256 there (``confirm``: it then adopts it).
+    kept: list[str] = []
+    if server is not None and server.first_contact and not force:
+        for rel in [r for r in new if r in server.entries]:
+            if server.entries[rel].size != new[rel].size:
+                kept.append(rel)
+                del new[rel]
+
     # 3. What the folder no longer has: backed rows whose file is gone, and (where the
     #    server was listed) files only the server holds.
     gone: list[Row] = []
@@ -262,8 +272,8 @@ def plan(
                 del new[rel]
 
     # 5. The guard.
-    if gone or extras or moves:
-        _guard(p, looked, rules, server, backed, gone, extras, force, held, recent_deletes)
+    if gone or extras or moves or kept:
+        _guard(p, looked, rules, server, backed, gone, extras, force, held, recent_deletes, kept)
         if p.held:
             gone, extras = [], []
             # A move not confirmed yet may turn into an upload and a delete: not while held.
@@ -278,7 +288,10 @@ def plan(
     p.frees += _deletes(gone, backed, files)
     p.frees += [Op(OpKind.DELETE, rel) for rel in sorted(extras)]
     p.frees += _ordered_moves(moves, p.uploads)
-    p.uploads += [Op(OpKind.UPLOAD, rel, local=lf) for rel, lf in new.items()]
+    on_server = server.entries if server is not None and server.first_contact and not force else {}
+    p.uploads += [
+        Op(OpKind.UPLOAD, rel, local=lf, confirm=rel in on_server) for rel, lf in new.items()
+    ]
     p.uploads.sort(key=lambda op: -(op.local.size if op.local else 0))
     if server is not None:
         entries = server.entries
@@ -297,8 +310,10 @@ def _guard(
     force: bool,
     held: bool,
     recent: int,
+    kept: list[str],
 ) -> None:
-    """Hold every deletion of the folder (``p.held``, ``p.held_back``) when a rule says so."""
+    """Hold every deletion of the folder (``p.held``, ``p.held_back``) when a rule says so;
+    ``kept``: files a first contact does not overwrite (held with the deletions)."""
     if force:
         return
     n = len(gone) + len(extras)
@@ -308,14 +323,16 @@ def _guard(
         if looked.folder_empty is not None
         else (looked.whole and not looked.files)
     )
-    if server is not None and server.first_contact and extras:
-        p.held = n
+    if server is not None and server.first_contact and (extras or kept):
+        p.held = n + len(kept)
+        what = [f"{len(extras)} file(s) this folder does not have"] if extras else []
+        what += [f"{len(kept)} of other sizes under the folder's names"] if kept else []
         p.held_back.append(
             Problem(
                 ".",
-                f"first sync to a server directory that already holds {len(extras)} file(s) "
-                f"this folder does not have: deleting none of them. To make the server match "
-                f"the folder, run {FORCE_HINT}",
+                f"first sync to a server directory that already holds {' and '.join(what)}: "
+                f"deleting and replacing none of them. To make the server match the folder, "
+                f"run {FORCE_HINT}",
             )
         )
     elif n == 0:

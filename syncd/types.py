@@ -70,7 +70,9 @@ class Op(NamedTuple):
     directory ``rel`` and every row under it. MOVE turns the row at ``rel`` (a directory with
     ``tree``) into ``dest``; ``local`` is the file now at ``dest``. A MOVE with ``confirm`` is
     a candidate only: it is made when the file at ``dest`` hashes to the row's sha-256, and
-    becomes an upload of ``dest`` and a delete of ``rel`` otherwise.
+    becomes an upload of ``dest`` and a delete of ``rel`` otherwise. An UPLOAD with
+    ``confirm`` (a first contact) must not replace other bytes: it adopts what the server
+    holds if that is the same, and is refused otherwise.
     """
 
     kind: OpKind

@@ -105,6 +105,13 @@ class Uploader:
             if hint is not None and hint.sha256 == sha:
                 self._record(ctx, local, sha)
                 return Outcome.ADOPTED
+        if op.confirm:
+            raise PermanentError(
+                f"{ctx.remote(op.rel)}: not sent: the server already holds other bytes under "
+                "this name (first sync to this directory); to replace them, run "
+                "`syncd sync --force-delete`",
+                path=op.rel,
+            )
 
         async def attempt() -> str:
             nonlocal first

@@ -7,6 +7,8 @@ import asyncio
 import hashlib
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -62,10 +64,14 @@ class Mirror(RuleBasedStateMachine):
 
         return asyncio.run(go())
 
+    def blocked(self, p: Path) -> bool:
+        """Is some directory on the way to ``p`` a file now (after a swap)?"""
+        return any(a.exists() and not a.is_dir() for a in p.parents if a != self.folder.parent)
+
     @rule(name=NAMES, data=DATA)
     def write(self, name: str, data: bytes) -> None:
         p = self.folder / name
-        if p.parent.exists() and not p.parent.is_dir():
+        if self.blocked(p):
             return
         p.parent.mkdir(parents=True, exist_ok=True)
         if p.is_dir():
@@ -81,7 +87,7 @@ class Mirror(RuleBasedStateMachine):
     @rule(src=NAMES, dst=NAMES)
     def rename(self, src: str, dst: str) -> None:
         s, d = self.folder / src, self.folder / dst
-        if s.is_file() and not d.is_dir() and not (d.parent.exists() and not d.parent.is_dir()):
+        if s.is_file() and not d.is_dir() and not self.blocked(d):
             d.parent.mkdir(parents=True, exist_ok=True)
             s.rename(d)
 
@@ -128,6 +134,18 @@ class Mirror(RuleBasedStateMachine):
         """A file the folder never had appears on the server (left by a crash)."""
         if (self.root / "docs").is_dir():
             (self.root / "docs" / "stray.bin").write_bytes(b"stray")
+
+    @rule()
+    def killed_after_an_upload(self) -> None:
+        """`syncd sync` SIGKILLed between the server's confirmation and the manifest commit
+        (where there is something to send; otherwise it is an ordinary pass)."""
+        if self.server is not None:
+            subprocess.run(
+                [sys.executable, "-m", "syncd", "sync", "-c", str(self.tmp / "c.toml")],
+                env={**os.environ, "SYNCD_CRASH_AT": "after-upload"},
+                capture_output=True,
+                timeout=60,
+            )
 
     @rule()
     def sync_pass(self) -> None:

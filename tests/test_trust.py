@@ -294,13 +294,21 @@ def test_first_contact_with_a_non_empty_directory_deletes_nothing(
     (server.root / "docs").mkdir()
     (server.root / "docs" / "theirs.txt").write_text("not ours")
     (server.root / "docs" / "same.txt").write_text("same")
+    (server.root / "docs" / "other-size.txt").write_text("the server's, longer")
+    (server.root / "docs" / "same-size.txt").write_text("server")
     (folder / "same.txt").write_text("same")
     (folder / "mine.txt").write_text("mine")
+    (folder / "other-size.txt").write_text("mine")
+    (folder / "same-size.txt").write_text("folder")
     cfg = mirror_config(tmp_path, server, folder)
     r = run_syncd("sync", config=cfg)
     assert r.returncode == 1 and "first sync" in r.stderr and "--force-delete" in r.stderr
     assert (server.root / "docs" / "theirs.txt").read_text() == "not ours"
     assert (server.root / "docs" / "mine.txt").read_text() == "mine"
+    # Nothing the server held under the folder's names was replaced either.
+    assert (server.root / "docs" / "other-size.txt").read_text() == "the server's, longer"
+    assert (server.root / "docs" / "same-size.txt").read_text() == "server"
+    assert "already holds other bytes under this name" in r.stderr, r.stderr
     r = run_syncd("sync", config=cfg)  # still held: nothing was confirmed
     assert r.returncode == 1 and (server.root / "docs" / "theirs.txt").exists()
     r = run_syncd("sync", "--force-delete", config=cfg)

@@ -133,6 +133,27 @@ def test_second_server_on_the_same_root_is_refused_and_the_first_keeps_its_uploa
     assert lock == [str(srv.proc.pid), srv.url]
 
 
+def test_a_server_inside_or_around_a_served_root_is_refused(
+    tmp_path: Path, token_file: Path
+) -> None:
+    """A root nested in a served one, or holding one, would share its files and remove its
+    temps: refused as well, naming the server that runs."""
+    root = tmp_path / "root"
+    (root / "docs").mkdir(parents=True)
+    srv = start_server(root, token_file)
+    try:
+        uid = uuid.uuid4().hex
+        status, _, _ = request(srv, "PUT", f"/docs/big.bin?upload={uid}", os.urandom(3 << 20))
+        assert status == 202
+        for other in (root / "docs", tmp_path):
+            r = second_serve(other)
+            assert r.returncode == 2, r.stderr
+            assert f"already served by PID {srv.proc.pid}" in r.stderr, r.stderr
+            assert len(temp_files(root)) == 1  # the upload in flight is untouched
+    finally:
+        srv.stop()
+
+
 def test_the_lock_goes_with_the_server(tmp_path: Path, token_file: Path) -> None:
     root = tmp_path / "root"
     first = start_server(root, token_file)

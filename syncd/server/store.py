@@ -1209,7 +1209,11 @@ def remove_leftover_temps(root: Path) -> int:
     markers stay. Symlinks are not followed. Call it only while holding the root's lock: the
     temps of a server still running on ``root`` would go too."""
     removed = 0
-    for _dirpath, _dirnames, filenames, dir_fd in os.fwalk(root, follow_symlinks=False):
+    for dirpath, _dirnames, filenames, dir_fd in os.fwalk(root, follow_symlinks=False):
+        if LOCK_NAME in filenames and os.path.normpath(dirpath) != os.path.normpath(root):
+            holder = _other_holder(dir_fd)  # a server on a directory inside this root
+            if holder is not None:
+                raise RootInUse(Path(dirpath), *holder, mine=f"{root} holds")
         for name in filenames:
             if is_temp_name(name):
                 try:
@@ -1226,12 +1230,15 @@ def remove_leftover_temps(root: Path) -> int:
 class RootInUse(InUse):
     """Another server holds ROOT's lock."""
 
-    def __init__(self, root: Path, pid: int | None, url: str) -> None:
+    def __init__(self, root: Path, pid: int | None, url: str, *, mine: str = "") -> None:
+        """``root``: the directory a server runs on; ``mine``: how this server's ROOT stands
+        to it, e.g. "/srv/mirror/docs is inside" ("": it is the same)."""
         self.root = root
         self.pid = pid
         self.url = url
         who = f"PID {pid}" if pid is not None else "another process"
-        super().__init__(f"{root} is already served by {who} ({url or 'still starting'})")
+        what = f"{mine} {root}, which" if mine else f"{root}"
+        super().__init__(f"{what} is already served by {who} ({url or 'still starting'})")
 
 
 class RootLock:
@@ -1277,6 +1284,17 @@ class RootLock:
                 raise RootInUse(root, pid, url) from None
             except OSError as e:
                 raise SyncdError(f"cannot lock {root / LOCK_NAME}: {e.strerror or e}") from e
+            for parent in root.resolve().parents:  # a server on a directory that holds ROOT
+                try:
+                    parent_fd = os.open(parent, _O_ROOT)
+                except OSError:
+                    continue
+                try:
+                    holder = _other_holder(parent_fd)
+                finally:
+                    os.close(parent_fd)
+                if holder is not None:
+                    raise RootInUse(parent, *holder, mine=f"{root} is inside")
             return cls(root, fd)
         except BaseException:
             os.close(fd)
@@ -1301,6 +1319,25 @@ class RootLock:
             pass
         os.close(self._fd)
         self._fd = -1
+
+
+def _other_holder(dir_fd: int) -> tuple[int | None, str] | None:
+    """(PID, URL) of a server whose lock is in the directory ``dir_fd``; None if none runs."""
+    import fcntl
+
+    try:
+        fd = os.open(LOCK_NAME, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return _read_holder(fd)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def _read_holder(fd: int) -> tuple[int | None, str]:
