@@ -309,8 +309,9 @@ class StatusBoard:
         held = self.held(cached=light)
         # "Deletions held back" is current while the manifest holds them: released (by
         # `syncd sync --force-delete`, or a folder that needs them no more), it is resolved.
+        # (Only from a fresh read: a cached one may predate a hold made since.)
         scopes = {ctx.remote_path: ctx.scope for ctx in d.folders}
-        for name, e in list(self.metrics.failing.items()):
+        for name, e in list(self.metrics.failing.items()) if not light else ():
             if e["kind"] == "held_back" and name in scopes and scopes[name] not in held:
                 del self.metrics.failing[name]
         current = list(self.metrics.failing.values())
