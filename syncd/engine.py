@@ -393,6 +393,7 @@ class Engine:
         if not isinstance(remote, Marker):
             return False
         mirror = await remote.read_marker(ctx.remote_path)
+        ctx.marked = mirror is not None
         if mirror is None:
             if known is not None:
                 ctx.mirror = known[0]  # the server lost its marker: written again after the pass
@@ -436,11 +437,12 @@ class Engine:
         remote = self.remote
         mirror = ctx.mirror or (known[0] if known is not None else None)
         try:
-            if isinstance(remote, Marker) and (
-                mirror is None or await remote.read_marker(ctx.remote_path) != mirror
-            ):
+            # (``marked`` is None when the server was not listed: its token had not changed
+            # since a pass that left the marker there.)
+            if isinstance(remote, Marker) and (mirror is None or ctx.marked is False):
                 mirror = mirror or uuid.uuid4().hex
                 await remote.write_marker(ctx.remote_path, mirror)
+                ctx.marked = True
             token = await remote.state(ctx.remote_path) if isinstance(remote, StateToken) else None
         except RemoteError as e:
             log.warning("%s: could not mark the mirror on the server: %s", ctx.remote_path, e)

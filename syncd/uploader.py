@@ -49,8 +49,10 @@ class FolderCtx:
     # Files the remote already holds (from its listing), used to adopt them without sending
     # when the manifest is empty or was lost.
     remote_hints: dict[str, RemoteEntry] = field(default_factory=dict)
-    # The mirror id (the marker on the server) this pass found, if any.
+    # The mirror id (the marker on the server) this pass found, if any, and whether the
+    # server holds the marker (None: not read this time).
     mirror: str | None = None
+    marked: bool | None = None
 
     def remote(self, rel: str) -> str:
         return f"{self.remote_path}/{rel}"
