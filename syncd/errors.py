@@ -76,5 +76,11 @@ class PermanentError(RemoteError):
     """Retrying the same request cannot help (400, 403, 404, 409, 413, ...)."""
 
 
+class WrongProtocol(PermanentError):
+    """The URL answers, but not in the protocol its kind speaks (a static file server where
+    syncd serve was expected, HTML where a WebDAV multistatus was): nothing will work there, so
+    a pass stops at the first such answer with one line naming the URL and the kind."""
+
+
 class AuthError(PermanentError):
     """The remote refused our credentials (401): nothing will work until the user fixes them."""

@@ -14,6 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Generated inputs: "ci" (the default, what scripts/test runs) keeps every property test bounded
+# so the suite stays under ten minutes; "long" digs deeper: scripts/test --hypothesis-profile=long
+# Tests that do real I/O per example scale their own counts from settings().max_examples.
+_SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+settings.register_profile("ci", max_examples=40, deadline=None, suppress_health_check=_SLOW_OK)
+settings.register_profile("long", max_examples=1000, deadline=None, suppress_health_check=_SLOW_OK)
+settings.load_profile(os.environ.get("SYNCD_HYPOTHESIS_PROFILE", "ci"))
 
 
 @dataclass
