@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -29,6 +30,7 @@ EXIT_USAGE = 2
 EXIT_UNCHECKED = 3  # `syncd verify`: nothing different found, but something could not be checked
 EXIT_BUSY = 3  # `syncd status`: the daemon is still sending or waiting for changes to settle
 EXIT_NO_DAEMON = 4  # `syncd status`: no daemon runs (the output is the manifest's view)
+EXIT_PIPE = 128 + 13  # stdout was closed (`syncd status | head`): as a shell shows SIGPIPE
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -74,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
             "--config",
             type=Path,
             help="config file (default: $SYNCD_CONFIG, then $XDG_CONFIG_HOME/syncd/config.toml)",
+        )
+        sp.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            help="log at debug level (every file, every retry), whatever [log] level says",
         )
 
     s = sub.add_parser("run", help="mirror every folder, then keep watching (the daemon)")
@@ -179,12 +187,33 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _level(args: argparse.Namespace, cfg: Config) -> str:
+    return "debug" if getattr(args, "verbose", False) else cfg.log.level
+
+
 def _load(args: argparse.Namespace) -> Config:
     from syncd import config as cfgmod
 
     cfg = cfgmod.load(cfgmod.find_config(args.config))
-    _setup_logging(cfg.log.level, cfg.log.format, cfg)
+    _setup_logging(_level(args, cfg), cfg.log.format, cfg)
     return cfg
+
+
+def _say(message: str) -> None:
+    """One line on stderr: no secret in it, and no name can break it (``logs.escape``)."""
+    from syncd.logs import REDACTOR, escape
+
+    if sys.stderr is None:  # pythonw.exe: the log file is where it can be read
+        log.error("%s", message)
+        return
+    print(escape(REDACTOR.redact(message)), file=sys.stderr)
+
+
+def _show(line: str) -> str:
+    """A line of stdout that names files: control characters escaped, secrets out."""
+    from syncd.logs import REDACTOR, escape
+
+    return escape(REDACTOR.scrub(line))
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -231,16 +260,18 @@ def _delegate_sync(args: argparse.Namespace, cfg: Config, held: AlreadyRunning) 
 
     doc = asyncio.run(ask())
     if doc is None:
-        print(f"syncd: {held}; not starting a second pass", file=sys.stderr)
+        _say(f"syncd: {held}; not starting a second pass")
         return EXIT_FAILED
     if doc.get("error"):
-        print(f"syncd: the running daemon (pid {doc.get('pid')}): {doc['error']}", file=sys.stderr)
+        _say(f"syncd: the running daemon (pid {doc.get('pid')}): {doc['error']}")
         return EXIT_FAILED
-    print(f"syncd: the running daemon (pid {doc.get('pid')}) made this pass", file=sys.stderr)
+    _say(f"syncd: the running daemon (pid {doc.get('pid')}) made this pass")
     for p in doc.get("failed", []):
-        print(f"syncd: failed: {p['path']}: {p['reason']}", file=sys.stderr)
+        _say(f"syncd: failed: {p['path']}: {p['reason']}")
+    if doc.get("outcome"):
+        _say(f"syncd: {doc['outcome']}")
     print(doc["summary"])
-    return EXIT_FAILED if doc.get("failed") else EXIT_OK
+    return EXIT_FAILED if doc.get("failed") or doc.get("outcome") else EXIT_OK
 
 
 def _sync_pass(args: argparse.Namespace, cfg: Config) -> int:
@@ -260,13 +291,19 @@ def _sync_pass(args: argparse.Namespace, cfg: Config) -> int:
         report = _engine_sync(args, cfg, pre, report)
     if args.dry_run:
         for line in report.planned:
-            print(line)
+            print(_show(line))
         print(f"dry run: {len(report.planned)} changes planned, nothing changed")
     for p in report.failed:
-        print(f"syncd: failed: {p}", file=sys.stderr)
+        _say(f"syncd: failed: {p}")
+    if report.stopped is not None:
+        # One line, however many files: why, what was left undone, what was recorded.
+        if args.dry_run:
+            _say(f"syncd: {report.stopped}: planned from the manifest alone")
+        else:
+            _say(f"syncd: {report.outcome()}")
     if not args.dry_run:
         print(report.summary())
-    return EXIT_FAILED if report.failed else EXIT_OK
+    return EXIT_OK if report.ok else EXIT_FAILED
 
 
 def _engine_sync(args: argparse.Namespace, cfg: Config, pre: Prescan, report: Report) -> Report:
@@ -290,7 +327,7 @@ def _engine_sync(args: argparse.Namespace, cfg: Config, pre: Prescan, report: Re
 
 
 def _terminal_progress() -> Progress | None:
-    if not sys.stderr.isatty():
+    if sys.stderr is None or not sys.stderr.isatty():
         return None
     from syncd.progress import RichProgress
 
@@ -311,16 +348,16 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     try:
         out = asyncio.run(go())
     except SyncdError as e:  # the server could not be reached, refused us, cannot list
-        print(f"syncd: could not check: {e}", file=sys.stderr)
+        _say(f"syncd: could not check: {e}")
         return EXIT_UNCHECKED
     for name in out.missing:
-        print(f"missing on the server: {name}")
+        print(_show(f"missing on the server: {name}"))
     for name in out.extra:
-        print(f"only on the server:    {name}")
+        print(_show(f"only on the server:    {name}"))
     for name in out.different:
-        print(f"different:             {name}")
+        print(_show(f"different:             {name}"))
     for p in out.failed:
-        print(f"syncd: could not check: {p}", file=sys.stderr)
+        _say(f"syncd: could not check: {p}")
     verdict = "identical" if out.ok else "DIFFERENT"
     print(
         f"verify: {verdict}: {out.identical} identical, {len(out.missing)} missing, "
@@ -336,7 +373,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
     unreachable, a folder missing, deletions held back, a daemon that does not answer);
     3: busy (syncing, starting); 4: no daemon runs (the manifest's view is printed)."""
     import asyncio
-    import json
 
     from syncd import config as cfgmod
     from syncd.manifest import Manifest
@@ -345,7 +381,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     # A folder that is missing (unmounted) is reported, not a config error.
     cfg = cfgmod.load(cfgmod.find_config(args.config), require_folders=False)
-    _setup_logging(cfg.log.level, cfg.log.format, cfg)
+    _setup_logging(_level(args, cfg), cfg.log.format, cfg)
     state_dir = cfg.sync.state_dir
 
     async def ask() -> dict[str, Any] | None:
@@ -362,24 +398,36 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     doc = asyncio.run(ask())
     if doc is not None:
-        print(json.dumps(doc, indent=2) if args.json else _format_status(doc))
+        print(_status_text(doc, as_json=args.json))
         if doc.get("state") in ("syncing", "starting"):
             return EXIT_BUSY
         return EXIT_OK if doc.get("state") == "in_sync" else EXIT_FAILED
     with Manifest.in_state_dir(state_dir) as m:
         doc = manifest_snapshot(cfg, m)
     who = holder(state_dir)
-    print(json.dumps(doc, indent=2) if args.json else _format_status(doc))
+    print(_status_text(doc, as_json=args.json))
     if who is not None and who[1] == "run":
-        print(
+        _say(
             f"syncd: `syncd run` (pid {who[0]}) holds {state_dir} but does not answer on its "
-            "control socket",
-            file=sys.stderr,
+            "control socket"
         )
         return EXIT_FAILED
     if who is not None and not args.json:
         print(f"(`syncd {who[1]}`, pid {who[0]}, is making a pass now)")
     return EXIT_NO_DAEMON
+
+
+def _status_text(doc: dict[str, Any], *, as_json: bool) -> str:
+    """The status document as ``--json`` prints it (ASCII JSON), or the human view; in both,
+    no secret (the daemon's document has none; an older daemon's might) and, in the human
+    view, names escaped line by line."""
+    import json
+
+    from syncd.logs import REDACTOR
+
+    if as_json:
+        return REDACTOR.scrub(json.dumps(doc, indent=2))
+    return "\n".join(_show(line) for line in _format_status(doc).split("\n"))
 
 
 def _format_status(doc: dict[str, Any]) -> str:
@@ -519,11 +567,14 @@ def _cmd_config(args: argparse.Namespace) -> int:
     path = cfgmod.find_config(args.config)
     cfg = cfgmod.load(path)  # a ConfigError names the file, the key and the problem: exit 2
     raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    print(_render_config(cfg, raw))
+    _setup_logging(_level(args, cfg), cfg.log.format, cfg)  # (registers the secrets)
+    from syncd.logs import REDACTOR
+
+    print(REDACTOR.scrub(_render_config(cfg, raw)))  # (a URL is shown without its userinfo)
     for f in (cfg.remote.token_file, cfg.remote.password_file):
         if f is not None and os.name == "posix" and f.stat().st_mode & 0o077:
-            print(f"# warning: {f} is readable by other users: chmod 600 {f}", file=sys.stderr)
-    print(f"# {path}: OK", file=sys.stderr)
+            _say(f"# warning: {f} is readable by other users: chmod 600 {f}")
+    _say(f"# {path}: OK")
     return EXIT_OK
 
 
@@ -628,22 +679,48 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        if sys.stdout is not None:
+            sys.stdout.flush()  # a closed pipe shows here, not in Python's exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`syncd status | head -4`): end quietly, as `cat` would. What
+        # is still buffered goes nowhere instead of to a traceback at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+        return EXIT_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging()
     try:
         return COMMANDS[args.command](args)
     except ConfigError as e:
-        print(f"syncd: config error: {e}", file=sys.stderr)
+        _say(f"syncd: config error: {e}")
         return EXIT_USAGE
     except InUse as e:
-        print(f"syncd {args.command}: {e}", file=sys.stderr)
+        _say(f"syncd {args.command}: {e}")
         return EXIT_USAGE
     except AuthError as e:
-        print(f"syncd: {e}", file=sys.stderr)
+        _say(f"syncd: {e}")
         return EXIT_FAILED
     except SyncdError as e:
-        print(f"syncd: {e}", file=sys.stderr)
+        _say(f"syncd: {e}")
         return EXIT_FAILED
     except KeyboardInterrupt:
-        print("syncd: interrupted", file=sys.stderr)
+        _say("syncd: interrupted")
         return 130
+    except BrokenPipeError:
+        raise
+    except Exception:
+        # A bug: its traceback goes through the log (secrets redacted, names escaped).
+        log.critical(
+            "internal error (a bug in syncd %s; please report it)", __version__, exc_info=True
+        )
+        return EXIT_FAILED

@@ -8,11 +8,12 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from syncd.config import Config
 from syncd.errors import (
@@ -24,6 +25,7 @@ from syncd.errors import (
     SyncdError,
     TransientError,
     Unreachable,
+    WrongProtocol,
 )
 from syncd.hashing import ReadStats, hash_path
 from syncd.manifest import Manifest, scope_of
@@ -41,6 +43,12 @@ if TYPE_CHECKING:
     from syncd.remotes.base import Reader, Remote
 
 log = logging.getLogger("syncd.engine")
+
+T = TypeVar("T")
+
+#: What stops everything at once: the credentials refused, or a URL that does not speak the
+#: remote kind's protocol. Nothing more is tried; the pass (or the daemon) says why once.
+Fatal = AuthError | WrongProtocol
 
 FLUSH_EVERY = 0.5  # seconds between manifest commits while transfers run
 CHANGED_RETRIES = 3  # a file that keeps changing while it is sent, in one pass
@@ -141,10 +149,15 @@ class Engine:
         self._flusher: asyncio.Task[None] | None = None
         self._flush_stop: asyncio.Event | None = None
         self.inflight: dict[tuple[str, str], Job] = {}
-        #: Set when the remote refused our credentials: nothing more is attempted.
-        self.fatal: AuthError | None = None
+        #: Set when the remote refused our credentials or does not speak its protocol:
+        #: nothing more is attempted.
+        self.fatal: Fatal | None = None
         #: Set when the remote could not be reached after all retries (`syncd sync` stops trying).
         self.unreachable: Unreachable | None = None
+        #: A one-shot pass (``sync``): a remote that cannot be reached stops it, and what it
+        #: leaves undone is counted (each named at debug level), not failed file by file.
+        self.one_shot = False
+        self._probed = False
 
     # -- resources ---------------------------------------------------------------------------
     async def __aenter__(self) -> Engine:
@@ -187,15 +200,36 @@ class Engine:
 
     # -- one pass ----------------------------------------------------------------------------
     async def sync(self, *, dry_run: bool = False, report: Report | None = None) -> Report:
-        """Reconcile every folder once. Raises AuthError if the remote refuses the token."""
+        """Reconcile every folder once.
+
+        A remote that refuses the credentials, does not speak its protocol, or cannot be
+        reached after every retry stops the pass: ``report.stopped`` says why in one line,
+        ``report.not_sent``/``not_done`` count what was left undone, nothing more is tried.
+        """
         report = report if report is not None else Report()
+        self.one_shot = True
         try:
             for ctx in self.folders:
                 await self.reconcile(ctx, report, dry_run=dry_run)
         finally:
             self.progress.stop()
             report.finished = time.monotonic()
+        stop = self.stopped()
+        if stop is not None:
+            report.stopped = self.why_stopped(stop)
         return report
+
+    def stopped(self) -> Fatal | Unreachable | None:
+        """Why nothing more is tried: ``fatal``, or (one-shot) the remote unreachable."""
+        if self.fatal is not None:
+            return self.fatal
+        return self.unreachable if self.one_shot else None
+
+    def why_stopped(self, e: RemoteError) -> str:
+        """One line: "server URL unreachable (connection refused)", or the error's own."""
+        if isinstance(e, Unreachable):
+            return f"server {self.remote.description} unreachable ({_os_reason(e)})"
+        return str(e)
 
     async def reconcile(
         self, ctx: FolderCtx, report: Report, *, dry_run: bool = False, server: bool = True
@@ -209,12 +243,18 @@ class Engine:
         if dry_run:
             report.planned += plan.describe(ctx.remote_path)
             return
+        stop = self.stopped()
+        if stop is not None:  # nothing is tried: what the plan holds is left undone
+            for op in plan.ops:
+                self._left_undone(ctx, op, report, stop)
+            return
         try:
             if not plan.empty:
                 self.apply_plan(ctx, plan)
                 await self.execute(ctx, plan, report)
             if plan.remote_checked or not plan.empty:
-                await self.confirmed(ctx, ok=len(report.failed) == failed)
+                ok = len(report.failed) == failed and self.stopped() is None
+                await self.confirmed(ctx, ok=ok)
         finally:
             ctx.remote_hints = {}
             await self.manifest.aflush()
@@ -269,17 +309,21 @@ class Engine:
         )
         del states
         view: Server | None = None
-        if server or (server is None and not in_sync):
+        if (server or (server is None and not in_sync)) and self.stopped() is None:
             view = await self.server_view(ctx)
+        # A pass that cannot go on plans from the manifest only to count what it leaves
+        # undone: it records nothing (no hold either).
+        stopped = self.stopped() is not None
         if in_sync and view is None:
             plan = Plan(unchanged=len(scan.files))  # in sync, as the manifest says
         else:
             plan = self.planner(ctx, looked, server=view, force=force or self.force_delete)
-            if not dry_run:
+            if not dry_run and not stopped:
                 self.record_hold(ctx, plan, whole=True)
         plan.problems = len(scan.problems)
         report.failed += [Problem(f"{ctx.remote_path}/{p.path}", p.reason) for p in scan.problems]
-        self.report_held(ctx, plan, report)
+        if not stopped:
+            self.report_held(ctx, plan, report)
         report.unchanged += plan.unchanged
         return plan
 
@@ -350,11 +394,20 @@ class Engine:
 
         Also ties the folder's rows to the mirror (the marker the first sync leaves on the
         server): the same mirror under another URL spelling keeps its rows.
+
+        One-shot (``sync``): this is the pass's first contact with the server, so a server
+        that cannot be reached is retried here (quietly), and if it stays unreachable, or
+        refuses the credentials, or does not speak the protocol, the pass stops (``stopped``)
+        instead of failing every file in turn. The daemon plans from the manifest instead.
         """
         remote = self.remote
         if not getattr(remote, "lists", True):
+            if self.one_shot and not self._probed:
+                self._probed = True
+                await self._first_contact(remote.ping, any_answer=True)
             return None
-        try:
+
+        async def look() -> Server | None:
             known = self.manifest.mirror(ctx.scope)
             token = await remote.state(ctx.remote_path) if isinstance(remote, StateToken) else None
             if known is not None and token is not None and known[1] == token:
@@ -362,10 +415,44 @@ class Engine:
             first_contact = await self._identify(ctx, known)
             entries = {e.path: e async for e in remote.list(ctx.remote_path)}
             await self._unlisted(ctx, entries)
+            return Server(entries, first_contact=first_contact and bool(entries))
+
+        try:
+            if self.one_shot:
+                self._probed = True
+                return await self._first_contact(look)
+            return await look()
         except TransientError as e:
             log.warning("could not list %s (%s); planning from the manifest", ctx.remote_path, e)
             return None
-        return Server(entries, first_contact=first_contact and bool(entries))
+
+    async def _first_contact(
+        self, fn: Callable[[], Awaitable[T]], *, any_answer: bool = False
+    ) -> T | None:
+        """``fn`` (a read), retried while the server cannot be reached at all, with the
+        retry policy's backoff but logged at debug level. What stops the pass is kept in
+        ``unreachable``/``fatal`` (None is returned); other errors reach the caller, but a
+        PermanentError when ``any_answer`` (a ping: any answer means the server is there)."""
+        attempt = 1
+        while True:
+            try:
+                return await fn()
+            except Unreachable as e:
+                if attempt >= self.policy.attempts:
+                    self.unreachable = e
+                    return None
+                wait = self.policy.delay(attempt)
+                log.debug("%s; retry %d/%d in %.1fs", e, attempt, self.policy.attempts - 1, wait)
+                await asyncio.sleep(wait)
+                attempt += 1
+            except (AuthError, WrongProtocol) as e:
+                self.fatal = e
+                return None
+            except PermanentError as e:
+                if not any_answer:
+                    raise
+                log.debug("%s: %s", self.remote.description, e)
+                return None
 
     async def _unlisted(self, ctx: FolderCtx, entries: dict[str, RemoteEntry]) -> None:
         """Rows of dot files the listing left out, asked for one by one where the remote can
@@ -488,9 +575,9 @@ class Engine:
             self._flusher = None
 
     async def submit(self, job: Job) -> None:
-        """Queue one op for the workers; waits while the queue is full (backpressure)."""
-        if self.fatal is not None:
-            raise self.fatal
+        """Queue one op for the workers; waits while the queue is full (backpressure). Once
+        the remote refused us (``fatal``), the workers leave what is queued undone (and call
+        ``on_done``)."""
         self._start_pool()
         assert self._queue is not None
         await self._queue.put(job)
@@ -499,11 +586,34 @@ class Engine:
         """Run ``ops`` on the workers, ``concurrency`` at a time, and wait for all of them."""
         batch = Batch()
         for op in ops:
+            stop = self.stopped()
+            if stop is not None:
+                self._left_undone(ctx, op, report, stop)
+                continue
             batch.add()
             await self.submit(Job(ctx, op, report, batch))
         await batch.wait()
-        if self.fatal is not None:
-            raise self.fatal
+
+    def _left_undone(self, ctx: FolderCtx, op: Op, report: Report, why: RemoteError) -> None:
+        """``op`` is not tried because ``why`` stopped the pass: counted, named at debug."""
+        if op.kind is OpKind.UPLOAD:
+            report.not_sent += 1
+        else:
+            report.not_done += 1
+        verb = {OpKind.UPLOAD: "sent", OpKind.DELETE: "deleted", OpKind.MOVE: "moved"}[op.kind]
+        log.debug(
+            "%s/%s: not %s: %s",
+            ctx.remote_path,
+            op.rel,
+            verb,
+            why,
+            extra={
+                "event": "failed",
+                "folder": ctx.remote_path,
+                "path": op.rel,
+                "result": error_kind(why),
+            },
+        )
 
     async def _work(self) -> None:
         assert self._queue is not None
@@ -513,12 +623,14 @@ class Engine:
             self.inflight[key] = job
             job.started = time.monotonic()
             try:
+                await self._one(self._uploader_, job)
+            except (AuthError, WrongProtocol) as e:
                 if self.fatal is None:
-                    await self._one(self._uploader_, job)
-            except AuthError as e:
-                self.fatal = e
-                METRICS.error("auth", f"{job.ctx.remote_path}/{job.op.rel}")
-                log.error("%s", e)
+                    self.fatal = e
+                    METRICS.error(error_kind(e), f"{job.ctx.remote_path}/{job.op.rel}")
+                    # A pass says it once, at its end (``Report.outcome``); the daemon here.
+                    log.log(logging.DEBUG if self.one_shot else logging.ERROR, "%s", e)
+                self._left_undone(job.ctx, job.op, job.report, e)
             except Exception as e:  # a bug: say so, and keep the worker alive
                 name = f"{job.ctx.remote_path}/{job.op.rel}"
                 log.exception("%s: internal error: %r", name, e)
@@ -541,14 +653,15 @@ class Engine:
                 await self.manifest.aflush()
 
     async def _one(self, uploader: Uploader, job: Job) -> None:
-        """Carry out one op; record its outcome in the report; never raise but AuthError."""
+        """Carry out one op; record its outcome in the report; never raise but AuthError or
+        WrongProtocol (nothing will work: the caller stops everything)."""
         ctx, op, report = job.ctx, job.op, job.report
         name = f"{ctx.remote_path}/{op.rel}"
-        if self.unreachable is not None and job.on_changed is None:
-            # One pass: once the server could not be reached after every retry, the other
-            # files fail at once with the same reason instead of each retrying in turn.
-            METRICS.error("unreachable", name)
-            report.failed.append(Problem(name, f"not sent: {self.unreachable}"))
+        stop = self.stopped()
+        if stop is not None:
+            # Once the server refused us, or (one pass) could not be reached after every
+            # retry, the other ops are not tried: counted, and said once by the caller.
+            self._left_undone(ctx, op, report, stop)
             return
         for attempt in range(1, CHANGED_RETRIES + 1):
             try:
@@ -611,7 +724,7 @@ class Engine:
                     },
                 )
                 return
-            except AuthError:
+            except (AuthError, WrongProtocol):
                 raise
             except RemoteError as e:
                 METRICS.error(error_kind(e), name)
@@ -619,7 +732,9 @@ class Engine:
                     job.on_retry(job, e)  # the daemon keeps it in its outbox and tries later
                     return
                 if isinstance(e, Unreachable):
-                    self.unreachable = e
+                    self.unreachable = self.unreachable or e
+                    self._left_undone(ctx, op, report, e)  # the pass says it once
+                    return
                 report.failed.append(Problem(name, str(e)))
                 log.error(
                     "%s",
@@ -754,6 +869,23 @@ class Engine:
             for lf in files:
                 tg.create_task(one(lf))
         return result
+
+
+def _os_reason(e: BaseException) -> str:
+    """Why a connection failed, as the OS says it ("connection refused", "no route to
+    host"), from the first OS error in ``e``'s causes; else the end of ``e``'s message."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and not isinstance(cur, SourceError):
+            if cur.errno is not None and cur.errno > 0:
+                return os.strerror(cur.errno).lower()
+            if cur.strerror:
+                return str(cur.strerror).lower()
+        cur = cur.__cause__ or cur.__context__
+    text = str(e)
+    return text.rsplit(": ", 1)[-1].lower() if ": " in text else text
 
 
 __all__ = ["Engine", "Progress", "Report", "VerifyReport", "scope_of"]

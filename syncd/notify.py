@@ -106,7 +106,10 @@ class Notifier:
 
 
 def _status(text: str) -> str:
-    return "STATUS=" + " ".join(text.split())[:500]  # one line
+    """One line (names escaped, no secret the log knows), as systemd shows it."""
+    from syncd.logs import REDACTOR, escape
+
+    return "STATUS=" + escape(" ".join(REDACTOR.scrub(text).split()))[:500]
 
 
 __all__ = ["Notifier"]

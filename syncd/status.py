@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import time
 from collections import Counter, deque
@@ -407,7 +408,7 @@ class StatusBoard:
                 "status_url": self.status_url,
             },
             "remote": {
-                "url": d.config.remote.url,
+                "url": public_url(d.config.remote.url),
                 "reachable": reachable,
                 "unreachable_since": d.remote_down_since,
                 "queued": len(d.outbox),
@@ -558,7 +559,7 @@ def manifest_snapshot(config: Config, manifest: Manifest) -> dict[str, Any]:
         "last_sync": None,
         "daemon": None,
         "remote": {
-            "url": config.remote.url,
+            "url": public_url(config.remote.url),
             "reachable": None,
             "unreachable_since": None,
             "queued": sum(len(v) for v in queued.values()),
@@ -582,6 +583,20 @@ def manifest_snapshot(config: Config, manifest: Manifest) -> dict[str, Any]:
         "recent": [],
         "errors": [],
     }
+
+
+def public_url(url: str) -> str:
+    """``url`` as it may be shown: without userinfo (``user:password@``, a token as the
+    user name). Config refuses credentials in URLs; this is defence in depth."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return re.sub(r"//[^/@]*@", "//", url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def _count(n: int, word: str) -> str:
@@ -688,11 +703,11 @@ class ControlServer:
         try:
             line = (await asyncio.wait_for(reader.readline(), 5)).split()
             if line == [b"status"]:
-                writer.write(json.dumps(self.board.snapshot()).encode() + b"\n")
+                writer.write(_scrubbed(self.board.snapshot()) + b"\n")
                 await writer.drain()
             elif line in ([b"sync"], [b"sync", b"force"]):
                 answer = await self._sync(force_delete=len(line) == 2)
-                writer.write(json.dumps(answer).encode() + b"\n")
+                writer.write(_scrubbed(answer) + b"\n")
                 await writer.drain()
         except (TimeoutError, ConnectionError):
             pass
@@ -714,12 +729,23 @@ class ControlServer:
         return report_doc(report)
 
 
+def _scrubbed(doc: dict[str, Any]) -> bytes:
+    """A document for the control socket, without any secret the log knows (it has none;
+    defence in depth) and in ASCII JSON."""
+    from syncd.logs import REDACTOR
+
+    return REDACTOR.scrub(json.dumps(doc)).encode()
+
+
 def report_doc(report: Report) -> dict[str, Any]:
-    """What a pass did (``syncd.report.Report``), as JSON: the answer to ``sync``."""
+    """What a pass did (``syncd.report.Report``), as JSON: the answer to ``sync``.
+    ``outcome`` is the one line of a pass that was stopped (``Report.outcome``), or null."""
     return {
         "version": 1,
         "pid": os.getpid(),
         "summary": report.summary(),
+        "outcome": report.outcome(),
+        "not_sent": report.not_sent,
         "failed": [{"path": p.path, "reason": p.reason} for p in report.failed],
         "uploaded": report.uploaded,
         "deleted": report.deleted,
@@ -849,6 +875,7 @@ __all__ = [
     "folder_problem",
     "held_by_scope",
     "manifest_snapshot",
+    "public_url",
     "query",
     "query_http",
     "report_doc",

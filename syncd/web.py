@@ -22,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
+from syncd.logs import REDACTOR
 from syncd.status import ERROR_KINDS, Metrics, StatusBoard, split_listen
 
 log = logging.getLogger("syncd.web")
@@ -210,12 +211,13 @@ async def _js(request: web.Request) -> web.StreamResponse:
 
 async def _json(request: web.Request) -> web.StreamResponse:
     doc = request.app[BOARD].snapshot()
-    return web.Response(text=json.dumps(doc, indent=1), content_type="application/json")
+    text = REDACTOR.scrub(json.dumps(doc, indent=1))  # (defence in depth: it holds none)
+    return web.Response(text=text, content_type="application/json")
 
 
 async def _metrics(request: web.Request) -> web.StreamResponse:
     board = request.app[BOARD]
-    text = render_metrics(board.snapshot(), board.metrics)
+    text = REDACTOR.scrub(render_metrics(board.snapshot(), board.metrics))
     return web.Response(
         body=text.encode(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
     )

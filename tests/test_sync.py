@@ -302,13 +302,22 @@ def test_wrong_token_fails_and_writes_nothing(
 
 
 def test_server_down_is_a_clear_failure(tmp_path: Path, server: ServerProc, folder: Path) -> None:
-    (folder / "a.txt").write_text("a")
+    """One line saying so, with the count; each file named at debug level only (-v)."""
+    for name in ("a.txt", "b.txt", "sub/c.txt"):
+        (folder / name).parent.mkdir(exist_ok=True)
+        (folder / name).write_text(name)
     cfg = mirror_config(tmp_path, server, folder)
     server.stop()
-    r = run_syncd("sync", config=cfg)
+    r = run_syncd("sync", "-v", config=cfg)
     assert r.returncode == 1
-    assert "upload docs/a.txt: cannot connect to" in r.stderr
-    assert "Connection refused" in r.stderr
+    said = [line for line in r.stderr.splitlines() if " DEBUG " not in line]
+    assert said == [
+        f"syncd: server {server.url} unreachable (connection refused): 3 files not sent; "
+        "nothing recorded"
+    ], r.stderr
+    for name in ("a.txt", "b.txt", "sub/c.txt"):
+        assert f" DEBUG syncd.engine: docs/{name}: not sent: " in r.stderr, r.stderr
+    assert "failed 0, not sent 3, " in r.stdout, r.stdout
 
 
 def test_lost_manifest_adopts_identical_files(
