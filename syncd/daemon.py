@@ -24,7 +24,14 @@ import watchfiles
 from syncd.config import Config
 from syncd.debounce import Debouncer
 from syncd.engine import Batch, Engine, Job, Report
-from syncd.errors import AuthError, RemoteError, SyncdError, TransientError, Unreachable
+from syncd.errors import (
+    AuthError,
+    RemoteError,
+    SyncdError,
+    TransientError,
+    Unreachable,
+    WrongProtocol,
+)
 from syncd.planner import Looked, Plan
 from syncd.retry import RetryPolicy
 from syncd.scanner import FolderUnavailable
@@ -151,7 +158,7 @@ class Daemon:
         for i in folders:
             try:
                 await self._reconcile(i, check_remote=True)
-            except AuthError as e:
+            except (AuthError, WrongProtocol) as e:
                 self.engine.fatal = e
                 self._stopping.set()
                 return
@@ -361,10 +368,8 @@ class Daemon:
             self.remote_down_since = time.time()
             self._up.clear()
             self._down.set()
-            log.error(
-                "remote unreachable: %s. Watching on; changes are queued and sent when it is back",
-                e,
-            )
+            why = self.engine.why_stopped(e) if isinstance(e, RemoteError) else str(e)
+            log.error("%s. Watching on; changes are queued and sent when it is back", why)
 
     async def _watch_remote(self) -> None:
         """While the remote is down, check on it with backoff; when it is back, send the
@@ -377,7 +382,7 @@ class Daemon:
                 try:
                     await self.engine.remote.ping()
                     break
-                except AuthError as e:
+                except (AuthError, WrongProtocol) as e:
                     self.engine.fatal = e
                     self._stopping.set()
                     return
@@ -472,6 +477,13 @@ class Daemon:
         if self._busy(i, op.rel) or (op.dest is not None and self._busy(i, op.dest)):
             self._deferred.add(key)  # looked at again once the op in the way is done
             return
+        if self.remote_down_since is not None:
+            # The server is known to be down: straight to the outbox (sent when it is back),
+            # not through the retry policy file by file.
+            if key not in self.outbox:
+                self.outbox.add(key)
+                self.engine.manifest.outbox_add(self.folders[i].scope, op.rel, op.dest)
+            return
         job = Job(
             self.folders[i],
             op,
@@ -486,13 +498,7 @@ class Daemon:
             self._claims[(i, op.dest)] = job
         if batch is not None:
             batch.add()
-        try:
-            await self.engine.submit(job)
-        except AuthError:
-            self._on_done(job)
-            if batch is not None:
-                batch.done()
-            self._stopping.set()
+        await self.engine.submit(job)  # once fatal is set, the workers leave it undone
 
     def _index(self, ctx: FolderCtx) -> int:
         return self.folders.index(ctx)

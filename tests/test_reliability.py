@@ -36,7 +36,7 @@ def test_daemon_queues_while_server_is_down_and_converges_when_back(
         (folder / "a.txt").write_text("a, edited while the server was down")
         (folder / "c.txt").write_text("new while down")
         (folder / "b.txt").unlink()
-        wait_for(lambda: "remote unreachable" in d.log(), what="outage noticed")
+        wait_for(lambda: "unreachable (" in d.log(), what="outage noticed")
 
         def status() -> dict[str, object]:
             r = run_syncd("status", "--json", config=cfg)
@@ -74,7 +74,7 @@ def test_server_that_comes_back_empty_is_refilled(tmp_path: Path, token_file: Pa
         srv.stop()
         shutil.rmtree(root / "docs")  # the server lost its disk
         (folder / "poke.txt").write_text("a change while it was away")
-        wait_for(lambda: "remote unreachable" in d.log(), what="outage noticed")
+        wait_for(lambda: "unreachable (" in d.log(), what="outage noticed")
         srv = start_server(root, token_file, port=srv.port)
         wait_for(lambda: tree_of(root / "docs") == tree_of(folder), 60, "refilled, not deleted")
     finally:
