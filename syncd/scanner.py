@@ -459,12 +459,37 @@ class Scanner:
     def warn_special(self, rel: str, mode: int) -> None:
         """Warn (once per path) that a symlink, FIFO, socket or device is not mirrored: for a
         path met outside a scan (a live event)."""
-        reason = KINDS[_special(mode)][0]
+        self._warn_once(rel, KINDS[_special(mode)][0])
+
+    def _warn_once(self, rel: str, reason: str) -> None:
         if rel in self._announced:
             log.debug("skipped %s/%s: %s", shown(self.folder.remote_path), _brief(rel), reason)
             return
         self._announced.add(rel)
         log.warning("skipped %s/%s: %s", shown(self.folder.remote_path), _brief(rel), reason)
+
+    def look(self, rel: str, st: os.stat_result) -> LocalFile | None:
+        """A path met outside a scan (a live event, with its ``lstat``), judged as a scan
+        judges it: the regular file to mirror, or None -- ignored, or skipped with a warning
+        once per path (a special file, a name that is not UTF-8 or is reserved, a path too
+        long to address)."""
+        reason = ""
+        if not _utf8(rel):
+            reason = KINDS["utf8"][0]
+        elif any(part.startswith(RESERVED_PREFIX) for part in rel.split("/")):
+            reason = KINDS["reserved"][0]
+        elif (size := len(os.fsencode(self._prefix + rel))) > self.longest:
+            reason = f"path too long to address ({size} bytes; at most {self.longest})"
+        elif self.ignorer.ignored(rel, is_dir=stat.S_ISDIR(st.st_mode)):
+            return None
+        elif not stat.S_ISREG(st.st_mode):
+            if not stat.S_ISDIR(st.st_mode):
+                self.warn_special(rel, st.st_mode)
+            return None
+        else:
+            return LocalFile(rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        self._warn_once(rel, reason)
+        return None
 
     def _summarise(self, result: ScanResult, under: str) -> None:
         """One warning for the paths this scan skipped that no warning has named yet."""

@@ -591,6 +591,34 @@ def test_daemon_summarises_skips_once_and_names_a_new_one(
     assert "Traceback" not in daemon.log()
 
 
+def test_a_path_met_outside_a_scan_is_judged_as_a_scan_judges_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # For the daemon's live events: the same skips, warned about once per path.
+    folder = tmp_path / "Documents"
+    folder.mkdir()
+    broot = os.fsencode(folder)
+    for name in (b"ok.txt", b"bad\xff\n", b".~syncd-x", b"a.swp"):
+        with open(os.path.join(broot, name), "wb") as f:
+            f.write(b"x")
+    os.symlink("/etc/passwd", folder / "link")
+    scanner = Scanner(folder_config(folder, defaults=True))
+    with caplog.at_level(logging.WARNING, logger="syncd.scanner"):
+        for _ in range(2):
+            got = {
+                os.fsdecode(n): scanner.look(os.fsdecode(n), os.lstat(os.path.join(broot, n)))
+                for n in os.listdir(broot)
+            }
+    assert {rel for rel, lf in got.items() if lf is not None} == {"ok.txt"}
+    assert got["ok.txt"] == scanner.stat("ok.txt")
+    warnings = sorted(r.getMessage() for r in caplog.records)
+    assert warnings == [
+        "skipped docs/.~syncd-x: names starting with '.~syncd-' are reserved",
+        "skipped docs/bad\\xff\\n: name is not valid UTF-8",
+        "skipped docs/link: symbolic link (not followed)",
+    ]
+
+
 # -- ignore files ------------------------------------------------------------------------------
 
 #: The pieces gitwildmatch gives a meaning to, and some it does not expect.
