@@ -2,11 +2,16 @@
 
 Every key is declared once, in ``SCHEMA``: its type, default and one line of help. Validation,
 ``syncd init``, ``config.example.toml`` and the README's reference all follow from it. Every
-error names the file, the key and the problem (``ConfigError``).
+error names the file, the key and the problem (``ConfigError``), on one line (values are shown
+escaped and cut short), and any value TOML can hold is either accepted with a meaning or refused
+that way: NaN, infinities and durations beyond any use, wrong types (a bool is not a number),
+NUL and control characters, URLs with credentials or without a usable host or port, ignore
+lines that cannot be used.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -17,6 +22,7 @@ from typing import Any
 
 from syncd.errors import ConfigError
 from syncd.planner import DeleteLimit
+from syncd.types import shown
 
 REMOTE_KINDS = ("syncd", "webdav", "s3", "http")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -192,22 +198,51 @@ def find_config(explicit: Path | None, env: Mapping[str, str] | None = None) -> 
     return explicit.expanduser() if explicit is not None else default_config_path(env)
 
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE | re.ASCII)
 
 
 def parse_size(text: str) -> int:
-    """``"10MiB"`` -> 10485760, ``"500k"`` -> 500000, ``"0"`` -> 0. Raises ValueError."""
+    """``"10MiB"`` -> 10485760, ``"500k"`` -> 500000, ``"0"`` -> 0. Raises ValueError (also
+    for a size of 2**63 bytes or more, and for one that is not 0 but less than a byte)."""
     m = _SIZE.match(text)
     if not m:
-        raise ValueError(f'not a size: {text!r} (try "10MiB", "500k" or "0")')
+        raise ValueError(f'not a size: {_toml_repr(text)} (try "10MiB", "500k" or "0")')
     number, unit, binary = float(m.group(1)), m.group(2).lower(), m.group(3)
     power = "kmgt".index(unit) + 1 if unit else 0
-    return int(number * (1024 if binary or not unit else 1000) ** power)
+    size = number * (1024 if binary or not unit else 1000) ** power
+    if not size < 2**63:  # (inf for a number of 400 digits)
+        raise ValueError(f"too large: {_toml_repr(text)}")
+    if 0 < size < 1:
+        raise ValueError(f'less than one byte: {_toml_repr(text)} ("0" is no limit)')
+    return int(size)
+
+
+# Keys whose strings are names, URLs, methods or numbers: a control character in one is a typo
+# or an attack on a header, never meant. (Paths may hold anything but NUL; remote_path and the
+# ignore lines are checked on their own.)
+_TEXT_KEYS = frozenset(
+    {"kind", "url", "username", "method", "form_field", "delete_method", "endpoint_url"}
+    | {"region", "profile", "bwlimit", "max_delete", "level", "format", "listen"}
+)
+# C0 and C1 controls, DEL, and the separators some terminals and log viewers break lines at.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _check_text(file: Path, key: str, value: str) -> None:
+    if "\0" in value:
+        raise ConfigError(file, key, f"contains a NUL character: {_toml_repr(value)}")
+    if key.rpartition(".")[2] in _TEXT_KEYS and not value.isprintable():
+        c = next(c for c in value if not c.isprintable())
+        raise ConfigError(
+            file, key, f"contains a control character (U+{ord(c):04X}): {_toml_repr(value)}"
+        )
 
 
 def _check_type(file: Path, key: str, value: Any, spec: Key) -> Any:
     expected = spec.type if isinstance(spec.type, tuple) else (spec.type,)
     ok = isinstance(value, expected) and not (isinstance(value, bool) and bool not in expected)
+    if not ok and isinstance(value, float) and expected == (int,):
+        raise ConfigError(file, key, f"must be a whole number, not {_toml_repr(value)}")
     if not ok:
         names = " or ".join(
             {
@@ -226,16 +261,27 @@ def _check_type(file: Path, key: str, value: Any, spec: Key) -> Any:
             if not isinstance(item, str):
                 raise ConfigError(file, key, f"must be a list of strings, found {_toml_repr(item)}")
         return tuple(value)
+    if isinstance(value, str):
+        _check_text(file, key, value)
     if expected == (int, float) or float in expected:
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int of more than 308 digits: refused as infinite
+            return math.inf if value > 0 else -math.inf
     return value
 
 
 def _toml_repr(value: Any) -> str:
+    """``value`` as a message shows it: TOML-like, escaped, and cut short."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return f'"{value}"'
+        text = value if len(value) <= 80 else value[:60] + f"... ({len(value)} characters)"
+        return '"' + shown(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
+    if isinstance(value, int) and abs(value) >= 10**20:
+        return f"a number of {len(str(abs(value)))} digits"
+    if hasattr(value, "isoformat"):  # TOML dates and times
+        return str(value.isoformat())
     if isinstance(value, dict):
         return "a table"
     if isinstance(value, list):
@@ -253,7 +299,7 @@ def _section(file: Path, name: str, raw: Any, where: str) -> dict[str, Any]:
             hint = _closest(key, schema)
             raise ConfigError(
                 file,
-                f"{where}.{key}",
+                f"{where}.{_brief_key(key)}",
                 "unknown key" + (f" (did you mean {hint!r}?)" if hint else ""),
             )
     out: dict[str, Any] = {}
@@ -265,6 +311,16 @@ def _section(file: Path, name: str, raw: Any, where: str) -> dict[str, Any]:
         else:
             out[key] = tuple(spec.default) if isinstance(spec.default, list) else spec.default
     return out
+
+
+def _brief_key(key: str) -> str:
+    text = shown(key)
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
+def _say_path(p: Path) -> str:
+    text = shown(str(p))
+    return text if len(text) <= 200 else f"{text[:80]}...{text[-80:]}"
 
 
 def _closest(key: str, schema: Mapping[str, object]) -> str | None:
@@ -281,15 +337,25 @@ def _path(value: str) -> Path:
 def _existing_file(file: Path, key: str, value: str) -> Path | None:
     if not value:
         return None
-    p = _path(value)
-    if not p.is_file():
-        raise ConfigError(file, key, f"file not found: {p}")
+    p = _usable_path(file, key, value)
     try:
+        if not p.is_file():
+            raise ConfigError(file, key, f"file not found: {_say_path(p)}")
         with p.open("rb"):
             pass
     except OSError as e:
-        raise ConfigError(file, key, f"cannot read {p}: {e.strerror}") from e
+        raise ConfigError(file, key, f"cannot read {_say_path(p)}: {e.strerror}") from e
     return p
+
+
+def _usable_path(file: Path, key: str, value: str) -> Path:
+    """``value`` (``~`` and ``$VARS`` expanded) as a path, or a ConfigError."""
+    if not value:
+        raise ConfigError(file, key, "must not be empty")
+    try:
+        return _path(value)
+    except RuntimeError as e:  # "Could not determine home directory"
+        raise ConfigError(file, key, f"cannot expand {_toml_repr(value)}: {e}") from None
 
 
 _REMOTE_PATH = re.compile(r"^[^/\\\x00]+(/[^/\\\x00]+)*$")
@@ -302,7 +368,9 @@ def _remote_path(file: Path, key: str, value: str) -> str:
         or not _REMOTE_PATH.match(value)
         or any(part in (".", "..") or part.startswith(".~syncd-") for part in value.split("/"))
     ):
-        raise ConfigError(file, key, f"not a usable remote path: {value!r}")
+        raise ConfigError(file, key, f"not a usable remote path: {_toml_repr(value)}")
+    if _CONTROL.search(value):
+        raise ConfigError(file, key, f"contains a control character: {_toml_repr(value)}")
     return value
 
 
@@ -361,7 +429,9 @@ def from_dict(raw: Mapping[str, Any], file: Path, *, require_folders: bool = Tru
     r = _section(file, "remote", raw["remote"], "remote")
     if r["kind"] not in REMOTE_KINDS:
         raise ConfigError(
-            file, "remote.kind", f"must be one of {', '.join(REMOTE_KINDS)}, not {r['kind']!r}"
+            file,
+            "remote.kind",
+            f"must be one of {', '.join(REMOTE_KINDS)}, not {_toml_repr(r['kind'])}",
         )
     from syncd.remotes import REGISTRY
 
@@ -372,11 +442,27 @@ def from_dict(raw: Mapping[str, Any], file: Path, *, require_folders: bool = Tru
             f"{r['kind']!r} is not available in this version of syncd "
             f"(available: {', '.join(REGISTRY)})",
         )
-    if r["timeout"] <= 0:
-        raise ConfigError(file, "remote.timeout", "must be more than 0 seconds")
+    _seconds(file, "remote.timeout", r["timeout"], most=86400, zero=False)
     if r["method"].upper() not in ("PUT", "POST"):
-        raise ConfigError(file, "remote.method", f'must be "PUT" or "POST", not {r["method"]!r}')
+        raise ConfigError(
+            file, "remote.method", f'must be "PUT" or "POST", not {_toml_repr(r["method"])}'
+        )
+    if r["delete_method"] and not _TOKEN.match(r["delete_method"]):
+        raise ConfigError(
+            file,
+            "remote.delete_method",
+            f'must be an HTTP method such as "DELETE" ("" never deletes), '
+            f"not {_toml_repr(r['delete_method'])}",
+        )
+    if ":" in r["username"]:
+        raise ConfigError(
+            file,
+            "remote.username",
+            "cannot contain ':' (basic auth puts it between user and password)",
+        )
     _check_url(file, r["kind"], r["url"])
+    if r["endpoint_url"]:
+        _check_url(file, "endpoint", r["endpoint_url"], "remote.endpoint_url")
     remote = RemoteConfig(
         kind=r["kind"],
         url=r["url"],
@@ -407,12 +493,22 @@ def from_dict(raw: Mapping[str, Any], file: Path, *, require_folders: bool = Tru
     for i, rf in enumerate(raw_folders):
         where = f"folder[{i}]"
         f = _section(file, "folder", rf, where)
-        local = _path(f["path"])
-        if not local.is_absolute():
-            local = (file.parent / local).resolve()
-        if require_folders and not local.is_dir():
-            problem = "not a directory" if local.exists() else "folder does not exist"
-            raise ConfigError(file, f"{where}.path", f"{problem}: {local}")
+        local = _usable_path(file, f"{where}.path", f["path"])
+        try:
+            if not local.is_absolute():
+                local = (file.parent / local).resolve()
+            if require_folders and not local.is_dir():
+                problem = "not a directory" if local.exists() else "folder does not exist"
+                raise ConfigError(file, f"{where}.path", f"{problem}: {_say_path(local)}")
+        except OSError as e:
+            raise ConfigError(
+                file, f"{where}.path", f"cannot use {_say_path(local)}: {e.strerror}"
+            ) from None
+        except RuntimeError as e:  # a symlink loop, met by resolve()
+            raise ConfigError(
+                file, f"{where}.path", f"cannot use {_say_path(local)}: {e}"
+            ) from None
+        _check_ignores(file, where, f["ignore"])
         rp = _remote_path(file, f"{where}.remote_path", f["remote_path"] or local.name)
         _check_overlap(file, where, rp, local, seen)
         seen[rp] = (i, local)
@@ -427,19 +523,26 @@ def from_dict(raw: Mapping[str, Any], file: Path, *, require_folders: bool = Tru
         )
 
     s = _section(file, "sync", raw.get("sync", {}), "sync")
-    for key in ("debounce", "max_delay", "rescan_interval"):
-        if s[key] < 0:
-            raise ConfigError(file, f"sync.{key}", "must not be negative")
+    for key, most in _LONGEST.items():
+        _seconds(file, f"sync.{key}", s[key], most=most)
     if s["concurrency"] < 1 or s["concurrency"] > 256:
         raise ConfigError(file, "sync.concurrency", "must be between 1 and 256")
     try:
         bwlimit = parse_size(s["bwlimit"])
     except ValueError as e:
         raise ConfigError(file, "sync.bwlimit", str(e)) from None
+    md = s["max_delete"]
+    if isinstance(md, str) and not _DELETE_LIMIT.match(md):
+        raise ConfigError(
+            file,
+            "sync.max_delete",
+            f'must be a count (100) or a percentage ("50%"), not {_toml_repr(md)}',
+        )
     try:
-        max_delete = DeleteLimit.parse(s["max_delete"])
+        max_delete = DeleteLimit.parse(md)
     except ValueError as e:
         raise ConfigError(file, "sync.max_delete", str(e)) from None
+    _usable_path(file, "sync.state_dir", s["state_dir"])
     state_dir = _state_dir(s["state_dir"])
     sync = SyncConfig(
         debounce=s["debounce"],
@@ -458,9 +561,11 @@ def from_dict(raw: Mapping[str, Any], file: Path, *, require_folders: bool = Tru
         raise ConfigError(file, "log.format", f"must be one of {', '.join(LOG_FORMATS)}")
     st = _section(file, "status", raw.get("status", {}), "status")
     if st["listen"] and not re.match(
-        r"^[^\s:]*:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$", st["listen"]
+        r"^[^\s:]*:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$", st["listen"], re.ASCII
     ):
         raise ConfigError(file, "status.listen", 'must look like "127.0.0.1:8384" (or "" for off)')
+    if st["listen"] and int(st["listen"].rpartition(":")[2]) > 65535:
+        raise ConfigError(file, "status.listen", "the port must be at most 65535")
     return Config(
         file=file,
         remote=remote,
@@ -478,20 +583,94 @@ def _state_dir(value: str) -> Path:
     return _path(value)
 
 
-def _check_url(file: Path, kind: str, url: str) -> None:
+# Durations: finite, not negative, and no longer than any use for them (beyond some, a
+# socket timeout or a thread's wait overflows the platform's time_t).
+_DAY = 86400
+_LONGEST = {"debounce": _DAY, "max_delay": 7 * _DAY, "rescan_interval": 365 * _DAY}
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP method (RFC 9110 token)
+_DELETE_LIMIT = re.compile(r"^\s*(\d+|\d+(\.\d+)?\s*%)\s*$", re.ASCII)
+
+
+def _seconds(file: Path, key: str, value: float, *, most: int, zero: bool = True) -> None:
+    if not math.isfinite(value):
+        raise ConfigError(file, key, f"must be a finite number of seconds, not {value!r}")
+    if value < 0 or (value == 0 and not zero):
+        raise ConfigError(
+            file, key, "must not be negative" if zero else "must be more than 0 seconds"
+        )
+    if value > most:
+        days = most // _DAY
+        raise ConfigError(
+            file, key, f"must be at most {most} seconds ({days} day{'s' if days > 1 else ''})"
+        )
+
+
+#: Where each kind takes the credentials that must not be in its URL (which logs, `syncd
+#: status` and the status page show).
+_CREDENTIALS = {
+    "syncd": "syncd serve takes a bearer token: put it in a file named by remote.token_file",
+    "webdav": "put the user name in remote.username and the password in a file named by "
+    "remote.password_file",
+    "http": "put an Authorization header in a file named by remote.headers_file",
+    "s3": "S3 credentials come from the standard AWS chain (environment, ~/.aws/credentials, "
+    "remote.profile)",
+    "endpoint": "S3 credentials come from the standard AWS chain (environment, "
+    "~/.aws/credentials, remote.profile)",
+}
+_USERINFO = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*:)?(?://)?[^/?#@]*@")
+
+
+def _check_url(file: Path, kind: str, url: str, key: str = "remote.url") -> None:
+    """Refuse, in one line each, what no request could be made to (and a URL that holds
+    credentials, without repeating it)."""
     from urllib.parse import urlsplit
 
-    parts = urlsplit(url)
+    if not url.strip():
+        raise ConfigError(file, key, "must not be empty")
+    userinfo = _USERINFO.match(url)
+    if userinfo:
+        what = "credentials" if ":" in userinfo.group(0).rpartition("/")[2] else "a user name"
+        raise ConfigError(file, key, f"must not hold {what} (user@host): {_CREDENTIALS[kind]}")
+    if any(c.isspace() for c in url):
+        raise ConfigError(
+            file, key, f"contains a space: percent-encode it (%20): {_toml_repr(url)}"
+        )
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        message = str(e)
+        if "Port" in message or "port" in message:
+            raise ConfigError(
+                file, key, f"the port must be a number from 1 to 65535: {_toml_repr(url)}"
+            ) from None
+        raise ConfigError(file, key, f"not a usable URL ({e}): {_toml_repr(url)}") from None
     if kind == "s3":
         if parts.scheme != "s3" or not parts.netloc:
             raise ConfigError(
-                file, "remote.url", f'must look like "s3://bucket/prefix/", not {url!r}'
+                file, key, f'must look like "s3://bucket/prefix/", not {_toml_repr(url)}'
             )
         return
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(file, "remote.url", f"must be an http:// or https:// URL, not {url!r}")
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(file, key, f"must be an http:// or https:// URL, not {_toml_repr(url)}")
+    if not parts.hostname:
+        raise ConfigError(file, key, f"has no host name: {_toml_repr(url)}")
+    if port == 0:
+        raise ConfigError(
+            file, key, f"the port must be a number from 1 to 65535: {_toml_repr(url)}"
+        )
     if kind == "http" and "{path}" not in url:
-        raise ConfigError(file, "remote.url", "an http remote's url needs a {path} placeholder")
+        raise ConfigError(file, key, "an http remote's url needs a {path} placeholder")
+
+
+def _check_ignores(file: Path, where: str, lines: tuple[str, ...]) -> None:
+    """Refuse an ignore line the scanner could not use, naming the key and the line."""
+    from syncd.scanner import ignore_problem
+
+    for i, line in enumerate(lines):
+        problem = ignore_problem(line)
+        if problem is not None:
+            raise ConfigError(file, f"{where}.ignore[{i}]", f"{_toml_repr(line)}: {problem}")
 
 
 def render_initial(

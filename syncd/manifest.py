@@ -3,7 +3,15 @@
 A row changes only after the remote confirmed the bytes. Rows are kept in memory per folder
 (loaded once) and changes are staged, then written in one transaction per batch
 (``synchronous=FULL``): a crash loses at most the last batch, which costs a re-check, never a
-wrong row.
+wrong row. A change that cannot be stored is left out of its batch with one warning; the rest
+of the batch is written.
+
+Every time and inode a filesystem can hold is stored exactly. SQLite's integers are 64-bit, and
+nanosecond times are not: ext4 keeps mtimes up to the year 2446 (1.5e19 ns), tmpfs and btrfs
+up to 64-bit seconds (9.2e27 ns), and inode numbers are unsigned 64-bit. A value outside the
+int64 range is stored as a BLOB of its decimal digits (a BLOB, because SQLite would turn a TEXT
+of digits into a lossy REAL in an INTEGER column) and read back as the same int; a partial
+index finds those rows without a look at the others.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from syncd.errors import ManifestError
-from syncd.types import LocalFile, Row
+from syncd.types import LocalFile, Row, shown
 
 if TYPE_CHECKING:
     from syncd.config import Config, FolderConfig
@@ -76,6 +84,24 @@ ALTER TABLE outbox ADD COLUMN dest TEXT;
 """
 
 _COLUMNS = "path, size, mtime_ns, sha256, synced_at, ctime_ns, inode"
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_WIDE = "typeof(mtime_ns) = 'blob' OR typeof(ctime_ns) = 'blob' OR typeof(inode) = 'blob'"
+# Not part of the schema version: an index changes no row, and an older syncd ignores it.
+_WIDE_INDEX = f"CREATE INDEX IF NOT EXISTS files_wide ON files (scope) WHERE {_WIDE}"
+# `+scope`: not the primary key, so that SQLite takes the (tiny) partial index.
+_WIDE_ROWS = (
+    f"SELECT path, size, mtime_ns, ctime_ns, inode FROM files WHERE +scope = ? AND ({_WIDE})"
+)
+
+
+def _stored(n: int) -> int | bytes:
+    """``n`` as the manifest stores it: an int64 as it is, anything wider as its digits."""
+    return n if _INT64_MIN <= n <= _INT64_MAX else str(n).encode("ascii")
+
+
+def _int(value: int | bytes) -> int:
+    return value if isinstance(value, int) else int(value)
 
 
 def _statements(script: str) -> list[str]:
@@ -148,6 +174,10 @@ class Manifest:
                 db.execute("COMMIT")
             for table in ("files", "outbox", "held", "mirrors"):
                 db.execute(f"SELECT count(*) FROM {table}").fetchone()
+            try:
+                db.execute(_WIDE_INDEX)
+            except sqlite3.OperationalError as e:  # read-only, busy: the rows are found anyway
+                log.debug("manifest: no index of wide values (%s)", e)
         except BaseException:
             db.close()
             raise
@@ -176,6 +206,10 @@ class Manifest:
             with self._lock:
                 cur = self._db.execute(f"SELECT {_COLUMNS} FROM files WHERE scope = ?", (scope,))
                 cached = {row.rel: row for row in map(Row._make, cur)}
+                for rel, _size, mtime, ctime, inode in self._db.execute(_WIDE_ROWS, (scope,)):
+                    cached[rel] = cached[rel]._replace(
+                        mtime_ns=_int(mtime), ctime_ns=_int(ctime), inode=_int(inode)
+                    )
             self._cache[scope] = cached
         return cached
 
@@ -194,7 +228,12 @@ class Manifest:
                 "SELECT path, size, mtime_ns, ctime_ns, inode FROM files WHERE scope = ?",
                 (scope,),
             )
-            return set(cur)
+            states = set(cur)
+            wide = list(self._db.execute(_WIDE_ROWS, (scope,)))
+        for rel, size, mtime, ctime, inode in wide:
+            states.discard((rel, size, mtime, ctime, inode))
+            states.add((rel, size, _int(mtime), _int(ctime), _int(inode)))
+        return states
 
     def count(self, scope: str) -> int:
         """``len(rows(scope))``, without loading the rows."""
@@ -225,10 +264,11 @@ class Manifest:
     # -- staging changes (visible at once in memory, durable at the next flush) -------------
     def put(self, scope: str, row: Row) -> None:
         self.rows(scope)[row.rel] = row
+        rel, size, mtime, sha, synced, ctime, inode = row
         self._staged.append(
             (
                 f"INSERT OR REPLACE INTO files (scope, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (scope, *row),
+                (scope, rel, size, _stored(mtime), sha, synced, _stored(ctime), _stored(inode)),
             )
         )
 
@@ -350,16 +390,50 @@ class Manifest:
     def _write(self, staged: list[tuple[str, tuple[object, ...]]]) -> None:
         if not staged:
             return
+        left_out = 0
         with self._lock:
             try:
                 self._db.execute("BEGIN")
                 for sql, args in staged:
-                    self._db.execute(sql, args)
+                    try:
+                        self._db.execute(sql, args)
+                    except _BAD_VALUE as e:
+                        # This change only (a value SQLite cannot take): the rest of the batch
+                        # is written. Without its row the file is checked again next time.
+                        left_out += 1
+                        log.warning("manifest: %s not recorded: %s", _named(args), _reason(e))
                 self._db.execute("COMMIT")
-            except sqlite3.Error as e:
+            except BaseException as e:
                 try:
                     self._db.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
-                raise ManifestError(f"{self.path}: cannot write the manifest: {e}") from e
-        log.debug("manifest: committed %d changes", len(staged))
+                if isinstance(e, sqlite3.Error):
+                    raise ManifestError(f"{self.path}: cannot write the manifest: {e}") from e
+                raise
+        log.debug("manifest: committed %d changes", len(staged) - left_out)
+
+
+#: What executing one statement raises for a value it cannot store (a str that is not UTF-8,
+#: an int beyond 64 bits, a type SQLite has no column for, a NULL in a NOT NULL column), as
+#: opposed to the database failing (sqlite3.OperationalError: disk full, I/O error, locked).
+_BAD_VALUE = (
+    OverflowError,
+    ValueError,
+    TypeError,
+    sqlite3.InterfaceError,
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+)
+
+
+def _named(args: tuple[object, ...]) -> str:
+    """The path (or the folder) a staged change is about, escaped for a log line."""
+    what = args[1] if len(args) > 1 and isinstance(args[1], str) else args[0]
+    return shown(str(what))
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, UnicodeEncodeError):
+        return "the name is not valid UTF-8"
+    return str(e) or type(e).__name__

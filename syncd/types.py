@@ -92,3 +92,21 @@ class Problem(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.path}: {self.reason}"
+
+
+def shown(path: str) -> str:
+    """``path`` as a log line or a message may show it: control characters and other
+    unprintable ones as Python escapes (``\\n``, ``\\x1b``, ``\\u2028``), bytes that are not
+    UTF-8 (smuggled in as surrogates) as ``\\xff``. A name can then neither split a line
+    nor forge one. Printable text, backslashes included, is shown as it is."""
+    if path.isprintable():
+        return path
+    out: list[str] = []
+    for c in path:
+        if c.isprintable():
+            out.append(c)
+        elif "\udc80" <= c <= "\udcff":
+            out.append(f"\\x{ord(c) - 0xDC00:02x}")
+        else:
+            out.append(repr(c)[1:-1])
+    return "".join(out)

@@ -80,3 +80,45 @@ def test_plain_name_globs_match_like_gitignore(patterns: list[str], parts: list[
     parents = ["/".join(parts[:i]) for i in range(1, len(parts))]
     if not any(ig.ignored(p, is_dir=True) for p in parents):
         assert ig.file_ignored(rel, parts[-1]) == spec.match_file(rel), (patterns, rel)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    glob=st.text(st.sampled_from("ab.*?"), min_size=1, max_size=8).filter(
+        lambda g: "**" not in g and g not in ("*", ".", "..")
+    ),
+    name=st.text(st.sampled_from("ab.\n"), min_size=1, max_size=12),
+)
+def test_plain_name_globs_match_like_fnmatch(glob: str, name: str) -> None:
+    # The linear-time translation (each piece between stars at its leftmost place) matches
+    # exactly what a glob means.
+    import fnmatch
+
+    ig = ignorer(Path("/nonexistent-folder"), [glob])
+    assert ig.spec is None
+    assert ig.file_ignored(name, name) == fnmatch.fnmatchcase(name, glob), (glob, name)
+
+
+def test_plain_name_globs_take_linear_time() -> None:
+    # `*a*a*a*a*a*a*a*a*b` against 255 a's: a naive regex backtracks for hours. Generous
+    # bound: linear matching takes microseconds, so 5 s cannot be missed on a slow machine.
+    import time
+
+    ig = ignorer(Path("/nonexistent-folder"), ["*a*a*a*a*a*a*a*a*b", "a?a*a*a*a*a*a*a*d*e"])
+    assert ig.spec is None
+    start = time.monotonic()
+    assert not ig.file_ignored("a" * 254 + "c", "a" * 254 + "c")
+    assert ig.file_ignored("a" * 254 + "b", "a" * 254 + "b")
+    assert ig.file_ignored("a" * 250 + "dxe", "a" * 250 + "dxe")
+    assert time.monotonic() - start < 5
+
+
+def test_names_with_a_newline_match_like_gitignore() -> None:
+    # gitignore's '*' matches any character but '/', a newline too; pathspec's regexes would
+    # not ('.' stops at a newline, '$' matches before a final one).
+    ig = ignorer(Path("/nonexistent-folder"), ["**/x.o", "*.log", "n\nl*/"])
+    assert ig.spec is not None
+    assert ig.ignored("a\nb/x.o") and ig.file_ignored("a\nb/x.o", "x.o")
+    assert not ig.ignored("a.log\n") and not ig.file_ignored("a.log\n", "a.log\n")
+    assert ig.ignored("new\nline.log") and ig.file_ignored("new\nline.log", "new\nline.log")
+    assert ig.ignored("n\nl-dir", is_dir=True) and not ig.ignored("n\nl-file")
