@@ -38,7 +38,7 @@ from syncd.scanner import FolderUnavailable
 from syncd.status import ControlServer, StatusBoard
 from syncd.types import LocalFile, Op, Problem
 from syncd.uploader import FolderCtx
-from syncd.watcher import FolderWatcher
+from syncd.watcher import FolderWatcher, UndecodableName
 
 log = logging.getLogger("syncd.daemon")
 
@@ -77,6 +77,7 @@ class Daemon:
         self._retry_at: dict[Key, float] = {}
         self._attempts: dict[Key, int] = {}
         self.remote_down_since: float | None = None
+        self._undecodable: set[str] = set()  # names watchfiles could not report, warned once
         self._up = asyncio.Event()
         self._up.set()
         self._down = asyncio.Event()
@@ -266,6 +267,10 @@ class Daemon:
                     if _identity(ctx.root) != ident:
                         log.warning("folder %s was replaced; watching it again", ctx.root)
                         break
+            except UndecodableName as e:  # once per name: the scanner names it too
+                if e.detail not in self._undecodable:
+                    self._undecodable.add(e.detail)
+                    log.warning("%s", e)
             except Exception as e:  # the watcher broke: say so, rescan, start again
                 log.error("watching %s failed: %s; rescanning and watching again", ctx.root, e)
             if self._stopping.is_set():
@@ -570,13 +575,8 @@ class Daemon:
                 self.report.failed += [Problem(ctx.remote(p.path), p.reason) for p in scan.problems]
                 files.update(scan.files)
                 incomplete += scan.incomplete
-            elif stat.S_ISREG(st.st_mode):
-                if not ignored(rel):
-                    files[rel] = LocalFile(
-                        rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
-                    )
-            else:
-                ctx.scanner.warn_special(rel, st.st_mode)
+            elif (lf := ctx.scanner.look(rel, st)) is not None:  # judged as a scan judges it
+                files[rel] = lf
         if not under:
             return
         looked = Looked(files, under, incomplete, folder_empty=_empty(ctx))

@@ -528,6 +528,11 @@ class Engine:
             # since a pass that left the marker there.)
             if isinstance(remote, Marker) and (mirror is None or ctx.marked is False):
                 mirror = mirror or uuid.uuid4().hex
+                # Recorded (and committed) before it is on the server: a rescan that reads the
+                # marker meanwhile (the daemon's) finds its own mirror, not one "this state dir
+                # does not know".
+                self.manifest.set_mirror(ctx.scope, mirror, None)
+                await self.manifest.aflush()
                 await remote.write_marker(ctx.remote_path, mirror)
                 ctx.marked = True
             token = await remote.state(ctx.remote_path) if isinstance(remote, StateToken) else None

@@ -28,6 +28,30 @@ INOTIFY_HINT = (
 )
 
 
+class UndecodableName(Exception):
+    """watchfiles cannot report a path whose name is not UTF-8: the batch holding it is lost.
+    (Such a name is not mirrored anyway; the scanner says so.) The caller rescans."""
+
+    def __init__(self, folder: Path, detail: str) -> None:
+        self.detail = detail
+        super().__init__(
+            f"a name that is not UTF-8 changed in {folder} ({detail}); it is not mirrored, "
+            "and the changes reported with it were lost: rescanning"
+        )
+
+
+def _undecodable(e: BaseException) -> str | None:
+    """watchfiles' "Unable to decode path ..." error, inside the task group it comes in."""
+    found = [e]
+    while found:
+        x = found.pop()
+        if isinstance(x, BaseExceptionGroup):
+            found += x.exceptions
+        elif isinstance(x, RuntimeError) and str(x).startswith("Unable to decode path"):
+            return str(x).removeprefix("Unable to decode path ").removesuffix(" to string")
+    return None
+
+
 class WatchFilter:
     """Drops events for ignored paths (the folder's ignore rules)."""
 
@@ -112,6 +136,8 @@ class FolderWatcher:
                     yield self._batch(changes)
                 return
             except Exception as e:
+                if (detail := _undecodable(e)) is not None:
+                    raise UndecodableName(self.root, detail) from None
                 if self.force_polling or not _watch_limit(e):
                     raise
                 log.error("cannot watch %s: %s; %s. Polling instead.", self.root, e, INOTIFY_HINT)

@@ -218,3 +218,31 @@ def test_refused_move_falls_back_to_upload(
     (folder / "old.txt").rename(folder / "new.txt")
     wait_for(lambda: mirrored(server, folder), what="sent as an upload after the move failed")
     assert (server.root / "docs" / "new.txt").read_text() == "content"
+
+
+def test_live_names_are_judged_as_a_scan_judges_them(
+    server: ServerProc, folder: Path, daemon: DaemonProc
+) -> None:
+    """A live event for a reserved name or a name that is not UTF-8 is skipped with one warning
+    (never sent, never an error, never a broken watcher); the files beside them still go."""
+    (folder / ".~syncd-x").write_text("reserved")
+    with open(os.path.join(os.fsencode(folder), b"bad\xff"), "wb") as f:
+        f.write(b"not utf-8")
+    (folder / "after.txt").write_text("after")
+    remote = server.root / "docs"
+    wait_for(lambda: (remote / "after.txt").exists(), what="the file beside them")
+    for _ in range(3):  # every change to the undecodable name: still one warning in all
+        with open(os.path.join(os.fsencode(folder), b"bad\xff"), "ab") as f:
+            f.write(b"more")
+        time.sleep(0.3)
+    (folder / "later.txt").write_text("later")
+    wait_for(lambda: (remote / "later.txt").exists(), what="a later file")
+    log = daemon.log()
+    assert not (remote / ".~syncd-x").exists()
+    held = sorted(n for n in os.listdir(os.fsencode(remote)) if not n.startswith(b".~syncd-mirror"))
+    assert held == [b"after.txt", b"initial.txt", b"later.txt"]
+    assert "ERROR" not in log, log
+    assert "does not know" not in log, log
+    assert "watching" not in log or "failed" not in log, log
+    assert log.count("a name that is not UTF-8 changed in") == 1, log
+    assert "bad\\xff" in log.lower(), log
