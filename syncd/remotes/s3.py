@@ -32,6 +32,7 @@ from syncd.errors import (
 )
 from syncd.hashing import Source
 from syncd.remotes.base import is_reserved, marker_body, marker_id, marker_path
+from syncd.remotes.body import silence_limit
 from syncd.types import RemoteEntry
 
 log = logging.getLogger("syncd.remotes.s3")
@@ -174,10 +175,20 @@ class S3Remote:
 
     async def _call(self, what: str, path: str, op: str, **kw: Any) -> dict[str, Any]:
         """Run the S3 operation ``op`` (a client method name) with ``kw``; every failure
-        becomes the matching syncd error."""
+        becomes the matching syncd error.
+
+        A ``Body`` that is a :class:`_Counted` is watched: the call fails after
+        ``remote.timeout`` seconds in which none of it was read and no answer came. (botocore
+        sends such bodies with ``Expect: 100-continue``, and aiohttp waits for the interim
+        answer with no timeout at all: a server that never answers would hang the upload.)"""
         client = await self.client()
+        body = kw.get("Body")
         try:
-            resp: dict[str, Any] = await getattr(client, op)(**kw)
+            if isinstance(body, _Counted):
+                async with silence_limit(body.signal, self.cfg.timeout):
+                    resp: dict[str, Any] = await getattr(client, op)(**kw)
+            else:
+                resp = await getattr(client, op)(**kw)
         except Exception as e:
             raise self._error(e, what, path) from e
         return resp
@@ -217,7 +228,9 @@ class S3Remote:
                 path=path,
             )
         if isinstance(e, bx.BotoCoreError | OSError | TimeoutError) or _is_aiohttp_error(e):
-            reason = "timed out" if isinstance(e, TimeoutError) else (str(e) or type(e).__name__)
+            reason = str(e) or type(e).__name__
+            if isinstance(e, TimeoutError | bx.ReadTimeoutError):
+                reason = f"no answer for {self.cfg.timeout:g} s (remote.timeout)"
             return TransientError(f"{where}: {self.description}: {reason}", path=path)
         return PermanentError(f"{where}: {type(e).__name__}: {e}", path=path)
 
@@ -236,6 +249,7 @@ class S3Remote:
             return await self._put_multipart(path, source)
         if source.data is not None:
             data = source.data
+            await source.pace(len(data))  # bwlimit holds for small files too
         else:
             data = b"".join([chunk async for chunk in source.chunks()])
             await source.check_unchanged()
@@ -247,7 +261,7 @@ class S3Remote:
             "put_object",
             Bucket=self.bucket,
             Key=self.key(path),
-            Body=io.BytesIO(data),  # written in pieces, not copied into the transport
+            Body=_Counted(data),  # written in pieces, not copied into the transport
             ContentLength=len(data),
             ChecksumAlgorithm="SHA256",
             ChecksumSHA256=want,
@@ -319,7 +333,7 @@ class S3Remote:
             Key=key,
             UploadId=upload_id,
             PartNumber=number,
-            Body=io.BytesIO(body),  # shares ``body``'s memory
+            Body=_Counted(body),  # shares ``body``'s memory
             ContentLength=len(body),
             ChecksumAlgorithm="SHA256",
             ChecksumSHA256=digest,
@@ -540,6 +554,23 @@ class S3Remote:
             raise
         except PermanentError as e:
             log.debug("ping %s: %s", self.description, e)
+
+
+class _Counted(io.BytesIO):
+    """A request body that counts how much of it was read (the sign of life that
+    ``silence_limit`` watches while the body is sent)."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.taken = 0
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        chunk = super().read(size)
+        self.taken += len(chunk)
+        return chunk
+
+    def signal(self) -> int:
+        return self.taken
 
 
 def _reason(e: BaseException) -> str:
