@@ -313,6 +313,26 @@ async def test_a_slow_server_that_keeps_reading_does_not_time_out(
     assert max(srv.received.values()) == size
 
 
+@pytest.mark.parametrize("size", [8 << 10, 2 * MiB])
+async def test_bwlimit_pauses_longer_than_the_timeout_are_not_silence(
+    tmp_path: Path, server: ServerProc, size: int
+) -> None:
+    """syncd's own pauses for bwlimit (here ~1 s per piece, twice the timeout) are not the
+    server's silence."""
+    from syncd.uploader import Throttle
+
+    path = sized_file(tmp_path, size)
+    remote = open_remote(remote_cfg(tmp_path, syncd_section(server), extra="timeout = 0.5"), 2)
+    rate = 4 << 10 if size < MiB else 1 * MiB
+    try:
+        src = await source_of(path, "f.bin", throttle=Throttle(rate))
+        sha = await asyncio.wait_for(remote.put("docs/f.bin", src), 60)
+    finally:
+        await remote.aclose()
+    assert sha == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (server.root / "docs" / "f.bin").read_bytes() == path.read_bytes()
+
+
 # -- 3. a URL that does not speak the kind's protocol ---------------------------------------
 @pytest.fixture
 def static_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:

@@ -34,7 +34,8 @@ import hashlib
 import os
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -104,6 +105,7 @@ class _Body(payload.Payload):
         self._source = source
         self._size = size
         self._moves = 0
+        self._own = 0  # > 0 while the time is ours (reading the disk, pausing for bwlimit)
         self._transport: Any = None
         self._sock: Any = None
 
@@ -115,7 +117,19 @@ class _Body(payload.Payload):
     def _moved(self, nbytes: int) -> None:
         self._moves += 1
 
-    def signal(self) -> tuple[int, int | None, int | None]:
+    @contextlib.contextmanager
+    def _ours(self) -> Iterator[None]:
+        """Time spent inside is not the server's silence (a slow disk, a bwlimit pause)."""
+        self._own += 1
+        try:
+            yield
+        finally:
+            self._own -= 1
+            self._moves += 1
+
+    def signal(self) -> object:
+        if self._own:
+            return time.monotonic()  # always "moving"
         t = self._transport
         buffered = None
         if t is not None:
@@ -215,7 +229,8 @@ class FileBody(_Body):
                 if native:
                     got = await loop.sendfile(transport, f, sent, n, fallback=False)
                 else:
-                    chunk = await asyncio.to_thread(os.pread, self._fd, n, sent)
+                    with self._ours():
+                        chunk = await asyncio.to_thread(os.pread, self._fd, n, sent)
                     got = len(chunk)
                     if got:
                         await writer.write(chunk)
@@ -226,8 +241,8 @@ class FileBody(_Body):
                 sent += got
                 if src.stats is not None:
                     src.stats.bytes += got
-                await src.pace(got)
-                self._moved(0)  # our own pause is not the server's silence
+                with self._ours():
+                    await src.pace(got)
                 if src.on_bytes is not None:
                     src.on_bytes(got)
                 if before < size // 2 <= sent:
@@ -283,8 +298,8 @@ class MemoryBody(_Body):
             await writer.write(head)
         for off in range(0, len(view), piece):
             chunk = view[off : off + piece]
-            await src.pace(len(chunk))
-            self._moved(0)  # our own pause is not the server's silence
+            with self._ours():
+                await src.pace(len(chunk))
             await writer.write(chunk)
             self._moved(len(chunk))
         if tail:
@@ -314,8 +329,12 @@ class ChunkedBody(_Body):
         if self._head:
             await writer.write(self._head)
         async with contextlib.aclosing(self._source.chunks()) as chunks:
-            async for chunk in chunks:
-                self._moved(0)  # reading (and pacing) is our own time, not the server's
+            while True:
+                with self._ours():  # reading (and pacing, in chunks()) is our own time
+                    try:
+                        chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        break
                 await writer.write(chunk)
                 self._moved(len(chunk))
         if self._tail:
