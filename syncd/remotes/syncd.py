@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -214,7 +215,12 @@ class HTTPRemote:
         try:
             if body is None:
                 kw.setdefault("timeout", self.read_timeout)
-                async with self.session.request(method, url, **kw) as resp:
+                # sock_read bounds each silence while the answer is read, but not the wait
+                # for the final answer after an interim one (a "100" and then nothing): the
+                # whole wait for the answer's head is bounded too.
+                async with asyncio.timeout(self.cfg.timeout):
+                    resp = await self.session.request(method, url, **kw)
+                async with resp:
                     yield resp
                 return
             async with (
