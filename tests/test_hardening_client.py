@@ -135,6 +135,8 @@ class RawServer:
                 if method in self.stall and self.mode == "silent":
                     self._stop.wait(60)
                     return
+                if headers.get("expect", "").lower() == "100-continue":
+                    conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
                 got = 0
                 while got < length:
                     n = min(self.piece, length - got)

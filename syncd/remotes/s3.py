@@ -171,6 +171,8 @@ class S3Remote:
                         )
                     except ProfileNotFound as e:
                         raise self._error(e, "connect", "") from None
+                    for op in _WATCHED:
+                        self._client.meta.events.register(f"before-send.s3.{op}", _no_read_timeout)
         return self._client
 
     async def _call(self, what: str, path: str, op: str, **kw: Any) -> dict[str, Any]:
@@ -554,6 +556,24 @@ class S3Remote:
             raise
         except PermanentError as e:
             log.debug("ping %s: %s", self.description, e)
+
+
+#: Operations whose body is a :class:`_Counted`: ``silence_limit`` bounds them instead of
+#: aiohttp's ``sock_read``, which also runs while the body is sent (aiohttp issue 7149: a part
+#: that takes longer than ``timeout`` to send over a slow link would fail while it is moving).
+#: The body's reads are the only sign of life seen here (aiobotocore hides the socket), so
+#: the last few MiB a kernel buffers must drain within ``timeout``: on a link slower than
+#: ~4 MiB per ``timeout``, raise ``timeout``.
+_WATCHED = ("PutObject", "UploadPart")
+_NO_READ_TIMEOUT = 7 * 24 * 3600.0
+
+
+def _no_read_timeout(request: Any, **kwargs: Any) -> None:
+    """botocore ``before-send`` hook: aiobotocore takes a per-request ``read_timeout`` from the
+    request's context."""
+    context = getattr(request, "context", None)
+    if isinstance(context, dict):
+        context["read_timeout"] = _NO_READ_TIMEOUT
 
 
 class _Counted(io.BytesIO):
