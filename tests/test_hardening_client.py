@@ -606,3 +606,33 @@ async def test_delete_answered_404_while_the_server_still_lists_the_name(
         assert "line\nbreak.txt" not in listed, "the delete was taken as done; the file stayed"
     finally:
         await remote.aclose()
+
+
+@pytest.mark.parametrize("kind", ["webdav", "http"])
+async def test_a_password_in_the_url_is_never_in_an_error(
+    tmp_path: Path, raw_servers: list[RawServer], kind: str
+) -> None:
+    """aiohttp quotes the request URL whole in some of its errors: a password in the URL must
+    not reach the message (which is logged and shown)."""
+    import dataclasses
+
+    import aiohttp
+
+    srv = RawServer("silent").start()
+    raw_servers.append(srv)
+    base = remote_cfg(tmp_path, raw_section(kind, srv.url), extra="timeout = 0.5")
+    secret = "pw-" + os.urandom(6).hex()
+    url = base.url.replace("http://", f"http://user:{secret}@")
+    remote = open_remote(dataclasses.replace(base, url=url), 2)
+    try:
+        err = remote.transport_error(
+            aiohttp.ClientOSError(None, f"Can not write request body for {remote.url('a')}"),
+            "a",
+            "upload",
+        )
+        assert secret not in str(err) and "***" in str(err)
+        with pytest.raises(TransientError) as caught:
+            await remote.put("docs/a.bin", await source_of(sized_file(tmp_path, 3 * MiB), "a"))
+        assert secret not in str(caught.value)
+    finally:
+        await remote.aclose()

@@ -321,10 +321,15 @@ class HTTPRemote:
             return Unreachable(
                 f"{what} {path}: cannot connect to {self.description}: {why}", path=path
             )
-        reason = str(e) or type(e).__name__
+        reason = self.scrub(str(e) or type(e).__name__)
         if isinstance(e, TimeoutError):
             reason = f"no answer for {self.cfg.timeout:g} s (remote.timeout)"
         return TransientError(f"{what} {path}: {self.description}: {reason}", path=path)
+
+    def scrub(self, text: str) -> str:
+        """``text`` without the URL's password (aiohttp's messages quote the URL whole)."""
+        secret = URL(self.cfg.url.replace("{path}", "")).raw_password
+        return text.replace(secret, "***") if secret else text
 
 
 class SyncdRemote(HTTPRemote):
