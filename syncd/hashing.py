@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import os
 import stat
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,6 +97,12 @@ class Source:
     ``data``/``sha256`` are set for small files (read whole before sending). For large files
     ``chunks()`` streams the body and ``sha256`` is known once it is exhausted.
     ``check_unchanged()`` raises SourceChanged if the file differs from what was read.
+
+    ``snapshot``: the file is known to be changing and is sent anyway (``max_delay``): exactly
+    ``size`` bytes are read (a file that grew is cut at ``size``), the digest is that of the
+    bytes read, which are the bytes sent, and a change meanwhile is not an error; only a file
+    that shrank below ``size`` cannot be sent (SourceChanged). ``error`` keeps the file's own
+    error met while a body was streamed (the HTTP client reports it as a connection error).
     """
 
     path: Path
@@ -106,6 +112,8 @@ class Source:
     stats: ReadStats | None = None
     on_bytes: Callable[[int], None] | None = None
     throttle: Callable[[int], float] | None = None
+    snapshot: bool = False
+    error: SourceError | None = field(default=None, init=False)
     _sent: int = field(default=0, init=False)
 
     @property
@@ -125,9 +133,10 @@ class Source:
         stats: ReadStats | None = None,
         on_bytes: Callable[[int], None] | None = None,
         throttle: Callable[[int], float] | None = None,
+        snapshot: bool = False,
     ) -> Source:
         """Prepare an upload. Small files are read and hashed now, in one thread hop."""
-        src = cls(path, local, stats=stats, on_bytes=on_bytes, throttle=throttle)
+        src = cls(path, local, stats=stats, on_bytes=on_bytes, throttle=throttle, snapshot=snapshot)
         if local.size <= INLINE:
             # open + read + hash of a few KiB take ~20 us: less than handing them to a worker
             # thread and waking the event loop again (~100 us and two GIL hand-offs).
@@ -139,9 +148,9 @@ class Source:
     def _read_whole(self) -> tuple[bytes, str]:
         fd, st = _open(self.path, self.local)
         try:
-            if not _same(st, self.local):
+            if not self.snapshot and not _same(st, self.local):
                 raise SourceChanged(self.rel, "changed since it was scanned")
-            data = os.read(fd, self.local.size + 1) if self.local.size else b""
+            data = os.read(fd, self.local.size + 1)
             while len(data) <= self.local.size and (more := os.read(fd, CHUNK)):
                 data += more
         finally:
@@ -149,21 +158,36 @@ class Source:
         if self.stats is not None:
             self.stats.files += 1
             self.stats.bytes += len(data)
+        if self.snapshot and len(data) > self.local.size:
+            data = data[: self.local.size]  # it grew since its stat: send what the stat saw
         if len(data) != self.local.size:
             raise SourceChanged(self.rel, "changed while it was being read")
         digest = hashlib.sha256(data).hexdigest()
         crash_point("hashing")
         return data, digest
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The file's bytes in 1 MiB chunks; reads one chunk ahead in a worker thread."""
+    async def pace(self, nbytes: int) -> None:
+        """Account ``nbytes`` about to be sent to ``bwlimit``: wait as long as it says."""
+        if self.throttle is not None:
+            delay = self.throttle(nbytes)
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
+        """The file's bytes in 1 MiB chunks; reads one chunk ahead in a worker thread.
+
+        Paced by ``throttle``. A change of the file (SourceChanged) is also kept in ``error``.
+        The descriptor is closed however the iteration ends (use ``contextlib.aclosing`` to
+        end it early)."""
         if self.data is not None:
+            await self.pace(len(self.data))
             yield self.data
             return
-        fd, st = await asyncio.to_thread(_open, self.path, self.local)
         h = hashlib.sha256()
         self.sha256 = None
         remaining = self.local.size
+        pending: asyncio.Future[bytes] | None = None
+        fd = -1
 
         def read(n: int) -> bytes:
             buf = os.read(fd, n)
@@ -177,9 +201,12 @@ class Source:
 
         loop = asyncio.get_running_loop()
         try:
-            if not _same(st, self.local):
+            fd, st = await asyncio.to_thread(_open, self.path, self.local)
+            if not self.snapshot and not _same(st, self.local):
                 raise SourceChanged(self.rel, "changed since it was scanned")
             pending = loop.run_in_executor(None, read, min(CHUNK, remaining)) if remaining else None
+            if pending is None:  # an empty file (a size that changed to 0 is caught above)
+                self.sha256 = h.hexdigest()
             while pending is not None:
                 buf = await pending
                 pending = None
@@ -190,10 +217,7 @@ class Source:
                     pending = loop.run_in_executor(None, read, min(CHUNK, remaining))
                 if self.stats is not None:
                     self.stats.bytes += len(buf)
-                if self.throttle is not None:
-                    delay = self.throttle(len(buf))
-                    if delay > 0:
-                        await asyncio.sleep(delay)
+                await self.pace(len(buf))
                 if self.on_bytes is not None:
                     self.on_bytes(len(buf))
                 if remaining == 0:
@@ -206,13 +230,24 @@ class Source:
                 self._sent += len(buf)
                 if self._sent >= self.local.size // 2:
                     crash_point("mid-body")
+        except SourceError as e:
+            self.error = e
+            raise
         finally:
             if pending is not None:
                 await asyncio.wait([pending])
-            os.close(fd)
+                if not pending.cancelled():
+                    pending.exception()  # retrieved: the read-ahead is not needed any more
+            if fd >= 0:
+                os.close(fd)
 
     async def check_unchanged(self) -> None:
-        """Raise SourceChanged unless the file still has the size and mtime it had when read."""
+        """Raise SourceChanged unless the file still has the size and mtime it had when read
+        (a ``snapshot`` was sent as it was read: nothing to check)."""
+        if self.error is not None:
+            raise self.error
+        if self.snapshot:
+            return
         try:
             st = await asyncio.to_thread(os.lstat, self.path)
         except FileNotFoundError:

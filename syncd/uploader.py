@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from syncd.errors import AuthError, PermanentError, SourceChanged
+from syncd.errors import AuthError, PermanentError, SourceChanged, WrongProtocol
 from syncd.faults import crash_point
 from syncd.hashing import SMALL, ReadStats, Source, hash_path
 from syncd.manifest import Manifest
@@ -66,47 +66,72 @@ class Outcome:
     MOVED = "moved"
 
 
+#: Paths remembered as "changing" at most (a bound on memory; forgetting one only costs it a
+#: refused first attempt).
+CHANGING_MAX = 10_000
+
+
 @dataclass
 class Uploader:
+    """Sends files, moves and deletes with the retry policy, and records what the remote
+    confirmed.
+
+    A file that changes while it is read or sent is not refused for ever (``max_delay``
+    promises it is sent): after one refused attempt it is sent at once as a *snapshot*
+    (``Source.snapshot``): exactly the size its stat gave, hashed from the very bytes sent,
+    which is the digest the server checks (``syncd serve``, S3) and the manifest records, with
+    the stat taken before the read. That row matches no later state of the file, so the next
+    change sends it again; SourceChanged still tells the caller to queue it again. A path stays
+    "changing" (its next attempts are snapshots at once) until it is sent unchanged."""
+
     remote: Remote
     manifest: Manifest
     policy: RetryPolicy
     stats: ReadStats
     throttle: Throttle
     on_bytes: Callable[[int], None] | None = None
+    _changing: set[tuple[str, str]] = field(default_factory=set)
 
     async def upload(
         self, ctx: FolderCtx, op: Op, progress: Callable[[int], None] | None = None
     ) -> str:
         """Send one file (hashing first where the same bytes may be known); return the outcome.
 
-        Raises SourceChanged if the file changed during the upload (nothing is recorded, the
-        caller queues it again), SourceError if it cannot be read, RemoteError from the remote.
+        Raises SourceChanged if the file changed during the upload (nothing is recorded unless
+        a snapshot was sent, see the class; the caller queues it again), SourceError if it
+        cannot be read, RemoteError from the remote.
         """
         assert op.local is not None
         on_bytes = self._counter(progress)
-        local = ctx.scanner.stat(op.rel)
-        if local is None:
-            raise SourceChanged(op.rel, "vanished before it could be read")
+        local = self._still_there(ctx, op.rel, "vanished before it could be read")
+        key = (ctx.scope, op.rel)
+        snapshot = key in self._changing
         path = ctx.root / op.rel
         row = op.row
         hint = ctx.remote_hints.get(op.rel)
         first: Source | None = None
-        if (row is not None and row.size == local.size) or (
-            hint is not None and hint.size == local.size and hint.sha256
+        if not snapshot and (
+            (row is not None and row.size == local.size)
+            or (hint is not None and hint.size == local.size and hint.sha256)
         ):
-            if local.size <= SMALL:
-                first = await self._open(path, local, on_bytes)
-                assert first.sha256 is not None
-                sha = first.sha256
+            try:
+                if local.size <= SMALL:
+                    first = await self._open(path, local, on_bytes)
+                    assert first.sha256 is not None
+                    sha = first.sha256
+                else:
+                    sha = await asyncio.to_thread(hash_path, path, local, self.stats)
+            except SourceChanged:
+                local = self._still_there(ctx, op.rel)
+                snapshot = True  # changing: no known bytes to compare, send what it holds
+                self._mark_changing(key)
             else:
-                sha = await asyncio.to_thread(hash_path, path, local, self.stats)
-            if row is not None and row.sha256 == sha:
-                self._record(ctx, local, sha)
-                return Outcome.REFRESHED
-            if hint is not None and hint.sha256 == sha:
-                self._record(ctx, local, sha)
-                return Outcome.ADOPTED
+                if row is not None and row.sha256 == sha:
+                    self._record(ctx, local, sha)
+                    return Outcome.REFRESHED
+                if hint is not None and hint.sha256 == sha:
+                    self._record(ctx, local, sha)
+                    return Outcome.ADOPTED
         if op.confirm:
             raise PermanentError(
                 f"{ctx.remote(op.rel)}: not sent: the server already holds other bytes under "
@@ -120,14 +145,25 @@ class Uploader:
             if first is not None:
                 src, first = first, None
             else:
-                src = await self._open(path, local, on_bytes)
+                src = await self._open(path, local, on_bytes, snapshot=snapshot)
             sha = await self.remote.put(ctx.remote(op.rel), src)
             if src.data is not None:
                 on_bytes(len(src.data))
             return sha
 
         started = time.monotonic()
-        sha = await self.policy.run(f"upload {ctx.remote_path}/{op.rel}", attempt)
+        what = f"upload {ctx.remote_path}/{op.rel}"
+        try:
+            sha = await self.policy.run(what, attempt)
+        except SourceChanged as e:
+            if snapshot:
+                raise
+            # It changed while it was read or sent: send what it holds now, as it is.
+            local = self._still_there(ctx, op.rel)
+            log.info("%s/%s: %s; sending it as it is now", ctx.remote_path, op.rel, e.problem)
+            self._mark_changing(key)
+            snapshot, first = True, None
+            sha = await self.policy.run(what, attempt)
         crash_point("after-upload")
         # The remote now holds the bytes read as `local`: record exactly that. If the file has
         # changed since, it no longer matches this row and is sent again.
@@ -148,7 +184,22 @@ class Uploader:
         )
         if ctx.scanner.stat(op.rel) != local:
             raise SourceChanged(op.rel, "changed while it was being sent; will send again")
+        self._changing.discard(key)
         return Outcome.UPLOADED
+
+    @staticmethod
+    def _still_there(
+        ctx: FolderCtx, rel: str, problem: str = "vanished while it was being read"
+    ) -> LocalFile:
+        local = ctx.scanner.stat(rel)
+        if local is None:
+            raise SourceChanged(rel, problem)
+        return local
+
+    def _mark_changing(self, key: tuple[str, str]) -> None:
+        if len(self._changing) >= CHANGING_MAX:
+            self._changing.clear()
+        self._changing.add(key)
 
     def _counter(self, progress: Callable[[int], None] | None) -> Callable[[int], None]:
         def count(n: int) -> None:
@@ -159,9 +210,21 @@ class Uploader:
 
         return count
 
-    async def _open(self, path: Path, local: LocalFile, on_bytes: Callable[[int], None]) -> Source:
+    async def _open(
+        self,
+        path: Path,
+        local: LocalFile,
+        on_bytes: Callable[[int], None],
+        *,
+        snapshot: bool = False,
+    ) -> Source:
         return await Source.open(
-            path, local, stats=self.stats, on_bytes=on_bytes, throttle=self.throttle
+            path,
+            local,
+            stats=self.stats,
+            on_bytes=on_bytes,
+            throttle=self.throttle,
+            snapshot=snapshot,
         )
 
     def _record(self, ctx: FolderCtx, local: LocalFile, sha: str) -> None:
@@ -185,7 +248,7 @@ class Uploader:
         assert isinstance(mover, Mover)
         try:
             await self.policy.run(f"move {src}", lambda: mover.move(src, dst))
-        except AuthError:
+        except (AuthError, WrongProtocol):
             raise
         except PermanentError as e:
             if op.tree or op.local is None:

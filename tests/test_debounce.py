@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+
+from hypothesis import given
+from hypothesis import strategies as st
+
 from syncd.debounce import Debouncer
 
 
@@ -44,3 +49,44 @@ def test_burst_coalesces_per_path() -> None:
         d.touch(i % 1000, i * 1e-6)
     assert len(d) == 1000
     assert sorted(d.pop_due(10.0)) == list(range(1000))
+
+
+@given(
+    quiet=st.floats(0.05, 2.0),
+    max_delay=st.floats(0.0, 10.0),
+    gaps=st.lists(st.floats(0.0, 3.0), min_size=1, max_size=60),
+    tick=st.floats(0.01, 0.5),
+)
+def test_a_path_is_due_within_max_delay_of_its_first_event_whatever_the_events(
+    quiet: float, max_delay: float, gaps: list[float], tick: float
+) -> None:
+    """Generated event times (and a file whose state changes at every event): a path is due at
+    the first check after it was quiet for ``quiet`` or ``max_delay`` passed since its first
+    unsent event, whichever is first: never before, never after."""
+    state = {"n": 0}
+    d: Debouncer[str] = Debouncer(quiet, max_delay, probe=lambda k: state["n"])
+    events = list(itertools.accumulate(gaps))
+    limit = max(max_delay, quiet)
+    first: float | None = None
+    last = 0.0
+    now = 0.0
+    i = 0
+    while i < len(events) or len(d):
+        nxt = events[i] if i < len(events) else None
+        if nxt is not None and nxt <= now:
+            state["n"] += 1
+            d.touch("f", nxt)
+            first = nxt if first is None else first
+            last = nxt
+            i += 1
+            continue
+        due = d.pop_due(now)
+        if first is not None:
+            deadline = min(first + limit, last + quiet)
+            if due:
+                assert due == ["f"]
+                assert now >= deadline - 1e-6, "due before it was quiet or overdue"
+                first = None
+            else:
+                assert now < deadline + 1e-6, "not due although quiet or overdue"
+        now += tick

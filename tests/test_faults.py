@@ -154,3 +154,26 @@ def test_permanent_errors_are_reported_not_retried(
     assert sorted(tree_of(server.root / "docs")) == sorted(
         p for p in tree_of(folder) if p != "small2.txt"
     )
+
+
+@pytest.mark.parametrize("status", [501, 405])
+def test_not_implemented_is_the_wrong_protocol_and_never_retried(
+    tmp_path: Path,
+    server: ServerProc,
+    proxied: Callable[..., FaultProxy],
+    folder: Path,
+    status: int,
+) -> None:
+    """Issue 13: a permanent 501 was retried four times per file (5xx looked transient).
+    `syncd serve` never answers 501 or 405 to what syncd sends: the URL does not speak the
+    protocol; one line says so, and the request is not repeated."""
+
+    def decide(n: int, method: str, target: str) -> Action:
+        return respond(status) if method == "PUT" and "small2" in target else FORWARD
+
+    proxy = proxied(decide)
+    r = run_syncd("sync", config=via(tmp_path, server, proxy, folder))
+    assert r.returncode == 1
+    assert "does not speak the syncd protocol (PUT /docs/small2.txt answered" in r.stderr
+    assert "retry" not in r.stderr
+    assert len([s for s in proxy.seen if "small2" in s.target]) == 1, "retried"

@@ -1,4 +1,12 @@
-"""A large file as an aiohttp request body, sent by the kernel.
+"""Upload bodies for aiohttp: a small file from memory, a file streamed in chunks, or a large
+file sent by the kernel; and ``silence_limit``, which bounds a request with a body by
+``remote.timeout`` seconds of silence.
+
+``body_of(source)`` picks the body. Each counts its progress (``_Body.signal``), so a request
+can fail after ``timeout`` seconds in which the server accepted no byte and gave no answer,
+while a slow server that keeps reading is never cut off (aiohttp's ``sock_read`` runs while
+the body is still being sent: aiohttp issue 7149). ``bwlimit`` paces every body, small ones
+too.
 
 Streaming a file through Python (read a chunk, hand it to the socket) costs two copies and a
 thread hop per chunk, and caps an upload at ~300 MB/s on loopback. ``FileBody`` instead lets
@@ -11,7 +19,8 @@ The bytes hashed and the bytes sent are read separately, so the file is pinned: 
 once (O_NOFOLLOW, regular file only), and its size, mtime and ctime must be the same after the
 request as when it was opened, or the upload is SourceChanged and sent again. A write during
 the transfer changes ctime (which nothing can set back); `syncd serve` also compares the
-digest of what it received with ours.
+digest of what it received with ours. A *snapshot* (a file sent while it changes, for
+``max_delay``) therefore never takes this path: ``ChunkedBody`` hashes the very bytes it sends.
 
 TLS transports cannot use sendfile: there the file is read in 1 MiB chunks in a worker thread
 and written through aiohttp. With ``bwlimit`` the pieces are 1 MiB, so the pacing stays fine.
@@ -20,12 +29,23 @@ and written through aiohttp. With ``bwlimit`` the pieces are 1 MiB, so the pacin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
+import sys
 import threading
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
+
+try:
+    import fcntl
+    import termios
+
+    _TIOCOUTQ: int | None = termios.TIOCOUTQ
+except (ImportError, AttributeError):  # not Linux/Unix: progress is counted by writes only
+    _TIOCOUTQ = None
 
 from aiohttp import payload
 from aiohttp.abc import AbstractStreamWriter
@@ -74,7 +94,60 @@ def _hash_fd(fd: int, size: int, rel: str, stop: threading.Event) -> str:
     return h.hexdigest()
 
 
-class FileBody(payload.Payload):
+class _Body(payload.Payload):
+    """What every upload body shares: its size, and a progress signal for ``silence_limit``
+    (how many times bytes were handed on, and how full the transport's and the kernel's send
+    buffers are: any change is a sign of life)."""
+
+    def __init__(self, source: Source, size: int) -> None:
+        super().__init__(source, content_type="application/octet-stream")
+        self.data = self
+        self._source = source
+        self._size = size
+        self._moves = 0
+        self._own = 0  # > 0 while the time is ours (reading the disk, pausing for bwlimit)
+        self._transport: Any = None
+        self._sock: Any = None
+
+    def _attach(self, writer: AbstractStreamWriter) -> None:
+        self._transport = getattr(writer, "transport", None)
+        if self._transport is not None:
+            self._sock = self._transport.get_extra_info("socket")
+
+    def _moved(self, nbytes: int) -> None:
+        self._moves += 1
+
+    @contextlib.contextmanager
+    def _ours(self) -> Iterator[None]:
+        """Time spent inside is not the server's silence (a slow disk, a bwlimit pause)."""
+        self._own += 1
+        try:
+            yield
+        finally:
+            self._own -= 1
+            self._moves += 1
+
+    def signal(self) -> object:
+        if self._own:
+            return time.monotonic()  # always "moving"
+        t = self._transport
+        buffered = None
+        if t is not None:
+            with contextlib.suppress(Exception):
+                buffered = t.get_write_buffer_size()
+        return (self._moves, buffered, _send_queue(self._sock))
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        raise TypeError("a file body has no text form")
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def close(self) -> None:
+        """aiohttp's hook: nothing to do (``body_of`` closes the file)."""
+
+
+class FileBody(_Body):
     """The whole of ``source`` (a large file) as a request body; see the module docstring.
 
     Use ``async with FileBody.open(source) as body``; after the response, ``await
@@ -84,10 +157,7 @@ class FileBody(payload.Payload):
     """
 
     def __init__(self, source: Source, fd: int, st: os.stat_result) -> None:
-        super().__init__(source, content_type="application/octet-stream")
-        self.data = self
-        self._source = source
-        self._size = source.size
+        super().__init__(source, source.size)
         self._fd = fd
         self._st = st
         self._hash: asyncio.Future[str] | None = None
@@ -122,15 +192,10 @@ class FileBody(payload.Payload):
                 body._stop.set()
                 hashing.add_done_callback(close)
 
-    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        raise TypeError("a file body has no text form")
-
-    async def write(self, writer: AbstractStreamWriter) -> None:
-        await self.write_with_length(writer, None)
-
     async def write_with_length(
         self, writer: AbstractStreamWriter, content_length: int | None
     ) -> None:
+        self._attach(writer)
         src = self._source
         size = src.size if content_length is None else min(src.size, content_length)
         if self._hash is None:
@@ -164,20 +229,20 @@ class FileBody(payload.Payload):
                 if native:
                     got = await loop.sendfile(transport, f, sent, n, fallback=False)
                 else:
-                    chunk = await asyncio.to_thread(os.pread, self._fd, n, sent)
+                    with self._ours():
+                        chunk = await asyncio.to_thread(os.pread, self._fd, n, sent)
                     got = len(chunk)
                     if got:
                         await writer.write(chunk)
                 if got <= 0:
                     raise SourceChanged(src.rel, "shrank while it was being sent")
+                self._moved(got)
                 before = sent
                 sent += got
                 if src.stats is not None:
                     src.stats.bytes += got
-                if src.throttle is not None:
-                    delay = src.throttle(got)
-                    if delay > 0:
-                        await asyncio.sleep(delay)
+                with self._ours():
+                    await src.pace(got)
                 if src.on_bytes is not None:
                     src.on_bytes(got)
                 if before < size // 2 <= sent:
@@ -205,36 +270,159 @@ class FileBody(payload.Payload):
         src.sha256 = sha
         return sha
 
-    async def close(self) -> None:
-        """aiohttp's hook: nothing to do (``open``'s context closes the file)."""
 
+class MemoryBody(_Body):
+    """A small file already in memory (``source.data``), between optional ``head`` and
+    ``tail`` (a multipart form's framing). Sent in one write, or in pieces paced by
+    ``bwlimit`` when a limit is set, so many small files are limited like one large one."""
 
-class ChunkedBody:
-    """The portable body (no sendfile: Windows, or ``AVAILABLE`` off): 1 MiB chunks read and
-    hashed in a worker thread (``Source.chunks``); same interface as FileBody."""
+    def __init__(self, source: Source, head: bytes = b"", tail: bytes = b"") -> None:
+        assert source.data is not None
+        super().__init__(source, len(head) + len(source.data) + len(tail))
+        self._parts = (head, source.data, tail)
 
-    def __init__(self, source: Source) -> None:
-        self._source = source
-        self.data: Any = source.chunks()
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        self._attach(writer)
+        head, data, tail = self._parts
+        src = self._source
+        throttled = src.throttle is not None and getattr(src.throttle, "rate", 0) > 0
+        view = memoryview(head + data + tail if not throttled else data)
+        if not throttled:
+            await writer.write(view)
+            self._moved(len(view))
+            return
+        piece = _paced_piece(src.throttle)
+        if head:
+            await writer.write(head)
+        for off in range(0, len(view), piece):
+            chunk = view[off : off + piece]
+            with self._ours():
+                await src.pace(len(chunk))
+            await writer.write(chunk)
+            self._moved(len(chunk))
+        if tail:
+            await writer.write(tail)
 
     async def digest(self) -> str:
-        await self._source.check_unchanged()
         assert self._source.sha256 is not None
         return self._source.sha256
 
 
+class ChunkedBody(_Body):
+    """The streamed body: 1 MiB chunks read and hashed in a worker thread (``Source.chunks``,
+    paced by ``bwlimit`` there), between optional ``head`` and ``tail``. The digest is that of
+    the very bytes sent. Used below SENDFILE_MIN, without sendfile (Windows, TLS), and for
+    snapshots (a file sent while it changes: see ``Source.snapshot``)."""
+
+    def __init__(self, source: Source, head: bytes = b"", tail: bytes = b"") -> None:
+        super().__init__(source, len(head) + source.size + len(tail))
+        self._head, self._tail = head, tail
+        self._started = False
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        self._attach(writer)
+        self._started = True
+        if self._head:
+            await writer.write(self._head)
+        async with contextlib.aclosing(self._source.chunks()) as chunks:
+            while True:
+                with self._ours():  # reading (and pacing, in chunks()) is our own time
+                    try:
+                        chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        break
+                await writer.write(chunk)
+                self._moved(len(chunk))
+        if self._tail:
+            await writer.write(self._tail)
+
+    async def digest(self) -> str:
+        src = self._source
+        if not self._started:
+            raise SourceChanged(src.rel, "was not sent")
+        await src.check_unchanged()
+        if src.sha256 is None:
+            raise SourceChanged(src.rel, "was not sent completely")
+        return src.sha256
+
+
+UploadBody = FileBody | ChunkedBody | MemoryBody
+
+
 @asynccontextmanager
-async def body_of(source: Source) -> AsyncIterator[FileBody | ChunkedBody]:
-    """The request body for a large ``source``: ``body.data`` goes to aiohttp; after the
-    answer, ``await body.digest()``. A TransientError raised inside (aiohttp reports a failed
-    body as a connection error) becomes the file's own SourceChanged when that was the cause."""
-    if not AVAILABLE or source.size < SENDFILE_MIN:
-        yield ChunkedBody(source)
+async def body_of(
+    source: Source, head: bytes = b"", tail: bytes = b""
+) -> AsyncIterator[UploadBody]:
+    """The request body for ``source``: give it to aiohttp as ``data``; after the answer,
+    ``await body.digest()`` (the sha-256 of what was sent, or SourceChanged). A TransientError
+    raised inside (aiohttp reports a failed body as a connection error) becomes the file's own
+    SourceError when that was the cause. Every descriptor is closed on the way out."""
+    body: UploadBody
+    if source.data is not None:
+        body = MemoryBody(source, head, tail)
+    elif not AVAILABLE or source.size < SENDFILE_MIN or source.snapshot or head or tail:
+        body = ChunkedBody(source, head, tail)
+    else:
+        async with FileBody.open(source) as fbody:
+            try:
+                yield fbody
+            except TransientError:
+                if fbody.error is not None:
+                    raise fbody.error from None
+                raise
         return
-    async with FileBody.open(source) as body:
+    try:
+        yield body
+    except TransientError:
+        if source.error is not None:
+            raise source.error from None
+        raise
+
+
+def _paced_piece(throttle: object) -> int:
+    """Bytes per paced write: about an eighth of a second at the limit, 4 KiB to 1 MiB."""
+    rate = int(getattr(throttle, "rate", 0) or 0)
+    return max(4 << 10, min(CHUNK, rate // 8))
+
+
+def _send_queue(sock: Any) -> int | None:
+    """Bytes in the kernel's send queue of ``sock`` (Linux: SIOCOUTQ), None where unknown."""
+    if _TIOCOUTQ is None or sock is None:
+        return None
+    try:
+        out = fcntl.ioctl(sock.fileno(), _TIOCOUTQ, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return None
+    return int.from_bytes(out, sys.byteorder, signed=True)
+
+
+@asynccontextmanager
+async def silence_limit(signal: Callable[[], object], seconds: float) -> AsyncIterator[None]:
+    """Bound what runs inside (one request) by ``seconds`` of silence: TimeoutError once, for
+    ``seconds``, ``signal()`` stayed the same (a body's progress, ``_Body.signal``: no byte of
+    the body accepted by the transport, nor by the server as the kernel's send queue drains)
+    and no answer came. A slow server that is still reading never trips it, however long the
+    body takes (unlike aiohttp's ``sock_read``, which also runs while the body is being sent:
+    aiohttp issue 7149). Our own pauses for ``bwlimit`` count as progress."""
+    loop = asyncio.get_running_loop()
+    tick = min(1.0, seconds / 4)
+    async with asyncio.timeout(seconds) as limit:
+
+        async def watch() -> None:
+            last = signal()
+            while True:
+                await asyncio.sleep(tick)
+                now = signal()
+                if now != last:
+                    last = now
+                    limit.reschedule(loop.time() + seconds)
+
+        watcher = asyncio.create_task(watch())
         try:
-            yield body
-        except TransientError:
-            if body.error is not None:
-                raise body.error from None
-            raise
+            yield
+        finally:
+            watcher.cancel()

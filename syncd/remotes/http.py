@@ -14,15 +14,15 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from yarl import URL
 
 from syncd.config import RemoteConfig
-from syncd.errors import ConfigError, PermanentError, TransientError
+from syncd.errors import ConfigError, PermanentError, TransientError, WrongProtocol
 from syncd.hashing import Source
-from syncd.remotes.syncd import HTTPRemote, digest_header, parse_digest, quote_path
+from syncd.remotes.body import body_of
+from syncd.remotes.syncd import HTTPRemote, digest_header, parse_digest
 from syncd.types import RemoteEntry
 
 log = logging.getLogger("syncd.remotes.http")
@@ -83,18 +83,30 @@ class HTTPUploadRemote(HTTPRemote):
         return f": check the headers in {self.cfg.headers_file}"
 
     def url(self, path: str, query: str = "") -> URL:
-        return URL(self.template.replace("{path}", quote_path(path)), encoded=True)
+        return URL(self.template.replace("{path}", self.quoted(path)), encoded=True)
 
-    def _body(self, path: str, source: Source) -> tuple[Any, dict[str, str]]:
-        """The request body and its headers: raw, or one multipart/form-data file field."""
-        streamed = source.data is None
+    def wrong_protocol(self, resp: aiohttp.ClientResponse, expected: str = "") -> WrongProtocol:
+        target = resp.url.raw_path_qs
+        return WrongProtocol(
+            f"{self.description} does not accept {resp.method} uploads ({resp.method} {target} "
+            f"answered {resp.status} {resp.reason or ''}".rstrip()
+            + "); check remote.url and remote.method",
+            path=target,
+            status=resp.status,
+        )
+
+    def foreign_page(self, resp: aiohttp.ClientResponse) -> bool:
+        return False  # an upload endpoint may answer anything it likes
+
+    def _framing(self, path: str, source: Source) -> tuple[bytes, bytes, dict[str, str]]:
+        """What goes around the file's bytes, and the headers: nothing (a raw body), or one
+        multipart/form-data file field."""
         field = self.cfg.form_field
         if self.cfg.method != "POST" or not field:
             headers = {"Content-Type": "application/octet-stream"}
-            if streamed:
+            if source.data is None:
                 headers["Content-Length"] = str(source.size)
-                return source.chunks(), headers
-            return source.data, headers
+            return b"", b"", headers
         boundary = "syncd-" + uuid.uuid4().hex
         name = path.rsplit("/", 1)[-1]
         head = (
@@ -108,41 +120,28 @@ class HTTPUploadRemote(HTTPRemote):
             "Content-Type": f"multipart/form-data; boundary={boundary}",
             "Content-Length": str(len(head) + source.size + len(tail)),
         }
-        if not streamed:
-            assert source.data is not None
-            return head + source.data + tail, headers
-
-        async def body() -> AsyncIterator[bytes]:
-            yield head
-            async for chunk in source.chunks():
-                yield chunk
-            yield tail
-
-        return body(), headers
+        return head, tail, headers
 
     async def put(self, path: str, source: Source) -> str:
         """Send the file's bytes; any 2xx is success. Raises SourceChanged if the file changed
-        while it was streamed, TransientError/PermanentError/AuthError from the endpoint."""
-        data, headers = self._body(path, source)
+        while it was streamed, TransientError/PermanentError/AuthError from the endpoint,
+        WrongProtocol if it refuses the method itself (405, 501)."""
+        head, tail, headers = self._framing(path, source)
         if source.sha256 is not None:
             headers["Content-Digest"] = digest_header(source.sha256)
-        kw: dict[str, Any] = {} if source.data is None else {"timeout": self.read_timeout}
-        try:
-            async with self.session.request(
-                self.cfg.method, self.url(path), data=data, headers=headers, **kw
-            ) as resp:
-                if not 200 <= resp.status < 300:
-                    await self.fail(resp, path, "upload")
-                stored = parse_digest(resp.headers.get("Repr-Digest"))
-                await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise self.transport_error(e, path, "upload") from e
-        if source.data is None:
-            await source.check_unchanged()
-        assert source.sha256 is not None
-        if stored is not None and stored != source.sha256:
+        url = self.url(path)
+        async with (
+            body_of(source, head, tail) as body,
+            self.request(self.cfg.method, url, path, "upload", body=body, headers=headers) as resp,
+        ):
+            if not 200 <= resp.status < 300:
+                await self.fail(resp, path, "upload")
+            stored = parse_digest(resp.headers.get("Repr-Digest"))
+            await resp.read()
+        sha = await body.digest()
+        if stored is not None and stored != sha:
             raise TransientError(f"upload {path}: the endpoint stored different bytes", path=path)
-        return source.sha256
+        return sha
 
     async def delete(self, path: str) -> None:
         """``delete_method`` on the file's URL (2xx, 404 and 410 are fine); without
@@ -157,15 +156,10 @@ class HTTPUploadRemote(HTTPRemote):
                     self.description,
                 )
             return
-        try:
-            async with self.session.request(
-                method, self.url(path), timeout=self.read_timeout
-            ) as resp:
-                if not (200 <= resp.status < 300 or resp.status in (404, 410)):
-                    await self.fail(resp, path, "delete")
-                await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise self.transport_error(e, path, "delete") from e
+        async with self.request(method, self.url(path), path, "delete") as resp:
+            if not (200 <= resp.status < 300 or resp.status in (404, 410)):
+                await self.fail(resp, path, "delete")
+            await resp.read()
 
     async def list(self, prefix: str) -> AsyncIterator[RemoteEntry]:
         """Always PermanentError: an upload endpoint cannot say what it holds."""
@@ -177,8 +171,5 @@ class HTTPUploadRemote(HTTPRemote):
     async def ping(self) -> None:
         """Any HTTP answer from the endpoint's host means it is there."""
         origin = URL(self.template.replace("{path}", "")).origin()
-        try:
-            async with self.session.head(origin, timeout=self.read_timeout) as resp:
-                await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise self.transport_error(e, "/", "reach") from e
+        async with self.request("HEAD", origin, "/", "reach") as resp:
+            await resp.read()

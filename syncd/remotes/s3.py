@@ -32,6 +32,7 @@ from syncd.errors import (
 )
 from syncd.hashing import Source
 from syncd.remotes.base import is_reserved, marker_body, marker_id, marker_path
+from syncd.remotes.body import silence_limit
 from syncd.types import RemoteEntry
 
 log = logging.getLogger("syncd.remotes.s3")
@@ -170,14 +171,26 @@ class S3Remote:
                         )
                     except ProfileNotFound as e:
                         raise self._error(e, "connect", "") from None
+                    for op in _WATCHED:
+                        self._client.meta.events.register(f"before-send.s3.{op}", _no_read_timeout)
         return self._client
 
     async def _call(self, what: str, path: str, op: str, **kw: Any) -> dict[str, Any]:
         """Run the S3 operation ``op`` (a client method name) with ``kw``; every failure
-        becomes the matching syncd error."""
+        becomes the matching syncd error.
+
+        A ``Body`` that is a :class:`_Counted` is watched: the call fails after
+        ``remote.timeout`` seconds in which none of it was read and no answer came. (botocore
+        sends such bodies with ``Expect: 100-continue``, and aiohttp waits for the interim
+        answer with no timeout at all: a server that never answers would hang the upload.)"""
         client = await self.client()
+        body = kw.get("Body")
         try:
-            resp: dict[str, Any] = await getattr(client, op)(**kw)
+            if isinstance(body, _Counted):
+                async with silence_limit(body.signal, self.cfg.timeout):
+                    resp: dict[str, Any] = await getattr(client, op)(**kw)
+            else:
+                resp = await getattr(client, op)(**kw)
         except Exception as e:
             raise self._error(e, what, path) from e
         return resp
@@ -217,7 +230,9 @@ class S3Remote:
                 path=path,
             )
         if isinstance(e, bx.BotoCoreError | OSError | TimeoutError) or _is_aiohttp_error(e):
-            reason = "timed out" if isinstance(e, TimeoutError) else (str(e) or type(e).__name__)
+            reason = str(e) or type(e).__name__
+            if isinstance(e, TimeoutError | bx.ReadTimeoutError):
+                reason = f"no answer for {self.cfg.timeout:g} s (remote.timeout)"
             return TransientError(f"{where}: {self.description}: {reason}", path=path)
         return PermanentError(f"{where}: {type(e).__name__}: {e}", path=path)
 
@@ -236,6 +251,7 @@ class S3Remote:
             return await self._put_multipart(path, source)
         if source.data is not None:
             data = source.data
+            await source.pace(len(data))  # bwlimit holds for small files too
         else:
             data = b"".join([chunk async for chunk in source.chunks()])
             await source.check_unchanged()
@@ -247,7 +263,7 @@ class S3Remote:
             "put_object",
             Bucket=self.bucket,
             Key=self.key(path),
-            Body=io.BytesIO(data),  # written in pieces, not copied into the transport
+            Body=_Counted(data),  # written in pieces, not copied into the transport
             ContentLength=len(data),
             ChecksumAlgorithm="SHA256",
             ChecksumSHA256=want,
@@ -319,7 +335,7 @@ class S3Remote:
             Key=key,
             UploadId=upload_id,
             PartNumber=number,
-            Body=io.BytesIO(body),  # shares ``body``'s memory
+            Body=_Counted(body),  # shares ``body``'s memory
             ContentLength=len(body),
             ChecksumAlgorithm="SHA256",
             ChecksumSHA256=digest,
@@ -540,6 +556,41 @@ class S3Remote:
             raise
         except PermanentError as e:
             log.debug("ping %s: %s", self.description, e)
+
+
+#: Operations whose body is a :class:`_Counted`: ``silence_limit`` bounds them instead of
+#: aiohttp's ``sock_read``, which also runs while the body is sent (aiohttp issue 7149: a part
+#: that takes longer than ``timeout`` to send over a slow link would fail while it is moving).
+#: The body's reads are the only sign of life seen here (aiobotocore hides the socket), so
+#: the last few MiB a kernel buffers must drain within ``timeout``: on a link slower than
+#: ~4 MiB per ``timeout``, raise ``timeout``.
+_WATCHED = ("PutObject", "UploadPart")
+_NO_READ_TIMEOUT = 7 * 24 * 3600.0
+
+
+def _no_read_timeout(request: Any, **kwargs: Any) -> None:
+    """botocore ``before-send`` hook: aiobotocore takes a per-request ``read_timeout`` from the
+    request's context."""
+    context = getattr(request, "context", None)
+    if isinstance(context, dict):
+        context["read_timeout"] = _NO_READ_TIMEOUT
+
+
+class _Counted(io.BytesIO):
+    """A request body that counts how much of it was read (the sign of life that
+    ``silence_limit`` watches while the body is sent)."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.taken = 0
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        chunk = super().read(size)
+        self.taken += len(chunk)
+        return chunk
+
+    def signal(self) -> int:
+        return self.taken
 
 
 def _reason(e: BaseException) -> str:

@@ -1,8 +1,12 @@
 """The WebDAV remote (RFC 4918): nginx, Apache, Nextcloud/ownCloud, NAS boxes, wsgidav, rclone.
 
-PUT (streamed), MKCOL for missing parent collections (each directory once per run), DELETE,
-MOVE with ``Overwrite: T`` and PROPFIND with ``Depth: 1`` walked level by level (many servers
-refuse ``Depth: infinity``). WebDAV has no standard digest, so listings give sizes only
+PUT (streamed), MKCOL for missing parent collections (each directory once per run, and the
+collections of the URL itself where they are missing, as rclone does), DELETE, MOVE with
+``Overwrite: T`` and PROPFIND with ``Depth: 1`` walked level by level (many servers refuse
+``Depth: infinity``). An answer that shows the URL is not a WebDAV collection (501 or 405 to a
+WebDAV method, a page where a multistatus was expected) is WrongProtocol.
+
+WebDAV has no standard digest, so listings give sizes only
 (``lists_digests = False``) and ``syncd verify`` reads files back to hash them (``read``).
 """
 
@@ -66,6 +70,8 @@ class WebDAVRemote(HTTPRemote):
     """A WebDAV collection. Implements Remote, Mover, Reader and Marker."""
 
     lists_digests = False
+    protocol = "WebDAV"
+    protocol_hint = "is it a WebDAV collection URL?"
 
     def __init__(self, cfg: RemoteConfig, concurrency: int) -> None:
         super().__init__(cfg, concurrency)
@@ -79,6 +85,9 @@ class WebDAVRemote(HTTPRemote):
         # Collections known to exist (created or seen), so MKCOL is sent once per directory.
         self._known: set[str] = set()
         self._mkcol_locks: dict[str, asyncio.Lock] = {}
+        # Whether the collections of the URL itself were made sure of (once per session).
+        self._base_made = False
+        self._base_lock = asyncio.Lock()
 
     def auth_hint(self) -> str:
         if not self.cfg.username:
@@ -92,15 +101,62 @@ class WebDAVRemote(HTTPRemote):
         self, method: str, url: URL, path: str, what: str, *, ok: tuple[int, ...], **kw: Any
     ) -> int:
         """One request whose answer body is not needed; raises the matching syncd error."""
-        kw.setdefault("timeout", self.read_timeout)
-        try:
-            async with self.session.request(method, url, **kw) as resp:
-                if resp.status not in ok:
-                    await self.fail(resp, path, what)
-                await resp.read()
-                return resp.status
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise self.transport_error(e, path, what) from e
+        async with self.request(method, url, path, what, **kw) as resp:
+            if resp.status not in ok:
+                await self.fail(resp, path, what)
+            await resp.read()
+            return resp.status
+
+    def foreign_page(self, resp: aiohttp.ClientResponse) -> bool:
+        # WebDAV servers send HTML error pages; a page where a multistatus is expected is
+        # caught in _propfind. (405 and 501 still mean no WebDAV here: ``speaks``; MKCOL's
+        # 405, "it exists", is handled before.)
+        return False
+
+    # -- the URL's own collections ----------------------------------------------------------
+    async def _make_base(self, path: str, what: str) -> None:
+        """Create the missing collections of the URL itself (``…/a/b/mirror/``): MKCOL the
+        deepest first; each 409 (its parent is missing) moves one level up, then the missing
+        ones are made top down. 201 is created, 405 exists. Once per session."""
+        async with self._base_lock:
+            if self._base_made:
+                return
+            u = URL(self.base, encoded=True)
+            segs = [seg for seg in u.raw_path.split("/") if seg]
+            origin = str(u.origin())
+
+            def level(n: int) -> URL:
+                return URL(origin + "/" + "".join(seg + "/" for seg in segs[:n]), encoded=True)
+
+            n = len(segs)
+            missing: list[int] = []
+            while n > 0:
+                status = await self._request(
+                    "MKCOL", level(n), path, what, ok=(200, 201, 204, 405, 409)
+                )
+                if status != 409:
+                    break
+                missing.append(n)
+                n -= 1
+            else:
+                raise PermanentError(
+                    f"{what} {path}: cannot create the collections of {self.description}: "
+                    "the server refuses them (409 Conflict)",
+                    path=path,
+                    status=409,
+                )
+            for m in reversed(missing):
+                log.info("creating the collection %s", level(m))
+                status = await self._request(
+                    "MKCOL", level(m), path, what, ok=(200, 201, 204, 405, 409)
+                )
+                if status == 409:
+                    raise TransientError(
+                        f"{what} {path}: cannot create the collection {level(m)}: 409 Conflict",
+                        path=path,
+                        status=409,
+                    )
+            self._base_made = True
 
     # -- collections ------------------------------------------------------------------------
     async def _ensure_parents(self, path: str, what: str) -> None:
@@ -117,6 +173,16 @@ class WebDAVRemote(HTTPRemote):
                 status = await self._request(
                     "MKCOL", self.collection_url(coll), path, what, ok=(200, 201, 204, 405, 409)
                 )
+                if status == 409 and "/" not in coll and not self._base_made:
+                    # The URL's own collection is missing: make it (and what is above it).
+                    await self._make_base(path, what)
+                    status = await self._request(
+                        "MKCOL",
+                        self.collection_url(coll),
+                        path,
+                        what,
+                        ok=(200, 201, 204, 405, 409),
+                    )
                 if status == 409:
                     msg = f"{what} {path}: cannot create the collection {coll}/: 409 Conflict"
                     if "/" not in coll:
@@ -148,35 +214,32 @@ class WebDAVRemote(HTTPRemote):
             assert source.sha256 is not None
             # Harmless where unknown; a server that knows RFC 9530 checks the bytes with it.
             headers["Content-Digest"] = digest_header(source.sha256)
-            await self._put(path, url, headers, source.data, timeout=self.read_timeout)
-            return source.sha256
-        headers["Content-Length"] = str(source.size)
+        else:
+            headers["Content-Length"] = str(source.size)
         async with body_of(source) as body:
-            await self._put(path, url, headers, body.data)
+            await self._put(path, url, headers, body=body)
             return await body.digest()
 
-    async def _put(
-        self, path: str, url: URL, headers: dict[str, str], data: Any, **kw: Any
-    ) -> None:
-        try:
-            async with self.session.put(url, headers=headers, data=data, **kw) as resp:
-                if not 200 <= resp.status < 300:
-                    # A parent collection we thought was there may be gone (deleted behind our
-                    # back; servers say 409, nginx 500): forget them, so that the retry makes
-                    # sure of them again (MKCOL of an existing one is a cheap 405).
-                    for coll in parents(path):
-                        self._known.discard(coll)
-                if resp.status == 409:
-                    raise TransientError(
-                        f"upload {path}: 409 Conflict: a parent collection is missing",
-                        path=path,
-                        status=409,
-                    )
-                if not 200 <= resp.status < 300:
-                    await self.fail(resp, path, "upload")
+    async def _put(self, path: str, url: URL, headers: dict[str, str], **kw: Any) -> None:
+        async with self.request("PUT", url, path, "upload", headers=headers, **kw) as resp:
+            if not 200 <= resp.status < 300:
+                # A parent collection we thought was there may be gone (deleted behind our
+                # back; servers say 409, nginx 500): forget them, so that the retry makes
+                # sure of them again (MKCOL of an existing one is a cheap 405).
+                for coll in parents(path):
+                    self._known.discard(coll)
+            if resp.status == 409:
                 await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise self.transport_error(e, path, "upload") from e
+                if "/" not in path and not self._base_made:
+                    await self._make_base(path, "upload")
+                raise TransientError(
+                    f"upload {path}: 409 Conflict: a parent collection is missing",
+                    path=path,
+                    status=409,
+                )
+            if not 200 <= resp.status < 300:
+                await self.fail(resp, path, "upload")
+            await resp.read()
 
     async def delete(self, path: str) -> None:
         """DELETE a file or a collection and all under it; absent is fine."""
@@ -201,6 +264,21 @@ class WebDAVRemote(HTTPRemote):
                 ok=(200, 202, 204, 404),
                 headers={"Depth": "infinity"},
             )
+        if status == 404 and not path.isprintable():
+            # A name with a control character: the server may have failed to address it
+            # rather than found it absent. Its parent's listing is the witness.
+            parent, _, name = path.rpartition("/")
+            here = self._base_path + (parent + "/" if parent else "")
+            async for href, _coll, _size in self._propfind(
+                self.collection_url(parent), parent, depth="1"
+            ):
+                if href.startswith(here) and href[len(here) :].strip("/") == name:
+                    raise PermanentError(
+                        f"delete {path!r}: the server answered 404 but still lists it (it "
+                        "cannot address this name)",
+                        path=path,
+                        status=404,
+                    )
 
     async def move(self, src: str, dst: str) -> None:
         """MOVE ``src`` onto ``dst`` with ``Overwrite: T``. PermanentError if ``src`` is absent."""
@@ -271,12 +349,15 @@ class WebDAVRemote(HTTPRemote):
         """(decoded href path, is a collection, size) per response; nothing if ``url`` is 404."""
         headers = {"Depth": depth, **XML_HEADERS}
         try:
-            async with self.session.request(
-                "PROPFIND", url, data=PROPFIND_BODY, headers=headers, timeout=self.read_timeout
+            async with self.request(
+                "PROPFIND", url, path, "list", data=PROPFIND_BODY, headers=headers
             ) as resp:
                 if resp.status == 404:
                     await resp.read()
                     return
+                if resp.status == 200 or (resp.status == 207 and "xml" not in resp.content_type):
+                    # A page where a multistatus was expected: not a WebDAV server.
+                    raise self.wrong_protocol(resp, "a 207 multistatus")
                 if resp.status != 207:
                     await self.fail(resp, path, "list")
                 parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("end",))
@@ -286,8 +367,6 @@ class WebDAVRemote(HTTPRemote):
                     items += _responses(parser)
                 parser.close()
                 items += _responses(parser)
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise self.transport_error(e, path, "list") from e
         except ET.ParseError as e:
             raise TransientError(f"list {path}: unreadable PROPFIND answer: {e}", path=path) from e
         for item in items:
@@ -296,27 +375,21 @@ class WebDAVRemote(HTTPRemote):
     # -- Reader -----------------------------------------------------------------------------
     async def read(self, path: str) -> AsyncIterator[bytes]:
         """The stored bytes of ``path`` (GET). PermanentError if absent."""
-        try:
-            async with self.session.get(self.url(path), timeout=self.read_timeout) as resp:
-                if resp.status != 200:
-                    await self.fail(resp, path, "read")
-                async for chunk in resp.content.iter_chunked(1 << 20):
-                    yield chunk
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise self.transport_error(e, path, "read") from e
+        async with self.request("GET", self.url(path), path, "read") as resp:
+            if resp.status != 200:
+                await self.fail(resp, path, "read")
+            async for chunk in resp.content.iter_chunked(1 << 20):
+                yield chunk
 
     async def size_of(self, path: str) -> int | None:
         """The stored size of ``path`` (HEAD), None if absent. Some servers leave names out
         of their listings (nginx: dot files); this says whether such a file is there."""
-        try:
-            async with self.session.head(self.url(path), timeout=self.read_timeout) as resp:
-                if resp.status == 404:
-                    return None
-                if resp.status != 200:
-                    await self.fail(resp, path, "stat")
-                return resp.content_length
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise self.transport_error(e, path, "stat") from e
+        async with self.request("HEAD", self.url(path), path, "stat") as resp:
+            if resp.status == 404:
+                return None
+            if resp.status != 200:
+                await self.fail(resp, path, "stat")
+            return resp.content_length
 
     # -- Marker -----------------------------------------------------------------------------
     async def write_marker(self, prefix: str, mirror_id: str) -> None:
@@ -330,7 +403,7 @@ class WebDAVRemote(HTTPRemote):
         body = marker_body(mirror_id)
         await self._ensure_parents(path, "write marker")
         headers = {"Content-Type": "application/json"}
-        await self._put(tmp, self.url(tmp), headers, body, timeout=self.read_timeout)
+        await self._put(tmp, self.url(tmp), headers, data=body)
         try:
             await self._request(
                 "MOVE",
