@@ -81,7 +81,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "delete_method": Key(str, "", 'http: method used to delete ("" = never delete)'),
         "ca_file": Key(str, "", "PEM bundle to trust instead of the system's"),
         "verify_tls": Key(bool, True, "check the server's TLS certificate"),
-        "timeout": Key((int, float), 30.0, "seconds to connect, and of silence while reading"),
+        "timeout": Key(
+            (int, float), 30.0, "seconds to connect, and of silence (nothing sent, no answer)"
+        ),
     },
     "folder": {
         "path": Key(str, REQUIRED, "the local folder to mirror"),

@@ -709,7 +709,8 @@ class Engine:
                     return
                 if attempt == CHANGED_RETRIES:
                     METRICS.error("changed", name)
-                    report.failed.append(Problem(name, f"{e.problem} (kept changing; not sent)"))
+                    why = f"{e.problem} (kept changing while sent; the server may hold an old copy)"
+                    report.failed.append(Problem(name, why))
                     return
                 log.info("%s: %s; sending again", name, e.problem)
                 await asyncio.sleep(self.config.sync.debounce)

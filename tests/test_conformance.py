@@ -375,10 +375,11 @@ async def test_webdav_collections_made_once_and_again_when_gone(
         # The retry (syncd.retry's job) creates the collections again.
         await remote.put(f"{space}/a/b/two.txt", await local_source(f, "two.txt"))
     assert dav.read_tree(space) == {"a/b/two.txt": b"x"}
-    missing = WebDAVRemote(remote_config(tmp_path, dav, url=dav.url + "no-such-dir/"), 2)
+    # A URL below collections that do not exist yet: they are made (as rclone does).
+    missing = WebDAVRemote(remote_config(tmp_path, dav, url=dav.url + "no-such-dir/deeper/"), 2)
     async with missing:
-        with pytest.raises(PermanentError, match=r"does .*no-such-dir/ exist"):
-            await missing.put(f"{space}/c.txt", await local_source(f, "c.txt"))
+        await missing.put(f"{space}/c.txt", await local_source(f, "c.txt"))
+    assert (dav.root / "no-such-dir" / "deeper" / space / "c.txt").read_bytes() == b"x"
 
 
 @pytest.fixture

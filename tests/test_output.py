@@ -181,7 +181,6 @@ def static_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         stop_process(proc)
 
 
-@pytest.mark.xfail(strict=True, reason="remotes raise WrongProtocol on branch h13-client")
 def test_a_static_file_server_is_named_as_such_in_one_line(
     tmp_path: Path, folder: Path, static_server: tuple[str, Path]
 ) -> None:
