@@ -142,11 +142,19 @@ class Daemon:
         await self.engine.manifest.aflush()
         self.ready.set()
         self.board.ready()  # ops: sd_notify READY=1, only now that the first reconcile is done
-        log.info(
-            "ready: %d folder(s) mirrored to %s; watching for changes",
-            len(self.folders),
-            self.config.remote.url,
-        )
+        if self.remote_down_since is None:
+            log.info(
+                "ready: %d folder(s) mirrored to %s; watching for changes",
+                len(self.folders),
+                self.engine.remote.description,
+            )
+        else:
+            log.info(
+                "ready: watching %d folder(s); %d change(s) queued until %s can be reached",
+                len(self.folders),
+                len(self.outbox),
+                self.engine.remote.description,
+            )
         unchecked = [i for i, (_, checked) in enumerate(first) if not checked]
         try:
             await asyncio.gather(self._schedule(), self._rescans(), self._check_remote(unchecked))
@@ -157,6 +165,8 @@ class Daemon:
         """After the start-up: does the server hold exactly the folder? What it lost is sent
         again, what it holds beyond the folder is deleted (under the guard)."""
         for i in folders:
+            if self.remote_down_since is not None:
+                return  # the rescans when it is back compare every folder
             try:
                 await self._reconcile(i, check_remote=True)
             except (AuthError, WrongProtocol) as e:

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from syncd.errors import TransientError
+from syncd.errors import TransientError, Unreachable
 from syncd.status import METRICS
 
 log = logging.getLogger("syncd.retry")
@@ -47,7 +47,9 @@ class RetryPolicy:
                     raise
                 wait = self.delay(attempt, e.retry_after)
                 METRICS.retry()
-                log.info(
+                # An unreachable server is said once by the pass or the daemon, not per file.
+                log.log(
+                    logging.DEBUG if isinstance(e, Unreachable) else logging.INFO,
                     "%s: %s; retry %d/%d in %.1fs",
                     what,
                     e,

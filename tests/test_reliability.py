@@ -22,6 +22,32 @@ from tests.conftest import (
 from tests.test_sync import tree_of
 
 
+def test_daemon_started_while_the_server_is_down_says_so_once(
+    tmp_path: Path, server: ServerProc
+) -> None:
+    """40 files to send and no server: one line says it is unreachable, "ready" says what is
+    queued (not "mirrored"), and no file has a line of its own; once it is back, all go."""
+    folder = tmp_path / "Documents"
+    folder.mkdir()
+    for i in range(40):
+        (folder / f"f{i}.txt").write_text(str(i))
+    cfg = mirror_config(tmp_path, server, folder, extra="debounce = 0.1")
+    server.stop()
+    d = DaemonProc(cfg, tmp_path / "daemon.log")
+    try:
+        log = d.log()
+        assert log.count("unreachable (connection refused)") == 1, log
+        assert "change(s) queued until" in log and "mirrored to" not in log, log
+        assert "f1.txt" not in log and "retry" not in log, log
+        back = start_server(server.root, server.token_file, port=server.port)
+        try:
+            wait_for(lambda: tree_of(server.root / "docs") == tree_of(folder), 120, "converged")
+        finally:
+            back.stop()
+    finally:
+        assert d.stop() == 0
+
+
 def test_daemon_queues_while_server_is_down_and_converges_when_back(
     tmp_path: Path, server: ServerProc
 ) -> None:
