@@ -34,6 +34,7 @@ from syncd.server.errors import (
     StoreError,
     Unavailable,
     UnsupportedMediaType,
+    printable,
 )
 from syncd.server.logfilter import quiet_bad_requests
 from syncd.server.paths import RelPath, parse_path, split_target
@@ -278,11 +279,17 @@ async def _handle_errors(request: web.Request, handler: Handler) -> web.StreamRe
         return await handler(request)
     except StoreError as e:
         if isinstance(e, Unavailable):
-            log.info("%s %r: %d %s", request.method, request.raw_path, e.status, e.reason)
+            log.info(
+                "%s %r: %d %s", request.method, request.raw_path, e.status, printable(e.reason)
+            )
         elif e.status >= 500:
-            log.error("%s %r: %d %s", request.method, request.raw_path, e.status, e.reason)
+            log.error(
+                "%s %r: %d %s", request.method, request.raw_path, e.status, printable(e.reason)
+            )
         else:
-            log.debug("%s %r: %d %s", request.method, request.raw_path, e.status, e.reason)
+            log.debug(
+                "%s %r: %d %s", request.method, request.raw_path, e.status, printable(e.reason)
+            )
         headers = {"Allow": ALLOW} if e.status == 405 else None
         return _text(e.status, e.reason, headers)
     except ConnectionError:
@@ -291,8 +298,7 @@ async def _handle_errors(request: web.Request, handler: Handler) -> web.StreamRe
 
 
 def _text(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
-    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in reason)
-    return web.Response(status=status, text=line + "\n", headers=headers)
+    return web.Response(status=status, text=printable(reason) + "\n", headers=headers)
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -445,11 +451,11 @@ def _ndjson_line(e: ListEntry) -> str:
 def _abort_stream(request: web.Request, what: str, e: BaseException) -> None:
     """Cut a response that is half sent, so the client sees it incomplete."""
     if isinstance(e, ConnectionError):
-        log.debug("%s: the client went away", what)
+        log.debug("%s: the client went away", printable(what))
     elif isinstance(e, TimeoutError):
-        log.info("%s: the client stopped reading; connection dropped", what)
+        log.info("%s: the client stopped reading; connection dropped", printable(what))
     else:
-        log.warning("%s: failed while sending: %s", what, e)
+        log.warning("%s: failed while sending: %s", printable(what), printable(str(e)))
     if request.transport is not None:
         request.transport.abort()
 

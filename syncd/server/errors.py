@@ -84,6 +84,14 @@ class InsufficientStorage(StoreError):
     status = 507
 
 
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable escaped (``\\n``, ``\\x01``), so
+    that a name with a newline in it can neither break a log line nor forge one."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def os_error(e: OSError, what: str) -> StoreError:
     """Translate an unexpected ``OSError`` about ``what`` into a :class:`StoreError`."""
     code = e.errno

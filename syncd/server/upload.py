@@ -303,7 +303,7 @@ class Upload:
         except FileNotFoundError:
             pass
         except OSError as e:
-            log.warning("cannot remove temporary %s beside %s: %s", self._tmp, self.rel, e)
+            log.warning("cannot remove temporary %s beside %r: %s", self._tmp, str(self.rel), e)
         assert self._dirs is not None
         self._dirs.prune_created()
         self._close_dirs()
