@@ -7,80 +7,74 @@ aiohttp's decoded match info) and every filesystem operation goes through :mod:`
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import email.utils
 import hmac
 import ipaddress
 import json
 import logging
-import os
 import re
 import signal
-import socket
 import ssl
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from json.encoder import encode_basestring
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.streams import StreamReader
 
 from syncd.errors import ConfigError, SyncdError
-from syncd.server.store import (
-    CHUNK,
-    SUPPORTED,
+from syncd.server.errors import (
     BadRequest,
     Conflict,
-    ListEntry,
     NotFound,
+    StoreError,
+    Unavailable,
+    UnsupportedMediaType,
+    printable,
+)
+from syncd.server.logfilter import quiet_bad_requests
+from syncd.server.paths import RelPath, parse_path, split_target
+from syncd.server.receive import (
+    CLOSE,
+    body_pool,
+    check_body_headers,
+    receive,
+    request_digests,
+)
+from syncd.server.store import (
+    SUPPORTED,
+    ListEntry,
     Opened,
-    RelPath,
     RootLock,
     Store,
-    Stored,
-    StoreError,
-    UnsupportedMediaType,
-    Upload,
-    digest_header,
-    parse_path,
     remove_leftover_temps,
-    split_target,
 )
+from syncd.server.upload import CHUNK, Upload, digest_header
 
 log = logging.getLogger("syncd.server")
 
 UPLOAD_TTL = 3600.0
 """Seconds a two-step upload may wait for its commit."""
-READ_TIMEOUT = 60.0
-"""Seconds a request body may stall before the request fails (408)."""
 WRITE_TIMEOUT = 60.0
 """Seconds a client may stall reading a response before the connection is dropped."""
 KEEPALIVE_TIMEOUT = 75.0
 """Seconds an idle (or half-sent) connection is kept."""
 SHUTDOWN_TIMEOUT = 5.0
 """Seconds running requests get to finish after SIGTERM/SIGINT."""
-READ_AHEAD = 2 * CHUNK
-#: Bodies from this size on are received straight from the socket in worker threads.
-DIRECT_MIN = 8 << 20
-_CLOSE = "syncd.close"  # request key: answer with Connection: close
-"""Bytes of a large body the connection reads ahead while the previous MiB is written."""
+CANCEL_TIMEOUT = 1.0
+"""Seconds cancelled requests get to clean up (each removes its temp) before the server
+removes what is left itself."""
+STOP_LIMIT = 7.0
+"""The server is gone this many seconds after SIGTERM at the latest (docs/protocol.md)."""
 
 ALLOW = "GET, HEAD, PUT, POST, DELETE, MOVE, MKCOL, OPTIONS"
 _ID = re.compile(r"[0-9a-f]{32}\Z")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class RequestTimeout(StoreError):
-    """408: the client stopped sending its body."""
-
-    status = 408
 
 
 # --------------------------------------------------------------------------- options, app
@@ -142,18 +136,31 @@ class _Uploads:
 STORE = web.AppKey("store", Store)
 UPLOADS = web.AppKey("uploads", _Uploads)
 TOKEN = web.AppKey("token", str)
+BODY_POOL = web.AppKey("body_pool", ThreadPoolExecutor)
+INFLIGHT = web.AppKey("inflight", set)  # the tasks of the requests being handled
+
+ANY_PATH = r"/{tail:[\s\S]*}"
+"""The one route: every path, whatever characters it holds (``.*`` stops at a newline)."""
 
 
 def make_app(root: Path, token: str | None, *, upload_ttl: float = UPLOAD_TTL) -> web.Application:
     """The aiohttp application serving ``root`` (with a bearer ``token``, if given)."""
-    app = web.Application(middlewares=[_auth_middleware, _error_middleware])
+    app = web.Application(middlewares=[_track_middleware, _auth_middleware, _error_middleware])
     app[STORE] = Store(root)
     app[UPLOADS] = _Uploads(upload_ttl)
+    app[BODY_POOL] = body_pool()  # (its threads start with the first body)
+    app[INFLIGHT] = set()
     if token is not None:
         app[TOKEN] = token
     app.cleanup_ctx.append(_uploads_lifecycle)
-    app.router.add_route("*", "/{tail:.*}", _dispatch, expect_handler=_expect)
+    app.cleanup_ctx.append(_pool_lifecycle)
+    app.router.add_route("*", ANY_PATH, _dispatch, expect_handler=_expect)
     return app
+
+
+async def _pool_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await asyncio.to_thread(app[BODY_POOL].shutdown)
 
 
 async def _uploads_lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -215,6 +222,20 @@ def _refused(request: web.Request) -> web.Response | None:
 
 
 @web.middleware
+async def _track_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Remember the task of every running request, for a stopping server to wait for."""
+    task = asyncio.current_task()
+    inflight: set[asyncio.Task[object]] = request.app[INFLIGHT]
+    if task is not None:
+        inflight.add(task)
+    try:
+        return await handler(request)
+    finally:
+        if task is not None:
+            inflight.discard(task)
+
+
+@web.middleware
 async def _auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     refused = _refused(request)
     return refused if refused is not None else await handler(request)
@@ -225,14 +246,22 @@ async def _expect(request: web.Request) -> web.StreamResponse | None:
     body (and closes the connection), instead of "100 Continue", a body of gigabytes read for
     nothing and a connection reset it would take for a network fault."""
     refused = _refused(request)
+    if refused is None:
+        try:
+            check_body_headers(request)  # a coding that would be refused: before the body
+        except StoreError as e:
+            refused = _text(e.status, e.reason)
+    if refused is None and request.headers.get("Expect", "").lower() != "100-continue":
+        refused = _text(417, "only Expect: 100-continue is understood")
     if refused is not None:
         refused.force_close()
         return refused
-    if request.headers.get("Expect", "").lower() != "100-continue":
-        return _text(417, "only Expect: 100-continue is understood")
     if request.version < (1, 1):
         return None  # HTTP/1.0 has no interim answers
-    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    try:
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    except ConnectionError:
+        return None  # the client is gone; the handler finds out when it reads the body
     request.writer.output_size = 0  # as aiohttp's own handler: the body has not started
     return None
 
@@ -240,7 +269,7 @@ async def _expect(request: web.Request) -> web.StreamResponse | None:
 @web.middleware
 async def _error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     resp = await _handle_errors(request, handler)
-    if request.get(_CLOSE):  # the body was read past aiohttp: this connection ends here
+    if request.get(CLOSE):  # the body was read past aiohttp: this connection ends here
         resp.force_close()
     return resp
 
@@ -249,10 +278,18 @@ async def _handle_errors(request: web.Request, handler: Handler) -> web.StreamRe
     try:
         return await handler(request)
     except StoreError as e:
-        if e.status >= 500:
-            log.error("%s %r: %d %s", request.method, request.raw_path, e.status, e.reason)
+        if isinstance(e, Unavailable):
+            log.info(
+                "%s %r: %d %s", request.method, request.raw_path, e.status, printable(e.reason)
+            )
+        elif e.status >= 500:
+            log.error(
+                "%s %r: %d %s", request.method, request.raw_path, e.status, printable(e.reason)
+            )
         else:
-            log.debug("%s %r: %d %s", request.method, request.raw_path, e.status, e.reason)
+            log.debug(
+                "%s %r: %d %s", request.method, request.raw_path, e.status, printable(e.reason)
+            )
         headers = {"Allow": ALLOW} if e.status == 405 else None
         return _text(e.status, e.reason, headers)
     except ConnectionError:
@@ -261,8 +298,7 @@ async def _handle_errors(request: web.Request, handler: Handler) -> web.StreamRe
 
 
 def _text(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
-    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in reason)
-    return web.Response(status=status, text=line + "\n", headers=headers)
+    return web.Response(status=status, text=printable(reason) + "\n", headers=headers)
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -290,6 +326,7 @@ def _parse_query(query: str | None) -> _Query:
 
 
 async def _dispatch(request: web.Request) -> web.StreamResponse:
+    check_body_headers(request)
     raw_path, raw_query = split_target(request.raw_path)
     query = _parse_query(raw_query)
     method = request.method
@@ -414,210 +451,16 @@ def _ndjson_line(e: ListEntry) -> str:
 def _abort_stream(request: web.Request, what: str, e: BaseException) -> None:
     """Cut a response that is half sent, so the client sees it incomplete."""
     if isinstance(e, ConnectionError):
-        log.debug("%s: the client went away", what)
+        log.debug("%s: the client went away", printable(what))
     elif isinstance(e, TimeoutError):
-        log.info("%s: the client stopped reading; connection dropped", what)
+        log.info("%s: the client stopped reading; connection dropped", printable(what))
     else:
-        log.warning("%s: failed while sending: %s", what, e)
+        log.warning("%s: failed while sending: %s", printable(what), printable(str(e)))
     if request.transport is not None:
         request.transport.abort()
 
 
 # --------------------------------------------------------------------------- writing
-
-
-def _request_digests(request: web.Request) -> list[bytes]:
-    """Every sha-256 in the request's Repr-Digest / Content-Digest headers (RFC 9530)."""
-    found: list[bytes] = []
-    for header in ("Repr-Digest", "Content-Digest"):
-        for value in request.headers.getall(header, ()):
-            for member in value.split(","):
-                key, sep, item = member.strip().partition("=")
-                if key.strip().lower() != "sha-256":
-                    continue
-                item = item.split(";", 1)[0].strip()
-                if not sep or len(item) < 2 or item[0] != ":" or item[-1] != ":":
-                    raise BadRequest(f"malformed {header}: expected sha-256=:<base64>:")
-                try:
-                    digest = base64.b64decode(item[1:-1], validate=True)
-                except (binascii.Error, ValueError):
-                    raise BadRequest(f"malformed {header}: bad base64") from None
-                if len(digest) != 32:
-                    raise BadRequest(f"malformed {header}: a sha-256 has 32 bytes")
-                found.append(digest)
-    return found
-
-
-async def _read_chunk(request: web.Request) -> bytes:
-    """The next piece of the body as received (b"" at its end), without copying it again.
-
-    ``readchunk()`` also reports the ends of HTTP chunks as ``(b"", True)``: skip those, but
-    only while the body goes on. (aiohttp's shared empty body answers ``(b"", True)`` forever
-    once it has been read: without the ``at_eof()`` check a second empty PUT spins here.)
-    """
-    content = request.content
-    try:
-        async with asyncio.timeout(READ_TIMEOUT):
-            while True:
-                data, end_of_http_chunk = await content.readchunk()
-                if data or not end_of_http_chunk or content.at_eof():
-                    return data
-    except TimeoutError:
-        raise RequestTimeout(f"no body data for {READ_TIMEOUT:.0f} s") from None
-    except (ConnectionError, HttpProcessingError):
-        raise BadRequest("the body ended early (client disconnected)") from None
-
-
-def _retrieve(fut: asyncio.Future[None]) -> None:
-    if not fut.cancelled():
-        fut.exception()
-
-
-async def _receive(
-    request: web.Request, up: Upload, *, expected: Sequence[bytes], commit: bool
-) -> Stored:
-    """Stream the body into ``up``, 1 MiB at a time, off the event loop.
-
-    Each MiB is written and hashed in a worker thread (os.writev and hashlib release the GIL)
-    while the next MiB is received. (Hashing in a second thread, in parallel with the write,
-    measured slower on two cores.) A small body costs one thread hop (temp, write, hash,
-    fsync, rename). On any failure, including cancellation, the temp file is removed.
-    """
-    loop = asyncio.get_running_loop()
-    direct = _take_socket(request)
-    if direct is not None:
-        return await _receive_direct(request, up, direct, expected=expected, commit=commit)
-    restore_recv = None
-    if request.content_length is None or request.content_length > CHUNK:
-        # Let the connection read ahead while a MiB is written (aiohttp pauses reading at
-        # twice this much buffered).
-        set_size = getattr(request.content, "set_read_chunk_size", None)
-        if set_size is not None:
-            set_size(READ_AHEAD)
-        restore_recv = _large_reads(request)
-    buf: list[bytes] = []
-    buffered = 0
-    pending: asyncio.Future[None] | None = None
-    ok = False
-    try:
-        while chunk := await _read_chunk(request):
-            buf.append(chunk)
-            buffered += len(chunk)
-            if buffered >= CHUNK:
-                if pending is not None:
-                    await pending
-                pending = loop.run_in_executor(None, up.write, buf)
-                buf = []
-                buffered = 0
-        if pending is not None:
-            await pending
-        stored = await asyncio.to_thread(
-            up.complete,
-            buf,
-            length=request.content_length,
-            expected=expected,
-            commit=commit,
-        )
-        ok = True
-        return stored
-    finally:
-        if restore_recv is not None:
-            restore_recv()
-        if pending is not None:
-            pending.add_done_callback(_retrieve)
-        if not ok:
-            # Runs even when this task is cancelled again: the thread call is already queued.
-            await asyncio.to_thread(up.discard)
-
-
-def _take_socket(request: web.Request) -> tuple[socket.socket, list[bytes], int] | None:
-    """For a large plain-TCP body: stop the event loop reading the connection and return a
-    duplicate of its socket, the body bytes aiohttp already buffered, and how many are left.
-
-    The rest of the body is then read by :meth:`Upload.receive` in a worker thread, and the
-    connection is closed after the answer (aiohttp's parser never saw those bytes). None when
-    the body is small, chunked, over TLS, or the transport is not a plain socket one.
-    """
-    length = request.content_length
-    transport = request.transport
-    if length is None or length < DIRECT_MIN or transport is None:
-        return None
-    if transport.get_extra_info("sslcontext") is not None:
-        return None
-    tsock = transport.get_extra_info("socket")
-    if tsock is None or not hasattr(transport, "pause_reading"):
-        return None
-    content = request.content
-    # All in one tick: nothing can arrive between draining the buffer and pausing.
-    head: list[bytes] = []
-    while not content.is_eof() and (data := _buffered(content)):
-        head.append(data)
-    request[_CLOSE] = True  # from here on, whatever happens, this connection is done
-    transport.pause_reading()
-    sock = socket.socket(fileno=os.dup(tsock.fileno()))
-    sock.setblocking(False)
-    return sock, head, length - sum(len(b) for b in head)
-
-
-def _buffered(content: StreamReader) -> bytes:
-    try:
-        return content.read_nowait()
-    except RuntimeError:  # someone is waiting on it (cannot happen before we read)
-        return b""
-
-
-async def _receive_direct(
-    request: web.Request,
-    up: Upload,
-    direct: tuple[socket.socket, list[bytes], int],
-    *,
-    expected: Sequence[bytes],
-    commit: bool,
-) -> Stored:
-    """The large-body path of :func:`_receive`: the socket is read in a worker thread."""
-    sock, head, remaining = direct
-    stop = threading.Event()
-    ok = False
-    try:
-        if head:
-            await asyncio.to_thread(up.write, head)
-        if remaining < 0:
-            raise BadRequest("the body is longer than Content-Length")
-        await asyncio.to_thread(up.receive, sock, remaining, timeout=READ_TIMEOUT, stop=stop)
-        if stop.is_set():
-            raise BadRequest("stopped while receiving")
-        stored = await asyncio.to_thread(
-            up.complete, [], length=request.content_length, expected=expected, commit=commit
-        )
-        ok = True
-        return stored
-    finally:
-        stop.set()  # a cancelled request: the thread sees it within a quarter second
-        request.content.feed_eof()  # nothing more to read here (no lingering for the rest)
-        if not ok:
-            # Waits for the receiving thread (it holds the upload's lock), then cleans up.
-            await asyncio.to_thread(up.discard)
-        sock.close()
-
-
-def _large_reads(request: web.Request) -> Callable[[], None] | None:
-    """Let the connection receive up to a MiB per read while a large body arrives.
-
-    asyncio's socket transport reads at most ``max_size`` (256 KiB) per event; with 1 MiB the
-    event loop handles a quarter of the events per GiB (server CPU per GiB received: 2.96 s ->
-    2.6 s). ``max_size`` is an attribute of the standard library's transports, not API: where
-    it is absent (another event loop) nothing changes. Returns how to put it back.
-    """
-    transport = request.transport
-    size = getattr(transport, "max_size", None)
-    if transport is None or not isinstance(size, int) or size >= CHUNK:
-        return None
-    setattr(transport, "max_size", CHUNK)  # noqa: B010 (not a declared attribute)
-
-    def restore() -> None:
-        setattr(transport, "max_size", size)  # noqa: B010
-
-    return restore
 
 
 def _stored_response(replaced: bool, digest: bytes) -> web.Response:
@@ -627,18 +470,18 @@ def _stored_response(replaced: bool, digest: bytes) -> web.Response:
 
 
 async def _put(request: web.Request, rel: RelPath) -> web.StreamResponse:
-    expected = _request_digests(request)
+    expected = request_digests(request)
     up = request.app[STORE].upload(rel)
-    stored = await _receive(request, up, expected=expected, commit=True)
+    stored = await receive(request, up, request.app[BODY_POOL], expected=expected, commit=True)
     replaced = bool(stored.replaced)
     log.info("stored %r (%d bytes, %s)", str(rel), stored.size, "replaced" if replaced else "new")
     return _stored_response(replaced, stored.digest)
 
 
 async def _put_upload(request: web.Request, rel: RelPath, uid: str) -> web.StreamResponse:
-    expected = _request_digests(request)
+    expected = request_digests(request)
     up = request.app[STORE].upload(rel)
-    stored = await _receive(request, up, expected=expected, commit=False)
+    stored = await receive(request, up, request.app[BODY_POOL], expected=expected, commit=False)
     old = request.app[UPLOADS].add(uid, up)
     if old is not None:
         await asyncio.to_thread(old.discard)
@@ -647,7 +490,7 @@ async def _put_upload(request: web.Request, rel: RelPath, uid: str) -> web.Strea
 
 
 async def _commit(request: web.Request, rel: RelPath, uid: str) -> web.StreamResponse:
-    expected = _request_digests(request)
+    expected = request_digests(request)
     if not expected:
         raise BadRequest("a commit needs Repr-Digest: sha-256=:<base64>:")
     uploads = request.app[UPLOADS]
@@ -761,11 +604,12 @@ def _prepare_root(root: Path) -> Path:
 
 
 class _Signals:
-    """SIGTERM/SIGINT handlers for the life of a ``with`` block: first stops, second forces."""
+    """SIGTERM/SIGINT handlers for the life of a ``with`` block: the first sets ``stop``, the
+    second ``force``."""
 
     def __init__(self) -> None:
         self.stop = asyncio.Event()
-        self.force: Callable[[], object] | None = None
+        self.force = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._installed: list[signal.Signals] = []
 
@@ -773,9 +617,9 @@ class _Signals:
         if not self.stop.is_set():
             log.info("%s: stopping", sig.name)
             self.stop.set()
-        elif self.force is not None:
+        elif not self.force.is_set():
             log.warning("%s again: stopping now", sig.name)
-            self.force()
+            self.force.set()
 
     def __enter__(self) -> _Signals:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -825,9 +669,13 @@ async def _serve_locked(
         handle_signals=False,
         access_log=None,
         keepalive_timeout=KEEPALIVE_TIMEOUT,
-        shutdown_timeout=SHUTDOWN_TIMEOUT,
+        # Requests were given their time and cancelled by _shutdown: what is left is closing.
+        shutdown_timeout=0.25,
+        # Never decode a request body: a body is stored, and its digest checked, as sent
+        # (and one with a content coding is refused, see receive.check_body_headers).
+        auto_decompress=False,
     )
-    with _Signals() as signals:
+    with _Signals() as signals, quiet_bad_requests():
         await runner.setup()
         try:
             site = web.TCPSite(runner, opts.host, opts.port, ssl_context=ssl_ctx)
@@ -845,11 +693,57 @@ async def _serve_locked(
             print(f"syncd serve: listening on {url} (root {root})", flush=True)
             await signals.stop.wait()
         finally:
-            cleanup = asyncio.ensure_future(runner.cleanup())
-            signals.force = cleanup.cancel
-            try:
-                await cleanup
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise
+            await _shutdown(runner, app, signals)
+
+
+async def _shutdown(runner: web.AppRunner, app: web.Application, signals: _Signals) -> None:
+    """Stop within :data:`STOP_LIMIT`: accept nothing new; give running requests
+    :data:`SHUTDOWN_TIMEOUT` (none after a second signal); cancel the rest; remove the temp of
+    every upload still in flight; close every connection and the app."""
+    for site in list(runner.sites):
+        await site.stop()
+    server = runner.server
+    if server is not None:
+        server.pre_shutdown()  # idle connections close now, busy ones after their answer
+    store = app[STORE]
+    inflight: set[asyncio.Task[object]] = app[INFLIGHT]
+    if not signals.force.is_set():
+        await _settle(inflight, SHUTDOWN_TIMEOUT, signals.force)
+    store.stopping.set()  # bodies, hashes and walks still running end within moments
+    running = {t for t in inflight if not t.done()}
+    if running:
+        log.info("cancelling %d running request(s)", len(running))
+        for task in running:
+            task.cancel()
+        await _settle(running, CANCEL_TIMEOUT, None)
+    removed = await asyncio.to_thread(store.stop)
+    if removed:
+        log.info("removed the temporary files of %d upload(s) in flight", removed)
+    await runner.cleanup()
+
+
+async def _settle(
+    tasks: set[asyncio.Task[object]], within: float, force: asyncio.Event | None
+) -> None:
+    """Wait until every task is done, ``within`` seconds have passed or ``force`` is set."""
+    pending: set[asyncio.Future[Any]] = {t for t in tasks if not t.done()}
+    if not pending:
+        return
+    forced: asyncio.Future[Any] | None = None
+    waiters = set(pending)
+    if force is not None:
+        forced = asyncio.ensure_future(force.wait())
+        waiters.add(forced)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    try:
+        while pending and not (forced is not None and forced.done()):
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            done, _ = await asyncio.wait(waiters, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            pending -= done
+            waiters -= done
+    finally:
+        if forced is not None:
+            forced.cancel()

@@ -2,59 +2,97 @@
 
 Every directory is opened relative to its parent's file descriptor with ``O_NOFOLLOW``, so a
 symlink inside ROOT is never followed, whether it was there before a request or swapped in during
-it. Nothing here touches the event loop: the blocking functions are meant to run in a worker
-thread (``asyncio.to_thread``), except :meth:`Store.iter_listing`, which does that itself.
+it (:mod:`.tree`, which also keeps trees of any depth within a few descriptors). Nothing here
+touches the event loop: the blocking functions are meant to run in a worker thread
+(``asyncio.to_thread``), except :meth:`Store.iter_listing`, which does that itself. Bodies on
+their way in are :mod:`.upload`'s; names and request paths :mod:`.paths`'.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import errno
 import hashlib
 import logging
 import os
-import queue
-import re
 import secrets
-import select
-import shutil
-import socket
 import stat
 import threading
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from urllib.parse import unquote_to_bytes
 
 from syncd.errors import InUse, SyncdError
-from syncd.faults import crash_point
+from syncd.server.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    InsufficientStorage,
+    MethodNotAllowed,
+    NotFound,
+    PreconditionFailed,
+    RequestTimeout,
+    StoreError,
+    Unavailable,
+    UnsupportedMediaType,
+    os_error,
+)
+from syncd.server.paths import (
+    LOCK_NAME,
+    MARKER_NAME,
+    RESERVED_PREFIX,
+    RelPath,
+    addressable,
+    check_name,
+    is_temp_name,
+    parse_path,
+    split_target,
+)
+from syncd.server.tree import O_ROOT, Dirs, check_stop, remove_tree, walk
+from syncd.server.upload import (
+    CHUNK,
+    Live,
+    Stored,
+    Upload,
+    digest_header,
+    lstat_at,
+)
+
+__all__ = [
+    "CHUNK",
+    "LOCK_NAME",
+    "MARKER_NAME",
+    "RESERVED_PREFIX",
+    "SUPPORTED",
+    "BadRequest",
+    "Conflict",
+    "DigestCache",
+    "Forbidden",
+    "InsufficientStorage",
+    "ListEntry",
+    "MethodNotAllowed",
+    "NotFound",
+    "Opened",
+    "PreconditionFailed",
+    "Reader",
+    "RelPath",
+    "RequestTimeout",
+    "RootInUse",
+    "RootLock",
+    "Store",
+    "StoreError",
+    "Stored",
+    "Unavailable",
+    "UnsupportedMediaType",
+    "Upload",
+    "check_name",
+    "digest_header",
+    "is_temp_name",
+    "parse_path",
+    "remove_leftover_temps",
+    "split_target",
+]
 
 log = logging.getLogger("syncd.server.store")
-
-RESERVED_PREFIX = ".~syncd-"
-"""Names with this prefix belong to the server (temporary files, the lock, mirror markers)."""
-
-MARKER_NAME = ".~syncd-mirror"
-"""A mirror's marker (``<prefix>/.~syncd-mirror``): the one reserved name a request may read
-and write (GET, HEAD, one-step PUT), never listed."""
-
-LOCK_NAME = ".~syncd-serve.lock"
-"""``ROOT/.~syncd-serve.lock``: held (flock) by the server serving ROOT; never reachable."""
-
-_TEMP_SUFFIX = ".tmp"
-
-CHUNK = 1 << 20
-"""Bytes written, read or hashed per worker-thread call."""
-
-WRITEBACK = 8 << 20
-"""A large upload starts the disk writeback of every this many bytes as soon as they are
-written (see :func:`_start_writeback`)."""
-
-_MAX_NAME_BYTES = 255
-_DRIVE = re.compile(r"[A-Za-z]:\Z")
-_BAD_CHARS = ("/", "\0")
 
 SUPPORTED = (
     hasattr(os, "O_NOFOLLOW") and hasattr(os, "O_DIRECTORY") and os.open in os.supports_dir_fd
@@ -63,246 +101,13 @@ SUPPORTED = (
 
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
-_O_DIR = os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC
 _O_READ = os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC
-_O_TEMP = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
-_O_ROOT = os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC
-_FADV_DONTNEED: int | None = getattr(os, "POSIX_FADV_DONTNEED", None)
-try:
-    _IOV_MAX = max(16, os.sysconf("SC_IOV_MAX"))
-except (AttributeError, ValueError, OSError):
-    _IOV_MAX = 16
 
-
-# --------------------------------------------------------------------------- errors
-
-
-class StoreError(SyncdError):
-    """A request cannot be served; ``status`` is the HTTP status, ``reason`` one short line."""
-
-    status = 500
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(reason)
-
-
-class BadRequest(StoreError):
-    """400: the path, a header or the body is malformed."""
-
-    status = 400
-
-
-class Forbidden(StoreError):
-    """403: a symlink, the root, a special file, or the OS said no."""
-
-    status = 403
-
-
-class NotFound(StoreError):
-    """404: no such file, directory or pending upload."""
-
-    status = 404
-
-
-class MethodNotAllowed(StoreError):
-    """405: e.g. MKCOL on something that exists."""
-
-    status = 405
-
-
-class Conflict(StoreError):
-    """409: a directory where a file is needed (or the reverse), a digest mismatch at commit."""
-
-    status = 409
-
-
-class PreconditionFailed(StoreError):
-    """412: MOVE with ``Overwrite: F`` onto something that exists."""
-
-    status = 412
-
-
-class UnsupportedMediaType(StoreError):
-    """415: MKCOL with a body."""
-
-    status = 415
-
-
-class InsufficientStorage(StoreError):
-    """507: the disk (or a quota) is full."""
-
-    status = 507
-
-
-def _os_error(e: OSError, what: str) -> StoreError:
-    """Translate an unexpected ``OSError`` about ``what`` into a :class:`StoreError`."""
-    code = e.errno
-    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        return InsufficientStorage(f"{what}: no space left on the server")
-    if code == errno.ENAMETOOLONG:
-        return BadRequest(f"{what}: name too long")
-    if code in (errno.EACCES, errno.EPERM):
-        return Forbidden(f"{what}: permission denied")
-    if code == errno.ELOOP:
-        return Forbidden(f"{what}: is a symlink")
-    if code == errno.ENOENT:
-        return NotFound(f"{what}: not found")
-    if code == errno.EISDIR:
-        return Conflict(f"{what}: is a directory")
-    if code == errno.ENOTDIR:
-        return Conflict(f"{what}: a parent is not a directory")
-    if code == errno.ENOTEMPTY:
-        return Conflict(f"{what}: directory not empty")
-    return StoreError(f"{what}: {e.strerror or e}")
-
-
-# --------------------------------------------------------------------------- paths
-
-
-@dataclass(frozen=True)
-class RelPath:
-    """A checked path below ROOT: its decoded segments, and whether it ended with ``/``."""
-
-    parts: tuple[str, ...]
-    trailing_slash: bool = False
-
-    @property
-    def text(self) -> str:
-        """The path relative to ROOT, ``/``-joined (the digest cache's key)."""
-        return "/".join(self.parts)
-
-    @property
-    def name(self) -> str:
-        """The last segment."""
-        return self.parts[-1]
-
-    @property
-    def parent(self) -> tuple[str, ...]:
-        """Every segment but the last."""
-        return self.parts[:-1]
-
-    def __str__(self) -> str:
-        return "/" + self.text
-
-
-def split_target(target: str) -> tuple[str, str | None]:
-    """Split a raw request target into its path and its query (``None`` without ``?``)."""
-    path, sep, query = target.partition("?")
-    return path, (query if sep else None)
-
-
-def parse_path(raw: str, *, marker: bool = False) -> RelPath:
-    """Check and decode a raw (still percent-encoded) path; raise :class:`BadRequest`.
-
-    With ``marker``, the last segment may be the mirror marker's name (:data:`MARKER_NAME`),
-    the one reserved name a request can address; every other reserved name is refused.
-    """
-    if not raw.startswith("/"):
-        raise BadRequest("the request path must start with '/'")
-    if "#" in raw:
-        raise BadRequest("a raw '#' in the path (send it as %23)")
-    body = raw[1:]
-    if not body:
-        return RelPath((), True)
-    segments = body.split("/")
-    trailing = segments[-1] == ""
-    if trailing:
-        segments.pop()
-    if marker and not trailing:
-        last = _decode_marker(segments[-1])
-        if last is not None:
-            return RelPath((*(_decode_segment(s) for s in segments[:-1]), last), False)
-    return RelPath(tuple(_decode_segment(s) for s in segments), trailing)
-
-
-def _decode_marker(raw: str) -> str | None:
-    """:data:`MARKER_NAME` if the raw segment spells it (percent-encoded or not), else None."""
-    try:
-        name = unquote_to_bytes(raw).decode("utf-8")
-    except UnicodeError:
-        return None
-    return name if name == MARKER_NAME else None
-
-
-def is_temp_name(name: str) -> bool:
-    """Whether a name on disk is one of the server's temporary files (``.~syncd-*.tmp``)."""
-    return name.startswith(RESERVED_PREFIX) and name.endswith(_TEMP_SUFFIX)
-
-
-def _decode_segment(raw: str) -> str:
-    if not raw:
-        raise BadRequest("empty path segment ('//')")
-    try:
-        name = unquote_to_bytes(raw).decode("utf-8")
-    except UnicodeError:
-        raise BadRequest(f"path segment {raw!r} is not valid UTF-8") from None
-    check_name(name)
-    return name
-
-
-def _traversal(text: str) -> bool:
-    """Would ``text`` walk out of its directory if '/' or '\\' were taken as separators?"""
-    if text in (".", ".."):
-        return True
-    parts = text.replace("\\", "/").split("/")
-    return len(parts) > 1 and (parts[0] == "" or any(p in (".", "..") for p in parts))
-
-
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+,=@~ -]{0,254}\Z")
-"""Names that pass :func:`check_name` at a glance (every request and every listed file goes
-through it): ASCII, at most 255 bytes, no '%', '\\', ':', '/' or NUL, and not starting
-with '.' (so neither '.', '..' nor the reserved prefix)."""
-
-
-def check_name(name: str) -> None:
-    """Refuse a decoded file name that must never reach the filesystem (:class:`BadRequest`).
-
-    Ordinary names with '%', '\\' or ':' in them are fine on a POSIX server; what is refused is
-    anything that is, or after further percent-decoding becomes, a traversal in any spelling.
-    """
-    if _PLAIN_NAME.match(name):
-        return  # the common case; everything below would accept it
-    if name in (".", ".."):
-        raise BadRequest(f"path segment {name!r} is not allowed")
-    for c in _BAD_CHARS:
-        if c in name:
-            raise BadRequest(f"path segment {name!r} contains {c!r}")
-    if _DRIVE.match(name):
-        raise BadRequest(f"path segment {name!r} looks like a drive letter")
-    if name.startswith(RESERVED_PREFIX):
-        raise BadRequest(f"names starting with {RESERVED_PREFIX!r} are reserved")
-    try:
-        size = len(name.encode("utf-8"))
-    except UnicodeError:
-        raise BadRequest(f"path segment {name!r} is not valid UTF-8") from None
-    if size > _MAX_NAME_BYTES:
-        raise BadRequest(f"path segment is longer than {_MAX_NAME_BYTES} bytes")
-    if "\\" in name and _traversal(name):
-        raise BadRequest(f"path segment {name!r} is a traversal with backslashes")
-    # Whatever decodes it again (a proxy, a careless client, a log viewer) must not see a
-    # traversal either: refuse names that become '.', '..' or '../x' when decoded again.
-    current = name
-    for _ in range(4):
-        if "%" not in current:
-            break
-        decoded = unquote_to_bytes(current).decode("utf-8", "replace")
-        if decoded == current:
-            break
-        if "\x00" in decoded or _traversal(decoded):
-            raise BadRequest(f"path segment {name!r} decodes again to a traversal")
-        current = decoded
-
-
-def _addressable(name: str) -> bool:
-    """Whether a name found on disk could be named in a request (else it is not listed)."""
-    try:
-        check_name(name)
-    except BadRequest:
-        return False
-    return True
+LIST_BATCH = 1000
+"""A listing hands this many entries at a time from its worker thread to the event loop..."""
+LIST_DIRS = 256
+"""...or what this many directories hold, whichever comes first."""
 
 
 # --------------------------------------------------------------------------- digests
@@ -359,137 +164,29 @@ class DigestCache:
             del self._items[k]
 
 
-def _hash_fd(fd: int) -> str:
+def _hash_fd(fd: int, stop: threading.Event | None = None) -> str:
     h = hashlib.sha256()
     offset = 0
     while chunk := os.pread(fd, CHUNK, offset):
         h.update(chunk)
         offset += len(chunk)
+        if offset % (64 * CHUNK) == 0:
+            check_stop(stop)
     return h.hexdigest()
 
 
-# --------------------------------------------------------------------------- directories
-
-
-class _Dirs:
-    """Directory fds from ROOT down a path: ``fds[i]`` is the directory holding ``parts[i]``."""
-
-    def __init__(self, root: Path, parts: Sequence[str], *, create: bool = False) -> None:
-        self.parts = tuple(parts)
-        self.fds: list[int] = []
-        self.created: list[int] = []
-        try:
-            try:
-                self.fds.append(os.open(root, _O_ROOT))
-            except OSError as e:
-                raise _os_error(e, "the server root") from e
-            for i, name in enumerate(self.parts):
-                self.fds.append(self._open_child(i, name, create))
-        except BaseException:
-            self.close()
-            raise
-
-    def _open_child(self, i: int, name: str, create: bool) -> int:
-        parent = self.fds[-1]
-        shown = "/" + "/".join(self.parts[: i + 1])
-        try:
-            try:
-                return os.open(name, _O_DIR, dir_fd=parent)
-            except FileNotFoundError:
-                if not create:
-                    raise
-            try:
-                os.mkdir(name, 0o755, dir_fd=parent)
-                self.created.append(i)
-            except FileExistsError:
-                pass
-            return os.open(name, _O_DIR, dir_fd=parent)
-        except FileNotFoundError as e:
-            raise NotFound(f"{shown}: no such directory") from e
-        except OSError as e:
-            if e.errno in (errno.ENOTDIR, errno.ELOOP):
-                raise _not_a_dir(parent, name, shown) from e
-            raise _os_error(e, shown) from e
-
-    @property
-    def last(self) -> int:
-        """The fd of the deepest directory."""
-        return self.fds[-1]
-
-    def prune(self, keep: int = 1) -> None:
-        """Remove directories left empty, deepest first, keeping the first ``keep`` segments."""
-        for i in range(len(self.parts) - 1, keep - 1, -1):
-            try:
-                os.rmdir(self.parts[i], dir_fd=self.fds[i])
-            except OSError:
-                return
-
-    def prune_created(self) -> None:
-        """Remove the directories this walk created, if they are still empty."""
-        for i in reversed(self.created):
-            try:
-                os.rmdir(self.parts[i], dir_fd=self.fds[i])
-            except OSError:
-                return
-        self.created.clear()
-
-    def close(self) -> None:
-        """Close every fd (idempotent)."""
-        while self.fds:
-            os.close(self.fds.pop())
-
-    def __enter__(self) -> _Dirs:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-def _not_a_dir(parent: int, name: str, shown: str) -> StoreError:
-    try:
-        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
-    except OSError:
-        return Conflict(f"{shown}: not a directory")
-    if stat.S_ISLNK(st.st_mode):
-        return Forbidden(f"{shown}: is a symlink (never followed)")
-    return Conflict(f"{shown}: not a directory")
-
-
-def _lstat(dir_fd: int, name: str, shown: str) -> os.stat_result | None:
-    try:
-        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise _os_error(e, shown) from e
-
-
-def _remove(dir_fd: int, name: str, st: os.stat_result, shown: str) -> None:
+def _remove(dir_fd: int, name: str, st: os.stat_result, shown: str, stop: threading.Event) -> None:
     """Remove a file, or a directory with everything in it, without following symlinks."""
     try:
         if stat.S_ISDIR(st.st_mode):
-            shutil.rmtree(name, dir_fd=dir_fd)
+            remove_tree(dir_fd, name, stop=stop)
         else:
             os.unlink(name, dir_fd=dir_fd)
     except OSError as e:
-        raise _os_error(e, shown) from e
+        raise os_error(e, shown) from e
 
 
 # --------------------------------------------------------------------------- results
-
-
-@dataclass(frozen=True)
-class Stored:
-    """What a finished upload holds; ``replaced`` is ``None`` until it is renamed into place."""
-
-    size: int
-    digest: bytes
-    replaced: bool | None
 
 
 @dataclass(frozen=True)
@@ -535,370 +232,6 @@ class Reader:
                 self._fd = -1
 
 
-# --------------------------------------------------------------------------- uploads
-
-
-class Upload:
-    """One body on its way to a path: a temp file beside the target, hashed while written.
-
-    Every method blocks (run it in a worker thread) and holds the upload's lock, so
-    :meth:`discard` called after a cancelled request waits for a write still running.
-    """
-
-    def __init__(self, store: Store, rel: RelPath) -> None:
-        self._store = store
-        self.rel = rel
-        self._lock = threading.Lock()
-        self._tmp = f"{RESERVED_PREFIX}{secrets.token_hex(16)}{_TEMP_SUFFIX}"
-        self._hash = hashlib.sha256()
-        self._dirs: _Dirs | None = None
-        self._fd = -1
-        self._created = False
-        self._made: list[int] = []
-        self._stat: os.stat_result | None = None
-        self._state = "new"  # new, open, finished, done, discarded
-        self.size = 0
-        self.digest = b""
-        self._written_back = 0  # bytes whose writeback has been started
-
-    # Callers hold self._lock in everything below.
-
-    def _open(self) -> None:
-        for attempt in range(3):
-            dirs = _Dirs(self._store.root, self.rel.parent, create=True)
-            try:
-                _check_file_target(dirs.last, self.rel)
-                self._fd = os.open(self._tmp, _O_TEMP, 0o644, dir_fd=dirs.last)
-            except FileNotFoundError as e:
-                # A directory on the way was pruned by a concurrent DELETE: walk again.
-                dirs.close()
-                if attempt == 2:
-                    raise NotFound(f"{self.rel}: its directory keeps vanishing") from e
-                continue
-            except OSError as e:
-                dirs.prune_created()
-                dirs.close()
-                raise _os_error(e, str(self.rel)) from e
-            except BaseException:
-                dirs.prune_created()
-                dirs.close()
-                raise
-            self._dirs = dirs
-            self._made = list(dirs.created)
-            self._created = True
-            self._state = "open"
-            return
-
-    def _parent_fd(self) -> int:
-        if self._dirs is None:
-            self._dirs = _Dirs(self._store.root, self.rel.parent)
-            self._dirs.created = list(self._made)
-        return self._dirs.last
-
-    def _write(self, chunks: Sequence[bytes]) -> None:
-        if self._state == "new":
-            self._open()
-        if self._state != "open":
-            raise NotFound(f"{self.rel}: the upload was dropped")
-        try:
-            n = _write_all(self._fd, chunks)
-        except OSError as e:
-            raise _os_error(e, str(self.rel)) from e
-        for c in chunks:
-            self._hash.update(c)
-        self.size += n
-        if self.size - self._written_back >= WRITEBACK:
-            _start_writeback(self._fd, self._written_back, self.size - self._written_back)
-            self._written_back = self.size
-        crash_point("server-mid-body")
-
-    def _finish(self) -> None:
-        if self._state == "new":
-            self._open()
-        if self._state != "open":
-            raise NotFound(f"{self.rel}: the upload was dropped")
-        try:
-            os.fsync(self._fd)
-            self._stat = os.fstat(self._fd)
-        except OSError as e:
-            raise _os_error(e, str(self.rel)) from e
-        finally:
-            os.close(self._fd)
-            self._fd = -1
-        self.digest = self._hash.digest()
-        self._state = "finished"
-
-    def _commit(self) -> bool:
-        if self._state != "finished" or self._stat is None:
-            raise NotFound(f"{self.rel}: the upload was dropped")
-        try:
-            parent = self._parent_fd()
-        except NotFound as e:
-            raise NotFound(f"{self.rel}: the upload is gone ({e.reason})") from e
-        with self._store.rename_lock:  # so that concurrent PUTs tell "new" from "replaced" right
-            existed = _check_file_target(parent, self.rel)
-            try:
-                os.rename(self._tmp, self.rel.name, src_dir_fd=parent, dst_dir_fd=parent)
-            except FileNotFoundError as e:
-                raise NotFound(f"{self.rel}: the upload is gone") from e
-            except OSError as e:
-                raise _os_error(e, str(self.rel)) from e
-            finally:
-                self._store.changed()
-        self._state = "done"
-        try:  # the rename changed the file's ctime: remember the stat it has now
-            st = os.stat(self.rel.name, dir_fd=parent, follow_symlinks=False)
-            self._store.digests.put(self.rel.text, st, self.digest.hex())
-        except OSError:
-            pass
-        try:
-            os.fsync(parent)
-        except OSError as e:
-            raise _os_error(e, str(self.rel)) from e
-        finally:
-            self._close_dirs()
-        return existed
-
-    def _close_dirs(self) -> None:
-        if self._dirs is not None:
-            self._dirs.close()
-            self._dirs = None
-
-    # Public, locked.
-
-    def write(self, chunks: Sequence[bytes]) -> None:
-        """Append ``chunks`` to the temp file (created, with its parents, on the first call)."""
-        with self._lock:
-            self._write(chunks)
-
-    def receive(
-        self, sock: socket.socket, remaining: int, *, timeout: float, stop: threading.Event
-    ) -> None:
-        """Receive the next ``remaining`` bytes of the body straight from ``sock`` into the
-        temp file (blocking: run it in a worker thread; the event loop must not be reading
-        ``sock``). See :func:`_receive_from`."""
-        with self._lock:
-            if self._state == "new":
-                self._open()
-            if self._state != "open":
-                raise NotFound(f"{self.rel}: the upload was dropped")
-            _receive_from(self, sock, remaining, timeout, stop)
-
-    def complete(
-        self,
-        rest: Sequence[bytes],
-        *,
-        length: int | None,
-        expected: Sequence[bytes],
-        commit: bool,
-    ) -> Stored:
-        """Write ``rest``, fsync, check length and digests, then rename into place if ``commit``.
-
-        Raises :class:`BadRequest` on a length or digest mismatch; discards the temp on any
-        failure. Without ``commit`` the temp stays for :meth:`commit` (dir fds are released).
-        """
-        with self._lock:
-            try:
-                if rest:
-                    self._write(rest)
-                self._finish()
-                if length is not None and self.size != length:
-                    raise BadRequest(f"body has {self.size} bytes but Content-Length says {length}")
-                for want in expected:
-                    if want != self.digest:
-                        raise BadRequest(
-                            f"digest mismatch: received {digest_header(self.digest)}"
-                            f" but the request says {digest_header(want)}"
-                        )
-                replaced = self._commit() if commit else None
-                if not commit:
-                    self._close_dirs()
-                return Stored(self.size, self.digest, replaced)
-            except BaseException:
-                self._discard()
-                raise
-
-    def commit(self) -> bool:
-        """Rename a finished upload into place; True if it replaced a file."""
-        with self._lock:
-            try:
-                return self._commit()
-            except BaseException:
-                self._discard()
-                raise
-
-    def discard(self) -> None:
-        """Remove the temp file and any directory this upload created (idempotent)."""
-        with self._lock:
-            self._discard()
-
-    def _discard(self) -> None:
-        if self._state in ("done", "discarded"):
-            self._close_dirs()
-            return
-        self._state = "discarded"
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        if not self._created:
-            self._close_dirs()
-            return
-        try:
-            parent = self._parent_fd()
-        except StoreError:
-            return  # the directory is gone, and the temp with it
-        try:
-            os.unlink(self._tmp, dir_fd=parent)
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            log.warning("cannot remove temporary %s beside %s: %s", self._tmp, self.rel, e)
-        assert self._dirs is not None
-        self._dirs.prune_created()
-        self._close_dirs()
-
-
-class BodyTimeout(StoreError):
-    """408: the client stopped sending the body."""
-
-    status = 408
-
-
-RECV_BUF = 1 << 20  # bytes per receive buffer; RECV_BUFS of them per upload
-RECV_BUFS = 4
-_POLL_SLICE = 0.25  # seconds between checks of ``stop`` while the client is silent
-
-
-def _receive_from(
-    up: Upload, sock: socket.socket, remaining: int, timeout: float, stop: threading.Event
-) -> None:
-    """The body's bytes from a (non-blocking) socket to ``up``'s temp file, without the event
-    loop: this thread receives into a few reused 1 MiB buffers and writes them; a second thread
-    hashes each buffer once written. Per GiB that is one copy in (recv), one out (write) and
-    the hash, in two threads that release the GIL for all three; through aiohttp's stream the
-    same body costs ~2.5 s of CPU per GiB on loopback (a chunk per event, a thread hop per MiB).
-
-    Raises BadRequest if the client closes early, BodyTimeout after ``timeout`` s of silence,
-    StoreError on a write failure; returns early (the caller discards) once ``stop`` is set.
-    """
-    free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-    full: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
-    for _ in range(RECV_BUFS):
-        free.put(bytearray(RECV_BUF))
-    failed: list[BaseException] = []
-
-    def hasher() -> None:
-        try:
-            while (item := full.get()) is not None:
-                buf, n = item
-                up._hash.update(memoryview(buf)[:n])
-                free.put(buf)
-        except BaseException as e:  # pragma: no cover - hashlib does not fail
-            failed.append(e)
-            free.put(bytearray(RECV_BUF))
-
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    thread = threading.Thread(target=hasher, name="syncd-hash", daemon=True)
-    thread.start()
-    try:
-        while remaining > 0 and not stop.is_set():
-            buf = free.get()
-            if failed:
-                raise failed[0]
-            view = memoryview(buf)
-            want = min(len(buf), remaining)
-            got = 0
-            silent = 0.0
-            while got < want and not stop.is_set():
-                try:
-                    n = sock.recv_into(view[got:want])
-                except BlockingIOError:
-                    if got:
-                        break  # write what is here; more arrives meanwhile
-                    if not poller.poll(_POLL_SLICE * 1000):
-                        silent += _POLL_SLICE
-                        if silent >= timeout:
-                            raise BodyTimeout(f"no body data for {timeout:.0f} s") from None
-                    continue
-                except InterruptedError:
-                    continue
-                except OSError as e:
-                    raise BadRequest(f"the body ended early ({e.strerror})") from None
-                if n == 0:
-                    raise BadRequest("the body ended early (client disconnected)")
-                got += n
-            if not got:
-                free.put(buf)
-                break
-            try:
-                _write_all(up._fd, [view[:got]])
-            except OSError as e:
-                raise _os_error(e, str(up.rel)) from e
-            full.put((buf, got))
-            remaining -= got
-            up.size += got
-            if up.size - up._written_back >= WRITEBACK:
-                _start_writeback(up._fd, up._written_back, up.size - up._written_back)
-                up._written_back = up.size
-            crash_point("server-mid-body")
-    finally:
-        full.put(None)
-        thread.join()
-    if failed:
-        raise failed[0]
-
-
-def _write_all(fd: int, chunks: Sequence[bytes | memoryview]) -> int:
-    """Write every chunk, in order, with as few system calls as possible; returns the bytes."""
-    views = [memoryview(c) for c in chunks if c]
-    total = sum(len(v) for v in views)
-    while views:
-        n = os.writev(fd, views[:_IOV_MAX])
-        while views and n >= len(views[0]):
-            n -= len(views.pop(0))
-        if n:
-            views[0] = views[0][n:]
-    return total
-
-
-def _start_writeback(fd: int, offset: int, length: int) -> None:
-    """Start writing a range of the file to disk now, without waiting for it (a hint).
-
-    Left alone, the kernel holds a large upload in dirty pages, throttles the writer once too
-    many pile up, and leaves most of the writing to the final fsync. POSIX_FADV_DONTNEED makes
-    Linux start the writeback of the range at once (and drop the pages once clean): the disk
-    works while the body arrives and the fsync before the rename has little left to do.
-    Measured on a 1 GiB body: write + hash + fsync 2.6-3.7 s without, 1.4-1.5 s with.
-    The fsync is still what makes the file durable; this changes only when the work happens.
-    """
-    if _FADV_DONTNEED is None:
-        return
-    try:
-        os.posix_fadvise(fd, offset, length, _FADV_DONTNEED)
-    except OSError:
-        pass
-
-
-def _check_file_target(dir_fd: int, rel: RelPath) -> bool:
-    """Refuse a target that is a directory (409) or a symlink (403); True if a file is there."""
-    st = _lstat(dir_fd, rel.name, str(rel))
-    if st is None:
-        return False
-    if stat.S_ISDIR(st.st_mode):
-        raise Conflict(f"{rel}: is a directory")
-    if stat.S_ISLNK(st.st_mode):
-        raise Forbidden(f"{rel}: is a symlink (never followed)")
-    if not stat.S_ISREG(st.st_mode):
-        raise Forbidden(f"{rel}: not a regular file")
-    return True
-
-
-def digest_header(digest: bytes) -> str:
-    """RFC 9530 value for a sha-256 digest: ``sha-256=:<base64>:``."""
-    return "sha-256=:" + base64.b64encode(digest).decode("ascii") + ":"
-
-
 # --------------------------------------------------------------------------- the store
 
 
@@ -912,6 +245,10 @@ class Store:
         """Held from "does the target exist" to the rename that replaces it."""
         self.boot = secrets.token_hex(16)
         """Made at start: every state token of this server's life includes it."""
+        self.live = Live()
+        """The uploads whose temp files exist (removed by :meth:`stop` if still there)."""
+        self.stopping = threading.Event()
+        """Set when the server stops: long work (receiving, hashing, walking) ends soon after."""
         self._changes = 0
         self._changes_lock = threading.Lock()
 
@@ -919,6 +256,16 @@ class Store:
         """Count a mutation (called after it, whether it succeeded or not)."""
         with self._changes_lock:
             self._changes += 1
+
+    def check_running(self) -> None:
+        """Raise :class:`Unavailable` (503) once the server is stopping."""
+        check_stop(self.stopping)
+
+    def stop(self) -> int:
+        """Stop long work and remove the temp file of every upload still in flight (blocking:
+        waits for each one's running write); returns how many were removed."""
+        self.stopping.set()
+        return self.live.discard_all()
 
     def state(self, rel: RelPath) -> str:
         """An opaque token that changes whenever anything under directory ``rel`` may have.
@@ -929,34 +276,40 @@ class Store:
         that files added, removed or edited behind the server's back change it too (an edit
         with its mtime put back still changes the ctime). Temporary files are left out.
         ``"absent"`` when ``rel`` does not exist. Raises :class:`Conflict` if it is a file and
-        :class:`Forbidden` for a symlink, like a listing.
+        :class:`Forbidden` for a symlink, like a listing. A tree moved about while it is walked
+        gives a fresh random token: it has changed, whatever it holds now.
         """
         changes = self._changes
         try:
-            dirs = _Dirs(self.root, rel.parts)
+            dirs = Dirs(self.root, rel.parts)
         except NotFound:
             return "absent"
         h = hashlib.sha256(f"{self.boot}:{changes}".encode())
         with dirs:
-            walk = os.fwalk(".", dir_fd=dirs.last, follow_symlinks=False)
-            for dirpath, dirnames, files, dir_fd in walk:
-                dirnames.sort()
-                try:
-                    st = os.fstat(dir_fd)
-                except OSError:
-                    continue
-                lines = [f"{dirpath}\0{st.st_mtime_ns}\0{st.st_ino}"]
-                for name in sorted(files):
-                    if is_temp_name(name):
-                        continue
+            try:
+                for sub, dir_fd, entries in walk(dirs.last, stop=self.stopping):
                     try:
-                        f = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                        st = os.fstat(dir_fd)
                     except OSError:
-                        continue  # gone meanwhile: the directory's mtime says so
-                    lines.append(
-                        f"{name}\0{f.st_size}\0{f.st_mtime_ns}\0{f.st_ctime_ns}\0{f.st_ino}"
-                    )
-                h.update("\n".join(lines).encode("utf-8", "surrogateescape") + b"\n")
+                        continue
+                    dirpath = "/".join(sub)
+                    lines = [f"{dirpath}\0{st.st_mtime_ns}\0{st.st_ino}"]
+                    for entry in entries:
+                        name = entry.name
+                        if is_temp_name(name):
+                            continue
+                        try:
+                            if entry.is_dir(follow_symlinks=False):
+                                continue
+                            f = entry.stat(follow_symlinks=False)
+                        except OSError:
+                            continue  # gone meanwhile: the directory's mtime says so
+                        lines.append(
+                            f"{name}\0{f.st_size}\0{f.st_mtime_ns}\0{f.st_ctime_ns}\0{f.st_ino}"
+                        )
+                    h.update("\n".join(lines).encode("utf-8", "surrogateescape") + b"\n")
+            except Conflict:
+                return secrets.token_hex(16)
         return h.hexdigest()[:32]
 
     def upload(self, rel: RelPath) -> Upload:
@@ -973,11 +326,11 @@ class Store:
         """
         if not rel.parts:
             raise Conflict("/: is a directory (list it with ?list)")
-        with _Dirs(self.root, rel.parent) as dirs:
+        with Dirs(self.root, rel.parent) as dirs:
             try:
                 fd = os.open(rel.name, _O_READ, dir_fd=dirs.last)
             except OSError as e:
-                raise _os_error(e, str(rel)) from e
+                raise os_error(e, str(rel)) from e
         try:
             st = os.fstat(fd)
             if stat.S_ISDIR(st.st_mode):
@@ -993,7 +346,7 @@ class Store:
                 os.close(fd)
                 return Opened(len(data), st.st_mtime_ns, hexdigest, data, None)
             if hexdigest is None:
-                hexdigest = _hash_fd(fd)
+                hexdigest = _hash_fd(fd, self.stopping)
                 self.digests.put(rel.text, st, hexdigest)
             if keep_open:
                 return Opened(st.st_size, st.st_mtime_ns, hexdigest, None, Reader(fd))
@@ -1001,7 +354,7 @@ class Store:
             return Opened(st.st_size, st.st_mtime_ns, hexdigest, None, None)
         except OSError as e:
             os.close(fd)
-            raise _os_error(e, str(rel)) from e
+            raise os_error(e, str(rel)) from e
         except BaseException:
             os.close(fd)
             raise
@@ -1016,14 +369,16 @@ class Store:
     def _delete(self, rel: RelPath) -> bool:
         if not rel.parts:
             raise Forbidden("/: refusing to delete the server root")
-        with _Dirs(self.root, rel.parent) as dirs:
-            st = _lstat(dirs.last, rel.name, str(rel))
+        with Dirs(self.root, rel.parent) as dirs:
+            st = lstat_at(dirs.last, rel.name, str(rel))
             if st is None:
                 raise NotFound(f"{rel}: not found")
             if stat.S_ISLNK(st.st_mode):
                 raise Forbidden(f"{rel}: is a symlink (never followed)")
-            _remove(dirs.last, rel.name, st, str(rel))
-            self.digests.drop(rel.text)
+            try:
+                _remove(dirs.last, rel.name, st, str(rel), self.stopping)
+            finally:
+                self.digests.drop(rel.text)
             _fsync_quiet(dirs.last)
             dirs.prune()
         return stat.S_ISDIR(st.st_mode)
@@ -1044,18 +399,18 @@ class Store:
             raise Conflict(f"{src}: cannot move into itself")
         if src.parts[: len(dst.parts)] == dst.parts:
             raise Conflict(f"{dst}: cannot move onto a parent of the source")
-        with _Dirs(self.root, src.parent) as sdirs:
-            st = _lstat(sdirs.last, src.name, str(src))
+        with Dirs(self.root, src.parent) as sdirs:
+            st = lstat_at(sdirs.last, src.name, str(src))
             if st is None:
                 raise NotFound(f"{src}: not found")
             if stat.S_ISLNK(st.st_mode):
                 raise Forbidden(f"{src}: is a symlink (never followed)")
             if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
                 raise Forbidden(f"{src}: not a regular file or directory")
-            with _Dirs(self.root, dst.parent, create=True) as ddirs:
+            with Dirs(self.root, dst.parent, create=True) as ddirs:
                 try:
                     with self.rename_lock:
-                        old = _lstat(ddirs.last, dst.name, str(dst))
+                        old = lstat_at(ddirs.last, dst.name, str(dst))
                         if old is not None:
                             if stat.S_ISLNK(old.st_mode):
                                 raise Forbidden(f"{dst}: is a symlink (never followed)")
@@ -1063,19 +418,19 @@ class Store:
                                 raise PreconditionFailed(f"{dst}: exists and Overwrite is F")
                             files = stat.S_ISREG(old.st_mode) and stat.S_ISREG(st.st_mode)
                             if not files:  # file over file is one atomic rename
-                                _remove(ddirs.last, dst.name, old, str(dst))
+                                _remove(ddirs.last, dst.name, old, str(dst), self.stopping)
                         try:
                             os.rename(
                                 src.name, dst.name, src_dir_fd=sdirs.last, dst_dir_fd=ddirs.last
                             )
                         except OSError as e:
-                            raise _os_error(e, f"{src} -> {dst}") from e
+                            raise os_error(e, f"{src} -> {dst}") from e
                 except BaseException:
                     ddirs.prune_created()
                     raise
                 self.digests.move(src.text, dst.text)
                 if stat.S_ISREG(st.st_mode):  # (a directory's files keep their ctime)
-                    moved = _lstat(ddirs.last, dst.name, str(dst))
+                    moved = lstat_at(ddirs.last, dst.name, str(dst))
                     if moved is not None:
                         self.digests.restat(dst.text, moved)
                 _fsync_quiet(ddirs.last)
@@ -1094,7 +449,7 @@ class Store:
         if not rel.parts:
             raise MethodNotAllowed("/: exists")
         try:
-            dirs = _Dirs(self.root, rel.parent)
+            dirs = Dirs(self.root, rel.parent)
         except NotFound as e:
             raise Conflict(f"{rel}: the parent directory does not exist") from e
         with dirs:
@@ -1103,71 +458,28 @@ class Store:
             except FileExistsError as e:
                 raise MethodNotAllowed(f"{rel}: exists") from e
             except OSError as e:
-                raise _os_error(e, str(rel)) from e
+                raise os_error(e, str(rel)) from e
             _fsync_quiet(dirs.last)
 
     async def iter_listing(self, rel: RelPath) -> AsyncGenerator[list[ListEntry], None]:
-        """Every file under ``rel`` (relative to it), one batch per directory, depth first.
+        """Every file under ``rel`` (relative to it), in batches, depth first.
 
         Raises before the first batch if ``rel`` is a file (409) or a symlink (403); an absent
-        directory yields nothing. Each directory is reopened from ROOT with ``O_NOFOLLOW`` in a
-        worker thread, so no fd outlives a thread call.
+        directory yields nothing. The walk (:func:`.tree.walk`) runs in worker threads, a batch
+        per call; its descriptors are closed when the listing ends, however it ends.
         """
-        stack: list[tuple[str, ...]] = [()]
-        while stack:
-            sub = stack.pop()
-            found = await asyncio.to_thread(self._scan, rel, sub)
-            if found is None:
-                continue
-            entries, subdirs = found
-            stack.extend((*sub, d) for d in reversed(subdirs))
-            if entries:
-                yield entries
-
-    def _scan(self, rel: RelPath, sub: tuple[str, ...]) -> tuple[list[ListEntry], list[str]] | None:
-        parts = rel.parts + sub
+        lister = _Lister(self, rel)
         try:
-            dirs = _Dirs(self.root, parts)
-        except NotFound:
-            return None
-        except StoreError:
-            if not sub:
-                raise
-            return None  # swapped for a symlink or a file since its parent was read
-        with dirs:
-            try:
-                with os.scandir(dirs.last) as it:
-                    found = sorted(it, key=lambda e: e.name)
-            except OSError as e:
-                raise _os_error(e, "/" + "/".join(parts)) from e
-            entries: list[ListEntry] = []
-            subdirs: list[str] = []
-            key_prefix = "".join(p + "/" for p in parts)
-            path_prefix = "".join(p + "/" for p in sub)
-            for entry in found:
-                name = entry.name
-                if name.startswith(RESERVED_PREFIX) or not _addressable(name):
-                    continue
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        subdirs.append(name)
-                        continue
-                    if not entry.is_file(follow_symlinks=False):
-                        continue  # symlinks, fifos, sockets, devices
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                key = key_prefix + name
-                hexdigest = self.digests.get(key, st)
-                if hexdigest is None:
-                    hashed = self._hash_at(dirs.last, name, key)
-                    if hashed is None:
-                        continue
-                    st, hexdigest = hashed
-                entries.append(ListEntry(path_prefix + name, st.st_size, hexdigest, st.st_mtime_ns))
-        return entries, subdirs
+            if not await asyncio.to_thread(lister.open):
+                return
+            while (batch := await asyncio.to_thread(lister.next_batch)) is not None:
+                if batch:
+                    yield batch
+        finally:
+            lister.close()
 
-    def _hash_at(self, dir_fd: int, name: str, key: str) -> tuple[os.stat_result, str] | None:
+    def hash_at(self, dir_fd: int, name: str, key: str) -> tuple[os.stat_result, str] | None:
+        """Stat and hash the regular file ``name`` in ``dir_fd``; None if it is not one."""
         try:
             fd = os.open(name, _O_READ, dir_fd=dir_fd)
         except OSError:
@@ -1176,13 +488,113 @@ class Store:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 return None
-            hexdigest = _hash_fd(fd)
+            hexdigest = _hash_fd(fd, self.stopping)
         except OSError:
             return None
         finally:
             os.close(fd)
         self.digests.put(key, st, hexdigest)
         return st, hexdigest
+
+
+def _listed(name: str) -> bool:
+    return not name.startswith(RESERVED_PREFIX) and addressable(name)
+
+
+class _Lister:
+    """The walk behind a listing, resumed batch by batch from worker threads.
+
+    :meth:`close` may be called from the event loop while a batch runs in a thread: the
+    descriptors are then closed by that thread when its batch ends, never under its feet.
+    """
+
+    def __init__(self, store: Store, rel: RelPath) -> None:
+        self._store = store
+        self._rel = rel
+        self._dirs: Dirs | None = None
+        self._walk: Iterator[tuple[tuple[str, ...], int, list[os.DirEntry[str]]]] | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def open(self) -> bool:
+        """Open the listed directory (False if absent; StoreError if not a directory)."""
+        with self._lock:
+            if self._closed:
+                return False
+            try:
+                self._dirs = Dirs(self._store.root, self._rel.parts)
+            except NotFound:
+                return False
+            self._walk = walk(self._dirs.last, descend=_listed, stop=self._store.stopping)
+        self._close_if_asked()
+        return True
+
+    def next_batch(self) -> list[ListEntry] | None:
+        """The files of the next few directories; None at the end."""
+        with self._lock:
+            if self._closed or self._walk is None:
+                return None
+            batch = self._batch(self._walk)
+        self._close_if_asked()
+        return batch
+
+    def _batch(
+        self, it: Iterator[tuple[tuple[str, ...], int, list[os.DirEntry[str]]]]
+    ) -> list[ListEntry] | None:
+        store = self._store
+        out: list[ListEntry] = []
+        key_base = "".join(p + "/" for p in self._rel.parts)
+        for _ in range(LIST_DIRS):
+            try:
+                sub, dir_fd, entries = next(it)
+            except StopIteration:
+                return out or None
+            path_prefix = "".join(p + "/" for p in sub)
+            key_prefix = key_base + path_prefix
+            for entry in entries:
+                name = entry.name
+                if not _listed(name):
+                    continue
+                try:
+                    if not entry.is_file(follow_symlinks=False):
+                        continue  # directories, symlinks, fifos, sockets, devices
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                key = key_prefix + name
+                hexdigest = store.digests.get(key, st)
+                if hexdigest is None:
+                    hashed = store.hash_at(dir_fd, name, key)
+                    if hashed is None:
+                        continue
+                    st, hexdigest = hashed
+                out.append(ListEntry(path_prefix + name, st.st_size, hexdigest, st.st_mtime_ns))
+            if len(out) >= LIST_BATCH:
+                break
+        return out
+
+    def close(self) -> None:
+        """End the walk and close its descriptors, now or when the running batch ends."""
+        self._closed = True
+        if self._lock.acquire(blocking=False):
+            try:
+                self._close()
+            finally:
+                self._lock.release()
+
+    def _close_if_asked(self) -> None:
+        if self._closed:
+            self.close()
+
+    def _close(self) -> None:
+        walk_it, self._walk = self._walk, None
+        if walk_it is not None:
+            close = getattr(walk_it, "close", None)
+            if close is not None:
+                close()
+        if self._dirs is not None:
+            self._dirs.close()
+            self._dirs = None
 
 
 def _read_all(fd: int, size: int) -> bytes:
@@ -1206,21 +618,34 @@ def _fsync_quiet(fd: int) -> None:
 
 def remove_leftover_temps(root: Path) -> int:
     """Remove every temporary file (``.~syncd-*.tmp``) under ``root``; the lock and mirror
-    markers stay. Symlinks are not followed. Call it only while holding the root's lock: the
-    temps of a server still running on ``root`` would go too."""
+    markers stay. Symlinks are not followed; a tree of any depth is walked. Call it only while
+    holding the root's lock: the temps of a server still running on ``root`` would go too."""
     removed = 0
-    for dirpath, _dirnames, filenames, dir_fd in os.fwalk(root, follow_symlinks=False):
-        if LOCK_NAME in filenames and os.path.normpath(dirpath) != os.path.normpath(root):
-            holder = _other_holder(dir_fd)  # a server on a directory inside this root
-            if holder is not None:
-                raise RootInUse(Path(dirpath), *holder, mine=f"{root} holds")
-        for name in filenames:
-            if is_temp_name(name):
+    try:
+        root_fd = os.open(root, O_ROOT)
+    except OSError as e:
+        raise SyncdError(f"cannot open {root}: {e.strerror or e}") from e
+    try:
+        for sub, dir_fd, entries in walk(root_fd):
+            names = {e.name for e in entries}
+            if sub and LOCK_NAME in names:
+                holder = _other_holder(dir_fd)  # a server on a directory inside this root
+                if holder is not None:
+                    raise RootInUse(root.joinpath(*sub), *holder, mine=f"{root} holds")
+            for entry in entries:
+                if not is_temp_name(entry.name):
+                    continue
                 try:
-                    os.unlink(name, dir_fd=dir_fd)
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                    os.unlink(entry.name, dir_fd=dir_fd)
                     removed += 1
-                except FileNotFoundError:
+                except OSError:
                     pass
+    except Conflict as e:
+        raise SyncdError(f"{root}: {e.reason} (while removing leftover temporary files)") from e
+    finally:
+        os.close(root_fd)
     return removed
 
 
@@ -1261,7 +686,7 @@ class RootLock:
         import fcntl
 
         try:
-            root_fd = os.open(root, _O_ROOT)
+            root_fd = os.open(root, O_ROOT)
         except OSError as e:
             raise SyncdError(f"cannot open {root}: {e.strerror or e}") from e
         try:
@@ -1286,7 +711,7 @@ class RootLock:
                 raise SyncdError(f"cannot lock {root / LOCK_NAME}: {e.strerror or e}") from e
             for parent in root.resolve().parents:  # a server on a directory that holds ROOT
                 try:
-                    parent_fd = os.open(parent, _O_ROOT)
+                    parent_fd = os.open(parent, O_ROOT)
                 except OSError:
                     continue
                 try:
