@@ -172,6 +172,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             raise ConfigError(args.token_file, "--token-file", f"cannot read: {e.strerror}") from e
         if not token:
             raise ConfigError(args.token_file, "--token-file", "the token file is empty")
+        from syncd.logs import REDACTOR
+
+        REDACTOR.add(token)  # never in the server's log, whatever a client sends
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ConfigError("command line", "--tls-cert/--tls-key", "give both or neither")
     opts = ServeOptions(

@@ -234,7 +234,10 @@ def server_temps(root: Path) -> list[Path]:
     """The server's temporary files (``.~syncd-*``) anywhere under ``root``; not its lock or a
     mirror's marker, which are meant to stay."""
     keep = (".~syncd-serve.lock", ".~syncd-mirror")
-    return [p for p in root.rglob("*") if p.name.startswith(".~syncd-") and p.name not in keep]
+    found = []
+    for top, dirs, files in os.walk(root):  # (iterative: a tree deeper than recursion allows)
+        found += [Path(top, n) for n in dirs + files if n.startswith(".~syncd-") and n not in keep]
+    return found
 
 
 @pytest.fixture

@@ -335,7 +335,6 @@ def test_sync_mirrors_hostile_names(tmp_path: Path, server: ServerProc, batch: l
     _sync_names(tmp_path, server, [n for n in batch if mirrorable(n)] + bad[:3])
 
 
-@pytest.mark.xfail(strict=True, reason="server routes, fixed on branch h13-server")
 def test_sync_mirrors_a_name_with_a_newline(tmp_path: Path, server: ServerProc) -> None:
     _sync_names(tmp_path, server, [b"a\nb", b"\nlead", b"trail\n", b"ok.txt"])
 
