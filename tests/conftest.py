@@ -230,6 +230,22 @@ class DaemonProc:
         return self.proc.returncode
 
 
+def refused_by_the_server(server: ServerProc, folder: Path, remote_path: str = "docs") -> Path:
+    """A local file the server refuses for good: on the server, its directory is a symlink
+    (``syncd serve`` never follows one: 403 "is a symlink", and listings leave it out).
+    Returns the local file (``linked/refused.txt``); the error names ``linked/refused.txt``."""
+    elsewhere = server.root.parent / "outside-the-root"
+    elsewhere.mkdir(exist_ok=True)
+    (server.root / remote_path).mkdir(parents=True, exist_ok=True)
+    link = server.root / remote_path / "linked"
+    if not link.is_symlink():
+        link.symlink_to(elsewhere)
+    (folder / "linked").mkdir(exist_ok=True)
+    f = folder / "linked" / "refused.txt"
+    f.write_text("refused by the server")
+    return f
+
+
 def server_temps(root: Path) -> list[Path]:
     """The server's temporary files (``.~syncd-*``) anywhere under ``root``; not its lock or a
     mirror's marker, which are meant to stay."""

@@ -21,7 +21,14 @@ from syncd.config import load
 from syncd.manifest import Manifest, scope_of
 from syncd.statelock import AlreadyRunning, StateLock, holder, read_holder
 from syncd.status import AlreadyRunning as StatusAlreadyRunning
-from tests.conftest import DaemonProc, ServerProc, mirror_config, run_syncd, wait_for
+from tests.conftest import (
+    DaemonProc,
+    ServerProc,
+    mirror_config,
+    refused_by_the_server,
+    run_syncd,
+    wait_for,
+)
 from tests.test_ops import chromium_dom, get, parse_metrics, status_url
 from tests.test_ops import status_cli as status
 from tests.test_sync import tree_of
@@ -235,16 +242,17 @@ def test_sync_beside_a_running_daemon_is_done_by_the_daemon(
     r = run_syncd("run", config=cfg, timeout=30)
     assert r.returncode == 1 and f"another `syncd run` (pid {d.proc.pid})" in r.stderr, r.stderr
     # A file the server refuses: the daemon's pass reports it, the exit code says so.
-    (folder / "C:").write_text("a name the server refuses")
+    refused = refused_by_the_server(server, folder)
     (folder / "new.txt").write_text("new")
     r = run_syncd("sync", config=cfg)
     assert r.returncode == 1, r.stdout + r.stderr
     assert f"the running daemon (pid {d.proc.pid}) made this pass" in r.stderr
-    assert "syncd: failed: docs/C:" in r.stderr
+    assert "syncd: failed: docs/linked/refused.txt" in r.stderr
     assert SUMMARY.match(r.stdout.strip()), r.stdout
     assert (server.root / "docs" / "new.txt").read_text() == "new"
     # --dry-run plans locally and changes nothing (no lock needed).
-    (folder / "C:").unlink()
+    refused.unlink()
+    refused.parent.rmdir()
     (folder / "later.txt").write_text("later")
     r = run_syncd("sync", "--dry-run", config=cfg)
     assert r.returncode == 0 and "dry run:" in r.stdout, r.stdout + r.stderr

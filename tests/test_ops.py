@@ -31,7 +31,14 @@ from syncd import config as cfgmod
 from syncd import status as statusmod
 from syncd.logs import JsonFormatter, Redactor
 from syncd.notify import Notifier
-from tests.conftest import DaemonProc, ServerProc, mirror_config, run_syncd, wait_for
+from tests.conftest import (
+    DaemonProc,
+    ServerProc,
+    mirror_config,
+    refused_by_the_server,
+    run_syncd,
+    wait_for,
+)
 from tests.test_sync import tree_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -238,16 +245,17 @@ def test_status_page_renders_live_figures_in_chromium(
     assert dd(dom, "r-reachable") == "yes"
     assert 'class="badge in_sync"' in dom and 'data-folder="docs"' in dom
     assert "docs/file0.txt" in dom, "recent transfers are listed"
-    # Change the folder: two new files, and one the server refuses (a drive-letter name).
+    # Change the folder: two new files, and one the server refuses (its directory there is
+    # a symlink).
     (folder / "more1.txt").write_text("1")
     (folder / "more2.txt").write_text("2")
-    (folder / "C:").write_text("a name the server refuses")
+    refused_by_the_server(server, folder)
     wait_for(lambda: status_json(daemon)["totals"]["files"] == 5, what="5 files mirrored")
     wait_for(lambda: status_json(daemon)["totals"]["errors"] == 1, what="the refused file")
     dom = chromium_dom(url, tmp_path / "chromium")
     assert dd(dom, "t-files") == "5", "the page did not show the new figure"
     assert dd(dom, "t-errors") == "1"
-    assert "drive letter" in dom, "the error's reason is on the page"
+    assert "is a symlink" in dom, "the error's reason is on the page"
     assert 'class="badge error"' in dom
 
 
@@ -268,7 +276,7 @@ def test_status_json_schema_and_exit_codes(
     assert f["path"] == str(folder) and f["remote_path"] == "docs"
     assert (f["state"], f["files"], f["pending_count"], f["in_flight"]) == ("in_sync", 3, 0, [])
     assert f["watcher"] == "watching" and f["bytes"] == sum(
-        p.stat().st_size for p in folder.iterdir()
+        p.stat().st_size for p in folder.iterdir() if p.is_file()
     )
     assert doc["totals"]["uploaded"] == 3 and doc["totals"]["errors"] == 0
     assert {r["path"] for r in doc["recent"]} == {"file0.txt", "file1.txt", "file2.txt"}
@@ -276,22 +284,25 @@ def test_status_json_schema_and_exit_codes(
     for key in [*doc, *doc["folders"][0], *doc["totals"], *doc["remote"], *doc["recent"][0]]:
         assert f"`{key}`" in documented, f"docs/status.md does not document {key!r}"
     # An error: exit 1, with the path, the kind, the reason and the time.
-    (folder / "C:").write_text("x")
+    refused = refused_by_the_server(server, folder)
     wait_for(lambda: status_cli(cfg)[0] == 1, what="exit 1 on an error")
     code, doc = status_cli(cfg)
     err = doc["errors"][0]
     assert (err["folder"], err["path"], err["kind"], err["current"]) == (
         "docs",
-        "C:",
+        "linked/refused.txt",
         "remote",
         True,
     )
-    assert "drive letter" in err["reason"] and abs(err["time"] - time.time()) < 60
+    assert "is a symlink" in err["reason"] and abs(err["time"] - time.time()) < 60
     assert doc["state"] == "error" and doc["folders"][0]["state"] == "error"
     human = run_syncd("status", config=cfg)
-    assert human.returncode == 1 and "[remote] docs/C:" in human.stdout, human.stdout
+    assert human.returncode == 1 and "[remote] docs/linked/refused.txt" in human.stdout, (
+        human.stdout
+    )
     # Gone again: resolved, in sync, exit 0.
-    (folder / "C:").unlink()
+    refused.unlink()
+    refused.parent.rmdir()
     wait_for(lambda: status_cli(cfg)[0] == 0, what="exit 0 once resolved")
     human = run_syncd("status", config=cfg)
     assert human.stdout.startswith("in sync") and "(resolved since)" in human.stdout
@@ -334,7 +345,9 @@ def parse_metrics(text: str) -> dict[str, float]:
     return samples
 
 
-def test_metrics_move_with_uploads_deletes_and_moves(folder: Path, daemon: DaemonProc) -> None:
+def test_metrics_move_with_uploads_deletes_and_moves(
+    server: ServerProc, folder: Path, daemon: DaemonProc
+) -> None:
     url = status_url(daemon) + "metrics"
     status, ctype, text = get(url)
     assert status == 200 and ctype.startswith("text/plain; version=0.0.4")
@@ -354,7 +367,7 @@ def test_metrics_move_with_uploads_deletes_and_moves(folder: Path, daemon: Daemo
     (folder / "b.bin").write_bytes(os.urandom(7000))
     (folder / "file0.txt").unlink()
     (folder / "file1.txt").rename(folder / "renamed.txt")
-    (folder / "C:").write_text("refused by the server")
+    refused_by_the_server(server, folder)
 
     def moved() -> bool:
         now = parse_metrics(get(url)[2])
