@@ -122,3 +122,50 @@ def test_names_with_a_newline_match_like_gitignore() -> None:
     assert not ig.ignored("a.log\n") and not ig.file_ignored("a.log\n", "a.log\n")
     assert ig.ignored("new\nline.log") and ig.file_ignored("new\nline.log", "new\nline.log")
     assert ig.ignored("n\nl-dir", is_dir=True) and not ig.ignored("n\nl-file")
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    line=st.text(st.sampled_from("ab*?/[]!"), min_size=1, max_size=10),
+    path=st.text(st.sampled_from("ab/\n"), min_size=1, max_size=12).filter(
+        lambda p: not p.startswith("/") and not p.endswith("/") and "//" not in p
+    ),
+)
+def test_the_linear_rewrite_of_pathspec_patterns_matches_the_same(line: str, path: str) -> None:
+    # Lines with '/', '[]', '!' or '**' go through pathspec; their regexes are rewritten to
+    # take linear time (scanner._linear). What they match must not change.
+    import re
+
+    import pathspec
+
+    from syncd.scanner import _linear
+
+    try:
+        spec = pathspec.GitIgnoreSpec.from_lines([line])
+    except Exception:
+        return  # not a usable line: the scanner refuses it (test_fuzz_local)
+    for p in spec.patterns:
+        regex = getattr(p, "regex", None)
+        if regex is None:
+            continue
+        fast = re.compile(_linear(regex.pattern), regex.flags)
+        assert bool(fast.match(path)) == bool(regex.match(path)), (line, path, fast.pattern)
+
+
+def test_path_patterns_take_linear_time_too() -> None:
+    # One line with a '/' (or a '!', '**', '[]') used to send every line through pathspec's
+    # backtracking regexes: `docs/*a*a*a*a*a*a*a*b` took hours on a 100-character name, and a
+    # daemon that met such a name hung (SIGTERM ignored). Generous bound, as above.
+    import time
+
+    lines = ["docs/*a*a*a*a*a*a*a*b", "*a*a*a*a*a*a*a*c", "!keep.log", "**/x*a*a*a*a*a*a*y/"]
+    ig = ignorer(Path("/nonexistent-folder"), lines)
+    assert ig.spec is not None
+    name = "a" * 254 + "d"
+    start = time.monotonic()
+    assert not ig.ignored(f"docs/{name}") and not ig.file_ignored(f"docs/{name}", name)
+    assert ig.ignored("docs/" + "a" * 254 + "b")
+    assert ig.ignored("x/" + "a" * 254 + "c")
+    assert not ig.ignored(f"x{name}", is_dir=True)
+    assert ig.ignored("x" + "a" * 200 + "y", is_dir=True)
+    assert time.monotonic() - start < 5
