@@ -137,6 +137,13 @@ class Redactor(logging.Filter):
         return _PATTERNS[1].sub(r"\1***", text)
 
     def redact(self, text: str) -> str:
+        """A message: the registered secrets and URL userinfo out. syncd's own sentences and
+        file names are left as they are (a file may be named "my token=x.txt")."""
+        return self.scrub(text)
+
+    def redact_dump(self, text: str) -> str:
+        """A traceback or stack: also anything that looks like a credential (a header or a
+        ``token=`` someone else's code printed), since its text is not syncd's own."""
         text = self.scrub(text)
         for p in _PATTERNS:
             text = p.sub(r"\1***", text)
@@ -150,9 +157,9 @@ class Redactor(logging.Filter):
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = self.redact(record.exc_text)
+            record.exc_text = self.redact_dump(record.exc_text)
         if record.stack_info:
-            record.stack_info = self.redact(record.stack_info)
+            record.stack_info = self.redact_dump(record.stack_info)
         return True
 
 

@@ -414,11 +414,22 @@ def test_json_logs_one_object_per_line_without_secrets(
 def test_redaction_and_json_formatter() -> None:
     r = Redactor()
     r.add("s3cr3t-t0ken")
-    text = r.redact(
+    line = (
         "GET http://bob:hunter2@example.org/ Authorization: Bearer abc.def token=xyz s3cr3t-t0ken"
     )
-    for secret in ("hunter2", "abc.def", "xyz", "s3cr3t-t0ken"):
+    # A message (syncd's own text, file names): the registered secret and URL userinfo go;
+    # words that merely look like credentials stay (a file may be named "token=xyz").
+    text = r.redact(line)
+    for secret in ("hunter2", "s3cr3t-t0ken"):
         assert secret not in text, text
+    assert "Bearer abc.def token=xyz" in text
+    assert r.redact("put it in a file named by remote.token_file") == (
+        "put it in a file named by remote.token_file"
+    )
+    # A traceback (other code's text): anything that looks like a credential goes too.
+    dump = r.redact_dump(line)
+    for secret in ("hunter2", "abc.def", "xyz", "s3cr3t-t0ken"):
+        assert secret not in dump, dump
     import logging
 
     rec = logging.LogRecord("syncd.x", logging.INFO, __file__, 1, "sent %s", ("a",), None)
