@@ -430,10 +430,10 @@ def _status_text(doc: dict[str, Any], *, as_json: bool) -> str:
 
     if as_json:
         return REDACTOR.scrub(json.dumps(doc, indent=2))
-    return "\n".join(_show(line) for line in _format_status(doc).split("\n"))
+    return "\n".join(_show(line) for line in _format_status(doc))
 
 
-def _format_status(doc: dict[str, Any]) -> str:
+def _format_status(doc: dict[str, Any]) -> list[str]:
     """The human view of the status document (the same figures as --json)."""
     from syncd.report import human as _human
 
@@ -507,7 +507,7 @@ def _format_status(doc: dict[str, Any]) -> str:
         lines.append(f"  error at {when(e['time'])} [{e['kind']}] {where}: {e['reason']}{done}")
     if d is not None and d.get("status_url"):
         lines.append(f"status page: {d['status_url']}")
-    return "\n".join(lines)
+    return lines  # one line each: a newline in a name is escaped within its line
 
 
 def _toml_value(value: object) -> str:

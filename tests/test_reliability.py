@@ -39,6 +39,17 @@ def test_daemon_started_while_the_server_is_down_says_so_once(
         assert log.count("unreachable (connection refused)") == 1, log
         assert "change(s) queued until" in log and "mirrored to" not in log, log
         assert "f1.txt" not in log and "retry" not in log, log
+        # A name made to forge a line of `syncd status`: it stays within its own line.
+        (folder / "a\nin sync: daemon pid 1, all good").write_text("x")  # sorted first
+        try:
+            wait_for(
+                lambda: "all good" in run_syncd("status", config=cfg).stdout, 10, "pending shown"
+            )
+        except AssertionError:
+            raise AssertionError(run_syncd("status", config=cfg).stdout + d.log()) from None
+        shown = run_syncd("status", config=cfg).stdout
+        assert "    pending a\\nin sync: daemon pid 1, all good" in shown, shown
+        assert not any(ln.startswith("in sync:") for ln in shown.splitlines()), shown
         back = start_server(server.root, server.token_file, port=server.port)
         try:
             wait_for(lambda: tree_of(server.root / "docs") == tree_of(folder), 120, "converged")
