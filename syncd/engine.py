@@ -20,6 +20,7 @@ from syncd.errors import (
     AuthError,
     PermanentError,
     RemoteError,
+    Silent,
     SourceChanged,
     SourceError,
     SyncdError,
@@ -153,7 +154,7 @@ class Engine:
         #: nothing more is attempted.
         self.fatal: Fatal | None = None
         #: Set when the remote could not be reached after all retries (`syncd sync` stops trying).
-        self.unreachable: Unreachable | None = None
+        self.unreachable: Unreachable | Silent | None = None
         #: A one-shot pass (``sync``): a remote that cannot be reached stops it, and what it
         #: leaves undone is counted (each named at debug level), not failed file by file.
         self.one_shot = False
@@ -219,7 +220,7 @@ class Engine:
             report.stopped = self.why_stopped(stop)
         return report
 
-    def stopped(self) -> Fatal | Unreachable | None:
+    def stopped(self) -> Fatal | Unreachable | Silent | None:
         """Why nothing more is tried: ``fatal``, or (one-shot) the remote unreachable."""
         if self.fatal is not None:
             return self.fatal
@@ -229,6 +230,9 @@ class Engine:
         """One line: "server URL unreachable (connection refused)", or the error's own."""
         if isinstance(e, Unreachable):
             return f"server {self.remote.description} unreachable ({_os_reason(e)})"
+        if isinstance(e, Silent):
+            timeout = self.config.remote.timeout
+            return f"server {self.remote.description} not answering (nothing for {timeout:g} s)"
         return str(e)
 
     async def reconcile(
@@ -437,7 +441,7 @@ class Engine:
         while True:
             try:
                 return await fn()
-            except Unreachable as e:
+            except (Unreachable, Silent) as e:
                 if attempt >= self.policy.attempts:
                     self.unreachable = e
                     return None
@@ -737,7 +741,7 @@ class Engine:
                 if isinstance(e, TransientError) and job.on_retry is not None:
                     job.on_retry(job, e)  # the daemon keeps it in its outbox and tries later
                     return
-                if isinstance(e, Unreachable):
+                if isinstance(e, Unreachable | Silent):
                     self.unreachable = self.unreachable or e
                     self._left_undone(ctx, op, report, e)  # the pass says it once
                     return

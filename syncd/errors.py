@@ -72,6 +72,11 @@ class Unreachable(TransientError):
     """The remote cannot be reached at all (connection refused, no route, DNS failure)."""
 
 
+class Silent(TransientError):
+    """The remote took the connection, then accepted no byte and gave no answer for
+    ``remote.timeout`` seconds. At a pass's first contact it stops the pass, said once."""
+
+
 class PermanentError(RemoteError):
     """Retrying the same request cannot help (400, 403, 404, 409, 413, ...)."""
 

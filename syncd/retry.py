@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from syncd.errors import TransientError, Unreachable
+from syncd.errors import Silent, TransientError, Unreachable
 from syncd.status import METRICS
 
 log = logging.getLogger("syncd.retry")
@@ -48,11 +48,11 @@ class RetryPolicy:
                 wait = self.delay(attempt, e.retry_after)
                 METRICS.retry()
                 # An unreachable server is said once by the pass or the daemon, not per file.
+                text = str(e)
                 log.log(
-                    logging.DEBUG if isinstance(e, Unreachable) else logging.INFO,
-                    "%s: %s; retry %d/%d in %.1fs",
-                    what,
-                    e,
+                    logging.DEBUG if isinstance(e, Unreachable | Silent) else logging.INFO,
+                    "%s; retry %d/%d in %.1fs",
+                    text if text.startswith(what) else f"{what}: {text}",
                     attempt,
                     self.attempts - 1,
                     wait,

@@ -432,6 +432,32 @@ def test_sync_against_a_static_server_says_so_in_one_line(
         assert len([p for p in puts if f"/f{i}.txt" in p]) <= 1, puts  # never retried
 
 
+def test_sync_against_a_server_that_never_answers_stops_at_once(
+    tmp_path: Path, raw_servers: list[RawServer]
+) -> None:
+    """Connected, then silence: the pass's first contact is retried (quietly), then it stops
+    with one line and the count, instead of every file waiting out its retries in turn
+    (a silent server took 222 s and 146 lines for 24 files)."""
+    srv = RawServer("silent", stall=("GET", "HEAD", "PUT", "DELETE", "MOVE")).start()
+    raw_servers.append(srv)
+    folder = tmp_path / "Documents"
+    folder.mkdir()
+    for i in range(20):
+        (folder / f"f{i}.txt").write_text(str(i))
+    cfg = write_config(
+        tmp_path / "config.toml",
+        f'[remote]\nurl = "{srv.url}"\ntimeout = 1\n[[folder]]\npath = "{folder}"\n'
+        f'remote_path = "docs"\n[sync]\nstate_dir = "{tmp_path / "state"}"\n',
+    )
+    r = run_syncd("sync", config=cfg, timeout=90)
+    assert r.returncode == 1, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr
+    assert f"server {srv.url} not answering (nothing for 1 s): 20 files not sent" in lines[0]
+    assert not any("f1" in x for x in srv.seen), srv.seen  # no file was tried
+    assert len(srv.seen) <= 8, srv.seen  # the first contact and its retries, no more
+
+
 # -- 4. missing WebDAV collections along the URL are created --------------------------------
 def test_webdav_url_below_missing_collections_is_created(tmp_path: Path) -> None:
     """Issue 13: a WebDAV URL whose collection does not exist yet failed ("does …/mirror/

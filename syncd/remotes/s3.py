@@ -27,6 +27,7 @@ from syncd.errors import (
     ConfigError,
     PermanentError,
     RemoteError,
+    Silent,
     TransientError,
     Unreachable,
 )
@@ -233,6 +234,7 @@ class S3Remote:
             reason = str(e) or type(e).__name__
             if isinstance(e, TimeoutError | bx.ReadTimeoutError):
                 reason = f"no answer for {self.cfg.timeout:g} s (remote.timeout)"
+                return Silent(f"{where}: {self.description}: {reason}", path=path)
             return TransientError(f"{where}: {self.description}: {reason}", path=path)
         return PermanentError(f"{where}: {type(e).__name__}: {e}", path=path)
 

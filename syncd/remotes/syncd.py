@@ -24,6 +24,7 @@ from syncd.config import RemoteConfig
 from syncd.errors import (
     AuthError,
     PermanentError,
+    Silent,
     SourceError,
     TransientError,
     Unreachable,
@@ -321,9 +322,10 @@ class HTTPRemote:
             return Unreachable(
                 f"{what} {path}: cannot connect to {self.description}: {why}", path=path
             )
-        reason = self.scrub(str(e) or type(e).__name__)
         if isinstance(e, TimeoutError):
             reason = f"no answer for {self.cfg.timeout:g} s (remote.timeout)"
+            return Silent(f"{what} {path}: {self.description}: {reason}", path=path)
+        reason = self.scrub(str(e) or type(e).__name__)
         return TransientError(f"{what} {path}: {self.description}: {reason}", path=path)
 
     def scrub(self, text: str) -> str:
