@@ -663,6 +663,24 @@ def _check_url(file: Path, kind: str, url: str, key: str = "remote.url") -> None
         )
     if kind == "http" and "{path}" not in url:
         raise ConfigError(file, key, "an http remote's url needs a {path} placeholder")
+    if parts.fragment or url.endswith("#"):
+        raise ConfigError(file, key, "must not have a #fragment (nothing is sent after a '#')")
+    if kind == "http":
+        return  # an upload API may take its {path} in a query (?path={path})
+    if parts.query or "?" in url:
+        raise ConfigError(
+            file, key, "must not have a ?query: requests are made to paths below the URL"
+        )
+    from urllib.parse import unquote
+
+    for seg in parts.path.split("/"):
+        text = unquote(seg)
+        if "/" in text:
+            raise ConfigError(file, key, f"a path segment holds an encoded slash: {seg!r}")
+        if text in (".", ".."):
+            raise ConfigError(file, key, f"must not contain '.' or '..' segments: {seg!r}")
+        if kind == "syncd" and text.startswith(".~syncd-"):
+            raise ConfigError(file, key, f"names starting with '.~syncd-' are syncd's own: {seg!r}")
 
 
 def _check_ignores(file: Path, where: str, lines: tuple[str, ...]) -> None:

@@ -295,6 +295,14 @@ def test_config_check_refuses_a_password_in_the_url_without_showing_it(tmp_path:
         ("s3", "http://bucket/", "s3://"),
         ("s3", "s3:///prefix/", "s3://"),
         ("http", "https://upload.example/put/", "{path}"),
+        # Accepted by config check once, then every request failed with a puzzling answer:
+        ("syncd", "http://127.0.0.1:8765/?token=hunter2", "?query"),
+        ("webdav", "http://127.0.0.1:8765/dav/?x", "?query"),
+        ("syncd", "http://127.0.0.1:8765/#frag", "#fragment"),
+        ("http", "https://upload.example/put?path={path}#x", "#fragment"),
+        ("syncd", "http://127.0.0.1:8765/x%2Fy/", "encoded slash"),
+        ("webdav", "http://127.0.0.1:8765/a/../../", "'..'"),
+        ("syncd", "http://127.0.0.1:8765/.~syncd-x/", "syncd's own"),
     ],
 )
 def test_odd_urls_are_refused_one_clear_line_each(
