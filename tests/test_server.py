@@ -692,6 +692,11 @@ async def test_traversal_in_every_spelling_is_refused(server: ServerProc) -> Non
             assert 400 <= status < 500, ("MOVE", dest, status)
         status, _ = await raw_request(server, "GET", target + "?list")
         assert 400 <= status < 500, ("GET ?list", target, status)
+    for dest in ("http://[::1/x", "http://127.0.0.1:99999/x", "http://h:port/x"):
+        status, _ = await raw_request(
+            server, "MOVE", "/a/inside.txt", headers={"Destination": dest}
+        )
+        assert status == 400, ("MOVE to a broken URL", dest, status)  # it moved to ROOT/x
     assert walk(sentinel) == []
     assert walk(server.root) == before
     assert (server.root / "a" / "inside.txt").read_bytes() == b"inside"

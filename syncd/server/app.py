@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -542,6 +543,11 @@ def _destination(request: web.Request) -> RelPath:
         if not sep or scheme.lower() not in ("http", "https"):
             raise BadRequest("Destination must be an http(s) URL or an absolute path")
         slash = rest.find("/")
+        authority = rest[:slash] if slash >= 0 else rest
+        try:
+            urlsplit(f"http://{authority}/").port  # noqa: B018 (raises on a broken authority)
+        except ValueError:
+            raise BadRequest("Destination is not a usable URL (its host or port)") from None
         target = rest[slash:] if slash >= 0 else "/"
     path, query = split_target(target)
     if query is not None:
