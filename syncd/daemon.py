@@ -84,6 +84,7 @@ class Daemon:
         # The deletion guard: folders whose deletions are held (until `sync --force-delete`),
         # and (when, how many) deletions the live path made recently.
         self._held_scopes: set[str] = set()  # loaded from the manifest at the start
+        self._held_rels: dict[str, set[str]] = {}  # which paths live batches held, per scope
         self._deleted: collections.deque[tuple[float, int]] = collections.deque()
         self._confirms: set[asyncio.Task[None]] = set()
         self._recheck_at = [0.0] * len(self.engine.folders)  # per folder: see HELD_RECHECK
@@ -448,8 +449,10 @@ class Daemon:
         if plan.held or ctx.scope in self._held_scopes:
             await self.engine.manifest.aflush()  # held, or released: `syncd status` says so
         self._held_scopes.discard(ctx.scope)
+        self._held_rels.pop(ctx.scope, None)  # a whole look decides afresh
         if plan.held:
             self._held_scopes.add(ctx.scope)
+            self._held_rels[ctx.scope] = set(plan.held_rels)
         if not plan.empty:
             self.engine.apply_plan(ctx, plan)
             await self._submit_plan(i, plan, batch, report)
@@ -595,6 +598,7 @@ class Daemon:
             looked,
             held=ctx.scope in self._held_scopes,
             recent_deletes=self._recent_deletes(),
+            held_rels=self._held_rels.get(ctx.scope, set()),
         )
         if ctx.scope in self._held_scopes and files and self._recheck_at[i] <= time.monotonic():
             # Files came back into a folder whose deletions are held (a restore): the whole
@@ -603,6 +607,7 @@ class Daemon:
             self._request_rescan(i)
         if plan.held:
             self._held_scopes.add(ctx.scope)
+            self._held_rels.setdefault(ctx.scope, set()).update(plan.held_rels)
             self.engine.record_hold(ctx, plan, whole=False)
             self.engine.report_held(ctx, plan, self.report)
             await self.engine.manifest.aflush()  # `syncd status` reads the hold at once

@@ -12,6 +12,7 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -340,6 +341,7 @@ class Engine:
         force: bool = False,
         held: bool = False,
         recent_deletes: int = 0,
+        held_rels: AbstractSet[str] = frozenset(),
     ) -> Plan:
         """The one planner, with this folder's rules and rows."""
         folder = ctx.scanner.folder
@@ -356,6 +358,7 @@ class Engine:
             force=force,
             held=held,
             recent_deletes=recent_deletes,
+            held_rels=held_rels,
         )
 
     def record_hold(self, ctx: FolderCtx, plan: Plan, *, whole: bool) -> None:
@@ -366,7 +369,7 @@ class Engine:
             count = plan.held
             earlier = next((h for h in self.manifest.held() if h[0] == ctx.scope), None)
             if not whole and earlier is not None:
-                count += earlier[1]
+                count = earlier[1] + plan.held_new  # (the ones held already counted once)
                 reason = earlier[2]  # why they were held first stays the reason
             self.manifest.hold(ctx.scope, count, reason)
         elif whole:

@@ -26,6 +26,7 @@ Every safety rule lives here, so that no way in can skip one:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from syncd.types import LocalFile, Op, OpKind, Problem, RemoteEntry, Row
@@ -122,6 +123,8 @@ class Plan:
     unchanged: int = 0
     held_back: list[Problem] = field(default_factory=list)
     held: int = 0  # deletions held back by the guard
+    held_new: int = 0  # of those, the ones no earlier batch held already
+    held_rels: list[str] = field(default_factory=list)  # the paths whose deletion is held
     deleting: int = 0  # files the deletes remove
     problems: int = 0  # paths the scan could not read (set by the caller)
     remote_checked: bool = False  # planned against the server's listing
@@ -193,11 +196,14 @@ def plan(
     force: bool = False,
     held: bool = False,
     recent_deletes: int = 0,
+    held_rels: AbstractSet[str] = frozenset(),
 ) -> Plan:
     """Compare what was looked at with the rows (and the server's listing, when given).
 
     ``force``: ``--force-delete``, the guard lets every deletion through. ``held``: deletions
-    of this folder are held already (a live batch adds to them instead of deleting).
+    of this folder are held already (a live batch adds to them instead of deleting);
+    ``held_rels``: which paths they are, so that a later batch of the same deletions (the
+    directories of files an ``rm -rf`` took first) counts and reports none of them again.
     ``recent_deletes``: deletions made just before, which count toward ``max_delete``.
     """
     p = Plan(remote_checked=server is not None)
@@ -275,6 +281,19 @@ def plan(
     if gone or extras or moves or kept:
         _guard(p, looked, rules, server, backed, gone, extras, force, held, recent_deletes, kept)
         if p.held:
+            p.held_rels = [r.rel for r in gone] + extras
+            fresh = [rel for rel in p.held_rels if rel not in held_rels]
+            p.held_new = len(fresh) + len(kept)
+            if held and not fresh and not kept:
+                p.held_back = []  # the same deletions, held already: nothing new to say
+            elif held and len(fresh) != len(p.held_rels):
+                p.held_back = [
+                    Problem(
+                        ".",
+                        f"{len(fresh)} more deletion(s) held back with the earlier ones; "
+                        f"release them with {FORCE_HINT}",
+                    )
+                ]
             gone, extras = [], []
             # A move not confirmed yet may turn into an upload and a delete: not while held.
             for op in [op for op in moves if op.confirm]:

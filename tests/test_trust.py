@@ -374,3 +374,36 @@ def test_directory_renamed_while_the_server_is_down_is_one_move(
             assert d.stop() == 0
     finally:
         server.stop()
+
+
+def test_an_rm_rf_arriving_in_two_batches_is_held_and_counted_once() -> None:
+    """`rm -rf folder/*` reaches the live path in pieces: the files first, then their
+    directories. The second batch holds the same deletions: it must not count them again
+    (it made "80 deletion(s) held" of 40) nor say anything new (its message replaced the
+    first one's, which `syncd status` then showed as resolved)."""
+    from syncd.planner import Looked, Rules, plan
+    from syncd.types import Row
+
+    rows = {
+        f"{d}/f{i}.txt": Row(f"{d}/f{i}.txt", 1, 1, "x" * 64, 0.0) for d in "ab" for i in range(20)
+    }
+    rules = Rules(ignored=lambda rel, is_dir=False: False)
+    files_gone = Looked({}, under=sorted(rows), folder_empty=True)
+    first = plan(files_gone, rows, rules)
+    assert first.held == 40 and first.held_new == 40 and not first.ops
+    assert len(first.held_back) == 1 and "folder is empty" in first.held_back[0].reason
+    dirs_gone = Looked({}, under=["a", "b"], folder_empty=True)
+    second = plan(dirs_gone, rows, rules, held=True, held_rels=set(first.held_rels))
+    assert second.held == 40 and not second.ops, "still held: nothing is deleted"
+    assert second.held_new == 0 and second.held_back == []
+    # A batch with some deletions not held yet names only those.
+    more = {**rows, "c.txt": Row("c.txt", 1, 1, "y" * 64, 0.0)}
+    third = plan(
+        Looked({}, under=["a", "c.txt"], folder_empty=True),
+        more,
+        rules,
+        held=True,
+        held_rels=set(first.held_rels),
+    )
+    assert third.held_new == 1 and not third.ops
+    assert third.held_back and third.held_back[0].reason.startswith("1 more deletion(s)")
