@@ -27,6 +27,7 @@ from syncd.engine import Batch, Engine, Job, Report
 from syncd.errors import (
     AuthError,
     RemoteError,
+    Silent,
     SyncdError,
     TransientError,
     Unreachable,
@@ -371,7 +372,7 @@ class Daemon:
             self.outbox.add(key)
             self.engine.manifest.outbox_add(job.ctx.scope, job.op.rel, job.op.dest)
         n = self._attempts[key] = self._attempts.get(key, 0) + 1
-        if isinstance(e, Unreachable):
+        if isinstance(e, Unreachable | Silent):  # no answer at all: down until a ping answers
             self._mark_down(e)
         else:
             delay = self.engine.policy.delay(min(n + 3, 12), e.retry_after)

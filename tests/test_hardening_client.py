@@ -458,6 +458,33 @@ def test_sync_against_a_server_that_never_answers_stops_at_once(
     assert len(srv.seen) <= 8, srv.seen  # the first contact and its retries, no more
 
 
+def test_daemon_against_a_server_that_never_answers_says_so_once(
+    tmp_path: Path, raw_servers: list[RawServer]
+) -> None:
+    """`syncd run` meets silence: the server is taken as down (said once, changes queued,
+    pinged with backoff), not retried file by file with a warning each."""
+    srv = RawServer("silent", stall=("GET", "HEAD", "PUT", "DELETE", "MOVE")).start()
+    raw_servers.append(srv)
+    folder = tmp_path / "Documents"
+    folder.mkdir()
+    for i in range(20):
+        (folder / f"f{i}.txt").write_text(str(i))
+    cfg = write_config(
+        tmp_path / "config.toml",
+        f'[remote]\nurl = "{srv.url}"\ntimeout = 1\n[[folder]]\npath = "{folder}"\n'
+        f'remote_path = "docs"\n[sync]\nstate_dir = "{tmp_path / "state"}"\ndebounce = 0.1\n',
+    )
+    d = DaemonProc(cfg, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: "not answering" in d.log(), 60, "the outage said")
+        log = d.log()
+        assert log.count("not answering (nothing for 1 s)") == 1, log
+        assert "trying again" not in log and "f3.txt" not in log, log
+        assert "change(s) queued until" in log, log
+    finally:
+        assert d.stop() == 0, d.log()
+
+
 # -- 4. missing WebDAV collections along the URL are created --------------------------------
 def test_webdav_url_below_missing_collections_is_created(tmp_path: Path) -> None:
     """Issue 13: a WebDAV URL whose collection does not exist yet failed ("does …/mirror/
