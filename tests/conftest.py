@@ -246,6 +246,33 @@ def refused_by_the_server(server: ServerProc, folder: Path, remote_path: str = "
     return f
 
 
+@pytest.fixture
+def static_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """`python -m http.server` on a free port: a static file server, not a syncd server
+    (what a wrong URL often is). Serves a docs/ directory and an index page; yields the URL
+    and the server's log (one line per request)."""
+    from tests.remote_servers import free_port, stop_process, wait_listening
+
+    root = tmp_path / "static"
+    (root / "docs").mkdir(parents=True)
+    (root / "docs" / "index.txt").write_text("hello")
+    (root / "index.html").write_text("<html><body>hello</body></html>\n")
+    port = free_port()
+    log = tmp_path / "http.server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
+            cwd=root,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_listening(port, proc, "http.server", log)
+        yield f"http://127.0.0.1:{port}/", log
+    finally:
+        stop_process(proc)
+
+
 def server_temps(root: Path) -> list[Path]:
     """The server's temporary files (``.~syncd-*``) anywhere under ``root``; not its lock or a
     mirror's marker, which are meant to stay."""

@@ -9,6 +9,7 @@ stores without going through syncd (its backing directory, or boto3 for S3).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -17,11 +18,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from tests.conftest import ServerProc, start_server
 
@@ -472,3 +474,45 @@ STARTERS = {
 
 def start_remote(kind: str, base: Path) -> RemoteServer:
     return STARTERS[kind](base)
+
+
+@dataclass
+class Listener:
+    """A raw TCP listener on 127.0.0.1, a thread per connection, for servers that misbehave
+    on purpose (tests script what ``_serve`` does with each connection)."""
+
+    port: int = field(default=0, kw_only=True)
+    _sock: socket.socket | None = field(default=None, kw_only=True)
+    _stop: threading.Event = field(default_factory=threading.Event, kw_only=True)
+    _conns: list[socket.socket] = field(default_factory=list, kw_only=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def start(self) -> Self:
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._sock is not None:
+            self._sock.close()
+        for c in self._conns:
+            with contextlib.suppress(OSError):
+                c.close()
+
+    def _accept(self) -> None:
+        assert self._sock is not None
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self._conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        raise NotImplementedError

@@ -8,9 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,44 +19,18 @@ from hypothesis import strategies as st
 
 from syncd.errors import SyncdError
 from syncd.remotes import open_remote
+from tests.remote_servers import Listener
 from tests.test_hardening_client import raw_section, remote_cfg, sized_file, source_of
 
 
 @dataclass
-class ScriptedServer:
+class ScriptedServer(Listener):
     """Answers every request with ``answer`` (raw bytes), after reading its headers and as
     much of its body as Content-Length says; then closes the connection, or with ``hold``
     keeps it open without another byte (a truncated answer never finished)."""
 
     answer: bytes = b""
     hold: bool = False
-    port: int = 0
-    _sock: socket.socket | None = None
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    def start(self) -> ScriptedServer:
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self._sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._sock is not None:
-            self._sock.close()
-
-    def _accept(self) -> None:
-        assert self._sock is not None
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
         conn.settimeout(5)

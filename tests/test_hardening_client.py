@@ -6,7 +6,6 @@ demand (accepting a connection and then reading nothing, or reading and never an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import hashlib
 import os
@@ -14,7 +13,6 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,7 +37,7 @@ from syncd.remotes import open_remote
 from syncd.retry import RetryPolicy
 from syncd.types import LocalFile
 from tests.conftest import DaemonProc, ServerProc, mirror_config, run_syncd, wait_for, write_config
-from tests.remote_servers import free_port, start_nginx, stop_process, wait_listening
+from tests.remote_servers import Listener, start_nginx
 
 MiB = 1 << 20
 
@@ -71,7 +69,7 @@ async def source_of(path: Path, rel: str, **kw: Any) -> Source:
 
 
 @dataclass
-class RawServer:
+class RawServer(Listener):
     """A scriptable HTTP/1.1 server on a raw socket (one thread per connection).
 
     Every request whose method is not in ``stall`` gets ``201`` at once (its body read first).
@@ -83,40 +81,8 @@ class RawServer:
     stall: tuple[str, ...] = ("PUT",)
     piece: int = 64 << 10
     pause: float = 0.05
-    port: int = 0
     seen: list[str] = field(default_factory=list)
     received: dict[str, int] = field(default_factory=dict)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _sock: socket.socket | None = None
-    _conns: list[socket.socket] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    def start(self) -> RawServer:
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self._sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._sock is not None:
-            self._sock.close()
-        for c in self._conns:
-            with contextlib.suppress(OSError):
-                c.close()
-
-    def _accept(self) -> None:
-        assert self._sock is not None
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            self._conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
         f = conn.makefile("rb")
@@ -337,28 +303,6 @@ async def test_bwlimit_pauses_longer_than_the_timeout_are_not_silence(
 
 
 # -- 3. a URL that does not speak the kind's protocol ---------------------------------------
-@pytest.fixture
-def static_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """`python -m http.server` on a free port, serving a directory that has a docs/ in it."""
-    root = tmp_path / "static"
-    (root / "docs").mkdir(parents=True)
-    (root / "docs" / "index.txt").write_text("hello")
-    port = free_port()
-    log = tmp_path / "static.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
-            cwd=root,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_listening(port, proc, "http.server", log)
-        yield f"http://127.0.0.1:{port}/", log
-    finally:
-        stop_process(proc)
-
-
 def wrong_line(url: str, proto: str, request: str) -> str:
     return re.escape(f"{url} does not speak the {proto} protocol ({request}")
 
@@ -432,12 +376,11 @@ def test_sync_against_a_static_server_says_so_in_one_line(
         assert len([p for p in puts if f"/f{i}.txt" in p]) <= 1, puts  # never retried
 
 
-def test_sync_against_a_server_that_never_answers_stops_at_once(
-    tmp_path: Path, raw_servers: list[RawServer]
-) -> None:
-    """Connected, then silence: the pass's first contact is retried (quietly), then it stops
-    with one line and the count, instead of every file waiting out its retries in turn
-    (a silent server took 222 s and 146 lines for 24 files)."""
+def silent_mirror(
+    tmp_path: Path, raw_servers: list[RawServer], *, sync: str = ""
+) -> tuple[RawServer, Path]:
+    """A server that takes every connection and says nothing, and a config mirroring a
+    folder of 20 files to it with `timeout = 1`."""
     srv = RawServer("silent", stall=("GET", "HEAD", "PUT", "DELETE", "MOVE")).start()
     raw_servers.append(srv)
     folder = tmp_path / "Documents"
@@ -447,8 +390,18 @@ def test_sync_against_a_server_that_never_answers_stops_at_once(
     cfg = write_config(
         tmp_path / "config.toml",
         f'[remote]\nurl = "{srv.url}"\ntimeout = 1\n[[folder]]\npath = "{folder}"\n'
-        f'remote_path = "docs"\n[sync]\nstate_dir = "{tmp_path / "state"}"\n',
+        f'remote_path = "docs"\n[sync]\nstate_dir = "{tmp_path / "state"}"\n{sync}',
     )
+    return srv, cfg
+
+
+def test_sync_against_a_server_that_never_answers_stops_at_once(
+    tmp_path: Path, raw_servers: list[RawServer]
+) -> None:
+    """Connected, then silence: the pass's first contact is retried (quietly), then it stops
+    with one line and the count, instead of every file waiting out its retries in turn
+    (a silent server took 222 s and 146 lines for 24 files)."""
+    srv, cfg = silent_mirror(tmp_path, raw_servers)
     r = run_syncd("sync", config=cfg, timeout=90)
     assert r.returncode == 1, r.stderr
     lines = r.stderr.splitlines()
@@ -463,17 +416,7 @@ def test_daemon_against_a_server_that_never_answers_says_so_once(
 ) -> None:
     """`syncd run` meets silence: the server is taken as down (said once, changes queued,
     pinged with backoff), not retried file by file with a warning each."""
-    srv = RawServer("silent", stall=("GET", "HEAD", "PUT", "DELETE", "MOVE")).start()
-    raw_servers.append(srv)
-    folder = tmp_path / "Documents"
-    folder.mkdir()
-    for i in range(20):
-        (folder / f"f{i}.txt").write_text(str(i))
-    cfg = write_config(
-        tmp_path / "config.toml",
-        f'[remote]\nurl = "{srv.url}"\ntimeout = 1\n[[folder]]\npath = "{folder}"\n'
-        f'remote_path = "docs"\n[sync]\nstate_dir = "{tmp_path / "state"}"\ndebounce = 0.1\n',
-    )
+    _, cfg = silent_mirror(tmp_path, raw_servers, sync="debounce = 0.1\n")
     d = DaemonProc(cfg, tmp_path / "daemon.log")
     try:
         wait_for(lambda: "not answering" in d.log(), 60, "the outage said")

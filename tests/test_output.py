@@ -23,7 +23,7 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -37,7 +37,7 @@ from syncd.hashing import Source
 from syncd.logs import JsonFormatter, TextFormatter, escape
 from syncd.types import RemoteEntry
 from tests.conftest import ServerProc, mirror_config, run_syncd, write_config
-from tests.remote_servers import free_port, stop_process, wait_listening
+from tests.remote_servers import free_port
 
 LOG_LINE = re.compile(
     r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: "
@@ -157,28 +157,6 @@ async def test_wrong_protocol_stops_the_pass_at_the_first_answer(
     assert "\n" not in report.outcome()
     assert not report.ok
     assert rows(tmp_path) == 0
-
-
-@pytest.fixture
-def static_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """`python -m http.server` on a free port: a static file server, not a syncd server."""
-    root = tmp_path / "static"
-    (root / "docs").mkdir(parents=True)
-    (root / "index.html").write_text("<html><body>hello</body></html>\n")
-    port = free_port()
-    log = tmp_path / "http.server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-            cwd=root,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_listening(port, proc, "http.server", log)
-        yield f"http://127.0.0.1:{port}/", log
-    finally:
-        stop_process(proc)
 
 
 def test_a_static_file_server_is_named_as_such_in_one_line(
