@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -58,19 +59,25 @@ def start_server(
     *extra: str,
     port: int = 0,
     env: dict[str, str] | None = None,
+    log: Path | None = None,
+    prefix: tuple[str, ...] = (),
 ) -> ServerProc:
-    """Start `python -m syncd serve` and wait (with a deadline) for its 'listening' line."""
+    """Start `python -m syncd serve` and wait (with a deadline) for its 'listening' line.
+    ``log``: a file its log is appended to (else this process's stderr); ``prefix``: a
+    command it runs under (``prlimit --nofile=…``)."""
     cmd = [sys.executable, "-m", "syncd", "serve", "--root", str(root), "--port", str(port)]
     if token_file is not None:
         cmd += ["--token-file", str(token_file)]
-    cmd += list(extra)
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=None,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
+    cmd = [*prefix, *cmd, *extra]
+    with contextlib.ExitStack() as stack:
+        err = stack.enter_context(log.open("ab")) if log is not None else None
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
     assert proc.stdout is not None
     deadline = time.monotonic() + 20
     line = ""

@@ -18,7 +18,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -35,7 +34,7 @@ from syncd import config as cfgmod
 from syncd.hashing import Source
 from syncd.remotes.syncd import SyncdRemote
 from syncd.types import LocalFile
-from tests.conftest import ServerProc, mirror_config, server_temps, wait_for
+from tests.conftest import ServerProc, mirror_config, server_temps, start_server, wait_for
 
 RESERVED = ".~syncd-"
 
@@ -71,29 +70,12 @@ def start_logged(
     ``nofile``: the soft limit on open files for the server (1024 is the common default; this
     machine's is higher, which would hide a walk that keeps one fd per level).
     """
-    cmd = [sys.executable, "-m", "syncd", "serve", "--root", str(root), "--port", "0"]
-    if token_file is not None:
-        cmd += ["--token-file", str(token_file)]
-    if nofile is not None:
-        cmd = ["prlimit", f"--nofile={nofile}:{nofile}", "--", *cmd]
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            if proc.poll() is not None:
-                raise RuntimeError(f"syncd serve exited {proc.returncode}: {log_path.read_text()}")
-            continue
-        m = re.search(r"listening on http://[^:/]+:(\d+)/", line)
-        if m:
-            port = int(m.group(1))
-            token = token_file.read_text().strip() if token_file else None
-            srv = ServerProc(root, token, token_file, f"http://127.0.0.1:{port}/", port, proc)
-            return Logged(srv, log_path)
-    proc.kill()
-    raise RuntimeError("syncd serve did not report listening")
+    prefix = ("prlimit", f"--nofile={nofile}:{nofile}", "--") if nofile is not None else ()
+    try:
+        srv = start_server(root, token_file, log=log_path, prefix=prefix)
+    except RuntimeError as e:
+        raise RuntimeError(f"{e}: {log_path.read_text()}") from None
+    return Logged(srv, log_path)
 
 
 @contextlib.contextmanager
