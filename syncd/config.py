@@ -22,7 +22,7 @@ from typing import Any
 
 from syncd.errors import ConfigError
 from syncd.planner import DeleteLimit
-from syncd.types import shown
+from syncd.types import RESERVED_PREFIX, shown
 
 REMOTE_KINDS = ("syncd", "webdav", "s3", "http")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -368,7 +368,7 @@ def _remote_path(file: Path, key: str, value: str) -> str:
     if (
         not value
         or not _REMOTE_PATH.match(value)
-        or any(part in (".", "..") or part.startswith(".~syncd-") for part in value.split("/"))
+        or any(part in (".", "..") or part.startswith(RESERVED_PREFIX) for part in value.split("/"))
     ):
         raise ConfigError(file, key, f"not a usable remote path: {_toml_repr(value)}")
     if _CONTROL.search(value):
@@ -679,7 +679,7 @@ def _check_url(file: Path, kind: str, url: str, key: str = "remote.url") -> None
             raise ConfigError(file, key, f"a path segment holds an encoded slash: {seg!r}")
         if text in (".", ".."):
             raise ConfigError(file, key, f"must not contain '.' or '..' segments: {seg!r}")
-        if kind == "syncd" and text.startswith(".~syncd-"):
+        if kind == "syncd" and text.startswith(RESERVED_PREFIX):
             raise ConfigError(file, key, f"names starting with '.~syncd-' are syncd's own: {seg!r}")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -28,6 +29,7 @@ from syncd.errors import (
     TransientError,
     Unreachable,
     WrongProtocol,
+    error_kind,
 )
 from syncd.hashing import ReadStats, hash_path
 from syncd.manifest import Manifest, scope_of
@@ -36,7 +38,7 @@ from syncd.remotes.base import Marker, Mover, Sizer, StateToken
 from syncd.report import Report, VerifyReport
 from syncd.retry import RetryPolicy
 from syncd.scanner import FolderUnavailable, Scanner, ScanResult
-from syncd.status import METRICS, error_kind
+from syncd.status.metrics import Metrics
 from syncd.types import LocalFile, Op, OpKind, Problem, RemoteEntry
 from syncd.uploader import FolderCtx, Outcome, Throttle, Uploader
 
@@ -127,6 +129,7 @@ class Engine:
         remote: Remote | None = None,
         force_delete: bool = False,
         prescan: Prescan | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         """``prescan``: the manifest, scanners and scans ``syncd sync`` already made without
         the event loop; the engine owns (and closes) that manifest, and each folder's first
@@ -134,7 +137,9 @@ class Engine:
         self.config = config
         self.force_delete = force_delete
         self.progress = progress or Progress()
-        self.policy = policy or RetryPolicy()
+        #: what the passes report (errors, transfers, retries); the status board reads it
+        self.metrics = metrics or Metrics()
+        self.policy = dataclasses.replace(policy or RetryPolicy(), on_retry=self.metrics.retry)
         self.stats = ReadStats()
         self.throttle = Throttle(config.sync.bwlimit)
         self._remote = remote
@@ -296,7 +301,7 @@ class Engine:
                     asyncio.to_thread(self.manifest.states, ctx.scope),
                 )
         except FolderUnavailable as e:
-            METRICS.error("folder", ctx.remote_path)
+            self.metrics.error("folder", ctx.remote_path)
             report.failed.append(Problem(ctx.remote_path, f"{e}: nothing sent, nothing deleted"))
             log.error(
                 "folder %s: %s; nothing sent, nothing deleted",
@@ -305,7 +310,7 @@ class Engine:
                 extra={"event": "failed", "folder": ctx.remote_path, "result": "folder"},
             )
             return None
-        METRICS.scanned(ctx.remote_path)
+        self.metrics.scanned(ctx.remote_path)
         looked = Looked(scan.files, incomplete=scan.incomplete)
         in_sync = (
             states is not None
@@ -377,7 +382,7 @@ class Engine:
 
     def report_held(self, ctx: FolderCtx, plan: Plan, report: Report) -> None:
         for p in plan.held_back:
-            METRICS.error("held_back", ctx.remote_path)
+            self.metrics.error("held_back", ctx.remote_path)
             report.failed.append(Problem(ctx.remote_path, p.reason))
             log.error("folder %s: %s", ctx.remote_path, p.reason)
 
@@ -639,7 +644,7 @@ class Engine:
             except (AuthError, WrongProtocol) as e:
                 if self.fatal is None:
                     self.fatal = e
-                    METRICS.error(error_kind(e), f"{job.ctx.remote_path}/{job.op.rel}")
+                    self.metrics.error(error_kind(e), f"{job.ctx.remote_path}/{job.op.rel}")
                     # A pass says it once, at its end (``Report.outcome``); the daemon here.
                     log.log(logging.DEBUG if self.one_shot else logging.ERROR, "%s", e)
                 self._left_undone(job.ctx, job.op, job.report, e)
@@ -647,7 +652,7 @@ class Engine:
                 name = f"{job.ctx.remote_path}/{job.op.rel}"
                 log.exception("%s: internal error: %r", name, e)
                 job.report.failed.append(Problem(name, f"internal error: {e!r}"))
-                METRICS.error("internal", name)
+                self.metrics.error("internal", name)
             finally:
                 self.inflight.pop(key, None)
                 if job.batch is not None:
@@ -681,7 +686,7 @@ class Engine:
                     n = await uploader.delete(ctx, op)  # (not `+= await`: jobs run at once)
                     report.deleted += n
                     job.ok = True
-                    METRICS.done(job, Outcome.DELETED)
+                    self.metrics.done(job.ctx.remote_path, job.op, Outcome.DELETED, job.started)
                     return
                 if op.kind is OpKind.MOVE:
                     assert op.dest is not None
@@ -693,7 +698,7 @@ class Engine:
                         report.adopted += outcome != Outcome.UPLOADED
                         report.deleted += 1
                     job.ok = True
-                    METRICS.done(job, outcome)
+                    self.metrics.done(job.ctx.remote_path, job.op, outcome, job.started)
                     return
                 outcome = await uploader.upload(ctx, op, progress=_sent_by(job))
                 job.ok = True
@@ -704,7 +709,7 @@ class Engine:
                     report.refreshed += 1
                 else:
                     report.adopted += 1
-                METRICS.done(job, outcome)
+                self.metrics.done(job.ctx.remote_path, job.op, outcome, job.started)
                 return
             except SourceChanged as e:
                 if job.on_changed is not None:
@@ -715,7 +720,7 @@ class Engine:
                     log.warning("%s vanished before it was sent; skipped", name)
                     return
                 if attempt == CHANGED_RETRIES:
-                    METRICS.error("changed", name)
+                    self.metrics.error("changed", name)
                     why = f"{e.problem} (kept changing while sent; the server may hold an old copy)"
                     report.failed.append(Problem(name, why))
                     return
@@ -723,7 +728,7 @@ class Engine:
                 await asyncio.sleep(self.config.sync.debounce)
                 op = job.op = Op(op.kind, op.rel, local=now, row=op.row)
             except SourceError as e:
-                METRICS.error("local", name)
+                self.metrics.error("local", name)
                 report.failed.append(Problem(name, e.problem))
                 log.error(
                     "%s: %s",
@@ -740,7 +745,7 @@ class Engine:
             except (AuthError, WrongProtocol):
                 raise
             except RemoteError as e:
-                METRICS.error(error_kind(e), name)
+                self.metrics.error(error_kind(e), name)
                 if isinstance(e, TransientError) and job.on_retry is not None:
                     job.on_retry(job, e)  # the daemon keeps it in its outbox and tries later
                     return

@@ -89,3 +89,31 @@ class WrongProtocol(PermanentError):
 
 class AuthError(PermanentError):
     """The remote refused our credentials (401): nothing will work until the user fixes them."""
+
+
+#: Error kinds, as in ``syncd_errors_total{kind=...}`` and the status document's errors.
+ERROR_KINDS = (
+    "local",  # a local file could not be read (permissions, vanished, not a regular file)
+    "changed",  # a file kept changing while it was sent
+    "remote",  # the remote refused this path (4xx other than 401)
+    "transient",  # the remote failed after every retry (5xx, timeouts, resets)
+    "unreachable",  # the remote could not be reached at all
+    "auth",  # the remote refused the credentials
+    "folder",  # a folder is missing, unmounted or unreadable
+    "held_back",  # deletions held back (a folder that suddenly became empty)
+)
+
+
+def error_kind(e: BaseException) -> str:
+    """The kind of error ``e`` is, for the metrics and the status document."""
+    if isinstance(e, AuthError):
+        return "auth"
+    if isinstance(e, Unreachable):
+        return "unreachable"
+    if isinstance(e, TransientError):
+        return "transient"
+    if isinstance(e, RemoteError):
+        return "remote"
+    if isinstance(e, SourceChanged):
+        return "changed"
+    return "local"  # SourceError: the file could not be read

@@ -8,11 +8,10 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from syncd.errors import Silent, TransientError, Unreachable
-from syncd.status import METRICS
 
 log = logging.getLogger("syncd.retry")
 
@@ -24,6 +23,8 @@ class RetryPolicy:
     attempts: int = 5  # total tries, the first included
     base: float = 0.5  # seconds before the second try
     cap: float = 30.0  # longest wait between two tries
+    #: called once per retry (the engine counts them in its metrics)
+    on_retry: Callable[[], None] = field(default=lambda: None, compare=False, repr=False)
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait after failed try number ``attempt`` (1-based)."""
@@ -46,7 +47,7 @@ class RetryPolicy:
                 if attempt >= self.attempts:
                     raise
                 wait = self.delay(attempt, e.retry_after)
-                METRICS.retry()
+                self.on_retry()
                 # An unreachable server is said once by the pass or the daemon, not per file.
                 text = str(e)
                 log.log(

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from syncd.config import DEFAULT_IGNORES, FolderConfig
-from syncd.types import LocalFile, Problem, shown
+from syncd.types import RESERVED_PREFIX, LocalFile, Problem, shown
 
 if TYPE_CHECKING:
     import pathspec
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("syncd.scanner")
 
 IGNORE_FILE = ".syncdignore"
-RESERVED_PREFIX = ".~syncd-"
 MAX_IGNORE_FILE = 1 << 20  # bytes: a larger .syncdignore is not an ignore list
 MAX_IGNORE_LINE = 16384  # characters: no path is longer than PATH_MAX (4096 bytes)
 FEW = 5  # up to this many skips are named in the scan's one warning; more are counted

@@ -11,6 +11,10 @@ from __future__ import annotations
 import enum
 from typing import NamedTuple
 
+RESERVED_PREFIX = ".~syncd-"
+"""Names starting with this belong to syncd (server temps, locks, the mirror marker, the
+client's own temps): never mirrored, never listed, never addressable as a mirror path."""
+
 
 class LocalFile(NamedTuple):
     """A regular file as the scanner saw it: path relative to the folder, with '/' separators.

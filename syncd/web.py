@@ -22,8 +22,10 @@ from typing import Any
 
 from aiohttp import web
 
+from syncd.errors import ERROR_KINDS
 from syncd.logs import REDACTOR
-from syncd.status import ERROR_KINDS, Metrics, StatusBoard, split_listen
+from syncd.status import StatusBoard, split_listen
+from syncd.status.metrics import Metrics
 
 log = logging.getLogger("syncd.web")
 

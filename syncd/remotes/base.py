@@ -14,11 +14,7 @@ from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
 from syncd.hashing import Source
-from syncd.types import RemoteEntry
-
-RESERVED_PREFIX = ".~syncd-"
-"""Names starting with this belong to syncd on the server (temps, locks, the mirror marker):
-``list`` never yields a path with such a component."""
+from syncd.types import RESERVED_PREFIX, RemoteEntry
 
 MARKER_NAME = ".~syncd-mirror"
 """The mirror marker's name, at ``<prefix>/.~syncd-mirror``."""

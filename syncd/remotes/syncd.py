@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import json
 import logging
@@ -21,6 +19,7 @@ from yarl import URL
 
 from syncd import __version__
 from syncd.config import RemoteConfig
+from syncd.digests import digest_header, parse_digest
 from syncd.errors import (
     AuthError,
     PermanentError,
@@ -41,24 +40,6 @@ log = logging.getLogger("syncd.remotes.syncd")
 TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504, 507}
 #: 5xx answers that no retry can change: the server does not implement what was asked.
 PERMANENT_5XX = {501, 505}
-
-
-def digest_header(sha256_hex: str) -> str:
-    return "sha-256=:" + base64.b64encode(bytes.fromhex(sha256_hex)).decode() + ":"
-
-
-def parse_digest(value: str | None) -> str | None:
-    """The sha-256 (hex) of an RFC 9530 ``Repr-Digest``/``Content-Digest`` value, if present."""
-    if not value:
-        return None
-    for item in value.split(","):
-        name, _, rest = item.strip().partition("=")
-        if name.strip().lower() == "sha-256" and rest.startswith(":") and rest.endswith(":"):
-            try:
-                return base64.b64decode(rest[1:-1], validate=True).hex()
-            except (binascii.Error, ValueError):
-                return None
-    return None
 
 
 def retry_after(value: str | None) -> float | None:

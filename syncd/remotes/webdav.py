@@ -25,17 +25,17 @@ import aiohttp
 from yarl import URL
 
 from syncd.config import RemoteConfig
+from syncd.digests import digest_header
 from syncd.errors import ConfigError, PermanentError, TransientError
 from syncd.hashing import Source
 from syncd.remotes.base import (
-    RESERVED_PREFIX,
     is_reserved,
     marker_body,
     marker_path,
 )
 from syncd.remotes.body import body_of
-from syncd.remotes.syncd import HTTPRemote, digest_header, quote_path
-from syncd.types import RemoteEntry
+from syncd.remotes.syncd import HTTPRemote, quote_path
+from syncd.types import RESERVED_PREFIX, RemoteEntry
 
 log = logging.getLogger("syncd.remotes.webdav")
 

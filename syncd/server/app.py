@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from syncd.digests import digest_header
 from syncd.errors import ConfigError, SyncdError
 from syncd.server.errors import (
     BadRequest,
@@ -54,7 +55,7 @@ from syncd.server.store import (
     Store,
     remove_leftover_temps,
 )
-from syncd.server.upload import CHUNK, Upload, digest_header
+from syncd.server.upload import CHUNK, Upload
 
 log = logging.getLogger("syncd.server")
 

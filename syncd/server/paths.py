@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
 from syncd.server.errors import BadRequest
+from syncd.types import RESERVED_PREFIX
 
-RESERVED_PREFIX = ".~syncd-"
 """Names with this prefix belong to the server (temporary files, the lock, mirror markers)."""
 
 MARKER_NAME = ".~syncd-mirror"

@@ -10,8 +10,6 @@ bodies in, no thread waits for any of them, and nothing else waits for the body 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import os
 import socket
 import threading
@@ -24,6 +22,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestPayloadError
 
+from syncd.digests import sha256_members
 from syncd.server.errors import (
     BadRequest,
     NotImplementedHere,
@@ -83,20 +82,10 @@ def request_digests(request: web.Request) -> list[bytes]:
     found: list[bytes] = []
     for header in ("Repr-Digest", "Content-Digest"):
         for value in request.headers.getall(header, ()):
-            for member in value.split(","):
-                key, sep, item = member.strip().partition("=")
-                if key.strip().lower() != "sha-256":
-                    continue
-                item = item.split(";", 1)[0].strip()
-                if not sep or len(item) < 2 or item[0] != ":" or item[-1] != ":":
-                    raise BadRequest(f"malformed {header}: expected sha-256=:<base64>:")
-                try:
-                    digest = base64.b64decode(item[1:-1], validate=True)
-                except (binascii.Error, ValueError):
-                    raise BadRequest(f"malformed {header}: bad base64") from None
-                if len(digest) != 32:
-                    raise BadRequest(f"malformed {header}: a sha-256 has 32 bytes")
-                found.append(digest)
+            try:
+                found.extend(sha256_members(value))
+            except ValueError as e:
+                raise BadRequest(f"malformed {header}: {e}") from None
     return found
 
 

@@ -21,6 +21,7 @@ from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from syncd.digests import digest_header
 from syncd.errors import InUse, SyncdError
 from syncd.server.errors import (
     BadRequest,
@@ -39,7 +40,6 @@ from syncd.server.errors import (
 from syncd.server.paths import (
     LOCK_NAME,
     MARKER_NAME,
-    RESERVED_PREFIX,
     RelPath,
     addressable,
     check_name,
@@ -53,9 +53,9 @@ from syncd.server.upload import (
     Live,
     Stored,
     Upload,
-    digest_header,
     lstat_at,
 )
+from syncd.types import RESERVED_PREFIX
 
 __all__ = [
     "CHUNK",

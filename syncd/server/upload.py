@@ -9,7 +9,6 @@ for its socket instead (see :mod:`syncd.server.receive`).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
 import os
@@ -24,10 +23,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from syncd.digests import digest_header
 from syncd.faults import crash_point
 from syncd.server.errors import BadRequest, Conflict, Forbidden, NotFound, StoreError, os_error
-from syncd.server.paths import RESERVED_PREFIX, TEMP_SUFFIX, RelPath
+from syncd.server.paths import TEMP_SUFFIX, RelPath
 from syncd.server.tree import Dirs
+from syncd.types import RESERVED_PREFIX
 
 if TYPE_CHECKING:
     from syncd.server.store import Store
@@ -59,11 +60,6 @@ try:
     _IOV_MAX = max(16, os.sysconf("SC_IOV_MAX"))
 except (AttributeError, ValueError, OSError):
     _IOV_MAX = 16
-
-
-def digest_header(digest: bytes) -> str:
-    """RFC 9530 value for a sha-256 digest: ``sha-256=:<base64>:``."""
-    return "sha-256=:" + base64.b64encode(digest).decode("ascii") + ":"
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,9 @@
 - ``StatusBoard.snapshot()`` builds the status document (schema: docs/status.md, ``version``
   1). The same document is what ``syncd status --json`` prints, what the control socket and
   ``/status.json`` serve, and what ``/metrics`` and the sd_notify ``STATUS=`` line summarise.
-- ``METRICS`` holds the counters the document cannot read from the daemon's state (retries,
-  errors by kind, upload durations, recent transfers). The engine, uploader and retry policy
-  feed it with one-line calls; there is one daemon per process, so one instance.
+- ``Metrics`` (status/metrics.py) holds the counters the document cannot read from the
+  daemon's state (retries, errors by kind, upload durations, recent transfers). The engine owns
+  one and hands it to the retry policy; the board reads the daemon's engine's.
 - The daemon listens on ``<state_dir>/syncd.sock`` (mode 0600): a client sends one line
   (``status``) and reads one JSON document. Where Unix sockets are not available (Windows),
   ``syncd status`` asks the status endpoint (``[status] listen``) instead, or falls back to the
@@ -22,27 +22,18 @@ import os
 import re
 import socket
 import time
-from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, SupportsIndex
 
 from syncd import __version__
-from syncd.errors import (
-    AuthError,
-    RemoteError,
-    SourceChanged,
-    SyncdError,
-    TransientError,
-    Unreachable,
-)
+from syncd.errors import SyncdError
 from syncd.statelock import AlreadyRunning
 from syncd.types import Problem
 
 if TYPE_CHECKING:
     from syncd.config import Config
     from syncd.daemon import Daemon
-    from syncd.engine import Job
     from syncd.manifest import Manifest
     from syncd.notify import Notifier
     from syncd.report import Report
@@ -55,146 +46,9 @@ HAS_UNIX = hasattr(socket, "AF_UNIX") and hasattr(asyncio, "start_unix_server")
 TICK = 1.0  # seconds between looks at the daemon (STATUS= line, "last in sync" times)
 HELD_MAX_AGE = 10.0  # seconds the light view (STATUS= line) may show old held deletions
 
-#: Upper bounds (seconds) of the upload duration histogram's buckets.
-DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
-
-#: Error kinds, as in ``syncd_errors_total{kind=...}`` and the status document's errors.
-ERROR_KINDS = (
-    "local",  # a local file could not be read (permissions, vanished, not a regular file)
-    "changed",  # a file kept changing while it was sent
-    "remote",  # the remote refused this path (4xx other than 401)
-    "transient",  # the remote failed after every retry (5xx, timeouts, resets)
-    "unreachable",  # the remote could not be reached at all
-    "auth",  # the remote refused the credentials
-    "folder",  # a folder is missing, unmounted or unreadable
-    "held_back",  # deletions held back (a folder that suddenly became empty)
-)
-
-
-def error_kind(e: BaseException) -> str:
-    """The kind of error ``e`` is, for the metrics and the status document."""
-    if isinstance(e, AuthError):
-        return "auth"
-    if isinstance(e, Unreachable):
-        return "unreachable"
-    if isinstance(e, TransientError):
-        return "transient"
-    if isinstance(e, RemoteError):
-        return "remote"
-    if isinstance(e, SourceChanged):
-        return "changed"
-    return "local"  # SourceError: the file could not be read
-
-
-# --------------------------------------------------------------------------- metrics
-
-
-class Histogram:
-    """A Prometheus-style histogram: cumulative counts per upper bound, sum and count."""
-
-    def __init__(self, buckets: Iterable[float]) -> None:
-        self.buckets = tuple(buckets)
-        self.counts = [0] * len(self.buckets)
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, value: float) -> None:
-        self.sum += value
-        self.count += 1
-        for i, bound in enumerate(self.buckets):
-            if value <= bound:
-                self.counts[i] += 1
-
-
-class Metrics:
-    """Counters fed by one-line calls from the engine, the uploader and the retry policy.
-
-    Also the daemon's error log: every problem is recorded with its time and kind, and stays
-    *current* until the same path is mirrored, or a full rescan of its folder starts over.
-    """
-
-    def __init__(self) -> None:
-        self.retries = 0
-        self.errors_total: Counter[str] = Counter()
-        self.upload_seconds = Histogram(DURATION_BUCKETS)
-        self.last_transfer: float | None = None
-        self.recent: deque[dict[str, Any]] = deque(maxlen=50)
-        self.errors: deque[dict[str, Any]] = deque(maxlen=100)
-        self.failing: dict[str, dict[str, Any]] = {}
-        self._kinds: dict[str, str] = {}
-
-    # -- calls from the pipeline ------------------------------------------------------------
-    def retry(self) -> None:
-        """One more try of a transient failure (retry.py)."""
-        self.retries += 1
-
-    def error(self, kind: str, name: str) -> None:
-        """A failure of ``kind`` for ``name`` ("remote_path/rel", or a folder's remote_path).
-
-        Counted here; its reason is recorded when the problem reaches the daemon's report.
-        """
-        self.errors_total[kind] += 1
-        if len(self._kinds) > 1000:  # one-shot passes never hand their problems to a board
-            self._kinds.clear()
-        self._kinds[name] = kind
-
-    def done(self, job: Job, outcome: str) -> None:
-        """``job`` succeeded: ``outcome`` is uploaded, refreshed, adopted, deleted or moved."""
-        ctx, op = job.ctx, job.op
-        name = f"{ctx.remote_path}/{op.rel}"
-        self._resolve(name)
-        if op.dest is not None:
-            self._resolve(f"{ctx.remote_path}/{op.dest}")
-        if outcome in ("refreshed", "adopted"):
-            return  # nothing was transferred
-        now = time.time()
-        seconds = max(0.0, time.monotonic() - job.started) if job.started else 0.0
-        if outcome == "uploaded":
-            self.upload_seconds.observe(seconds)
-        self.last_transfer = now
-        self.recent.appendleft(
-            {
-                "time": now,
-                "folder": ctx.remote_path,
-                "path": op.rel,
-                "op": outcome,
-                "to": op.dest,
-                "bytes": op.local.size if op.local is not None and outcome == "uploaded" else 0,
-                "seconds": round(seconds, 3),
-            }
-        )
-
-    def scanned(self, folder: str) -> None:
-        """A full scan of ``folder`` (its remote_path) starts: what still fails is found again."""
-        prefix = folder + "/"
-        for name in [n for n in self.failing if n == folder or n.startswith(prefix)]:
-            del self.failing[name]
-
-    def problem(self, p: Problem) -> None:
-        """A problem reached the daemon's report (see ``FailedLog``)."""
-        kind = self._kinds.pop(p.path, None)
-        if kind is None:  # found by a scan, not by a transfer: counted here
-            kind = "local"
-            self.errors_total[kind] += 1
-        entry = {"time": time.time(), "name": p.path, "kind": kind, "reason": p.reason}
-        self.errors.append(entry)
-        self.failing[p.path] = entry
-        if len(self.failing) > 10_000:
-            del self.failing[next(iter(self.failing))]
-
-    def _resolve(self, name: str) -> None:
-        self.failing.pop(name, None)
-        if self.failing:
-            prefix = name + "/"  # a directory deleted or moved as a whole
-            for n in [n for n in self.failing if n.startswith(prefix)]:
-                del self.failing[n]
-
-
-METRICS = Metrics()
-
 
 class FailedLog(list[Problem]):
-    """``report.failed`` of a long-running daemon: hands every problem to ``METRICS`` as it
+    """``report.failed`` of a long-running daemon: hands every problem to the metrics as it
     is added (with the time it happened) and keeps itself bounded."""
 
     def __init__(self, sink: Callable[[Problem], None]) -> None:
@@ -226,9 +80,9 @@ class StatusBoard:
     """Builds the status document from the daemon's live state, and keeps the service manager
     (sd_notify) and the status endpoint fed while the daemon runs (``serving()``)."""
 
-    def __init__(self, daemon: Daemon, metrics: Metrics | None = None) -> None:
+    def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
-        self.metrics = metrics or METRICS
+        self.metrics = daemon.engine.metrics
         daemon.report.failed = FailedLog(self.metrics.problem)
         self.last_sync: dict[int, float] = {}  # folder index -> last time seen in sync
         self.last_all_sync: float | None = None
@@ -862,16 +716,13 @@ async def query_http(listen: str, wait: float = 5) -> dict[str, Any] | None:
 
 
 __all__ = [
-    "METRICS",
     "SCHEMA_VERSION",
     "SYNC_WAIT",
     "AlreadyRunning",
     "ControlServer",
     "FailedLog",
-    "Metrics",
     "StatusBoard",
     "ask_sync",
-    "error_kind",
     "folder_problem",
     "held_by_scope",
     "manifest_snapshot",
