@@ -9,6 +9,7 @@ kind only: like any tuple, a record equals another with the same fields in the s
 from __future__ import annotations
 
 import enum
+import ipaddress
 from typing import NamedTuple
 
 RESERVED_PREFIX = ".~syncd-"
@@ -114,3 +115,14 @@ def shown(path: str) -> str:
         else:
             out.append(repr(c)[1:-1])
     return "".join(out)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name, an address, or an IPv6 address in brackets) is this machine's
+    loopback: "localhost", 127.0.0.0/8, ::1."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

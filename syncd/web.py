@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -26,6 +25,7 @@ from syncd.errors import ERROR_KINDS
 from syncd.logs import REDACTOR
 from syncd.status import StatusBoard, split_listen
 from syncd.status.metrics import Metrics
+from syncd.types import is_loopback
 
 log = logging.getLogger("syncd.web")
 
@@ -35,15 +35,6 @@ LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BOARD = web.AppKey("board", StatusBoard)
 LOOPBACK_ONLY = web.AppKey("loopback_only", bool)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _hostname(host: str) -> str:
@@ -185,7 +176,7 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
     if request.app[LOOPBACK_ONLY]:
         host = _hostname(request.host or "")
-        if host not in LOOPBACK_NAMES and not _is_loopback(host):
+        if host not in LOOPBACK_NAMES and not is_loopback(host):
             raise web.HTTPForbidden(text="this status page answers only to a loopback address\n")
     resp = await handler(request)
     resp.headers["Cache-Control"] = "no-store"
@@ -244,7 +235,7 @@ class StatusSite:
     def __init__(self, board: StatusBoard, listen: str) -> None:
         self.board = board
         self.host, self.port = split_listen(listen)
-        self.loopback = _is_loopback(self.host)
+        self.loopback = is_loopback(self.host)
         self._runner: web.AppRunner | None = None
         self._retry: asyncio.Task[None] | None = None
 

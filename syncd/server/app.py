@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import email.utils
 import hmac
-import ipaddress
 import json
 import logging
 import re
@@ -56,6 +55,7 @@ from syncd.server.store import (
     remove_leftover_temps,
 )
 from syncd.server.upload import CHUNK, Upload
+from syncd.types import is_loopback
 
 log = logging.getLogger("syncd.server")
 
@@ -577,15 +577,6 @@ async def _mkcol(request: web.Request, rel: RelPath) -> web.StreamResponse:
 # --------------------------------------------------------------------------- serve
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def _ssl_context(opts: ServeOptions) -> ssl.SSLContext | None:
     if opts.tls_cert is None and opts.tls_key is None:
         return None
@@ -644,7 +635,7 @@ class _Signals:
 
 async def serve(opts: ServeOptions) -> None:
     """Run the server until SIGTERM/SIGINT; raise :class:`ConfigError` for bad options."""
-    if opts.token is None and not opts.insecure and not _is_loopback(opts.host):
+    if opts.token is None and not opts.insecure and not is_loopback(opts.host):
         raise ConfigError(
             "command line",
             "--host",
