@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import threading
 
 from syncd.errors import SyncdError
 
@@ -82,6 +83,12 @@ class InsufficientStorage(StoreError):
     """507: the disk (or a quota) is full."""
 
     status = 507
+
+
+def check_stop(stop: threading.Event | None) -> None:
+    """Raise :class:`Unavailable` (503) once the server is stopping."""
+    if stop is not None and stop.is_set():
+        raise Unavailable("the server is stopping; try again")
 
 
 def printable(text: str) -> str:

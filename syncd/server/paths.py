@@ -56,6 +56,42 @@ class RelPath:
         return "/" + self.text
 
 
+@dataclass(frozen=True)
+class Query:
+    """A request's query string: which kind of request on the path (None: the plain one) and,
+    for the steps of a two-step upload, its id."""
+
+    kind: str | None  # None, "list", "state", "upload", "commit"
+    uid: str = ""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a handler is given: the path, and the id of a two-step upload ("" for others)."""
+
+    rel: RelPath
+    uid: str = ""
+
+
+_ID = re.compile(r"[0-9a-f]{32}\Z")
+
+
+def parse_query(query: str | None) -> Query:
+    """Check a raw query string (``None``: there was no ``?``); raise :class:`BadRequest`."""
+    if not query:
+        return Query(None)
+    if query in ("list", "list="):
+        return Query("list")
+    if query in ("state", "state="):
+        return Query("state")
+    key, sep, value = query.partition("=")
+    if key in ("upload", "commit") and sep:
+        if not _ID.match(value):
+            raise BadRequest(f"?{key}= needs 32 lowercase hex digits")
+        return Query(key, value)
+    raise BadRequest("unknown query string (a '?' in a name must be sent as %3F)")
+
+
 def split_target(target: str) -> tuple[str, str | None]:
     """Split a raw request target into its path and its query (``None`` without ``?``)."""
     path, sep, query = target.partition("?")

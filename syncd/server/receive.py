@@ -1,4 +1,4 @@
-"""Request bodies, from the connection to an :class:`~syncd.server.upload.Upload`.
+"""Request bodies, from the connection to an :class:`~syncd.server.uploads.Upload`.
 
 Waiting for a client's bytes is the event loop's job; only the blocking work (write, hash,
 fsync, and for large bodies the socket reads themselves, in short slices) runs in threads, in
@@ -30,7 +30,8 @@ from syncd.server.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from syncd.server.upload import CHUNK, Stored, Upload
+from syncd.server.fdio import CHUNK
+from syncd.server.uploads import Stored, Upload
 
 READ_TIMEOUT = 60.0
 """Seconds a request body may stall before the request fails (408)."""

@@ -16,18 +16,12 @@ import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
 
-from syncd.server.errors import Conflict, Forbidden, NotFound, StoreError, Unavailable, os_error
+from syncd.server.errors import Conflict, Forbidden, NotFound, StoreError, check_stop, os_error
+from syncd.server.fdio import O_DIR, O_ROOT
 
 WINDOW = 16
 """Open directory descriptors a chain keeps (besides its base)."""
-
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
-O_DIR = os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC
-O_ROOT = os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC
 
 _RETRIES = 8
 """How often a directory delete starts over on entries that appeared while it ran."""
@@ -36,12 +30,6 @@ _RETRIES = 8
 def _ident(fd: int) -> tuple[int, int]:
     st = os.fstat(fd)
     return st.st_dev, st.st_ino
-
-
-def check_stop(stop: threading.Event | None) -> None:
-    """Raise :class:`Unavailable` (503) once the server is stopping."""
-    if stop is not None and stop.is_set():
-        raise Unavailable("the server is stopping; try again")
 
 
 class Chain:
@@ -207,12 +195,7 @@ class Dirs:
     def __enter__(self) -> Dirs:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
