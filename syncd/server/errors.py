@@ -19,7 +19,8 @@ class StoreError(SyncdError):
 
 
 class BadRequest(StoreError):
-    """400: the path, a header or the body is malformed."""
+    """400: the path, a header or the body is malformed, or the body is not what its digest
+    says (a one-step PUT and a commit alike)."""
 
     status = 400
 
@@ -49,8 +50,8 @@ class RequestTimeout(StoreError):
 
 
 class Conflict(StoreError):
-    """409: a directory where a file is needed (or the reverse), a digest mismatch at commit,
-    a tree that changed while it was walked."""
+    """409: a directory where a file is needed (or the reverse), a tree that changed while it
+    was walked."""
 
     status = 409
 

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from syncd.digests import digest_header
 from syncd.server.appkeys import BODY_POOL, STORE, UPLOADS
-from syncd.server.errors import BadRequest, Conflict, StoreError, UnsupportedMediaType, printable
+from syncd.server.errors import BadRequest, StoreError, UnsupportedMediaType, printable
 from syncd.server.fdio import CHUNK
 from syncd.server.listing import ListEntry, iter_listing
 from syncd.server.paths import RelPath, Target, parse_path, split_target
@@ -184,19 +184,9 @@ async def commit(request: web.Request, target: Target) -> web.StreamResponse:
     if expired:
         await asyncio.to_thread(discard_all, expired)
     up = uploads.take(uid, rel)
-    ok = False
-    try:
-        for want in expected:
-            if want != up.digest:
-                raise Conflict(
-                    f"digest mismatch: received {digest_header(up.digest)}"
-                    f" but the commit says {digest_header(want)}"
-                )
-        replaced = await asyncio.to_thread(up.commit)
-        ok = True
-    finally:
-        if not ok:
-            await asyncio.to_thread(up.discard)
+    # (The commit discards the temp on any failure; once the thread call is queued it runs
+    # even if this request is cancelled.)
+    replaced = await asyncio.to_thread(up.commit, expected)
     log.info("stored %r (%d bytes, %s)", str(rel), up.size, "replaced" if replaced else "new")
     return _stored_response(replaced, up.digest)
 

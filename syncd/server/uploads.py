@@ -182,6 +182,8 @@ class Upload:
         return existed
 
     def _check_digests(self, expected: Sequence[bytes]) -> None:
+        """The one digest check, of a one-step PUT, an upload step and a commit alike: every
+        sha-256 the request names must be that of the bytes received (else 400)."""
         for want in expected:
             if want != self.digest:
                 raise BadRequest(
@@ -251,10 +253,13 @@ class Upload:
                 self._discard()
                 raise
 
-    def commit(self) -> bool:
-        """Rename a finished upload into place; True if it replaced a file."""
+    def commit(self, expected: Sequence[bytes]) -> bool:
+        """Check the digests the commit names (as :meth:`complete` does: 400 on a mismatch),
+        then rename a finished upload into place; True if it replaced a file. Discards the
+        temp on any failure."""
         with self._lock:
             try:
+                self._check_digests(expected)
                 return self._commit()
             except BaseException:
                 self._discard()
