@@ -17,7 +17,7 @@ import os
 import signal
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import watchfiles
 
@@ -36,6 +36,7 @@ from syncd.errors import (
 from syncd.planner import Looked, Plan
 from syncd.retry import RetryPolicy
 from syncd.scanner import FolderUnavailable
+from syncd.signals import stop_signals
 from syncd.status import ControlServer, StatusBoard
 from syncd.types import LocalFile, Op, Problem
 from syncd.uploader import FolderCtx
@@ -102,7 +103,7 @@ class Daemon:
             ControlServer(self.board, self.config.sync.state_dir),
             self.board.serving(),  # ops: sd_notify STATUS/WATCHDOG/STOPPING, status endpoint
         ):
-            with self._signals():
+            with stop_signals(self._on_signal):
                 tasks = [asyncio.create_task(self._watch(i)) for i in range(len(self.folders))]
                 # The watches must be in place before the reconcile scan, or a change made
                 # during the scan could be missed.
@@ -201,23 +202,6 @@ class Daemon:
         mine.adopted += report.adopted
         mine.failed += report.failed
         return report
-
-    @contextlib.contextmanager
-    def _signals(self) -> Iterator[None]:
-        loop = asyncio.get_running_loop()
-        sigs = [signal.SIGINT, signal.SIGTERM]
-        installed = []
-        for sig in sigs:
-            try:
-                loop.add_signal_handler(sig, self._on_signal, sig)
-                installed.append(sig)
-            except (NotImplementedError, RuntimeError):  # Windows: KeyboardInterrupt instead
-                pass
-        try:
-            yield
-        finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if self._stopping.is_set():
