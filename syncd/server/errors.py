@@ -100,33 +100,33 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+_NO_SPACE = (InsufficientStorage, "no space left on the server")
+_OS_ERRORS: dict[int, tuple[type[StoreError], str]] = {
+    errno.ENOSPC: _NO_SPACE,
+    getattr(errno, "EDQUOT", errno.ENOSPC): _NO_SPACE,
+    errno.ENAMETOOLONG: (BadRequest, "name too long"),
+    errno.EACCES: (Forbidden, "permission denied"),
+    errno.EPERM: (Forbidden, "permission denied"),
+    errno.EROFS: (Forbidden, "the server's filesystem is read-only"),
+    errno.ELOOP: (Forbidden, "is a symlink"),
+    errno.ENOENT: (NotFound, "not found"),
+    errno.EISDIR: (Conflict, "is a directory"),
+    errno.ENOTDIR: (Conflict, "a parent is not a directory"),
+    errno.ENOTEMPTY: (Conflict, "directory not empty"),
+    errno.EEXIST: (Conflict, "directory not empty"),
+    errno.EMLINK: (Conflict, "too many entries in a directory (the filesystem's limit)"),
+    errno.EINVAL: (BadRequest, "the filesystem refuses this name or operation"),
+    errno.EXDEV: (Conflict, "source and destination are on different filesystems"),
+    errno.EMFILE: (Unavailable, "the server has too many files open; try again"),
+    errno.ENFILE: (Unavailable, "the server has too many files open; try again"),
+}
+"""What an unexpected ``OSError`` means for the request: the refusal and its line."""
+
+
 def os_error(e: OSError, what: str) -> StoreError:
     """Translate an unexpected ``OSError`` about ``what`` into a :class:`StoreError`."""
-    code = e.errno
-    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        return InsufficientStorage(f"{what}: no space left on the server")
-    if code == errno.ENAMETOOLONG:
-        return BadRequest(f"{what}: name too long")
-    if code in (errno.EACCES, errno.EPERM):
-        return Forbidden(f"{what}: permission denied")
-    if code == errno.EROFS:
-        return Forbidden(f"{what}: the server's filesystem is read-only")
-    if code == errno.ELOOP:
-        return Forbidden(f"{what}: is a symlink")
-    if code == errno.ENOENT:
-        return NotFound(f"{what}: not found")
-    if code == errno.EISDIR:
-        return Conflict(f"{what}: is a directory")
-    if code == errno.ENOTDIR:
-        return Conflict(f"{what}: a parent is not a directory")
-    if code in (errno.ENOTEMPTY, errno.EEXIST):
-        return Conflict(f"{what}: directory not empty")
-    if code == errno.EMLINK:
-        return Conflict(f"{what}: too many entries in a directory (the filesystem's limit)")
-    if code == errno.EINVAL:
-        return BadRequest(f"{what}: the filesystem refuses this name or operation")
-    if code == errno.EXDEV:
-        return Conflict(f"{what}: source and destination are on different filesystems")
-    if code == errno.EMFILE or code == errno.ENFILE:
-        return Unavailable(f"{what}: the server has too many files open; try again")
-    return StoreError(f"{what}: {e.strerror or e}")
+    known = _OS_ERRORS.get(e.errno) if e.errno is not None else None
+    if known is None:
+        return StoreError(f"{what}: {e.strerror or e}")
+    refusal, reason = known
+    return refusal(f"{what}: {reason}")

@@ -59,23 +59,27 @@ def check_body_headers(request: web.Request) -> None:
     other than chunked (501), a partial PUT (``Content-Range``, 400)."""
     if request.method not in BODY_METHODS and not request.body_exists:
         return
-    for value in request.headers.getall("Content-Encoding", ()):
-        for coding in value.split(","):
-            coding = coding.strip()
-            if coding and coding.lower() != "identity":
-                raise UnsupportedMediaType(
-                    f"Content-Encoding {coding!r} is not accepted: send the bytes to be stored"
-                    " as they are (a body is stored and its digest checked as sent)"
-                )
-    for value in request.headers.getall("Transfer-Encoding", ()):
-        for coding in value.split(","):
-            coding = coding.strip()
-            if coding and coding.lower() != "chunked":
-                raise NotImplementedHere(
-                    f"Transfer-Encoding {coding!r} is not supported (only chunked)"
-                )
+    coding = _other_coding(request, "Content-Encoding", "identity")
+    if coding is not None:
+        raise UnsupportedMediaType(
+            f"Content-Encoding {coding!r} is not accepted: send the bytes to be stored"
+            " as they are (a body is stored and its digest checked as sent)"
+        )
+    coding = _other_coding(request, "Transfer-Encoding", "chunked")
+    if coding is not None:
+        raise NotImplementedHere(f"Transfer-Encoding {coding!r} is not supported (only chunked)")
     if "Content-Range" in request.headers:
         raise BadRequest("Content-Range is not supported: send the whole body")
+
+
+def _other_coding(request: web.Request, header: str, allowed: str) -> str | None:
+    """The first coding listed in ``header`` (every occurrence) that is not ``allowed``."""
+    for value in request.headers.getall(header, ()):
+        for coding in value.split(","):
+            coding = coding.strip()
+            if coding and coding.lower() != allowed:
+                return coding
+    return None
 
 
 def request_digests(request: web.Request) -> list[bytes]:

@@ -248,11 +248,7 @@ class Store:
         if not rel.parts:
             raise Forbidden("/: refusing to delete the server root")
         with Dirs(self.root, rel.parent) as dirs:
-            st = lstat_at(dirs.last, rel.name, str(rel))
-            if st is None:
-                raise NotFound(f"{rel}: not found")
-            if stat.S_ISLNK(st.st_mode):
-                raise Forbidden(f"{rel}: is a symlink (never followed)")
+            st = _existing(dirs.last, rel)
             try:
                 _remove(dirs.last, rel.name, st, str(rel), self.stopping)
             finally:
@@ -273,11 +269,7 @@ class Store:
         if src.parts[: len(dst.parts)] == dst.parts:
             raise Conflict(f"{dst}: cannot move onto a parent of the source")
         with Dirs(self.root, src.parent) as sdirs:
-            st = lstat_at(sdirs.last, src.name, str(src))
-            if st is None:
-                raise NotFound(f"{src}: not found")
-            if stat.S_ISLNK(st.st_mode):
-                raise Forbidden(f"{src}: is a symlink (never followed)")
+            st = _existing(sdirs.last, src)
             if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
                 raise Forbidden(f"{src}: not a regular file or directory")
             with Dirs(self.root, dst.parent, create=True) as ddirs:
@@ -328,6 +320,17 @@ class Store:
             except OSError as e:
                 raise os_error(e, str(rel)) from e
             fsync_quiet(dirs.last)
+
+
+def _existing(dir_fd: int, rel: RelPath) -> os.stat_result:
+    """``lstat`` of what ``rel`` names in its directory ``dir_fd``: 404 if absent, 403 for a
+    symlink (never followed)."""
+    st = lstat_at(dir_fd, rel.name, str(rel))
+    if st is None:
+        raise NotFound(f"{rel}: not found")
+    if stat.S_ISLNK(st.st_mode):
+        raise Forbidden(f"{rel}: is a symlink (never followed)")
+    return st
 
 
 def _remove(dir_fd: int, name: str, st: os.stat_result, shown: str, stop: threading.Event) -> None:
