@@ -19,8 +19,6 @@ import stat
 import time
 from collections.abc import Callable, Iterator
 
-import watchfiles
-
 from syncd.config import Config
 from syncd.debounce import Debouncer
 from syncd.engine import Batch, Engine, Job, Report
@@ -39,7 +37,7 @@ from syncd.scanner import FolderUnavailable
 from syncd.status import ControlServer, StatusBoard
 from syncd.types import LocalFile, Op, Problem
 from syncd.uploader import FolderCtx
-from syncd.watcher import FolderWatcher, UndecodableName
+from syncd.watcher import Change, FolderWatcher, UndecodableName
 
 log = logging.getLogger("syncd.daemon")
 
@@ -297,7 +295,7 @@ class Daemon:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    def _on_events(self, i: int, batch: list[tuple[watchfiles.Change, str]]) -> None:
+    def _on_events(self, i: int, batch: list[tuple[Change, str]]) -> None:
         if not batch:
             return
         now = time.monotonic()
@@ -305,7 +303,7 @@ class Daemon:
             if rel == "":
                 # The folder itself was deleted, replaced or re-created: rescan it.
                 self._request_rescan(i)
-                if change == watchfiles.Change.deleted:
+                if change == Change.deleted:
                     self.watchers[i].stop()  # watch again when it is back
                 continue
             if rel == ".syncdignore":
