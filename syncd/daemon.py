@@ -10,12 +10,10 @@ the watcher reports trouble. SIGTERM/SIGINT drain the transfers in flight for up
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import os
 import signal
-import stat
 import time
 from collections.abc import Callable, Iterator
 
@@ -31,11 +29,12 @@ from syncd.errors import (
     Unreachable,
     WrongProtocol,
 )
-from syncd.planner import Looked, Plan
+from syncd.look import look_at
+from syncd.planner import Plan
 from syncd.retry import RetryPolicy
 from syncd.scanner import FolderUnavailable
 from syncd.status import ControlServer, StatusBoard
-from syncd.types import LocalFile, Op, Problem
+from syncd.types import Op
 from syncd.uploader import FolderCtx
 from syncd.watcher import Change, FolderWatcher, UndecodableName
 
@@ -44,8 +43,6 @@ log = logging.getLogger("syncd.daemon")
 GRACE = 10.0  # seconds in-flight transfers get to finish after the first signal
 ROOT_CHECK = 2.0  # seconds between checks of a folder that is unavailable
 PING_MAX = 10.0  # longest wait between two checks of a remote that is down
-DELETE_WINDOW = 60.0  # seconds: live deletions this close together count as one for max_delete
-HELD_RECHECK = 5.0  # seconds between whole rescans of a held folder that files come back to
 
 Key = tuple[int, str]  # (folder index, relative path)
 
@@ -80,13 +77,7 @@ class Daemon:
         self._up = asyncio.Event()
         self._up.set()
         self._down = asyncio.Event()
-        # The deletion guard: folders whose deletions are held (until `sync --force-delete`),
-        # and (when, how many) deletions the live path made recently.
-        self._held_scopes: set[str] = set()  # loaded from the manifest at the start
-        self._held_rels: dict[str, set[str]] = {}  # which paths live batches held, per scope
-        self._deleted: collections.deque[tuple[float, int]] = collections.deque()
         self._confirms: set[asyncio.Task[None]] = set()
-        self._recheck_at = [0.0] * len(self.engine.folders)  # per folder: see HELD_RECHECK
 
     @property
     def folders(self) -> list[FolderCtx]:
@@ -131,7 +122,6 @@ class Daemon:
     async def _main(self) -> None:
         # Reconcile every folder, wait for it, then announce readiness and go live.
         self._load_outbox()
-        self._held_scopes = {scope for scope, *_ in self.engine.manifest.held()}
         remote_watch = asyncio.create_task(self._watch_remote())
         # A folder with nothing to do is not compared with the remote's listing before ready
         # (listing 100,000 files takes seconds): that check runs right after, and sends again
@@ -445,13 +435,6 @@ class Daemon:
         plan = await self.engine.plan(ctx, report, server=check_remote, force=force)
         if plan is None:
             return batch, True
-        if plan.held or ctx.scope in self._held_scopes:
-            await self.engine.manifest.aflush()  # held, or released: `syncd status` says so
-        self._held_scopes.discard(ctx.scope)
-        self._held_rels.pop(ctx.scope, None)  # a whole look decides afresh
-        if plan.held:
-            self._held_scopes.add(ctx.scope)
-            self._held_rels[ctx.scope] = set(plan.held_rels)
         if not plan.empty:
             self.engine.apply_plan(ctx, plan)
             await self._submit_plan(i, plan, batch, report)
@@ -562,56 +545,19 @@ class Daemon:
         except FolderUnavailable as e:
             log.error("folder %s: %s; nothing sent, nothing deleted", ctx.remote_path, e)
             return
-        ignored = ctx.scanner.ignorer.ignored
-        files: dict[str, LocalFile] = {}
-        under: list[str] = []
-        incomplete: list[str] = []
+        under = []
         for rel in rels:
             if self._busy(i, rel):
                 self._deferred.add((i, rel))
-                continue
-            under.append(rel)
-            st = _lstat_exact(ctx, rel)
-            if st is None:
-                continue  # gone: the rows at and below it are the planner's to judge
-            if stat.S_ISDIR(st.st_mode):
-                if ignored(rel, True):
-                    continue
-                # A directory appeared (or changed): its files may have no events of their own.
-                try:
-                    scan = await asyncio.to_thread(ctx.scanner.scan, rel)
-                except FolderUnavailable:
-                    incomplete.append(rel)
-                    continue
-                # ops: named like the engine's problems ("remote_path/rel"), for `syncd status`
-                self.report.failed += [Problem(ctx.remote(p.path), p.reason) for p in scan.problems]
-                files.update(scan.files)
-                incomplete += scan.incomplete
-            elif (lf := ctx.scanner.look(rel, st)) is not None:  # judged as a scan judges it
-                files[rel] = lf
+            else:
+                under.append(rel)
         if not under:
             return
-        looked = Looked(files, under, incomplete, folder_empty=_empty(ctx))
-        plan = self.engine.planner(
-            ctx,
-            looked,
-            held=ctx.scope in self._held_scopes,
-            recent_deletes=self._recent_deletes(),
-            held_rels=self._held_rels.get(ctx.scope, set()),
-        )
-        if ctx.scope in self._held_scopes and files and self._recheck_at[i] <= time.monotonic():
-            # Files came back into a folder whose deletions are held (a restore): the whole
-            # folder is planned again, so the hold counts only what is still missing.
-            self._recheck_at[i] = time.monotonic() + HELD_RECHECK
+        looked, problems = await look_at(ctx, under)
+        self.report.failed += problems  # ops: `syncd status` lists them
+        plan, recount = await self.engine.plan_live(ctx, looked, self.report)
+        if recount:
             self._request_rescan(i)
-        if plan.held:
-            self._held_scopes.add(ctx.scope)
-            self._held_rels.setdefault(ctx.scope, set()).update(plan.held_rels)
-            self.engine.record_hold(ctx, plan, whole=False)
-            self.engine.report_held(ctx, plan, self.report)
-            await self.engine.manifest.aflush()  # `syncd status` reads the hold at once
-        if plan.deleting:
-            self._deleted.append((time.monotonic(), plan.deleting))
         await self._submit_plan(i, plan)
         # Outbox entries that turned out to need nothing (already sent, or gone) are done.
         handled = {op.rel for op in plan.ops} | {op.dest for op in plan.ops if op.dest}
@@ -621,28 +567,9 @@ class Daemon:
                 self.outbox.discard(key)
                 self.engine.manifest.outbox_remove(ctx.scope, rel)
 
-    def _recent_deletes(self) -> int:
-        """Deletions the live path made in the last DELETE_WINDOW seconds: they count toward
-        ``max_delete`` with the next batch's, so a mass delete arriving in pieces is held."""
-        cutoff = time.monotonic() - DELETE_WINDOW
-        while self._deleted and self._deleted[0][0] < cutoff:
-            self._deleted.popleft()
-        return sum(n for _, n in self._deleted)
-
     # -- status ------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, object]:
         return self.board.snapshot()
-
-
-def _empty(ctx: FolderCtx) -> bool:
-    """Does the folder hold nothing that is mirrored (it was emptied, or a disk unmounted)?
-    Reads the folder's first entries only."""
-    ignored = ctx.scanner.ignorer.ignored
-    try:
-        with os.scandir(ctx.root) as it:
-            return not any(not ignored(e.name, e.is_dir(follow_symlinks=False)) for e in it)
-    except OSError:
-        return True
 
 
 def _identity(path: os.PathLike[str] | str) -> tuple[int, int] | None:
@@ -651,24 +578,6 @@ def _identity(path: os.PathLike[str] | str) -> tuple[int, int] | None:
     except OSError:
         return None
     return (st.st_dev, st.st_ino)
-
-
-def _lstat_exact(ctx: FolderCtx, rel: str) -> os.stat_result | None:
-    """lstat that also checks the name's exact case (case-insensitive filesystems)."""
-    path = os.path.join(ctx.root, rel)
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None
-    if not ctx.scanner.case_insensitive:
-        return st
-    parent, name = os.path.split(path)
-    try:
-        if name not in os.listdir(parent):
-            return None  # only a differently-cased name exists (a case-only rename)
-    except OSError:
-        return None
-    return st
 
 
 async def run(config: Config) -> int:

@@ -13,7 +13,6 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -31,9 +30,11 @@ from syncd.errors import (
     WrongProtocol,
     error_kind,
 )
+from syncd.guard import Guard
 from syncd.hashing import ReadStats, hash_path
+from syncd.look import first_look, whole
 from syncd.manifest import Manifest, scope_of
-from syncd.planner import Looked, Plan, Rules, Server, plan
+from syncd.planner import NOTHING_HELD, GuardState, Looked, Plan, Rules, Server, plan
 from syncd.remotes.base import Marker, Mover, Sizer, StateToken
 from syncd.report import Report, VerifyReport
 from syncd.retry import RetryPolicy
@@ -165,11 +166,14 @@ class Engine:
         #: leaves undone is counted (each named at debug level), not failed file by file.
         self.one_shot = False
         self._probed = False
+        #: the deletion guard's memory between looks (what is held, what was just deleted)
+        self.guard = Guard()
 
     # -- resources ---------------------------------------------------------------------------
     async def __aenter__(self) -> Engine:
         if self._manifest is None:
             self._manifest = Manifest.in_state_dir(self.config.sync.state_dir)
+        self.guard.load(scope for scope, *_ in self.manifest.held())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -288,17 +292,11 @@ class Engine:
         """
         try:
             prescanned = self._prescanned.pop(ctx.scope, None)
-            states: set[tuple[str, int, int, int, int]] | None = None
             if prescanned is not None:
-                scan = prescanned
-            elif self.manifest.loaded(ctx.scope):
-                scan = await asyncio.to_thread(ctx.scanner.scan)
+                scan, in_sync = prescanned, False
             else:
-                # The first look at this folder (the daemon's start): what the manifest says
-                # is read while the folder is scanned; if they agree, the rows are not loaded.
-                scan, states = await asyncio.gather(
-                    asyncio.to_thread(ctx.scanner.scan),
-                    asyncio.to_thread(self.manifest.states, ctx.scope),
+                scan, in_sync = await asyncio.to_thread(
+                    first_look, ctx.scanner, self.manifest, ctx.scope
                 )
         except FolderUnavailable as e:
             self.metrics.error("folder", ctx.remote_path)
@@ -311,13 +309,6 @@ class Engine:
             )
             return None
         self.metrics.scanned(ctx.remote_path)
-        looked = Looked(scan.files, incomplete=scan.incomplete)
-        in_sync = (
-            states is not None
-            and not self.manifest.loaded(ctx.scope)
-            and states == set(scan.files.values())
-        )
-        del states
         view: Server | None = None
         if (server or (server is None and not in_sync)) and self.stopped() is None:
             view = await self.server_view(ctx)
@@ -327,9 +318,15 @@ class Engine:
         if in_sync and view is None:
             plan = Plan(unchanged=len(scan.files))  # in sync, as the manifest says
         else:
-            plan = self.planner(ctx, looked, server=view, force=force or self.force_delete)
+            guard = GuardState(force=force or self.force_delete)
+            plan = self.planner(ctx, whole(scan), server=view, guard=guard)
             if not dry_run and not stopped:
                 self.record_hold(ctx, plan, whole=True)
+        if not dry_run:
+            was_held = self.guard.held(ctx.scope)
+            self.guard.looked_whole(ctx.scope, plan)
+            if plan.held or was_held:
+                await self.manifest.aflush()  # held, or released: `syncd status` says so
         plan.problems = len(scan.problems)
         report.failed += [Problem(f"{ctx.remote_path}/{p.path}", p.reason) for p in scan.problems]
         if not stopped:
@@ -343,10 +340,7 @@ class Engine:
         looked: Looked,
         *,
         server: Server | None = None,
-        force: bool = False,
-        held: bool = False,
-        recent_deletes: int = 0,
-        held_rels: AbstractSet[str] = frozenset(),
+        guard: GuardState = NOTHING_HELD,
     ) -> Plan:
         """The one planner, with this folder's rules and rows."""
         folder = ctx.scanner.folder
@@ -360,11 +354,20 @@ class Engine:
                 can_move=isinstance(self.remote, Mover),
             ),
             server=server,
-            force=force,
-            held=held,
-            recent_deletes=recent_deletes,
-            held_rels=held_rels,
+            guard=guard,
         )
+
+    async def plan_live(self, ctx: FolderCtx, looked: Looked, report: Report) -> tuple[Plan, bool]:
+        """Plan a live batch under the guard, a mass delete held exactly as a pass holds it.
+        Returns the plan, and whether the whole folder is to be planned again (files came back
+        into a folder whose deletions are held: the hold is recounted)."""
+        plan = self.planner(ctx, looked, guard=self.guard.state(ctx.scope))
+        recount = self.guard.looked_live(ctx.scope, plan, found_files=bool(looked.files))
+        if plan.held:
+            self.record_hold(ctx, plan, whole=False)
+            self.report_held(ctx, plan, report)
+            await self.manifest.aflush()  # `syncd status` reads the hold at once
+        return plan, recount
 
     def record_hold(self, ctx: FolderCtx, plan: Plan, *, whole: bool) -> None:
         """Keep the guard's verdict in the manifest: held deletions persist across restarts

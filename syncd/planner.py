@@ -114,6 +114,26 @@ class Server:
     first_contact: bool = False
 
 
+@dataclass(frozen=True)
+class GuardState:
+    """What the deletion guard knows beyond the look it judges (``syncd.guard`` keeps it).
+
+    ``force``: ``--force-delete``, every deletion goes through. ``held``: deletions of this
+    folder are held already (a live batch adds to them instead of deleting); ``held_rels``:
+    which paths they are, so that a later batch of the same deletions (the directories of files
+    an ``rm -rf`` took first) counts and reports none of them again. ``recent_deletes``:
+    deletions made just before, which count toward ``max_delete``.
+    """
+
+    force: bool = False
+    held: bool = False
+    recent_deletes: int = 0
+    held_rels: AbstractSet[str] = frozenset()
+
+
+NOTHING_HELD = GuardState()  # a look that nothing earlier bears on (a pass, without --force)
+
+
 @dataclass
 class Plan:
     frees: list[Op] = field(default_factory=list)  # deletes, then moves: run first
@@ -193,20 +213,12 @@ def plan(
     rules: Rules,
     *,
     server: Server | None = None,
-    force: bool = False,
-    held: bool = False,
-    recent_deletes: int = 0,
-    held_rels: AbstractSet[str] = frozenset(),
+    guard: GuardState = NOTHING_HELD,
 ) -> Plan:
-    """Compare what was looked at with the rows (and the server's listing, when given).
-
-    ``force``: ``--force-delete``, the guard lets every deletion through. ``held``: deletions
-    of this folder are held already (a live batch adds to them instead of deleting);
-    ``held_rels``: which paths they are, so that a later batch of the same deletions (the
-    directories of files an ``rm -rf`` took first) counts and reports none of them again.
-    ``recent_deletes``: deletions made just before, which count toward ``max_delete``.
-    """
+    """Compare what was looked at with the rows (and the server's listing, when given), under
+    the deletion guard (``guard``: what it knows beyond this look)."""
     p = Plan(remote_checked=server is not None)
+    force, held, held_rels = guard.force, guard.held, guard.held_rels
     whole = looked.whole
     files = looked.files
 
@@ -279,7 +291,7 @@ def plan(
 
     # 5. The guard.
     if gone or extras or moves or kept:
-        _guard(p, looked, rules, server, backed, gone, extras, force, held, recent_deletes, kept)
+        _guard(p, looked, rules, server, backed, gone, extras, guard, kept)
         if p.held:
             p.held_rels = [r.rel for r in gone] + extras
             fresh = [rel for rel in p.held_rels if rel not in held_rels]
@@ -326,15 +338,14 @@ def _guard(
     backed: Mapping[str, Row],
     gone: list[Row],
     extras: list[str],
-    force: bool,
-    held: bool,
-    recent: int,
+    guard: GuardState,
     kept: list[str],
 ) -> None:
     """Hold every deletion of the folder (``p.held``, ``p.held_back``) when a rule says so;
     ``kept``: files a first contact does not overwrite (held with the deletions)."""
-    if force:
+    if guard.force:
         return
+    held, recent = guard.held, guard.recent_deletes
     n = len(gone) + len(extras)
     mirrored = max(len(backed), len(server.entries) if server is not None else 0)
     empty = (
