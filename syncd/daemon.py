@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 
 from syncd.config import Config
 from syncd.debounce import Debouncer
-from syncd.engine import Batch, Engine, Job, Report
+from syncd.engine import Engine, Report
 from syncd.errors import (
     AuthError,
     RemoteError,
@@ -31,7 +31,8 @@ from syncd.errors import (
 )
 from syncd.look import look_at
 from syncd.planner import Plan
-from syncd.retry import RetryPolicy
+from syncd.pool import Batch, Job
+from syncd.retry import RetryPolicy, pings
 from syncd.scanner import FolderUnavailable
 from syncd.status import ControlServer, StatusBoard
 from syncd.types import Op
@@ -42,17 +43,17 @@ log = logging.getLogger("syncd.daemon")
 
 GRACE = 10.0  # seconds in-flight transfers get to finish after the first signal
 ROOT_CHECK = 2.0  # seconds between checks of a folder that is unavailable
-PING_MAX = 10.0  # longest wait between two checks of a remote that is down
 
 Key = tuple[int, str]  # (folder index, relative path)
 
 
 class Daemon:
-    def __init__(self, config: Config, *, engine: Engine | None = None) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
         # Short in-worker retries: longer outages are handled by the outbox, so a worker is
-        # never held for long by one path.
-        self.engine = engine or Engine(config, policy=RetryPolicy(attempts=3, cap=5.0))
+        # never held for long by one path. The engine is live: its jobs report back here
+        # (``changed``, ``retry_later``, ``done``: ``syncd.pool.LiveJobs``).
+        self.engine = Engine(config, policy=RetryPolicy(attempts=3, cap=5.0), live=self)
         self.debouncer: Debouncer[Key] = Debouncer(
             config.sync.debounce, config.sync.max_delay, self._probe
         )
@@ -129,7 +130,7 @@ class Daemon:
         first = [await self._reconcile(i, check_remote=None) for i in range(len(self.folders))]
         for b, _ in first:
             await b.wait()
-        await self.engine.manifest.aflush()
+        await self.engine.recorder.flush()
         self.ready.set()
         self.board.ready()  # ops: sd_notify READY=1, only now that the first reconcile is done
         if self.remote_down_since is None:
@@ -178,7 +179,7 @@ class Daemon:
         ]
         for b in batches:
             await b.wait()
-        await self.engine.manifest.aflush()
+        await self.engine.recorder.flush()
         report.finished = time.monotonic()
         report.bytes_sent = self.engine.bytes_sent - sent
         mine = self.report  # the daemon's totals since start include this pass
@@ -227,7 +228,7 @@ class Daemon:
         if self._claims:
             log.warning("aborting %d transfer(s) still in flight", len(self._claims))
         await self.engine.stop_pool()
-        await self.engine.manifest.aflush()
+        await self.engine.recorder.flush()
 
     # -- watching ----------------------------------------------------------------------------
     @staticmethod
@@ -354,16 +355,17 @@ class Daemon:
                 if dest is not None:  # a move: both ends are looked at again together
                     self.debouncer.touch((scopes[scope], dest), now)
 
-    def _on_retry(self, job: Job, e: TransientError) -> None:
+    def retry_later(self, job: Job, e: TransientError) -> None:
+        """(LiveJobs) A transient failure: the path waits in the outbox, tried again later."""
         key = (self._index(job.ctx), job.op.rel)
         if key not in self.outbox:
             self.outbox.add(key)
-            self.engine.manifest.outbox_add(job.ctx.scope, job.op.rel, job.op.dest)
+            self.engine.recorder.queued(job.ctx.scope, job.op.rel, job.op.dest)
         n = self._attempts[key] = self._attempts.get(key, 0) + 1
         if isinstance(e, Unreachable | Silent):  # no answer at all: down until a ping answers
             self._mark_down(e)
         else:
-            delay = self.engine.policy.delay(min(n + 3, 12), e.retry_after)
+            delay = self.engine.policy.later(n, e.retry_after)
             self._retry_at[key] = time.monotonic() + delay
             log.warning("%s; trying again in %.0fs", e, delay)
         self._wake.set()
@@ -381,8 +383,7 @@ class Daemon:
         outbox and rescan (a server that came back empty is filled again)."""
         while True:
             await self._down.wait()
-            delay = 1.0
-            while True:
+            for delay in pings():
                 await asyncio.sleep(delay)
                 try:
                     await self.engine.remote.ping()
@@ -393,7 +394,6 @@ class Daemon:
                     return
                 except SyncdError as e:
                     log.debug("remote still unreachable: %s", e)
-                    delay = min(delay * 2, PING_MAX)
             down_for = time.time() - (self.remote_down_since or time.time())
             log.info(
                 "remote reachable again after %.0fs; sending %d queued change(s)",
@@ -445,7 +445,7 @@ class Daemon:
     def _confirm_later(self, i: int, batch: Batch) -> None:
         async def confirm() -> None:
             await batch.wait()
-            await self.engine.confirmed(self.folders[i], ok=batch.failed == 0)
+            await self.engine.view.confirmed(self.folders[i], ok=batch.failed == 0)
 
         task = asyncio.create_task(confirm())
         self._confirms.add(task)
@@ -482,17 +482,9 @@ class Daemon:
             # not through the retry policy file by file.
             if key not in self.outbox:
                 self.outbox.add(key)
-                self.engine.manifest.outbox_add(self.folders[i].scope, op.rel, op.dest)
+                self.engine.recorder.queued(self.folders[i].scope, op.rel, op.dest)
             return
-        job = Job(
-            self.folders[i],
-            op,
-            report if report is not None else self.report,
-            batch,
-            on_changed=self._on_changed,
-            on_done=self._on_done,
-            on_retry=self._on_retry,
-        )
+        job = Job(self.folders[i], op, report if report is not None else self.report, batch)
         self._claims[key] = job
         if op.dest is not None:
             self._claims[(i, op.dest)] = job
@@ -503,14 +495,15 @@ class Daemon:
     def _index(self, ctx: FolderCtx) -> int:
         return self.folders.index(ctx)
 
-    def _on_done(self, job: Job) -> None:
+    def done(self, job: Job) -> None:
+        """(LiveJobs) The job is over: out of the outbox if it completed, its paths free."""
         i = self._index(job.ctx)
         key = (i, job.op.rel)
         if job.ok:
             self._attempts.pop(key, None)
             if key in self.outbox:
                 self.outbox.discard(key)
-                self.engine.manifest.outbox_remove(job.ctx.scope, job.op.rel)
+                self.engine.recorder.unqueued(job.ctx.scope, job.op.rel)
         self._claims.pop((i, job.op.rel), None)
         if job.op.dest is not None:
             self._claims.pop((i, job.op.dest), None)
@@ -523,7 +516,8 @@ class Daemon:
             self._deferred.clear()
             self._wake.set()
 
-    def _on_changed(self, job: Job) -> None:
+    def changed(self, job: Job) -> None:
+        """(LiveJobs) It changed while it was sent: sent again once it settles."""
         self.debouncer.touch((self._index(job.ctx), job.op.rel), time.monotonic())
         self._wake.set()
 
@@ -565,7 +559,7 @@ class Daemon:
             key = (i, rel)
             if key in self.outbox and rel not in handled and key not in self._deferred:
                 self.outbox.discard(key)
-                self.engine.manifest.outbox_remove(ctx.scope, rel)
+                self.engine.recorder.unqueued(ctx.scope, rel)
 
     # -- status ------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, object]:
