@@ -67,7 +67,6 @@ class Engine:
         self.stats = ReadStats()
         self.throttle = Throttle(config.sync.bwlimit)
         self._remote = remote
-        self._manifest: Manifest | None = None
         self._recorder: Recorder | None = None
         self._view: ServerView | None = None
         if prescan is not None:
@@ -97,11 +96,10 @@ class Engine:
 
     # -- resources ---------------------------------------------------------------------------
     def _open(self, manifest: Manifest) -> None:
-        self._manifest = manifest
         self._recorder = Recorder(manifest)
 
     async def __aenter__(self) -> Engine:
-        if self._manifest is None:
+        if self._recorder is None:
             self._open(Manifest.in_state_dir(self.config.sync.state_dir))
         self.guard.load(scope for scope, *_ in self.manifest.held())
         return self
@@ -109,9 +107,9 @@ class Engine:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop_pool()
         try:
-            if self._manifest is not None:
-                await self.recorder.flush()
-                self._manifest.close()
+            if self._recorder is not None:
+                await self._recorder.flush()
+                self._recorder.manifest.close()
         finally:
             if self._remote is not None:
                 await self._remote.aclose()
@@ -140,8 +138,8 @@ class Engine:
 
     @property
     def manifest(self) -> Manifest:
-        assert self._manifest is not None, "use Engine as an async context manager"
-        return self._manifest
+        """The manifest, to read (the recorder writes it)."""
+        return self.recorder.manifest
 
     @property
     def remote(self) -> Remote:
