@@ -188,6 +188,11 @@ class Daemon:
             except RemoteError as e:
                 log.warning("could not compare %s with the server: %s", self.folders[i].root, e)
 
+    def _fatal(self, e: Fatal) -> None:
+        """The remote refused us, or does not speak its protocol: stop."""
+        self.engine.fatal = e
+        self._stopping.set()
+
     async def sync_now(self, *, force_delete: bool = False) -> Report:
         """Reconcile every folder with the server now (``syncd sync`` beside a running
         daemon): wait for every op and return what was done. ``force_delete`` releases the
@@ -211,11 +216,6 @@ class Daemon:
         mine.adopted += report.adopted
         mine.failed += report.failed
         return report
-
-    def _fatal(self, e: Fatal) -> None:
-        """The remote refused us, or does not speak its protocol: stop."""
-        self.engine.fatal = e
-        self._stopping.set()
 
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:

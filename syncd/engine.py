@@ -1,5 +1,10 @@
 """The engine: scan, plan, upload, delete, commit. ``syncd sync`` runs one pass of it and
 ``syncd run`` runs the same passes with a watcher in front; there is no second code path.
+
+A pass: the first look (``syncd.look``) -> the server's view (``syncd.serverview``) -> the one
+planner (``syncd.planner``, its guard's memory in ``syncd.guard``) -> the ops on the workers
+(``syncd.pool``: frees, then uploads) -> the mark of a complete pass. Every manifest write goes
+through ``syncd.recorder``; ``syncd verify`` is ``syncd.verify``.
 """
 
 from __future__ import annotations
@@ -232,7 +237,7 @@ class Engine:
     ) -> Plan | None:
         """Scan one folder and plan it (None: the folder is unavailable).
 
-        ``server``: plan against the server's holdings (``server_view``). ``None``: only when
+        ``server``: plan against the server's holdings (``ServerView.look``). ``None``: only when
         the folder differs from the manifest (the daemon's start-up checks an unchanged folder
         after it is ready). ``plan.remote_checked`` says whether it was done. ``force``: let
         the deletions the guard would hold through (``--force-delete``). ``dry_run``: change
