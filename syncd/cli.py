@@ -17,9 +17,8 @@ from syncd.errors import AuthError, ConfigError, InUse, SyncdError
 
 if TYPE_CHECKING:
     from syncd.config import Config
-    from syncd.engine import Progress
     from syncd.prescan import Prescan
-    from syncd.report import Report, VerifyReport
+    from syncd.report import Progress, Report, VerifyReport
     from syncd.statelock import AlreadyRunning
 
 log = logging.getLogger("syncd")

@@ -4,14 +4,9 @@ A row changes only after the remote confirmed the bytes. Rows are kept in memory
 (loaded once) and changes are staged, then written in one transaction per batch
 (``synchronous=FULL``): a crash loses at most the last batch, which costs a re-check, never a
 wrong row. A change that cannot be stored is left out of its batch with one warning; the rest
-of the batch is written.
+of the batch is written. Only ``syncd.recorder`` writes it; everyone may read it.
 
-Every time and inode a filesystem can hold is stored exactly. SQLite's integers are 64-bit, and
-nanosecond times are not: ext4 keeps mtimes up to the year 2446 (1.5e19 ns), tmpfs and btrfs
-up to 64-bit seconds (9.2e27 ns), and inode numbers are unsigned 64-bit. A value outside the
-int64 range is stored as a BLOB of its decimal digits (a BLOB, because SQLite would turn a TEXT
-of digits into a lossy REAL in an INTEGER column) and read back as the same int; a partial
-index finds those rows without a look at the others.
+How the file is laid out, opened and migrated, and how wide integers are kept: ``syncd.manifestdb``.
 """
 
 from __future__ import annotations
@@ -25,88 +20,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from syncd.errors import ManifestError
-from syncd.types import LocalFile, Row, shown
+from syncd.manifestdb import (
+    BAD_VALUE,
+    COLUMNS,
+    WIDE_ROWS,
+    named,
+    number,
+    open_db,
+    reason,
+    stored,
+)
+from syncd.types import LocalFile, Row
 
 if TYPE_CHECKING:
     from syncd.config import Config, FolderConfig
 
 log = logging.getLogger("syncd.manifest")
 
-SCHEMA_VERSION = 2
 FILENAME = "manifest.sqlite3"
-
-_DDL = """
-CREATE TABLE IF NOT EXISTS files (
-    scope     TEXT NOT NULL,
-    path      TEXT NOT NULL,
-    size      INTEGER NOT NULL,
-    mtime_ns  INTEGER NOT NULL,
-    sha256    TEXT NOT NULL,
-    synced_at REAL NOT NULL,
-    ctime_ns  INTEGER NOT NULL DEFAULT 0,
-    inode     INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (scope, path)
-) WITHOUT ROWID;
--- Paths the daemon could not send yet (server down, 5xx): tried again until they go through,
--- across restarts. A move keeps its destination, so that it is replayed as one move.
-CREATE TABLE IF NOT EXISTS outbox (
-    scope     TEXT NOT NULL,
-    path      TEXT NOT NULL,
-    since     REAL NOT NULL,
-    dest      TEXT,
-    PRIMARY KEY (scope, path)
-) WITHOUT ROWID;
-"""
-
-# Tables added by schema 2 (created by _DDL on a new manifest, by _MIGRATE_1 on an old one).
-_DDL_2 = """
--- Deletions the guard holds back (max_delete, an emptied folder, a first contact), per folder,
--- until `syncd sync --force-delete` releases them or the folder no longer needs them.
-CREATE TABLE IF NOT EXISTS held (
-    scope     TEXT PRIMARY KEY,
-    count     INTEGER NOT NULL,
-    reason    TEXT NOT NULL,
-    since     REAL NOT NULL
-) WITHOUT ROWID;
--- Which mirror (the id in the marker the first sync leaves on the server) a folder's rows
--- describe, and the server's state token when the rows were last known to match it.
-CREATE TABLE IF NOT EXISTS mirrors (
-    scope     TEXT PRIMARY KEY,
-    mirror    TEXT NOT NULL,
-    state     TEXT
-) WITHOUT ROWID;
-"""
-
-_MIGRATE_1 = """
-ALTER TABLE files ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE files ADD COLUMN inode INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE outbox ADD COLUMN dest TEXT;
-"""
-
-_COLUMNS = "path, size, mtime_ns, sha256, synced_at, ctime_ns, inode"
-
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_WIDE = "typeof(mtime_ns) = 'blob' OR typeof(ctime_ns) = 'blob' OR typeof(inode) = 'blob'"
-# Not part of the schema version: an index changes no row, and an older syncd ignores it.
-_WIDE_INDEX = f"CREATE INDEX IF NOT EXISTS files_wide ON files (scope) WHERE {_WIDE}"
-# `+scope`: not the primary key, so that SQLite takes the (tiny) partial index.
-_WIDE_ROWS = (
-    f"SELECT path, size, mtime_ns, ctime_ns, inode FROM files WHERE +scope = ? AND ({_WIDE})"
-)
-
-
-def _stored(n: int) -> int | bytes:
-    """``n`` as the manifest stores it: an int64 as it is, anything wider as its digits."""
-    return n if _INT64_MIN <= n <= _INT64_MAX else str(n).encode("ascii")
-
-
-def _int(value: int | bytes) -> int:
-    return value if isinstance(value, int) else int(value)
-
-
-def _statements(script: str) -> list[str]:
-    lines = [ln for ln in script.splitlines() if not ln.lstrip().startswith("--")]
-    return [st.strip() for st in "\n".join(lines).split(";") if st.strip()]
 
 
 def scope_of(config: Config, folder: FolderConfig) -> str:
@@ -135,7 +66,7 @@ class Manifest:
         except OSError as e:
             raise ManifestError(f"{path}: cannot create the state dir: {e.strerror}") from e
         try:
-            self._db = self._open()
+            self._db = open_db(self.path)
         except sqlite3.DatabaseError as e:
             # A corrupt manifest is set aside, not trusted and not fatal: syncd starts a new
             # one and rebuilds it from the server's listing (identical files are adopted,
@@ -147,41 +78,9 @@ class Manifest:
                 if src.exists():
                     src.rename(Path(str(aside) + suffix))
             try:
-                self._db = self._open()
+                self._db = open_db(self.path)
             except sqlite3.DatabaseError as e2:
                 raise ManifestError(f"{path}: cannot open the manifest: {e2}") from e2
-
-    def _open(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA busy_timeout=5000")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise ManifestError(
-                    f"{self.path}: written by a newer syncd (schema {version}, this one knows "
-                    f"{SCHEMA_VERSION}); upgrade syncd"
-                )
-            if version < SCHEMA_VERSION:
-                # One transaction (executescript would commit after each statement): a crash
-                # mid-way leaves the old schema, and the next start migrates again.
-                script = (_MIGRATE_1 if version == 1 else _DDL) + _DDL_2
-                db.execute("BEGIN")
-                for stmt in _statements(script):
-                    db.execute(stmt)  # version 1: the rows' ctime and inode are not known (0)
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                db.execute("COMMIT")
-            for table in ("files", "outbox", "held", "mirrors"):
-                db.execute(f"SELECT count(*) FROM {table}").fetchone()
-            try:
-                db.execute(_WIDE_INDEX)
-            except sqlite3.OperationalError as e:  # read-only, busy: the rows are found anyway
-                log.debug("manifest: no index of wide values (%s)", e)
-        except BaseException:
-            db.close()
-            raise
-        return db
 
     @classmethod
     def in_state_dir(cls, state_dir: Path) -> Manifest:
@@ -204,11 +103,11 @@ class Manifest:
         cached = self._cache.get(scope)
         if cached is None:
             with self._lock:
-                cur = self._db.execute(f"SELECT {_COLUMNS} FROM files WHERE scope = ?", (scope,))
+                cur = self._db.execute(f"SELECT {COLUMNS} FROM files WHERE scope = ?", (scope,))
                 cached = {row.rel: row for row in map(Row._make, cur)}
-                for rel, _size, mtime, ctime, inode in self._db.execute(_WIDE_ROWS, (scope,)):
+                for rel, _size, mtime, ctime, inode in self._db.execute(WIDE_ROWS, (scope,)):
                     cached[rel] = cached[rel]._replace(
-                        mtime_ns=_int(mtime), ctime_ns=_int(ctime), inode=_int(inode)
+                        mtime_ns=number(mtime), ctime_ns=number(ctime), inode=number(inode)
                     )
             self._cache[scope] = cached
         return cached
@@ -229,10 +128,10 @@ class Manifest:
                 (scope,),
             )
             states = set(cur)
-            wide = list(self._db.execute(_WIDE_ROWS, (scope,)))
+            wide = list(self._db.execute(WIDE_ROWS, (scope,)))
         for rel, size, mtime, ctime, inode in wide:
             states.discard((rel, size, mtime, ctime, inode))
-            states.add((rel, size, _int(mtime), _int(ctime), _int(inode)))
+            states.add((rel, size, number(mtime), number(ctime), number(inode)))
         return states
 
     def count(self, scope: str) -> int:
@@ -267,8 +166,8 @@ class Manifest:
         rel, size, mtime, sha, synced, ctime, inode = row
         self._staged.append(
             (
-                f"INSERT OR REPLACE INTO files (scope, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (scope, rel, size, _stored(mtime), sha, synced, _stored(ctime), _stored(inode)),
+                f"INSERT OR REPLACE INTO files (scope, {COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (scope, rel, size, stored(mtime), sha, synced, stored(ctime), stored(inode)),
             )
         )
 
@@ -397,11 +296,11 @@ class Manifest:
                 for sql, args in staged:
                     try:
                         self._db.execute(sql, args)
-                    except _BAD_VALUE as e:
+                    except BAD_VALUE as e:
                         # This change only (a value SQLite cannot take): the rest of the batch
                         # is written. Without its row the file is checked again next time.
                         left_out += 1
-                        log.warning("manifest: %s not recorded: %s", _named(args), _reason(e))
+                        log.warning("manifest: %s not recorded: %s", named(args), reason(e))
                 self._db.execute("COMMIT")
             except BaseException as e:
                 try:
@@ -412,28 +311,3 @@ class Manifest:
                     raise ManifestError(f"{self.path}: cannot write the manifest: {e}") from e
                 raise
         log.debug("manifest: committed %d changes", len(staged) - left_out)
-
-
-#: What executing one statement raises for a value it cannot store (a str that is not UTF-8,
-#: an int beyond 64 bits, a type SQLite has no column for, a NULL in a NOT NULL column), as
-#: opposed to the database failing (sqlite3.OperationalError: disk full, I/O error, locked).
-_BAD_VALUE = (
-    OverflowError,
-    ValueError,
-    TypeError,
-    sqlite3.InterfaceError,
-    sqlite3.IntegrityError,
-    sqlite3.DataError,
-)
-
-
-def _named(args: tuple[object, ...]) -> str:
-    """The path (or the folder) a staged change is about, escaped for a log line."""
-    what = args[1] if len(args) > 1 and isinstance(args[1], str) else args[0]
-    return shown(str(what))
-
-
-def _reason(e: BaseException) -> str:
-    if isinstance(e, UnicodeEncodeError):
-        return "the name is not valid UTF-8"
-    return str(e) or type(e).__name__

@@ -25,10 +25,11 @@ Every safety rule lives here, so that no way in can skip one:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
+from syncd.planshape import ancestors, deletes, dir_moves, ordered_moves, within
 from syncd.types import LocalFile, Op, OpKind, Problem, RemoteEntry, Row
 
 FORCE_HINT = "`syncd sync --force-delete`"
@@ -114,6 +115,26 @@ class Server:
     first_contact: bool = False
 
 
+@dataclass(frozen=True)
+class GuardState:
+    """What the deletion guard knows beyond the look it judges (``syncd.guard`` keeps it).
+
+    ``force``: ``--force-delete``, every deletion goes through. ``held``: deletions of this
+    folder are held already (a live batch adds to them instead of deleting); ``held_rels``:
+    which paths they are, so that a later batch of the same deletions (the directories of files
+    an ``rm -rf`` took first) counts and reports none of them again. ``recent_deletes``:
+    deletions made just before, which count toward ``max_delete``.
+    """
+
+    force: bool = False
+    held: bool = False
+    recent_deletes: int = 0
+    held_rels: AbstractSet[str] = frozenset()
+
+
+NOTHING_HELD = GuardState()  # a look that nothing earlier bears on (a pass, without --force)
+
+
 @dataclass
 class Plan:
     frees: list[Op] = field(default_factory=list)  # deletes, then moves: run first
@@ -157,11 +178,6 @@ class Plan:
         return out
 
 
-def _within(rel: str, dirs: Iterable[str]) -> bool:
-    """Is ``rel`` one of ``dirs`` or below one ('' is the whole folder)?"""
-    return any(d == "" or rel == d or rel.startswith(d + "/") for d in dirs)
-
-
 def _rows_under(
     roots: Sequence[str], rows: Mapping[str, Row], files: Mapping[str, LocalFile]
 ) -> list[Row]:
@@ -175,16 +191,10 @@ def _rows_under(
         if (
             rel not in files
             and rel not in open_roots
-            and any(a in open_roots for a in _ancestors(rel))
+            and any(a in open_roots for a in ancestors(rel))
         ):
             out.append(row)
     return out
-
-
-def _ancestors(rel: str) -> list[str]:
-    """'a/b/c' -> ['a', 'a/b'] (proper ancestors, top first)."""
-    parts = rel.split("/")
-    return ["/".join(parts[:n]) for n in range(1, len(parts))]
 
 
 def plan(
@@ -193,20 +203,12 @@ def plan(
     rules: Rules,
     *,
     server: Server | None = None,
-    force: bool = False,
-    held: bool = False,
-    recent_deletes: int = 0,
-    held_rels: AbstractSet[str] = frozenset(),
+    guard: GuardState = NOTHING_HELD,
 ) -> Plan:
-    """Compare what was looked at with the rows (and the server's listing, when given).
-
-    ``force``: ``--force-delete``, the guard lets every deletion through. ``held``: deletions
-    of this folder are held already (a live batch adds to them instead of deleting);
-    ``held_rels``: which paths they are, so that a later batch of the same deletions (the
-    directories of files an ``rm -rf`` took first) counts and reports none of them again.
-    ``recent_deletes``: deletions made just before, which count toward ``max_delete``.
-    """
+    """Compare what was looked at with the rows (and the server's listing, when given), under
+    the deletion guard (``guard``: what it knows beyond this look)."""
     p = Plan(remote_checked=server is not None)
+    force, held, held_rels = guard.force, guard.held, guard.held_rels
     whole = looked.whole
     files = looked.files
 
@@ -252,7 +254,7 @@ def plan(
         skip = list(looked.incomplete)
 
         def keep(rel: str) -> bool:  # not to be deleted although the folder lacks it
-            return rules.ignored(rel) or (bool(skip) and _within(rel, skip))
+            return rules.ignored(rel) or (bool(skip) and within(rel, skip))
 
         if whole:
             if len(files) - len(new) < len(backed):  # some row has no file
@@ -279,7 +281,7 @@ def plan(
 
     # 5. The guard.
     if gone or extras or moves or kept:
-        _guard(p, looked, rules, server, backed, gone, extras, force, held, recent_deletes, kept)
+        _guard(p, looked, rules, server, backed, gone, extras, guard, kept)
         if p.held:
             p.held_rels = [r.rel for r in gone] + extras
             fresh = [rel for rel in p.held_rels if rel not in held_rels]
@@ -304,9 +306,9 @@ def plan(
     # 6. The order: deletes (a directory at once where the folder lost all of it), moves,
     #    then uploads, the big files first.
     p.deleting = len(gone) + len(extras)
-    p.frees += _deletes(gone, backed, files)
+    p.frees += deletes(gone, backed, files)
     p.frees += [Op(OpKind.DELETE, rel) for rel in sorted(extras)]
-    p.frees += _ordered_moves(moves, p.uploads)
+    p.frees += ordered_moves(moves, p.uploads)
     on_server = server.entries if server is not None and server.first_contact and not force else {}
     p.uploads += [
         Op(OpKind.UPLOAD, rel, local=lf, confirm=rel in on_server) for rel, lf in new.items()
@@ -326,15 +328,14 @@ def _guard(
     backed: Mapping[str, Row],
     gone: list[Row],
     extras: list[str],
-    force: bool,
-    held: bool,
-    recent: int,
+    guard: GuardState,
     kept: list[str],
 ) -> None:
     """Hold every deletion of the folder (``p.held``, ``p.held_back``) when a rule says so;
     ``kept``: files a first contact does not overwrite (held with the deletions)."""
-    if force:
+    if guard.force:
         return
+    held, recent = guard.held, guard.recent_deletes
     n = len(gone) + len(extras)
     mirrored = max(len(backed), len(server.entries) if server is not None else 0)
     empty = (
@@ -424,110 +425,9 @@ def _pair(
     if not paired:
         return [], gone
     moved = set(paired)
-    moves = _dir_moves(paired, rows, files)
+    moves = dir_moves(paired, rows, files)
     for row, lf, confirmed in paired.values():
         moves.append(
             Op(OpKind.MOVE, row.rel, local=lf, row=row, dest=lf.rel, confirm=not confirmed)
         )
     return moves, [row for row in gone if row.rel not in moved]
-
-
-def _dir_moves(
-    paired: dict[str, tuple[Row, LocalFile, bool]],
-    rows: Mapping[str, Row],
-    files: Mapping[str, LocalFile],
-) -> list[Op]:
-    """Collapse confirmed moves of every file of a directory into one move of the directory
-    (``mv photos pictures``). Removes the files it covers from ``paired``."""
-    cands: dict[tuple[str, str], list[str]] = {}
-    for src, (_row, lf, confirmed) in paired.items():
-        if not confirmed:
-            continue
-        s, d = src.split("/"), lf.rel.split("/")
-        k = 0
-        while k < min(len(s), len(d)) - 1 and s[-1 - k] == d[-1 - k]:
-            k += 1
-        for j in range(k, 0, -1):  # the shallowest directories first
-            cands.setdefault(("/".join(s[:-j]), "/".join(d[:-j])), []).append(src)
-    if not cands:
-        return []
-    srcs = {sd for sd, _ in cands}
-    dsts = {dd for _, dd in cands}
-    rows_under: dict[str, int] = dict.fromkeys(srcs | dsts, 0)
-    files_under: dict[str, int] = dict.fromkeys(srcs | dsts, 0)
-    for counts, paths in ((rows_under, rows), (files_under, files)):
-        for rel in paths:
-            for a in _ancestors(rel):
-                if a in counts:
-                    counts[a] += 1
-    out: list[Op] = []
-    taken: set[str] = set()
-    for (sd, dd), members in sorted(cands.items(), key=lambda c: c[0][0].count("/")):
-        if taken.intersection(members) or sd == dd or dd in rows or sd in files:
-            continue
-        if (
-            rows_under[sd] == len(members)
-            and files_under[dd] == len(members)
-            and files_under[sd] == 0
-            and rows_under[dd] == 0
-        ):
-            out.append(Op(OpKind.MOVE, sd, dest=dd, tree=True))
-            taken.update(members)
-    for src in taken:
-        del paired[src]
-    return out
-
-
-def _deletes(gone: list[Row], rows: Mapping[str, Row], files: Mapping[str, LocalFile]) -> list[Op]:
-    """Delete ops for ``gone``: one for a whole directory where every row under it is gone and
-    the folder holds no file there any more, one per file otherwise."""
-    if not gone:
-        return []
-    doomed = {row.rel for row in gone}
-    tops = {rel.split("/", 1)[0] for rel in doomed if "/" in rel}
-    count_gone: dict[str, int] = {}
-    for rel in doomed:
-        for a in _ancestors(rel):
-            count_gone[a] = count_gone.get(a, 0) + 1
-    count_rows: dict[str, int] = {}
-    live: set[str] = set()  # directories that still hold a local file
-    if tops:
-        for rel in rows:
-            if rel.split("/", 1)[0] in tops:
-                for a in _ancestors(rel):
-                    if a in count_gone:
-                        count_rows[a] = count_rows.get(a, 0) + 1
-        for rel in files:
-            if rel.split("/", 1)[0] in tops:
-                live.update(a for a in _ancestors(rel) if a in count_gone)
-    # (A directory that is a file now -- a type clash -- goes at once too, before the upload.)
-    whole_dirs = {d for d, n in count_gone.items() if count_rows.get(d) == n and d not in live}
-    ops: list[Op] = []
-    covered: set[str] = set()
-    for d in sorted(whole_dirs, key=lambda d: d.count("/")):
-        if any(a in covered for a in _ancestors(d)):
-            continue
-        covered.add(d)
-        ops.append(Op(OpKind.DELETE, d, tree=True))
-    for row in sorted(gone, key=lambda r: r.rel):
-        if not any(a in covered for a in _ancestors(row.rel)):
-            ops.append(Op(OpKind.DELETE, row.rel, row=row))
-    return ops
-
-
-def _ordered_moves(moves: list[Op], uploads: list[Op]) -> list[Op]:
-    """Moves in an order where none overwrites the source of another. A move into a path that
-    another move leaves, or that a file of its own is uploaded to, is sent as an upload of its
-    destination and a delete of its source instead (a swap through a temporary name)."""
-    sources = {op.rel for op in moves}
-    ok: list[Op] = []
-    for op in moves:
-        assert op.dest is not None
-        if op.dest in sources or any(_within(op.dest, [s]) for s in sources if s != op.rel):
-            if op.tree or op.local is None:
-                continue  # the files under it are then planned again by the next look
-            uploads.append(Op(OpKind.UPLOAD, op.dest, local=op.local))
-            ok.insert(0, Op(OpKind.DELETE, op.rel, row=op.row))
-            continue
-        ok.append(op)
-    return ok

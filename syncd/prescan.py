@@ -1,5 +1,6 @@
 """The first look at every folder, without the event loop: scan it, compare with the manifest,
-and ask the server (one small request, standard library only) whether it changed since.
+and ask the server (one small request, standard library only) whether it changed since. The
+look is the engine's own (``syncd.look.first_look``).
 
 ``syncd sync`` starts here. When every folder matches its manifest rows, the server's state
 token is the one recorded after the last complete pass (nothing changed there either), and
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from syncd.look import first_look
 from syncd.manifest import Manifest, scope_of
 from syncd.scanner import FolderUnavailable, Scanner, ScanResult
 
@@ -43,15 +45,17 @@ class Prescan:
                 self.scanners.append(scanner)
                 scope = scope_of(config, folder)
                 try:
-                    scan = scanner.scan()
+                    if self.settled:
+                        scan, in_sync = first_look(scanner, self.manifest, scope)
+                    else:  # the engine plans it anyway: the rows are not compared here
+                        scan, in_sync = scanner.scan(), False
                 except FolderUnavailable:
                     self.settled = False  # the engine scans it again and says why
                     continue
                 self.scans[scope] = scan
                 if (
-                    not self.settled
+                    not in_sync
                     or scan.problems
-                    or self.manifest.states(scope) != set(scan.files.values())
                     or not self._server_unchanged(config, scope, folder.remote_path)
                 ):
                     self.settled = False  # the engine plans it

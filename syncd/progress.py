@@ -21,8 +21,8 @@ from rich.progress import (
 from rich.progress import TaskID as _TaskID
 from rich.text import Text
 
-from syncd.engine import Progress as ProgressSink
 from syncd.logs import routed
+from syncd.report import Progress as ProgressSink
 from syncd.report import human
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")

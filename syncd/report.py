@@ -1,4 +1,5 @@
-"""What a pass did (``Report``) and what ``syncd verify`` found (``VerifyReport``).
+"""What a pass did (``Report``), where it tells its progress (``Progress``), and what
+``syncd verify`` found (``VerifyReport``).
 
 Apart from the engine so that ``syncd sync`` can print a pass's summary without importing it
 (a pass with nothing to do never starts the event loop: see ``syncd.prescan``).
@@ -10,6 +11,18 @@ import time
 from dataclasses import dataclass, field
 
 from syncd.types import Problem
+
+
+class Progress:
+    """Receives progress from a pass. The default does nothing; the CLI draws a bar."""
+
+    def start(self, files: int, nbytes: int) -> None: ...
+
+    def advance(self, nbytes: int) -> None: ...
+
+    def file_done(self, rel: str) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 @dataclass

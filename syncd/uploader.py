@@ -1,5 +1,5 @@
-"""Carry out one planned operation against the remote, with the retry policy, and record the
-result in the manifest only after the remote confirmed it."""
+"""Carry out one planned operation against the remote, with the retry policy, and report the
+result to the manifest's writer (``Records``) only after the remote confirmed it."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from syncd.errors import AuthError, PermanentError, SourceChanged, WrongProtocol
 from syncd.faults import crash_point
 from syncd.hashing import SMALL, ReadStats, Source, hash_path
-from syncd.manifest import Manifest
 from syncd.remotes.base import Mover, Remote
 from syncd.retry import RetryPolicy
 from syncd.scanner import Scanner
-from syncd.types import LocalFile, Op, OpKind, RemoteEntry, Row
+from syncd.types import LocalFile, Op, OpKind, RemoteEntry
 
 log = logging.getLogger("syncd.uploader")
 
@@ -38,6 +38,18 @@ class Throttle:
         return max(0.0, self._next - now - 0.05)
 
 
+class Records(Protocol):
+    """Where a confirmed result goes (``syncd.recorder.Recorder``, the manifest's writer)."""
+
+    def sent(self, scope: str, local: LocalFile, sha: str) -> None: ...
+
+    def moved(
+        self, scope: str, src: str, dst: str, local: LocalFile | None, *, tree: bool
+    ) -> None: ...
+
+    def deleted(self, scope: str, rel: str, *, tree: bool) -> int: ...
+
+
 @dataclass
 class FolderCtx:
     """What the workers need to know about one folder."""
@@ -46,6 +58,9 @@ class FolderCtx:
     remote_path: str
     scope: str
     scanner: Scanner
+    #: The file at a relative path as it is now (None: gone), judged as a scan judges it
+    #: (the scanner's ``stat``, handed to the Send stage so that it never calls back up).
+    stat: Callable[[str], LocalFile | None] = field(init=False)
     # Files the remote already holds (from its listing), used to adopt them without sending
     # when the manifest is empty or was lost.
     remote_hints: dict[str, RemoteEntry] = field(default_factory=dict)
@@ -53,6 +68,9 @@ class FolderCtx:
     # server holds the marker (None: not read this time).
     mirror: str | None = None
     marked: bool | None = None
+
+    def __post_init__(self) -> None:
+        self.stat = self.scanner.stat
 
     def remote(self, rel: str) -> str:
         return f"{self.remote_path}/{rel}"
@@ -85,7 +103,7 @@ class Uploader:
     "changing" (its next attempts are snapshots at once) until it is sent unchanged."""
 
     remote: Remote
-    manifest: Manifest
+    records: Records
     policy: RetryPolicy
     stats: ReadStats
     throttle: Throttle
@@ -127,10 +145,10 @@ class Uploader:
                 self._mark_changing(key)
             else:
                 if row is not None and row.sha256 == sha:
-                    self._record(ctx, local, sha)
+                    self.records.sent(ctx.scope, local, sha)
                     return Outcome.REFRESHED
                 if hint is not None and hint.sha256 == sha:
-                    self._record(ctx, local, sha)
+                    self.records.sent(ctx.scope, local, sha)
                     return Outcome.ADOPTED
         if op.confirm:
             raise PermanentError(
@@ -167,7 +185,7 @@ class Uploader:
         crash_point("after-upload")
         # The remote now holds the bytes read as `local`: record exactly that. If the file has
         # changed since, it no longer matches this row and is sent again.
-        self._record(ctx, local, sha)
+        self.records.sent(ctx.scope, local, sha)
         log.info(
             "sent %s/%s (%d bytes)",
             ctx.remote_path,
@@ -182,7 +200,7 @@ class Uploader:
                 "result": "ok",
             },
         )
-        if ctx.scanner.stat(op.rel) != local:
+        if ctx.stat(op.rel) != local:
             raise SourceChanged(op.rel, "changed while it was being sent; will send again")
         self._changing.discard(key)
         return Outcome.UPLOADED
@@ -191,7 +209,7 @@ class Uploader:
     def _still_there(
         ctx: FolderCtx, rel: str, problem: str = "vanished while it was being read"
     ) -> LocalFile:
-        local = ctx.scanner.stat(rel)
+        local = ctx.stat(rel)
         if local is None:
             raise SourceChanged(rel, problem)
         return local
@@ -227,10 +245,6 @@ class Uploader:
             snapshot=snapshot,
         )
 
-    def _record(self, ctx: FolderCtx, local: LocalFile, sha: str) -> None:
-        row = Row(local.rel, local.size, local.mtime_ns, sha, time.time())
-        self.manifest.put(ctx.scope, row._replace(ctime_ns=local.ctime_ns, inode=local.inode))
-
     async def move(self, ctx: FolderCtx, op: Op) -> str:
         """Move on the server (the caller checked the remote can), then move the rows.
 
@@ -259,12 +273,7 @@ class Uploader:
             await self.delete(ctx, Op(OpKind.DELETE, op.rel, row=op.row))
             return outcome
         crash_point("after-move")
-        if not op.tree:
-            self.manifest.move(ctx.scope, op.rel, op.dest, op.local)
-        else:  # a directory: every row under it, each keeping its file's identity
-            prefix = op.rel + "/"
-            for rel in [r for r in self.manifest.rows(ctx.scope) if r.startswith(prefix)]:
-                self.manifest.move(ctx.scope, rel, op.dest + rel[len(op.rel) :])
+        self.records.moved(ctx.scope, op.rel, op.dest, op.local, tree=op.tree)
         log.info(
             "moved %s -> %s",
             src,
@@ -276,7 +285,7 @@ class Uploader:
     async def _same_bytes(self, ctx: FolderCtx, op: Op) -> bool:
         """Does the file at ``op.dest`` hash to the row of ``op.rel``?"""
         assert op.dest is not None and op.row is not None
-        local = ctx.scanner.stat(op.dest)
+        local = ctx.stat(op.dest)
         if local is None:
             raise SourceChanged(op.dest, "vanished before it could be read")
         if local.size != op.row.size:
@@ -290,11 +299,7 @@ class Uploader:
         target = ctx.remote(op.rel)
         await self.policy.run(f"delete {target}", lambda: self.remote.delete(target))
         crash_point("after-delete")
-        if op.tree:
-            n = len(self.manifest.delete_tree(ctx.scope, op.rel))
-        else:
-            self.manifest.delete(ctx.scope, op.rel)
-            n = 1
+        n = self.records.deleted(ctx.scope, op.rel, tree=op.tree)
         log.info(
             "deleted %s",
             target,

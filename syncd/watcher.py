@@ -1,12 +1,14 @@
 """watchfiles.awatch on a folder, with syncd's own ignore rules instead of watchfiles' defaults.
 
-Yields ``(kind, rel)`` pairs; ``rel`` is '' for the folder itself. Falls back to polling, once
-and loudly, when the OS cannot watch (inotify watch limit reached, a filesystem without events).
+Yields ``(Change, rel)`` pairs (syncd's own ``Change``: nothing above this module imports
+watchfiles); ``rel`` is '' for the folder itself. Falls back to polling, once and loudly, when
+the OS cannot watch (inotify watch limit reached, a filesystem without events).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import errno
 import logging
 import os
@@ -26,6 +28,15 @@ INOTIFY_HINT = (
     "the inotify watch limit is reached; raise it with "
     "`sudo sysctl fs.inotify.max_user_watches=524288` (and add it to /etc/sysctl.d/ to keep it)"
 )
+
+
+class Change(enum.IntEnum):
+    """What happened to a path (watchfiles' own kinds, so that nothing above this module
+    needs watchfiles)."""
+
+    added = 1
+    modified = 2
+    deleted = 3
 
 
 class UndecodableName(Exception):
@@ -96,7 +107,7 @@ class FolderWatcher:
         self.state = "starting"
         self.restarts = 0
 
-    async def events(self) -> AsyncIterator[list[tuple[watchfiles.Change, str]]]:
+    async def events(self) -> AsyncIterator[list[tuple[Change, str]]]:
         """Batches of (change, rel) until ``stop()``. Raises when the folder cannot be watched."""
         while not self.stop_event.is_set():
             # yield_on_timeout: an empty batch every rust_timeout, after which the daemon
@@ -144,14 +155,12 @@ class FolderWatcher:
                 self.force_polling = True
                 self.restarts += 1
 
-    def _batch(
-        self, changes: set[tuple[watchfiles.Change, str]]
-    ) -> list[tuple[watchfiles.Change, str]]:
+    def _batch(self, changes: set[tuple[watchfiles.Change, str]]) -> list[tuple[Change, str]]:
         batch = []
         for change, path in changes:
             rel = self.filter.rel(path)
             if rel is not None:
-                batch.append((change, rel))
+                batch.append((Change(int(change)), rel))
         return batch
 
     def stop(self) -> None:

@@ -381,7 +381,7 @@ def test_an_rm_rf_arriving_in_two_batches_is_held_and_counted_once() -> None:
     directories. The second batch holds the same deletions: it must not count them again
     (it made "80 deletion(s) held" of 40) nor say anything new (its message replaced the
     first one's, which `syncd status` then showed as resolved)."""
-    from syncd.planner import Looked, Rules, plan
+    from syncd.planner import GuardState, Looked, Rules, plan
     from syncd.types import Row
 
     rows = {
@@ -393,7 +393,10 @@ def test_an_rm_rf_arriving_in_two_batches_is_held_and_counted_once() -> None:
     assert first.held == 40 and first.held_new == 40 and not first.ops
     assert len(first.held_back) == 1 and "folder is empty" in first.held_back[0].reason
     dirs_gone = Looked({}, under=["a", "b"], folder_empty=True)
-    second = plan(dirs_gone, rows, rules, held=True, held_rels=set(first.held_rels))
+    again = GuardState(held=True, held_rels=set(first.held_rels))
+    second = plan(
+        dirs_gone, rows, rules, guard=GuardState(held=True, held_rels=set(first.held_rels))
+    )
     assert second.held == 40 and not second.ops, "still held: nothing is deleted"
     assert second.held_new == 0 and second.held_back == []
     # A batch with some deletions not held yet names only those.
@@ -402,8 +405,7 @@ def test_an_rm_rf_arriving_in_two_batches_is_held_and_counted_once() -> None:
         Looked({}, under=["a", "c.txt"], folder_empty=True),
         more,
         rules,
-        held=True,
-        held_rels=set(first.held_rels),
+        guard=again,
     )
     assert third.held_new == 1 and not third.ops
     assert third.held_back and third.held_back[0].reason.startswith("1 more deletion(s)")

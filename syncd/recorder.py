@@ -1,0 +1,115 @@
+"""The one writer of the manifest.
+
+Every change to the manifest goes through here: what the remote confirmed (the uploader
+reports each sent, moved or deleted file only after the remote said so), what a plan decided
+(rows the server no longer backs, held deletions), which mirror a folder's rows describe, and
+the daemon's outbox. Changes are staged in the manifest and committed every ``FLUSH_EVERY``
+seconds while transfers run (``running``), or at once where a reader must see them (``flush``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable
+
+from syncd.manifest import Manifest
+from syncd.planner import Plan
+from syncd.types import LocalFile, Row
+
+FLUSH_EVERY = 0.5  # seconds between manifest commits while transfers run
+
+
+class Recorder:
+    def __init__(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+        self._flusher: asyncio.Task[None] | None = None
+        self._flush_stop: asyncio.Event | None = None
+
+    # -- what the remote confirmed (``syncd.uploader.Records``) ------------------------------
+    def sent(self, scope: str, local: LocalFile, sha: str) -> None:
+        """The remote holds the bytes read as ``local``, whose sha-256 is ``sha``."""
+        row = Row(local.rel, local.size, local.mtime_ns, sha, time.time())
+        self.manifest.put(scope, row._replace(ctime_ns=local.ctime_ns, inode=local.inode))
+
+    def moved(self, scope: str, src: str, dst: str, local: LocalFile | None, *, tree: bool) -> None:
+        """The remote moved ``src`` to ``dst``: a file (``local``: the file now at ``dst``), or
+        a directory (``tree``: every row under it, each keeping its file's identity)."""
+        if not tree:
+            self.manifest.move(scope, src, dst, local)
+            return
+        prefix = src + "/"
+        for rel in [r for r in self.manifest.rows(scope) if r.startswith(prefix)]:
+            self.manifest.move(scope, rel, dst + rel[len(src) :])
+
+    def deleted(self, scope: str, rel: str, *, tree: bool) -> int:
+        """The remote deleted a file, or a whole directory (``tree``); returns how many files
+        of the manifest that removed."""
+        if tree:
+            return len(self.manifest.delete_tree(scope, rel))
+        self.manifest.delete(scope, rel)
+        return 1
+
+    # -- what a plan decided ---------------------------------------------------------------------
+    def forget(self, scope: str, rels: Iterable[str]) -> None:
+        """Rows the server no longer backs (their files are sent again)."""
+        for rel in rels:
+            self.manifest.delete(scope, rel)
+
+    def hold(self, scope: str, plan: Plan, *, whole: bool) -> None:
+        """Keep the guard's verdict: held deletions persist across restarts (``syncd status``
+        shows them) until a look at the whole folder needs them no more."""
+        if plan.held:
+            reason = plan.held_back[0].reason if plan.held_back else "deletions held back"
+            count = plan.held
+            earlier = next((h for h in self.manifest.held() if h[0] == scope), None)
+            if not whole and earlier is not None:
+                count = earlier[1] + plan.held_new  # (the ones held already counted once)
+                reason = earlier[2]  # why they were held first stays the reason
+            self.manifest.hold(scope, count, reason)
+        elif whole:
+            self.manifest.release(scope)
+
+    # -- which mirror ----------------------------------------------------------------------------
+    def mirror(self, scope: str, mirror: str, state: str | None = None) -> None:
+        self.manifest.set_mirror(scope, mirror, state)
+
+    def rekey(self, old: str, new: str) -> int:
+        """``old``'s rows become ``new``'s (the same mirror by another URL spelling)."""
+        return self.manifest.rekey(old, new)
+
+    # -- the daemon's outbox ---------------------------------------------------------------------
+    def queued(self, scope: str, rel: str, dest: str | None) -> None:
+        self.manifest.outbox_add(scope, rel, dest)
+
+    def unqueued(self, scope: str, rel: str) -> None:
+        self.manifest.outbox_remove(scope, rel)
+
+    # -- committing ------------------------------------------------------------------------------
+    async def flush(self) -> None:
+        """Commit what is staged now (the fsync in a thread)."""
+        await self.manifest.aflush()
+
+    def running(self) -> None:
+        """Commit every FLUSH_EVERY seconds from now until ``stop``."""
+        if self._flusher is None:
+            self._flush_stop = asyncio.Event()
+            self._flusher = asyncio.create_task(self._flush_loop(self._flush_stop))
+
+    async def stop(self) -> None:
+        if self._flusher is not None:
+            assert self._flush_stop is not None
+            self._flush_stop.set()
+            await self._flusher
+            self._flusher = None
+
+    async def _flush_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), FLUSH_EVERY)
+            if self.manifest.pending:
+                await self.manifest.aflush()
+
+
+__all__ = ["FLUSH_EVERY", "Recorder"]
