@@ -36,7 +36,10 @@ from syncd.errors import (
 from syncd.planner import Looked, Plan
 from syncd.retry import RetryPolicy
 from syncd.scanner import FolderUnavailable
-from syncd.status import ControlServer, StatusBoard
+from syncd.status.board import StatusBoard
+from syncd.status.control import ControlServer
+from syncd.status.notify import Lifecycle
+from syncd.status.web import StatusSite
 from syncd.types import LocalFile, Op, Problem
 from syncd.uploader import FolderCtx
 from syncd.watcher import FolderWatcher, UndecodableName
@@ -63,6 +66,7 @@ class Daemon:
         )
         self.report = Report()
         self.board = StatusBoard(self)
+        self.notify = Lifecycle(self.board)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._force = asyncio.Event()
@@ -100,7 +104,8 @@ class Daemon:
         async with (
             self.engine,
             ControlServer(self.board, self.config.sync.state_dir),
-            self.board.serving(),  # ops: sd_notify STATUS/WATCHDOG/STOPPING, status endpoint
+            StatusSite(self.board, self.config.status.listen),  # ops: the status endpoint
+            self.notify.running(),  # ops: sd_notify STATUS/WATCHDOG/STOPPING
         ):
             with self._signals():
                 tasks = [asyncio.create_task(self._watch(i)) for i in range(len(self.folders))]
@@ -143,7 +148,7 @@ class Daemon:
             await b.wait()
         await self.engine.manifest.aflush()
         self.ready.set()
-        self.board.ready()  # ops: sd_notify READY=1, only now that the first reconcile is done
+        self.notify.ready()  # ops: sd_notify READY=1, only now that the first reconcile is done
         if self.remote_down_since is None:
             log.info(
                 "ready: %d folder(s) mirrored to %s; watching for changes",
@@ -227,7 +232,7 @@ class Daemon:
             log.info(
                 "%s: finishing transfers in flight (up to %.0fs), then stopping", sig.name, GRACE
             )
-            self.board.stopping()  # ops: sd_notify STOPPING=1
+            self.notify.stopping()  # ops: sd_notify STOPPING=1
             self._stopping.set()
 
     async def _drain(self) -> None:

@@ -67,7 +67,6 @@ class AlreadyRunning(SyncdError):
     """Another syncd process owns this state dir (the manifest has one writer).
 
     ``pid`` and ``command`` name the holder when known (``None`` and ``""`` otherwise).
-    Re-exported as ``syncd.status.AlreadyRunning``.
     """
 
     def __init__(self, message: str, *, pid: int | None = None, command: str = "") -> None:

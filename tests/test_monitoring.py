@@ -20,7 +20,6 @@ import pytest
 from syncd.config import load
 from syncd.manifest import Manifest, scope_of
 from syncd.statelock import AlreadyRunning, StateLock, holder, read_holder
-from syncd.status import AlreadyRunning as StatusAlreadyRunning
 from tests.conftest import (
     DaemonProc,
     ServerProc,
@@ -273,7 +272,7 @@ def test_second_worker_is_refused_naming_the_holder(
         # In-process: a second lock on the same state dir is refused, naming this PID.
         with pytest.raises(AlreadyRunning, match=rf"`syncd sync` \(pid {os.getpid()}\)") as e:
             StateLock(state, "sync").acquire()
-        assert isinstance(e.value, StatusAlreadyRunning) and e.value.pid == os.getpid()
+        assert e.value.pid == os.getpid()
         # Another `syncd sync`: no daemon answers, so it refuses in one line.
         r = run_syncd("sync", config=cfg)
         assert r.returncode == 1, r.stdout + r.stderr

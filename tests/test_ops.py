@@ -28,9 +28,9 @@ import pytest
 
 from syncd import cli
 from syncd import config as cfgmod
-from syncd import status as statusmod
 from syncd.logs import JsonFormatter, Redactor
-from syncd.notify import Notifier
+from syncd.status import control
+from syncd.status.notify import Notifier
 from tests.conftest import (
     DaemonProc,
     ServerProc,
@@ -586,9 +586,9 @@ def test_without_unix_sockets_status_asks_the_endpoint_then_the_manifest(
     daemon = DaemonProc(cfg, tmp_path / "daemon.log")
     try:
         # As on Windows: no AF_UNIX. The control socket is not served and not asked...
-        monkeypatch.setattr(statusmod, "HAS_UNIX", False)
-        assert asyncio.run(statusmod.query(tmp_path / "state")) is None
-        server_sock = statusmod.ControlServer(None, tmp_path / "elsewhere")  # type: ignore[arg-type]
+        monkeypatch.setattr(control, "HAS_UNIX", False)
+        assert asyncio.run(control.query(tmp_path / "state")) is None
+        server_sock = control.ControlServer(None, tmp_path / "elsewhere")  # type: ignore[arg-type]
 
         async def enter_exit() -> None:
             async with server_sock:
