@@ -22,7 +22,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
 
 from syncd.errors import SyncdError
 
@@ -187,12 +186,7 @@ class StateLock:
     def __enter__(self) -> StateLock:
         return self.acquire()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
 

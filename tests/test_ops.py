@@ -66,13 +66,19 @@ def free_port() -> int:
 
 
 def ops_config(
-    tmp_path: Path, server: ServerProc, folder: Path, *, sync: str = "", port: int = 0
+    tmp_path: Path,
+    server: ServerProc,
+    folder: Path,
+    *,
+    sync: str = "",
+    port: int = 0,
+    json_logs: bool = True,
 ) -> Path:
-    """A config with a status endpoint on loopback (a free port by default) and JSON logs."""
+    """A config with a status endpoint on loopback (a free port by default) and JSON logs
+    (unless ``json_logs`` is false)."""
     cfg = mirror_config(tmp_path, server, folder, extra="debounce = 0.1\nmax_delay = 2\n" + sync)
-    cfg.write_text(
-        cfg.read_text() + f'\n[status]\nlisten = "127.0.0.1:{port}"\n\n[log]\nformat = "json"\n'
-    )
+    log = '\n[log]\nformat = "json"\n' if json_logs else ""
+    cfg.write_text(cfg.read_text() + f'\n[status]\nlisten = "127.0.0.1:{port}"\n' + log)
     return cfg
 
 
