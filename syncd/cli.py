@@ -249,7 +249,7 @@ def _delegate_sync(args: argparse.Namespace, cfg: Config, held: AlreadyRunning) 
     its result is printed as ours; any other holder (another `syncd sync`) is refused."""
     import asyncio
 
-    from syncd.status import ask_sync
+    from syncd.status.control import ask_sync
 
     async def ask() -> dict[str, Any] | None:
         # A `syncd run` that has just started opens its control socket a moment later.
@@ -379,7 +379,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from syncd import config as cfgmod
     from syncd.manifest import Manifest
     from syncd.statelock import holder
-    from syncd.status import manifest_snapshot, query, query_http
+    from syncd.status.control import query, query_http
+    from syncd.status.document import manifest_snapshot
 
     # A folder that is missing (unmounted) is reported, not a config error.
     cfg = cfgmod.load(cfgmod.find_config(args.config), require_folders=False)

@@ -31,7 +31,10 @@ from syncd.pool import Batch, Fatal, Job
 from syncd.report import Report
 from syncd.retry import RetryPolicy
 from syncd.signals import stop_signals
-from syncd.status import ControlServer, StatusBoard
+from syncd.status.board import StatusBoard
+from syncd.status.control import ControlServer
+from syncd.status.notify import Lifecycle
+from syncd.status.web import StatusSite
 from syncd.uploader import FolderCtx
 from syncd.watching import Watching
 
@@ -52,6 +55,7 @@ class Daemon:
         )
         self.report = Report()
         self.board = StatusBoard(self)
+        self.notify = Lifecycle(self.board)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._force = asyncio.Event()
@@ -110,7 +114,8 @@ class Daemon:
         async with (
             self.engine,
             ControlServer(self.board, self.config.sync.state_dir),
-            self.board.serving(),  # ops: sd_notify STATUS/WATCHDOG/STOPPING, status endpoint
+            StatusSite(self.board, self.config.status.listen),  # ops: the status endpoint
+            self.notify.running(),  # ops: sd_notify STATUS/WATCHDOG/STOPPING
         ):
             with stop_signals(self._on_signal):
                 tasks = [
@@ -154,7 +159,7 @@ class Daemon:
             await b.wait()
         await self.engine.recorder.flush()
         self.ready.set()
-        self.board.ready()  # ops: sd_notify READY=1, only now that the first reconcile is done
+        self.notify.ready()  # ops: sd_notify READY=1, only now that the first reconcile is done
         if self.remote_down_since is None:
             log.info(
                 "ready: %d folder(s) mirrored to %s; watching for changes",
@@ -225,7 +230,7 @@ class Daemon:
             log.info(
                 "%s: finishing transfers in flight (up to %.0fs), then stopping", sig.name, GRACE
             )
-            self.board.stopping()  # ops: sd_notify STOPPING=1
+            self.notify.stopping()  # ops: sd_notify STOPPING=1
             self._stopping.set()
 
     async def _drain(self) -> None:

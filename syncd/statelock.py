@@ -22,7 +22,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
 
 from syncd.errors import SyncdError
 
@@ -67,7 +66,6 @@ class AlreadyRunning(SyncdError):
     """Another syncd process owns this state dir (the manifest has one writer).
 
     ``pid`` and ``command`` name the holder when known (``None`` and ``""`` otherwise).
-    Re-exported as ``syncd.status.AlreadyRunning``.
     """
 
     def __init__(self, message: str, *, pid: int | None = None, command: str = "") -> None:
@@ -188,12 +186,7 @@ class StateLock:
     def __enter__(self) -> StateLock:
         return self.acquire()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
 

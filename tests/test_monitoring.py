@@ -20,35 +20,27 @@ import pytest
 from syncd.config import load
 from syncd.manifest import Manifest, scope_of
 from syncd.statelock import AlreadyRunning, StateLock, holder, read_holder
-from syncd.status import AlreadyRunning as StatusAlreadyRunning
+from tests import test_ops
 from tests.conftest import (
     DaemonProc,
     ServerProc,
-    mirror_config,
     refused_by_the_server,
     run_syncd,
     wait_for,
 )
-from tests.test_ops import chromium_dom, get, parse_metrics, status_url
+from tests.test_ops import chromium_dom, get, ops_config, parse_metrics, status_url
 from tests.test_ops import status_cli as status
 from tests.test_sync import tree_of
 
 SUMMARY = re.compile(r"^uploaded \d+, deleted \d+, (moved \d+, )?unchanged \d+, failed \d+, ")
 
 
-@pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    f = tmp_path / "Documents"
-    f.mkdir()
-    for i in range(3):
-        (f / f"file{i}.txt").write_text(f"content {i}\n")
-    return f
+folder = test_ops.folder  # the fixture: three small files
 
 
 def config(tmp_path: Path, server: ServerProc, folder: Path, sync: str = "") -> Path:
-    cfg = mirror_config(tmp_path, server, folder, extra="debounce = 0.1\nmax_delay = 2\n" + sync)
-    cfg.write_text(cfg.read_text() + '\n[status]\nlisten = "127.0.0.1:0"\n')
-    return cfg
+    """test_ops' config (a status endpoint on a free loopback port), with text logs."""
+    return ops_config(tmp_path, server, folder, sync=sync, json_logs=False)
 
 
 @pytest.fixture
@@ -273,7 +265,7 @@ def test_second_worker_is_refused_naming_the_holder(
         # In-process: a second lock on the same state dir is refused, naming this PID.
         with pytest.raises(AlreadyRunning, match=rf"`syncd sync` \(pid {os.getpid()}\)") as e:
             StateLock(state, "sync").acquire()
-        assert isinstance(e.value, StatusAlreadyRunning) and e.value.pid == os.getpid()
+        assert e.value.pid == os.getpid()
         # Another `syncd sync`: no daemon answers, so it refuses in one line.
         r = run_syncd("sync", config=cfg)
         assert r.returncode == 1, r.stdout + r.stderr

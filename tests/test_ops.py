@@ -28,9 +28,9 @@ import pytest
 
 from syncd import cli
 from syncd import config as cfgmod
-from syncd import status as statusmod
 from syncd.logs import JsonFormatter, Redactor
-from syncd.notify import Notifier
+from syncd.status import control
+from syncd.status.notify import Notifier
 from tests.conftest import (
     DaemonProc,
     ServerProc,
@@ -66,13 +66,19 @@ def free_port() -> int:
 
 
 def ops_config(
-    tmp_path: Path, server: ServerProc, folder: Path, *, sync: str = "", port: int = 0
+    tmp_path: Path,
+    server: ServerProc,
+    folder: Path,
+    *,
+    sync: str = "",
+    port: int = 0,
+    json_logs: bool = True,
 ) -> Path:
-    """A config with a status endpoint on loopback (a free port by default) and JSON logs."""
+    """A config with a status endpoint on loopback (a free port by default) and JSON logs
+    (unless ``json_logs`` is false)."""
     cfg = mirror_config(tmp_path, server, folder, extra="debounce = 0.1\nmax_delay = 2\n" + sync)
-    cfg.write_text(
-        cfg.read_text() + f'\n[status]\nlisten = "127.0.0.1:{port}"\n\n[log]\nformat = "json"\n'
-    )
+    log = '\n[log]\nformat = "json"\n' if json_logs else ""
+    cfg.write_text(cfg.read_text() + f'\n[status]\nlisten = "127.0.0.1:{port}"\n' + log)
     return cfg
 
 
@@ -586,9 +592,9 @@ def test_without_unix_sockets_status_asks_the_endpoint_then_the_manifest(
     daemon = DaemonProc(cfg, tmp_path / "daemon.log")
     try:
         # As on Windows: no AF_UNIX. The control socket is not served and not asked...
-        monkeypatch.setattr(statusmod, "HAS_UNIX", False)
-        assert asyncio.run(statusmod.query(tmp_path / "state")) is None
-        server_sock = statusmod.ControlServer(None, tmp_path / "elsewhere")  # type: ignore[arg-type]
+        monkeypatch.setattr(control, "HAS_UNIX", False)
+        assert asyncio.run(control.query(tmp_path / "state")) is None
+        server_sock = control.ControlServer(None, tmp_path / "elsewhere")  # type: ignore[arg-type]
 
         async def enter_exit() -> None:
             async with server_sock:

@@ -1,0 +1,269 @@
+"""The control socket, and the clients ``syncd status`` and ``syncd sync`` use to reach a
+running daemon.
+
+- ``ControlServer``: the daemon listens on ``<state_dir>/syncd.sock`` (mode 0600); a client
+  sends one line (``status``, ``sync``, ``sync force``) and reads one JSON document.
+- ``query`` / ``ask_sync``: those requests, from the CLI.
+- ``query_http``: where Unix sockets are not available (Windows), ``syncd status`` asks the
+  status endpoint (``[status] listen``, status/web.py) for ``/status.json`` instead, with
+  asyncio streams: no HTTP client library is imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from syncd.errors import SyncdError
+from syncd.logs import REDACTOR
+from syncd.report import Report
+from syncd.statelock import AlreadyRunning
+from syncd.status.board import StatusBoard
+
+log = logging.getLogger("syncd.status")
+
+SOCKET_NAME = "syncd.sock"
+HAS_UNIX = hasattr(socket, "AF_UNIX") and hasattr(asyncio, "start_unix_server")
+
+
+# --------------------------------------------------------------------------- control socket
+
+
+def _short(path: Path) -> tuple[str, int | None]:
+    """A path to bind/connect that fits in sun_path (108 bytes): via /proc/self/fd if needed."""
+    full = str(path)
+    if len(full.encode()) < 100 or not os.path.isdir("/proc/self/fd"):
+        return full, None
+    fd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    return f"/proc/self/fd/{fd}/{path.name}", fd
+
+
+class ControlServer:
+    """Serves the status document on a Unix socket in the state dir (async context manager).
+
+    Without Unix sockets (Windows) it does nothing: ``syncd status`` then asks the status
+    endpoint, if one is configured, or reads the manifest.
+    """
+
+    def __init__(self, board: StatusBoard, state_dir: Path) -> None:
+        self.board = board
+        self.path = state_dir / SOCKET_NAME
+        self._server: asyncio.AbstractServer | None = None
+        self._fd: int | None = None
+        self._handlers: set[asyncio.Task[Any]] = set()
+
+    async def __aenter__(self) -> ControlServer:
+        if not HAS_UNIX:
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.path.exists():
+            if await query(self.path.parent, wait=2) is not None:
+                raise AlreadyRunning(f"another `syncd run` is using {self.path.parent}")
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+        where, self._fd = _short(self.path)
+        old = os.umask(0o177)
+        try:
+            self._server = await asyncio.start_unix_server(self._handle, where)
+        finally:
+            os.umask(old)
+        os.chmod(self.path, 0o600)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        # A `sync` request may be waiting for a pass the stopping daemon will not finish: its
+        # client sees the socket close without an answer.
+        for t in list(self._handlers):
+            t.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+        if self._fd is not None:
+            os.close(self._fd)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One request per connection: ``status`` (the status document), ``sync`` or
+        ``sync force`` (reconcile every folder now, ``--force-delete`` for the latter; the
+        answer, when the pass is done, is ``report_doc``)."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+        try:
+            line = (await asyncio.wait_for(reader.readline(), 5)).split()
+            if line == [b"status"]:
+                writer.write(_scrubbed(self.board.snapshot()) + b"\n")
+                await writer.drain()
+            elif line in ([b"sync"], [b"sync", b"force"]):
+                answer = await self._sync(force_delete=len(line) == 2)
+                writer.write(_scrubbed(answer) + b"\n")
+                await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+            if task is not None:
+                self._handlers.discard(task)
+
+    async def _sync(self, *, force_delete: bool) -> dict[str, Any]:
+        """``syncd sync`` while this daemon runs: reconcile now, in the daemon, and answer
+        with what the pass did (the same summary ``syncd sync`` prints)."""
+        d = self.board.live
+        log.info("`syncd sync%s` asked for a pass", " --force-delete" if force_delete else "")
+        try:
+            await d.ready.wait()  # the start-up reconcile first: then one more pass, now
+            report = await d.sync_now(force_delete=force_delete)
+        except SyncdError as e:
+            return {"version": 1, "pid": os.getpid(), "error": str(e)}
+        return report_doc(report)
+
+
+def _scrubbed(doc: dict[str, Any]) -> bytes:
+    """A document for the control socket, without any secret the log knows (it has none;
+    defence in depth) and in ASCII JSON."""
+    return REDACTOR.scrub(json.dumps(doc)).encode()
+
+
+def report_doc(report: Report) -> dict[str, Any]:
+    """What a pass did (``syncd.report.Report``), as JSON: the answer to ``sync``.
+    ``outcome`` is the one line of a pass that was stopped (``Report.outcome``), or null."""
+    return {
+        "version": 1,
+        "pid": os.getpid(),
+        "summary": report.summary(),
+        "outcome": report.outcome(),
+        "not_sent": report.not_sent,
+        "failed": [{"path": p.path, "reason": p.reason} for p in report.failed],
+        "uploaded": report.uploaded,
+        "deleted": report.deleted,
+        "moved": report.moved,
+        "unchanged": report.unchanged + report.refreshed + report.adopted,
+        "bytes_sent": report.bytes_sent,
+        "seconds": report.seconds,
+    }
+
+
+SYNC_WAIT = 3600.0  # seconds `syncd sync` waits for the daemon's pass (it can take a while)
+
+
+async def _exchange(state_dir: Path, request: bytes, connect: float, wait: float) -> bytes | None:
+    """Send one request line on the control socket and read the whole answer. None when no
+    daemon answers (no socket, or it cannot be connected to); after connecting, OSError and
+    TimeoutError (no answer within ``wait``) reach the caller."""
+    if not HAS_UNIX:
+        return None
+    path = state_dir / SOCKET_NAME
+    if not path.exists():
+        return None
+    where, fd = _short(path)
+    try:
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(where), connect)
+        except (OSError, TimeoutError):
+            return None
+        try:
+            writer.write(request)
+            await writer.drain()
+            return await asyncio.wait_for(reader.read(), wait)
+        finally:
+            writer.close()
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+async def ask_sync(
+    state_dir: Path, *, force_delete: bool = False, wait: float = SYNC_WAIT, connect: float = 5
+) -> dict[str, Any] | None:
+    """Ask a running daemon to reconcile every folder now; its ``report_doc`` once done.
+
+    None when no daemon answers on the control socket (none runs, or no Unix sockets).
+    Raises SyncdError when one answered but closed the connection without a result (it is
+    stopping) or did not finish within ``wait`` seconds.
+    """
+    request = b"sync force\n" if force_delete else b"sync\n"
+    try:
+        data = await _exchange(state_dir, request, connect, wait)
+    except TimeoutError:
+        raise SyncdError(
+            f"the daemon did not finish the pass within {wait:.0f} s; it goes on with it"
+        ) from None
+    except OSError as e:
+        raise SyncdError(f"lost the connection to the daemon: {e}") from e
+    if data is None:
+        return None
+    if not data.strip():
+        raise SyncdError("the daemon closed the connection before the pass was done")
+    try:
+        doc: dict[str, Any] = json.loads(data)
+    except ValueError as e:
+        raise SyncdError(f"the daemon's answer is not JSON: {e}") from e
+    return doc
+
+
+async def query(state_dir: Path, wait: float = 5) -> dict[str, Any] | None:
+    """Ask a running daemon for its status over the control socket; None if none answers."""
+    try:
+        data = await _exchange(state_dir, b"status\n", wait, wait)
+        if data is None:
+            return None
+        doc: dict[str, Any] = json.loads(data)
+        return doc
+    except (OSError, TimeoutError, ValueError):
+        return None
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """``"127.0.0.1:8384"`` -> ("127.0.0.1", 8384); ``"[::1]:8384"`` -> ("::1", 8384);
+    ``":8384"`` -> ("127.0.0.1", 8384): loopback unless an address is given."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    return host, int(port)
+
+
+async def query_http(listen: str, wait: float = 5) -> dict[str, Any] | None:
+    """Ask a running daemon's status endpoint for ``/status.json``; None if none answers.
+
+    A plain HTTP/1.0 request over asyncio streams, so that ``syncd status`` needs no HTTP
+    client library; used where there is no control socket (Windows).
+    """
+    host, port = split_listen(listen)
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), wait)
+        hostname = f"[{host}]" if ":" in host else host
+        writer.write(
+            f"GET /status.json HTTP/1.0\r\nHost: {hostname}:{port}\r\n\r\n".encode("ascii")
+        )
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), wait)
+        writer.close()
+        head, _, body = data.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.") or head.split()[1] != b"200":
+            return None
+        doc: dict[str, Any] = json.loads(body)
+        return doc
+    except (OSError, TimeoutError, ValueError, IndexError):
+        return None
+
+
+__all__ = [
+    "HAS_UNIX",
+    "SOCKET_NAME",
+    "SYNC_WAIT",
+    "ControlServer",
+    "ask_sync",
+    "query",
+    "query_http",
+    "report_doc",
+    "split_listen",
+]
