@@ -510,62 +510,11 @@ def _format_status(doc: dict[str, Any]) -> list[str]:
     return lines  # one line each: a newline in a name is escaped within its line
 
 
-def _toml_value(value: object) -> str:
-    import json
-
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return json.dumps(str(value), ensure_ascii=False)  # JSON escapes are TOML basic strings
-
-
-def _render_config(cfg: Config, raw: dict[str, Any]) -> str:
-    """Every key with its effective value, as TOML; ``# default`` where the file sets nothing."""
-    from syncd import config as cfgmod
-
-    sections: dict[str, list[tuple[Any, dict[str, Any]]]] = {
-        "remote": [(cfg.remote, raw.get("remote", {}))],
-        "folder": [
-            (f, rf)
-            for f, rf in zip(
-                cfg.folders,
-                raw["folder"] if isinstance(raw.get("folder"), list) else [raw.get("folder", {})],
-                strict=False,
-            )
-        ],
-        "sync": [(cfg.sync, raw.get("sync", {}))],
-        "log": [(cfg.log, raw.get("log", {}))],
-        "status": [(cfg.status, raw.get("status", {}))],
-    }
-    out = [f"# effective configuration of {cfg.file.absolute()}"]
-    for name, keys in cfgmod.SCHEMA.items():
-        for obj, given in sections[name]:
-            out += ["", "[[folder]]" if name == "folder" else f"[{name}]"]
-            for key, spec in keys.items():
-                value = getattr(obj, key)
-                notes = [] if key in given else ["default"]
-                if key == "bwlimit":
-                    notes.insert(0, f"{value} bytes/s" if value else "no limit")
-                    value = given.get(key, spec.default)
-                elif value is None:
-                    value = ""
-                elif isinstance(value, Path):
-                    value = str(value)
-                elif not isinstance(value, bool | int | float | str | tuple | list):
-                    value = given.get(key, spec.default)  # e.g. max_delete: as written
-                out.append(
-                    f"{key} = {_toml_value(value)}" + (f"  # {'; '.join(notes)}" if notes else "")
-                )
-    return "\n".join(out)
-
-
 def _cmd_config(args: argparse.Namespace) -> int:
     import tomllib
 
     from syncd import config as cfgmod
+    from syncd.configtext import effective_text
 
     path = cfgmod.find_config(args.config)
     cfg = cfgmod.load(path)  # a ConfigError names the file, the key and the problem: exit 2
@@ -573,7 +522,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
     _setup_logging(_level(args, cfg), cfg.log.format, cfg)  # (registers the secrets)
     from syncd.logs import REDACTOR
 
-    print(REDACTOR.scrub(_render_config(cfg, raw)))  # (a URL is shown without its userinfo)
+    print(REDACTOR.scrub(effective_text(cfg, raw)))  # (a URL is shown without its userinfo)
     for f in (cfg.remote.token_file, cfg.remote.password_file):
         if f is not None and os.name == "posix" and f.stat().st_mode & 0o077:
             _say(f"# warning: {f} is readable by other users: chmod 600 {f}")
@@ -581,49 +530,12 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _init_text(folder: Path, url: str, token_file: Path | None, remote_path: str, kind: str) -> str:
-    """The commented config ``syncd init`` writes: what was given, then every other key
-    commented out with its default and meaning (from the schema, so it stays current)."""
-    from syncd import config as cfgmod
-
-    given: dict[str, dict[str, object]] = {
-        "remote": {"kind": kind, "url": url},
-        "folder": {"path": str(folder), "ignore": [".git/"]},
-        "sync": {},
-        "log": {},
-        "status": {},
-    }
-    if token_file is not None:
-        given["remote"]["token_file"] = str(token_file)
-    if remote_path:
-        given["folder"]["remote_path"] = remote_path
-    out = [
-        "# syncd configuration, written by `syncd init`.",
-        "# Uncomment a key to change it; `syncd config check` shows what is in effect.",
-        '# Paths expand ~ and $VARIABLES. Every key: README.md, "Configuration reference".',
-    ]
-    for name, keys in cfgmod.SCHEMA.items():
-        out += ["", "[[folder]]  # one table per folder" if name == "folder" else f"[{name}]"]
-        for key, spec in keys.items():
-            if key in given[name]:
-                out.append(f"{key} = {_toml_value(given[name][key])}")
-                continue
-            default = "" if spec.default is cfgmod.REQUIRED else spec.default
-            if name == "status" and key == "listen":
-                default = "127.0.0.1:8384"
-                out.append(
-                    f"# {key} = {_toml_value(default)}  # status page, /status.json, /metrics"
-                )
-                continue
-            out.append(f"# {key} = {_toml_value(default)}  # {spec.help}")
-    return "\n".join(out) + "\n"
-
-
 def _cmd_init(args: argparse.Namespace) -> int:
     import secrets
     import tomllib
 
     from syncd import config as cfgmod
+    from syncd.configtext import init_text
 
     path = cfgmod.find_config(args.config)
     if path.exists():
@@ -642,7 +554,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
             )
     elif token_file is not None and not token_file.is_file():
         raise ConfigError("command line", "--token-file", f"file not found: {token_file}")
-    text = _init_text(folder, args.url, token_file, args.remote_path, args.kind)
+    text = init_text(folder, args.url, token_file, args.remote_path, args.kind)
     path.parent.mkdir(parents=True, exist_ok=True)
     made_token = False
     try:
