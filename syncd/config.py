@@ -28,26 +28,6 @@ REMOTE_KINDS = ("syncd", "webdav", "s3", "http")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 
-# Ignored by default in every folder unless `use_default_ignores = false`: editors' swap and
-# backup files, the temp files of write-then-rename saves, and partial downloads.
-DEFAULT_IGNORES: tuple[str, ...] = (
-    "*.swp",
-    "*.swo",
-    "*.swx",
-    "*~",
-    ".#*",
-    "#*#",
-    "4913",
-    "*.tmp",
-    "*.part",
-    "*.crdownload",
-    ".DS_Store",
-    "Thumbs.db",
-    "*___jb_tmp___",
-    "*___jb_old___",
-    ".~lock.*#",
-)
-
 
 @dataclass(frozen=True)
 class Key:
@@ -685,7 +665,7 @@ def _check_url(file: Path, kind: str, url: str, key: str = "remote.url") -> None
 
 def _check_ignores(file: Path, where: str, lines: tuple[str, ...]) -> None:
     """Refuse an ignore line the scanner could not use, naming the key and the line."""
-    from syncd.scanner import ignore_problem
+    from syncd.ignore import ignore_problem
 
     for i, line in enumerate(lines):
         problem = ignore_problem(line)

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from syncd import config as cfgmod
 from syncd.errors import ConfigError
-from syncd.scanner import ignore_problem
+from syncd.ignore import ignore_problem
 from syncd.types import shown
 from tests.conftest import run_syncd
 

@@ -26,9 +26,10 @@ from hypothesis import strategies as st
 
 from syncd.config import FolderConfig
 from syncd.hashing import INLINE, SMALL
+from syncd.ignore import IGNORE_FILE
 from syncd.manifest import FILENAME, Manifest
 from syncd.remotes.body import PIECE, SENDFILE_MIN
-from syncd.scanner import IGNORE_FILE, Scanner
+from syncd.scanner import Scanner
 from syncd.types import Row, shown
 from tests.conftest import DaemonProc, ServerProc, mirror_config, run_syncd, wait_for
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncd.config import DEFAULT_IGNORES, FolderConfig
-from syncd.scanner import Ignorer
+from syncd.config import FolderConfig
+from syncd.ignore import DEFAULT_IGNORES, Ignorer
 
 SEGMENT = st.sampled_from(
     ["a", "b", "x.o", "keep.o", "n.swp", "build", "docs", "r.md", "4913", "é"]
@@ -133,12 +133,12 @@ def test_names_with_a_newline_match_like_gitignore() -> None:
 )
 def test_the_linear_rewrite_of_pathspec_patterns_matches_the_same(line: str, path: str) -> None:
     # Lines with '/', '[]', '!' or '**' go through pathspec; their regexes are rewritten to
-    # take linear time (scanner._linear). What they match must not change.
+    # take linear time (ignore._linear). What they match must not change.
     import re
 
     import pathspec
 
-    from syncd.scanner import _linear
+    from syncd.ignore import _linear
 
     try:
         spec = pathspec.GitIgnoreSpec.from_lines([line])
