@@ -22,8 +22,8 @@ from syncd.config import RemoteConfig
 from syncd.digests import digest_header, parse_digest
 from syncd.errors import ConfigError, PermanentError, TransientError, WrongProtocol
 from syncd.hashing import Source
+from syncd.remotes._http import HTTPRemote
 from syncd.remotes.body import body_of
-from syncd.remotes.syncd import HTTPRemote
 from syncd.types import RemoteEntry
 
 log = logging.getLogger("syncd.remotes.http")

@@ -28,13 +28,14 @@ from syncd.config import RemoteConfig
 from syncd.digests import digest_header
 from syncd.errors import ConfigError, PermanentError, TransientError
 from syncd.hashing import Source
+from syncd.remotes._http import HTTPRemote
 from syncd.remotes.base import (
     is_reserved,
     marker_body,
     marker_path,
 )
 from syncd.remotes.body import body_of
-from syncd.remotes.syncd import HTTPRemote, quote_path
+from syncd.remotes.quickstate import quote_path
 from syncd.types import RESERVED_PREFIX, RemoteEntry
 
 log = logging.getLogger("syncd.remotes.webdav")
