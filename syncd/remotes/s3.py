@@ -16,8 +16,7 @@ import contextlib
 import hashlib
 import io
 import logging
-import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,13 +26,12 @@ from syncd.errors import (
     ConfigError,
     PermanentError,
     RemoteError,
-    Silent,
     TransientError,
-    Unreachable,
 )
 from syncd.hashing import Source
 from syncd.remotes.base import is_reserved, marker_body, marker_id, marker_path
 from syncd.remotes.body import silence_limit
+from syncd.remotes.s3_errors import client_error, s3_error
 from syncd.types import RemoteEntry
 
 log = logging.getLogger("syncd.remotes.s3")
@@ -42,35 +40,6 @@ MiB = 1 << 20
 GiB = 1 << 30
 MAX_PARTS = 10_000
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys
-
-# Error codes that mean "these credentials do not work here".
-AUTH_CODES = {
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "AccessDenied",
-    "ExpiredToken",
-    "InvalidToken",
-    "TokenRefreshRequired",
-    "AuthorizationHeaderMalformed",
-    "InvalidClientTokenId",
-    "UnrecognizedClientException",
-}
-# Error codes worth retrying, whatever their HTTP status.
-TRANSIENT_CODES = {
-    "SlowDown",
-    "RequestTimeout",
-    "RequestTimeTooSkewed",
-    "InternalError",
-    "ServiceUnavailable",
-    "Throttling",
-    "ThrottlingException",
-    "RequestLimitExceeded",
-    "BadDigest",  # the bytes were damaged on the way: send them again
-    "InvalidDigest",
-    "XAmzContentSHA256Mismatch",
-    "IncompleteBody",
-    "OperationAborted",
-}
 
 
 def _b64(digest: bytes) -> str:
@@ -197,51 +166,7 @@ class S3Remote:
         return resp
 
     def _error(self, e: Exception, what: str, path: str) -> RemoteError:
-        from botocore import exceptions as bx
-
-        where = f"{what} {path}" if path else what
-        if isinstance(e, bx.ClientError):
-            err = e.response.get("Error", {})
-            code = str(err.get("Code", ""))
-            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            text = str(err.get("Message") or "").strip()
-            detail = f"{code or status}" + (f": {text}" if text else "")
-            if code in AUTH_CODES or status == 401:
-                return AuthError(
-                    f"{self.description} refused the credentials ({detail}){self._auth_hint()}",
-                    path=path,
-                    status=status,
-                )
-            if code in TRANSIENT_CODES or (status is not None and (status >= 500 or status == 429)):
-                return TransientError(f"{where}: {detail}", path=path, status=status)
-            return PermanentError(f"{where}: {detail}", path=path, status=status)
-        if isinstance(e, bx.NoCredentialsError | bx.PartialCredentialsError):
-            return AuthError(
-                f"{self.description}: no usable AWS credentials ({e}): set AWS_ACCESS_KEY_ID "
-                "and AWS_SECRET_ACCESS_KEY, or remote.profile",
-                path=path,
-            )
-        if isinstance(e, bx.ProfileNotFound):
-            # Fatal like refused credentials: nothing can be sent until the config is fixed.
-            return AuthError(f"{self.description}: {e} (remote.profile)", path=path)
-        if isinstance(e, bx.EndpointConnectionError | bx.ConnectTimeoutError):
-            inner = e.kwargs.get("error") if hasattr(e, "kwargs") else None
-            return Unreachable(
-                f"{where}: cannot connect to {self.endpoint or 'S3'}: {_reason(inner or e)}",
-                path=path,
-            )
-        if isinstance(e, bx.BotoCoreError | OSError | TimeoutError) or _is_aiohttp_error(e):
-            reason = str(e) or type(e).__name__
-            if isinstance(e, TimeoutError | bx.ReadTimeoutError):
-                reason = f"no answer for {self.cfg.timeout:g} s (remote.timeout)"
-                return Silent(f"{where}: {self.description}: {reason}", path=path)
-            return TransientError(f"{where}: {self.description}: {reason}", path=path)
-        return PermanentError(f"{where}: {type(e).__name__}: {e}", path=path)
-
-    def _auth_hint(self) -> str:
-        if self.cfg.profile:
-            return f": check the credentials of profile {self.cfg.profile!r}"
-        return ": check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or remote.profile)"
+        return s3_error(e, what, path, self)
 
     # -- put --------------------------------------------------------------------------------
     async def put(self, path: str, source: Source) -> str:
@@ -278,18 +203,10 @@ class S3Remote:
     async def _put_multipart(self, path: str, source: Source) -> str:
         key = self.key(path)
         size = part_size_for(source.size, self.part_size)
-        created = await self._call(
-            "upload",
-            path,
-            "create_multipart_upload",
-            Bucket=self.bucket,
-            Key=key,
-            ChecksumAlgorithm="SHA256",
-        )
-        upload_id = created["UploadId"]
-        parts: list[dict[str, Any]] = []
-        try:
+
+        async def send(upload_id: str) -> list[dict[str, Any]]:
             # One part in memory at a time: read from the file, sent, dropped.
+            parts: list[dict[str, Any]] = []
             pending: list[bytes] = []
             have = 0
             async for chunk in source.chunks():
@@ -308,8 +225,34 @@ class S3Remote:
             del pending
             # Commit only what was read from an unchanged file.
             await source.check_unchanged()
+            return parts
+
+        await self._multipart("upload", path, key, send)
+        assert source.sha256 is not None
+        return source.sha256
+
+    async def _multipart(
+        self,
+        what: str,
+        path: str,
+        key: str,
+        send: Callable[[str], Awaitable[list[dict[str, Any]]]],
+    ) -> None:
+        """Create a multipart upload of ``key``, ``send`` its parts (given the upload id; it
+        returns them), then complete it; on any failure (or cancellation) abort it instead."""
+        created = await self._call(
+            what,
+            path,
+            "create_multipart_upload",
+            Bucket=self.bucket,
+            Key=key,
+            ChecksumAlgorithm="SHA256",
+        )
+        upload_id = created["UploadId"]
+        try:
+            parts = await send(upload_id)
             await self._call(
-                "upload",
+                what,
                 path,
                 "complete_multipart_upload",
                 Bucket=self.bucket,
@@ -320,8 +263,6 @@ class S3Remote:
         except BaseException:
             await self._abort(key, upload_id)
             raise
-        assert source.sha256 is not None
-        return source.sha256
 
     async def _part(
         self, path: str, key: str, upload_id: str, number: int, body: bytes
@@ -389,7 +330,7 @@ class S3Remote:
             if errors:
                 first = errors[0]
                 raise self._error(
-                    _client_error(first.get("Code", ""), first.get("Message", ""), "DeleteObjects"),
+                    client_error(first.get("Code", ""), first.get("Message", ""), "DeleteObjects"),
                     "delete",
                     path,
                 )
@@ -456,18 +397,10 @@ class S3Remote:
                 MetadataDirective="COPY",
             )
             return
-        created = await self._call(
-            "move",
-            path,
-            "create_multipart_upload",
-            Bucket=self.bucket,
-            Key=d_key,
-            ChecksumAlgorithm="SHA256",
-        )
-        upload_id = created["UploadId"]
-        parts: list[dict[str, Any]] = []
-        try:
-            step = part_size_for(size, self.copy_part_size)
+        step = part_size_for(size, self.copy_part_size)
+
+        async def send(upload_id: str) -> list[dict[str, Any]]:
+            parts: list[dict[str, Any]] = []
             for number, first in enumerate(range(0, size, step), start=1):
                 last = min(first + step, size) - 1
                 resp = await self._call(
@@ -486,18 +419,9 @@ class S3Remote:
                 if result.get("ChecksumSHA256"):
                     part["ChecksumSHA256"] = result["ChecksumSHA256"]
                 parts.append(part)
-            await self._call(
-                "move",
-                path,
-                "complete_multipart_upload",
-                Bucket=self.bucket,
-                Key=d_key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": parts},
-            )
-        except BaseException:
-            await self._abort(d_key, upload_id)
-            raise
+            return parts
+
+        await self._multipart("move", path, d_key, send)
 
     # -- Marker -----------------------------------------------------------------------------
     async def read_marker(self, prefix: str) -> str | None:
@@ -593,34 +517,3 @@ class _Counted(io.BytesIO):
 
     def signal(self) -> int:
         return self.taken
-
-
-def _reason(e: BaseException) -> str:
-    """'Connection refused' rather than a paragraph, where the OS error can be found."""
-    seen: set[int] = set()
-    cur: BaseException | None = e
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        errno = getattr(cur, "errno", None)
-        if isinstance(errno, int) and errno:
-            return os.strerror(errno)
-        os_error = getattr(cur, "os_error", None)
-        if isinstance(os_error, OSError) and os_error.errno:
-            return os.strerror(os_error.errno)
-        cur = cur.__cause__ or cur.__context__
-    return str(e)
-
-
-def _is_aiohttp_error(e: BaseException) -> bool:
-    try:
-        import aiohttp
-    except ImportError:  # pragma: no cover - aiohttp is a dependency of syncd
-        return False
-    return isinstance(e, aiohttp.ClientError)
-
-
-def _client_error(code: str, message: str, operation: str) -> Exception:
-    from botocore.exceptions import ClientError
-
-    err: Exception = ClientError({"Error": {"Code": code, "Message": message}}, operation)
-    return err
