@@ -151,7 +151,7 @@ def _setup_logging(level: str = "info", fmt: str = "text", cfg: Config | None = 
 
     secrets: list[str] = []
     if cfg is not None:
-        for f in (cfg.remote.token_file, cfg.remote.password_file):
+        for f in cfg.remote.secret_files:
             try:
                 secrets += [f.read_text(encoding="utf-8").strip()] if f is not None else []
             except (OSError, UnicodeDecodeError):
@@ -196,8 +196,9 @@ def _level(args: argparse.Namespace, cfg: Config) -> str:
 
 def _load(args: argparse.Namespace) -> Config:
     from syncd import config as cfgmod
+    from syncd.remotes.kinds import KINDS
 
-    cfg = cfgmod.load(cfgmod.find_config(args.config))
+    cfg = cfgmod.load(cfgmod.find_config(args.config), kinds=KINDS)
     _setup_logging(_level(args, cfg), cfg.log.format, cfg)
     return cfg
 
@@ -379,11 +380,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     from syncd import config as cfgmod
     from syncd.manifest import Manifest
+    from syncd.remotes.kinds import KINDS
     from syncd.statelock import holder
     from syncd.status import manifest_snapshot, query, query_http
 
     # A folder that is missing (unmounted) is reported, not a config error.
-    cfg = cfgmod.load(cfgmod.find_config(args.config), require_folders=False)
+    cfg = cfgmod.load(cfgmod.find_config(args.config), kinds=KINDS, require_folders=False)
     _setup_logging(_level(args, cfg), cfg.log.format, cfg)
     state_dir = cfg.sync.state_dir
 
@@ -525,6 +527,7 @@ def _toml_value(value: object) -> str:
 def _render_config(cfg: Config, raw: dict[str, Any]) -> str:
     """Every key with its effective value, as TOML; ``# default`` where the file sets nothing."""
     from syncd import config as cfgmod
+    from syncd.remotes.kinds import KINDS
 
     sections: dict[str, list[tuple[Any, dict[str, Any]]]] = {
         "remote": [(cfg.remote, raw.get("remote", {}))],
@@ -541,11 +544,11 @@ def _render_config(cfg: Config, raw: dict[str, Any]) -> str:
         "status": [(cfg.status, raw.get("status", {}))],
     }
     out = [f"# effective configuration of {cfg.file.absolute()}"]
-    for name, keys in cfgmod.SCHEMA.items():
+    for name, keys in cfgmod.schema(KINDS).items():
         for obj, given in sections[name]:
             out += ["", "[[folder]]" if name == "folder" else f"[{name}]"]
             for key, spec in keys.items():
-                value = getattr(obj, key)
+                value = obj.value(key) if name == "remote" else getattr(obj, key)
                 notes = [] if key in given else ["default"]
                 if key == "bwlimit":
                     notes.insert(0, f"{value} bytes/s" if value else "no limit")
@@ -566,15 +569,17 @@ def _cmd_config(args: argparse.Namespace) -> int:
     import tomllib
 
     from syncd import config as cfgmod
+    from syncd.remotes.kinds import KINDS
 
     path = cfgmod.find_config(args.config)
-    cfg = cfgmod.load(path)  # a ConfigError names the file, the key and the problem: exit 2
+    # A ConfigError names the file, the key and the problem: exit 2.
+    cfg = cfgmod.load(path, kinds=KINDS)
     raw = tomllib.loads(path.read_text(encoding="utf-8"))
     _setup_logging(_level(args, cfg), cfg.log.format, cfg)  # (registers the secrets)
     from syncd.logs import REDACTOR
 
     print(REDACTOR.scrub(_render_config(cfg, raw)))  # (a URL is shown without its userinfo)
-    for f in (cfg.remote.token_file, cfg.remote.password_file):
+    for f in cfg.remote.secret_files:
         if f is not None and os.name == "posix" and f.stat().st_mode & 0o077:
             _say(f"# warning: {f} is readable by other users: chmod 600 {f}")
     _say(f"# {path}: OK")
@@ -585,6 +590,8 @@ def _init_text(folder: Path, url: str, token_file: Path | None, remote_path: str
     """The commented config ``syncd init`` writes: what was given, then every other key
     commented out with its default and meaning (from the schema, so it stays current)."""
     from syncd import config as cfgmod
+    from syncd.config_schema import REQUIRED
+    from syncd.remotes.kinds import KINDS
 
     given: dict[str, dict[str, object]] = {
         "remote": {"kind": kind, "url": url},
@@ -602,13 +609,13 @@ def _init_text(folder: Path, url: str, token_file: Path | None, remote_path: str
         "# Uncomment a key to change it; `syncd config check` shows what is in effect.",
         '# Paths expand ~ and $VARIABLES. Every key: README.md, "Configuration reference".',
     ]
-    for name, keys in cfgmod.SCHEMA.items():
+    for name, keys in cfgmod.schema(KINDS).items():
         out += ["", "[[folder]]  # one table per folder" if name == "folder" else f"[{name}]"]
         for key, spec in keys.items():
             if key in given[name]:
                 out.append(f"{key} = {_toml_value(given[name][key])}")
                 continue
-            default = "" if spec.default is cfgmod.REQUIRED else spec.default
+            default = "" if spec.default is REQUIRED else spec.default
             if name == "status" and key == "listen":
                 default = "127.0.0.1:8384"
                 out.append(
@@ -624,6 +631,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
     import tomllib
 
     from syncd import config as cfgmod
+    from syncd.remotes.kinds import KINDS, NAMES
 
     path = cfgmod.find_config(args.config)
     if path.exists():
@@ -631,8 +639,8 @@ def _cmd_init(args: argparse.Namespace) -> int:
     folder = args.folder.expanduser().resolve()
     if not folder.is_dir():
         raise ConfigError("command line", "--folder", f"not a directory: {folder}")
-    if args.kind not in cfgmod.REMOTE_KINDS:
-        raise ConfigError("command line", "--kind", f"must be one of {cfgmod.REMOTE_KINDS}")
+    if args.kind not in NAMES:
+        raise ConfigError("command line", "--kind", f"must be one of {NAMES}")
     token_file = args.token_file.expanduser().absolute() if args.token_file else None
     if args.new_token:
         token_file = token_file or path.parent.absolute() / "token"
@@ -653,7 +661,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(secrets.token_urlsafe(32) + "\n")
             made_token = True
-        cfgmod.from_dict(tomllib.loads(text), path)  # the file we write must load
+        cfgmod.from_dict(tomllib.loads(text), path, kinds=KINDS)  # the file we write must load
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from syncd.config import Config
 from syncd.errors import (
@@ -34,7 +34,7 @@ from syncd.errors import (
 from syncd.hashing import ReadStats, hash_path
 from syncd.manifest import Manifest, scope_of
 from syncd.planner import Looked, Plan, Rules, Server, plan
-from syncd.remotes.base import Marker, Mover, Sizer, StateToken
+from syncd.remotes.base import Marker, Sizer, StateToken
 from syncd.report import Report, VerifyReport
 from syncd.retry import RetryPolicy
 from syncd.scanner import FolderUnavailable, Scanner, ScanResult
@@ -191,7 +191,7 @@ class Engine:
     def remote(self) -> Remote:
         """The remote, created on first use (a pass with nothing to send never imports aiohttp)."""
         if self._remote is None:
-            from syncd.remotes import open_remote
+            from syncd.remotes.kinds import open_remote
 
             self._remote = open_remote(self.config.remote, self.config.sync.concurrency)
         return self._remote
@@ -357,7 +357,7 @@ class Engine:
                 ignored=ctx.scanner.ignorer.ignored,
                 delete=folder.delete,
                 max_delete=self.config.sync.max_delete,
-                can_move=isinstance(self.remote, Mover),
+                can_move=self.remote.features.move,
             ),
             server=server,
             force=force,
@@ -413,7 +413,7 @@ class Engine:
         instead of failing every file in turn. The daemon plans from the manifest instead.
         """
         remote = self.remote
-        if not getattr(remote, "lists", True):
+        if not remote.features.lists:
             if self.one_shot and not self._probed:
                 self._probed = True
                 await self._first_contact(remote.ping, any_answer=True)
@@ -421,7 +421,11 @@ class Engine:
 
         async def look() -> Server | None:
             known = self.manifest.mirror(ctx.scope)
-            token = await remote.state(ctx.remote_path) if isinstance(remote, StateToken) else None
+            token = (
+                await cast(StateToken, remote).state(ctx.remote_path)
+                if remote.features.state_token
+                else None
+            )
             if known is not None and token is not None and known[1] == token:
                 return None  # nothing changed on the server since it matched the rows
             first_contact = await self._identify(ctx, known)
@@ -470,15 +474,16 @@ class Engine:
         """Rows of dot files the listing left out, asked for one by one where the remote can
         say (nginx hides dot files from PROPFIND): held, they are not "lost"."""
         remote = self.remote
-        if not isinstance(remote, Sizer):
+        if not remote.features.size_of:
             return
+        sizer = cast(Sizer, remote)
         hidden = [
             row
             for rel, row in self.manifest.rows(ctx.scope).items()
             if rel not in entries and any(part.startswith(".") for part in rel.split("/"))
         ]
         for row in hidden[:UNLISTED_MAX]:
-            size = await remote.size_of(ctx.remote(row.rel))
+            size = await sizer.size_of(ctx.remote(row.rel))
             if size is not None:
                 entries[row.rel] = RemoteEntry(row.rel, size, None)
 
@@ -489,9 +494,9 @@ class Engine:
         is written once a pass left nothing undone (``confirmed``), so a first contact whose
         extra files are held stays one until the user confirms with ``--force-delete``."""
         remote = self.remote
-        if not isinstance(remote, Marker):
+        if not remote.features.mark:
             return False
-        mirror = await remote.read_marker(ctx.remote_path)
+        mirror = await cast(Marker, remote).read_marker(ctx.remote_path)
         ctx.marked = mirror is not None
         if mirror is None:
             if known is not None:
@@ -538,16 +543,20 @@ class Engine:
         try:
             # (``marked`` is None when the server was not listed: its token had not changed
             # since a pass that left the marker there.)
-            if isinstance(remote, Marker) and (mirror is None or ctx.marked is False):
+            if remote.features.mark and (mirror is None or ctx.marked is False):
                 mirror = mirror or uuid.uuid4().hex
                 # Recorded (and committed) before it is on the server: a rescan that reads the
                 # marker meanwhile (the daemon's) finds its own mirror, not one "this state dir
                 # does not know".
                 self.manifest.set_mirror(ctx.scope, mirror, None)
                 await self.manifest.aflush()
-                await remote.write_marker(ctx.remote_path, mirror)
+                await cast(Marker, remote).write_marker(ctx.remote_path, mirror)
                 ctx.marked = True
-            token = await remote.state(ctx.remote_path) if isinstance(remote, StateToken) else None
+            token = (
+                await cast(StateToken, remote).state(ctx.remote_path)
+                if remote.features.state_token
+                else None
+            )
         except RemoteError as e:
             log.warning("%s: could not mark the mirror on the server: %s", ctx.remote_path, e)
             return
@@ -772,20 +781,20 @@ class Engine:
 
         The sha-256 comes from the remote's listing where it gives one; otherwise each file of
         the right size is read back and hashed (said once in the log). A remote that cannot
-        list at all (``lists = False``) cannot be verified: SyncdError saying so.
+        list at all (``features.lists`` False) cannot be verified: SyncdError saying so.
         """
         from syncd.remotes.base import Reader
 
         out = VerifyReport()
         remote = self.remote
-        if not getattr(remote, "lists", True):
+        if not remote.features.lists:
             raise SyncdError(
                 f"cannot verify: {remote.description} cannot list what it holds "
                 f'(remote.kind = "{self.config.remote.kind}"), so there is nothing to compare '
                 "with; the manifest (`syncd status`) is the only record of what was sent"
             )
-        reader = remote if isinstance(remote, Reader) else None
-        if not remote.lists_digests:
+        reader = cast(Reader, remote) if remote.features.read else None
+        if not remote.features.lists_digests:
             if reader is not None:
                 log.warning(
                     "verify: %s lists no sha-256; reading every file back to hash it",

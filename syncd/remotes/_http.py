@@ -87,7 +87,6 @@ class HTTPRemote:
     fine). Either way: a TransientError that names the timeout.
     """
 
-    lists_digests = False
     #: What this kind speaks, for WrongProtocol's message, and the question that helps.
     protocol = "syncd"
     protocol_hint = "is it a syncd serve URL?"

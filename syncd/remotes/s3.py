@@ -29,7 +29,7 @@ from syncd.errors import (
     TransientError,
 )
 from syncd.hashing import Source
-from syncd.remotes.base import is_reserved, marker_body, marker_id, marker_path
+from syncd.remotes.base import Features, is_reserved, marker_body, marker_id, marker_path
 from syncd.remotes.body import silence_limit
 from syncd.remotes.s3_errors import client_error, s3_error
 from syncd.types import RemoteEntry
@@ -63,7 +63,8 @@ def part_size_for(size: int, minimum: int) -> int:
 class S3Remote:
     """An S3 bucket (and key prefix). Implements Remote, Mover, Reader and Marker."""
 
-    lists_digests = False  # ListObjectsV2 gives no checksums: verify reads objects back
+    # ListObjectsV2 gives no checksums: verify reads objects back.
+    features = Features(move=True, read=True, mark=True)
 
     #: Objects larger than this are sent as multipart uploads of ``part_size`` parts.
     multipart_threshold = 8 * MiB
@@ -85,13 +86,14 @@ class S3Remote:
             ) from None
         self.cfg = cfg
         self.bucket, self.prefix = parse_url(cfg.url)
-        self.endpoint = cfg.endpoint_url or None
+        self.endpoint: str | None = cfg.options["endpoint_url"] or None
+        self.profile: str = cfg.options["profile"]
         self.description = f"s3://{self.bucket}/{self.prefix}" + (
             f" at {self.endpoint}" if self.endpoint else ""
         )
-        self._session = AioSession(profile=cfg.profile or None)
+        self._session = AioSession(profile=self.profile or None)
         self._config = AioConfig(
-            region_name=cfg.region or None,
+            region_name=cfg.options["region"] or None,
             connect_timeout=cfg.timeout,
             read_timeout=cfg.timeout,
             retries={"total_max_attempts": 1, "mode": "standard"},  # syncd.retry decides

@@ -57,7 +57,7 @@ def s3_error(e: Exception, what: str, path: str, remote: S3Remote) -> RemoteErro
         if code in AUTH_CODES or status == 401:
             return AuthError(
                 f"{remote.description} refused the credentials ({detail})"
-                + _auth_hint(remote.cfg.profile),
+                + _auth_hint(remote.profile),
                 path=path,
                 status=status,
             )

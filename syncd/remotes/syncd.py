@@ -7,6 +7,7 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from yarl import URL
@@ -16,8 +17,9 @@ from syncd.digests import digest_header, parse_digest
 from syncd.errors import AuthError, PermanentError, TransientError
 from syncd.hashing import Source
 from syncd.remotes._http import HTTPRemote
-from syncd.remotes.base import is_reserved, marker_body, marker_path
+from syncd.remotes.base import Features, is_reserved, marker_body, marker_path
 from syncd.remotes.body import body_of
+from syncd.remotes.quickstate import read_token
 from syncd.types import RemoteEntry
 
 log = logging.getLogger("syncd.remotes.syncd")
@@ -28,18 +30,19 @@ class SyncdRemote(HTTPRemote):
     large ones, DELETE, MOVE, and an NDJSON listing with digests. Implements Remote, Mover,
     Marker and StateToken."""
 
-    lists_digests = True
+    features = Features(lists_digests=True, move=True, mark=True, state_token=True)
 
     def __init__(self, cfg: RemoteConfig, concurrency: int) -> None:
         super().__init__(cfg, concurrency)
-        token = cfg.token()
+        self.token_file: Path | None = cfg.options["token_file"]
+        token = read_token(self.token_file)
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
 
     def auth_hint(self) -> str:
-        if self.cfg.token_file is None:
+        if self.token_file is None:
             return ": the server wants a token; set remote.token_file"
-        return f": check the token in {self.cfg.token_file}"
+        return f": check the token in {self.token_file}"
 
     async def _request(
         self,

@@ -7,7 +7,8 @@ collections of the URL itself where they are missing, as rclone does), DELETE, M
 WebDAV method, a page where a multistatus was expected) is WrongProtocol.
 
 WebDAV has no standard digest, so listings give sizes only
-(``lists_digests = False``) and ``syncd verify`` reads files back to hash them (``read``).
+(``features.lists_digests`` is False) and ``syncd verify`` reads files back to hash them
+(``read``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -30,6 +32,7 @@ from syncd.errors import ConfigError, PermanentError, TransientError
 from syncd.hashing import Source
 from syncd.remotes._http import HTTPRemote
 from syncd.remotes.base import (
+    Features,
     is_reserved,
     marker_body,
     marker_path,
@@ -56,12 +59,12 @@ def parents(path: str) -> list[str]:
     return ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def read_password(cfg: RemoteConfig) -> str:
+def read_password(password_file: Path | None) -> str:
     """The password from ``password_file`` (one line; a trailing newline is not part of it)."""
-    if cfg.password_file is None:
+    if password_file is None:
         return ""
     try:
-        text = cfg.password_file.read_text(encoding="utf-8")
+        text = password_file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError("config", "remote.password_file", f"cannot read: {e}") from e
     return text.rstrip("\r\n")
@@ -70,16 +73,15 @@ def read_password(cfg: RemoteConfig) -> str:
 class WebDAVRemote(HTTPRemote):
     """A WebDAV collection. Implements Remote, Mover, Reader and Marker."""
 
-    lists_digests = False
+    features = Features(move=True, read=True, mark=True, size_of=True)
     protocol = "WebDAV"
     protocol_hint = "is it a WebDAV collection URL?"
 
     def __init__(self, cfg: RemoteConfig, concurrency: int) -> None:
         super().__init__(cfg, concurrency)
-        if cfg.username:
-            if ":" in cfg.username:
-                raise ConfigError("config", "remote.username", "cannot contain ':' (Basic auth)")
-            pair = f"{cfg.username}:{read_password(cfg)}".encode()
+        self.username: str = cfg.options["username"]
+        if self.username:  # (without a ':': the config checked)
+            pair = f"{self.username}:{read_password(cfg.options['password_file'])}".encode()
             self._headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
         # The collection's own path, decoded: listings' hrefs are compared with it.
         self._base_path = unquote(urlsplit(self.base).path)
@@ -91,9 +93,9 @@ class WebDAVRemote(HTTPRemote):
         self._base_lock = asyncio.Lock()
 
     def auth_hint(self) -> str:
-        if not self.cfg.username:
+        if not self.username:
             return ": the server wants a login; set remote.username and remote.password_file"
-        return f": check remote.username ({self.cfg.username!r}) and remote.password_file"
+        return f": check remote.username ({self.username!r}) and remote.password_file"
 
     def collection_url(self, path: str) -> URL:
         return URL(self.base + (quote_path(path) + "/" if path else ""), encoded=True)
