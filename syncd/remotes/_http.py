@@ -77,6 +77,14 @@ def _source_error(e: BaseException) -> SourceError | None:
     return None
 
 
+def needs_a_witness(path: str) -> bool:
+    """Whether a 404 for ``path`` may be the server failing to address the name rather than
+    the file being absent: names with a character that is not printable (a newline, a tab,
+    another control character), which older servers' routes did not match. Their parent's
+    listing is the witness (``HTTPRemote.check_gone``)."""
+    return not path.isprintable()
+
+
 class HTTPRemote:
     """What the HTTP-based remotes share: one session, keep-alive, timeouts, error mapping.
 
@@ -280,6 +288,19 @@ class HTTPRemote:
 
     def auth_hint(self) -> str:
         return ""
+
+    async def check_gone(self, path: str, listed: AsyncIterator[str], hint: str = "") -> None:
+        """After a 404 to deleting ``path`` (see ``needs_a_witness``): PermanentError if its
+        parent's listing (``listed``: names relative to the parent) still shows it."""
+        name = path.rpartition("/")[2]
+        async for there in listed:
+            if there == name or there.startswith(name + "/"):
+                raise PermanentError(
+                    f"delete {path!r}: the server answered 404 but still lists it (it cannot "
+                    f"address this name{hint})",
+                    path=path,
+                    status=404,
+                )
 
     def transport_error(self, e: BaseException, path: str, what: str) -> TransientError:
         """The syncd error for a failure of the transport (raised at once when it is not a

@@ -16,7 +16,7 @@ from syncd.config import RemoteConfig
 from syncd.digests import digest_header, parse_digest
 from syncd.errors import AuthError, PermanentError, TransientError
 from syncd.hashing import Source
-from syncd.remotes._http import HTTPRemote
+from syncd.remotes._http import HTTPRemote, needs_a_witness
 from syncd.remotes.base import Features, is_reserved, marker_body, marker_path
 from syncd.remotes.body import body_of
 from syncd.remotes.quickstate import read_token
@@ -71,15 +71,7 @@ class SyncdRemote(HTTPRemote):
         if source.data is not None:
             assert source.sha256 is not None
             async with body_of(source) as body:
-                _, stored = await self._request(
-                    "PUT",
-                    path,
-                    "upload",
-                    ok=(200, 201, 204),
-                    body=body,
-                    headers={"Repr-Digest": digest_header(source.sha256)},
-                )
-            return self._confirm(path, source.sha256, stored)
+                return await self._put_whole(path, "upload", source.sha256, body=body)
         upload_id = uuid.uuid4().hex
         query = f"upload={upload_id}"
         try:
@@ -124,6 +116,20 @@ class SyncdRemote(HTTPRemote):
             raise
         return self._confirm(path, sha, stored)
 
+    async def _put_whole(
+        self, path: str, what: str, sha: str, *, headers: dict[str, str] | None = None, **kw: Any
+    ) -> str:
+        """One PUT of a whole file with its Repr-Digest; the digest the server stored, checked."""
+        _, stored = await self._request(
+            "PUT",
+            path,
+            what,
+            ok=(200, 201, 204),
+            headers={"Repr-Digest": digest_header(sha), **(headers or {})},
+            **kw,
+        )
+        return self._confirm(path, sha, stored)
+
     async def _abort(self, path: str, query: str) -> None:
         try:
             async with self.request("DELETE", self.url(path, query), path, "abort"):
@@ -143,19 +149,10 @@ class SyncdRemote(HTTPRemote):
         server's listing still shows is not (a name the server cannot address, such as one
         with a control character on an older `syncd serve`): PermanentError then."""
         status, _ = await self._request("DELETE", path, "delete", ok=(200, 204, 404))
-        if status == 404 and _needs_a_witness(path):
-            await self._check_gone(path)
-
-    async def _check_gone(self, path: str) -> None:
-        parent, _, name = path.rpartition("/")
-        async for entry in self.list(parent):
-            if entry.path == name or entry.path.startswith(name + "/"):
-                raise PermanentError(
-                    f"delete {path!r}: the server answered 404 but still lists it (it cannot "
-                    "address this name; a newer syncd serve can)",
-                    path=path,
-                    status=404,
-                )
+        if status == 404 and needs_a_witness(path):
+            parent = path.rpartition("/")[0]
+            listed = (entry.path async for entry in self.list(parent))
+            await self.check_gone(path, listed, hint="; a newer syncd serve can")
 
     async def move(self, src: str, dst: str) -> None:
         await self._request(
@@ -196,19 +193,14 @@ class SyncdRemote(HTTPRemote):
         path = marker_path(prefix)
         body = marker_body(mirror_id)
         sha = hashlib.sha256(body).hexdigest()
-        _, stored = await self._request(
-            "PUT",
+        await self._put_whole(
             path,
             "write marker",
-            ok=(200, 201, 204),
+            sha,
             data=body,
-            headers={
-                "Repr-Digest": digest_header(sha),
-                "Content-Type": "application/json",
-            },
+            headers={"Content-Type": "application/json"},
             timeout=self.read_timeout,
         )
-        self._confirm(path, sha, stored)
 
     # -- StateToken -------------------------------------------------------------------------
     async def state(self, prefix: str) -> str | None:
@@ -229,10 +221,3 @@ class SyncdRemote(HTTPRemote):
             return None
         token = doc.get("state") if isinstance(doc, dict) else None
         return token if isinstance(token, str) and token else None
-
-
-def _needs_a_witness(path: str) -> bool:
-    """Whether a 404 for ``path`` may be the server failing to address the name rather than
-    the file being absent: names with a character that is not printable (a newline, a tab,
-    another control character), which older servers' routes did not match."""
-    return not path.isprintable()
