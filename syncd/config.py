@@ -24,9 +24,11 @@ from typing import Any
 
 from syncd.config_checks import (
     DAY,
+    DeleteLimit,
     check_ignores,
     check_overlap,
     check_url,
+    delete_limit,
     existing_file,
     expand_path,
     parse_size,
@@ -115,45 +117,6 @@ _REMOTE_COMMON: dict[str, Key] = {
 def schema(kinds: Sequence[KindSpec]) -> dict[str, dict[str, Key]]:
     """Every section and key, in the order the reference and ``syncd init`` show them."""
     return {"remote": remote_keys(kinds, _REMOTE_COMMON), **_SECTIONS}
-
-
-@dataclass(frozen=True)
-class DeleteLimit:
-    """``[sync] max_delete``: a count (``100``) or a share of the folder (``"50%"``).
-
-    A share never holds back 10 deletions or fewer, so small folders are not blocked.
-    """
-
-    count: int | None = None
-    percent: float | None = None
-
-    FLOOR = 10
-
-    def limit(self, mirrored: int) -> int:
-        if self.count is not None:
-            return self.count
-        assert self.percent is not None
-        return max(self.FLOOR, int(mirrored * self.percent / 100))
-
-    def __str__(self) -> str:
-        return f"{self.count}" if self.count is not None else f'"{self.percent:g}%"'
-
-    @classmethod
-    def parse(cls, value: int | str) -> DeleteLimit:
-        """``100`` or ``"100"`` -> a count; ``"50%"`` -> a share. Raises ValueError."""
-        if isinstance(value, int):
-            if value < 0:
-                raise ValueError("must not be negative")
-            return cls(count=value)
-        text = value.strip()
-        if text.endswith("%"):
-            pct = float(text[:-1])
-            if not 0 <= pct <= 100:
-                raise ValueError("a percentage must be between 0% and 100%")
-            return cls(percent=pct)
-        if text.isdigit():
-            return cls(count=int(text))
-        raise ValueError(f'must be a count (100) or a percentage ("50%"), not {value!r}')
 
 
 @dataclass(frozen=True)
@@ -321,17 +284,7 @@ def from_dict(
         bwlimit = parse_size(s["bwlimit"])
     except ValueError as e:
         raise ConfigError(file, "sync.bwlimit", str(e)) from None
-    md = s["max_delete"]
-    if isinstance(md, str) and not _DELETE_LIMIT.match(md):
-        raise ConfigError(
-            file,
-            "sync.max_delete",
-            f'must be a count (100) or a percentage ("50%"), not {toml_repr(md)}',
-        )
-    try:
-        max_delete = DeleteLimit.parse(md)
-    except ValueError as e:
-        raise ConfigError(file, "sync.max_delete", str(e)) from None
+    max_delete = delete_limit(file, "sync.max_delete", s["max_delete"])
     usable_path(file, "sync.state_dir", s["state_dir"])
     state_dir = _state_dir(s["state_dir"])
     sync = SyncConfig(
@@ -410,7 +363,6 @@ def _state_dir(value: str) -> Path:
 
 
 _LONGEST = {"debounce": DAY, "max_delay": 7 * DAY, "rescan_interval": 365 * DAY}
-_DELETE_LIMIT = re.compile(r"^\s*(\d+|\d+(\.\d+)?\s*%)\s*$", re.ASCII)
 
 
 def reference_markdown(kinds: Sequence[KindSpec]) -> str:

@@ -230,3 +230,57 @@ def check_ignores(file: Path, where: str, lines: tuple[str, ...]) -> None:
         problem = ignore_problem(line)
         if problem is not None:
             raise ConfigError(file, f"{where}.ignore[{i}]", f"{toml_repr(line)}: {problem}")
+
+
+@dataclass(frozen=True)
+class DeleteLimit:
+    """``[sync] max_delete``: a count (``100``) or a share of the folder (``"50%"``).
+
+    A share never holds back 10 deletions or fewer, so small folders are not blocked.
+    """
+
+    count: int | None = None
+    percent: float | None = None
+
+    FLOOR = 10
+
+    def limit(self, mirrored: int) -> int:
+        if self.count is not None:
+            return self.count
+        assert self.percent is not None
+        return max(self.FLOOR, int(mirrored * self.percent / 100))
+
+    def __str__(self) -> str:
+        return f"{self.count}" if self.count is not None else f'"{self.percent:g}%"'
+
+    @classmethod
+    def parse(cls, value: int | str) -> DeleteLimit:
+        """``100`` or ``"100"`` -> a count; ``"50%"`` -> a share. Raises ValueError."""
+        if isinstance(value, int):
+            if value < 0:
+                raise ValueError("must not be negative")
+            return cls(count=value)
+        text = value.strip()
+        if text.endswith("%"):
+            pct = float(text[:-1])
+            if not 0 <= pct <= 100:
+                raise ValueError("a percentage must be between 0% and 100%")
+            return cls(percent=pct)
+        if text.isdigit():
+            return cls(count=int(text))
+        raise ValueError(f'must be a count (100) or a percentage ("50%"), not {value!r}')
+
+
+_DELETE_LIMIT = re.compile(r"^\s*(\d+|\d+(\.\d+)?\s*%)\s*$", re.ASCII)
+
+
+def delete_limit(file: Path, key: str, value: int | str) -> DeleteLimit:
+    """``[sync] max_delete`` as a ``DeleteLimit``, or a ConfigError."""
+    if isinstance(value, str) and not _DELETE_LIMIT.match(value):
+        raise ConfigError(
+            file, key, f'must be a count (100) or a percentage ("50%"), not {toml_repr(value)}'
+        )
+    try:
+        return DeleteLimit.parse(value)
+    except ValueError as e:
+        raise ConfigError(file, key, str(e)) from None

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
-from syncd.config import DeleteLimit
+from syncd.config_checks import DeleteLimit
 from syncd.types import LocalFile, Op, OpKind, Problem, RemoteEntry, Row
 
 FORCE_HINT = "`syncd sync --force-delete`"

@@ -30,8 +30,9 @@ from syncd.errors import (
     WrongProtocol,
 )
 from syncd.remotes.base import marker_id, marker_path
-from syncd.remotes.body import UploadBody, silence_limit
+from syncd.remotes.body import UploadBody
 from syncd.remotes.quickstate import quote_path
+from syncd.remotes.silence import silence_limit
 
 if TYPE_CHECKING:
     from syncd.config import RemoteConfig

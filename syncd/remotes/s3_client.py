@@ -19,7 +19,7 @@ from syncd.errors import (
     TransientError,
     Unreachable,
 )
-from syncd.remotes.body import silence_limit
+from syncd.remotes.silence import silence_limit
 
 if TYPE_CHECKING:
     from syncd.config import RemoteConfig
