@@ -710,7 +710,7 @@ class Bench:
             [
                 sys.executable,
                 "-c",
-                "from syncd.remotes import REGISTRY; print('webdav' in REGISTRY)",
+                "from syncd.remotes.kinds import NAMES; print('webdav' in NAMES)",
             ],
             capture_output=True,
             text=True,

@@ -22,7 +22,7 @@ def check(args: argparse.Namespace) -> int:
     raw = tomllib.loads(path.read_text(encoding="utf-8"))
 
     print(REDACTOR.scrub(effective_text(cfg, raw)))  # (a URL is shown without its userinfo)
-    for f in (cfg.remote.token_file, cfg.remote.password_file):
+    for f in cfg.remote.secret_files:
         if f is not None and os.name == "posix" and f.stat().st_mode & 0o077:
             say(f"# warning: {f} is readable by other users: chmod 600 {f}")
     say(f"# {path}: OK")
@@ -36,6 +36,7 @@ def init(args: argparse.Namespace) -> int:
 
     from syncd import config as cfgmod
     from syncd.configtext import init_text
+    from syncd.remotes.kinds import KINDS, NAMES
 
     path = cfgmod.find_config(args.config)
     if path.exists():
@@ -43,8 +44,8 @@ def init(args: argparse.Namespace) -> int:
     folder = args.folder.expanduser().resolve()
     if not folder.is_dir():
         raise ConfigError("command line", "--folder", f"not a directory: {folder}")
-    if args.kind not in cfgmod.REMOTE_KINDS:
-        raise ConfigError("command line", "--kind", f"must be one of {cfgmod.REMOTE_KINDS}")
+    if args.kind not in NAMES:
+        raise ConfigError("command line", "--kind", f"must be one of {NAMES}")
     token_file = args.token_file.expanduser().absolute() if args.token_file else None
     if args.new_token:
         token_file = token_file or path.parent.absolute() / "token"
@@ -65,7 +66,7 @@ def init(args: argparse.Namespace) -> int:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(secrets.token_urlsafe(32) + "\n")
             made_token = True
-        cfgmod.from_dict(tomllib.loads(text), path)  # the file we write must load
+        cfgmod.from_dict(tomllib.loads(text), path, kinds=KINDS)  # the file we write must load
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

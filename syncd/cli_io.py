@@ -29,7 +29,7 @@ def setup_logging(level: str = "info", fmt: str = "text", cfg: Config | None = N
 
     secrets: list[str] = []
     if cfg is not None:
-        for f in (cfg.remote.token_file, cfg.remote.password_file):
+        for f in cfg.remote.secret_files:
             try:
                 secrets += [f.read_text(encoding="utf-8").strip()] if f is not None else []
             except (OSError, UnicodeDecodeError):
@@ -41,8 +41,9 @@ def load(args: argparse.Namespace, *, require_folders: bool = True) -> Config:
     """The config of ``-c`` (or the default places), and the log set up by it (``-v``: debug).
     ``require_folders=False``: a folder that is missing (unmounted) is not a config error."""
     from syncd import config as cfgmod
+    from syncd.remotes.kinds import KINDS
 
-    cfg = cfgmod.load(cfgmod.find_config(args.config), require_folders=require_folders)
+    cfg = cfgmod.load(cfgmod.find_config(args.config), kinds=KINDS, require_folders=require_folders)
     level = "debug" if getattr(args, "verbose", False) else cfg.log.level
     setup_logging(level, cfg.log.format, cfg)
     return cfg

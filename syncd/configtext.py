@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 import tomli_w
 
 from syncd import config as cfgmod
+from syncd.config_schema import REQUIRED
+from syncd.remotes.kinds import KINDS
 
 if TYPE_CHECKING:
     from syncd.config import Config
@@ -67,13 +69,13 @@ def init_text(folder: Path, url: str, token_file: Path | None, remote_path: str,
     if remote_path:
         given["folder"]["remote_path"] = remote_path
     out = list(INIT_HEADER)
-    for name, keys in cfgmod.SCHEMA.items():
+    for name, keys in cfgmod.schema(KINDS).items():
         out += ["", _header(name, init=True)]
         for key, spec in keys.items():
             if key in given[name]:
                 out.append(assignment(key, given[name][key]))
                 continue
-            default = "" if spec.default is cfgmod.REQUIRED else spec.default
+            default = "" if spec.default is REQUIRED else spec.default
             default, why = INIT_SUGGESTED.get((name, key), (default, spec.help))
             out.append("# " + assignment(key, default, why))
     return "\n".join(out) + "\n"
@@ -91,11 +93,11 @@ def effective_text(cfg: Config, raw: dict[str, Any]) -> str:
         "status": [(cfg.status, raw.get("status", {}))],
     }
     out = [f"# effective configuration of {cfg.file.absolute()}"]
-    for name, keys in cfgmod.SCHEMA.items():
+    for name, keys in cfgmod.schema(KINDS).items():
         for obj, given in sections[name]:
             out += ["", _header(name)]
             for key, spec in keys.items():
-                value = getattr(obj, key)
+                value = obj.value(key) if name == "remote" else getattr(obj, key)
                 notes = [] if key in given else ["default"]
                 if key == "bwlimit":
                     notes.insert(0, f"{value} bytes/s" if value else "no limit")

@@ -26,7 +26,6 @@ from syncd.manifest import Manifest, scope_of
 from syncd.planner import NOTHING_HELD, GuardState, Looked, Plan, Rules, Server, plan
 from syncd.pool import Batch, Fatal, Job, LiveJobs, Pool, Stops, left_undone
 from syncd.recorder import Recorder
-from syncd.remotes.base import Mover
 from syncd.report import Progress, Report, VerifyReport
 from syncd.retry import RetryPolicy
 from syncd.scanner import FolderUnavailable, Scanner, ScanResult
@@ -150,7 +149,7 @@ class Engine:
     def remote(self) -> Remote:
         """The remote, created on first use (a pass with nothing to send never imports aiohttp)."""
         if self._remote is None:
-            from syncd.remotes import open_remote
+            from syncd.remotes.kinds import open_remote
 
             self._remote = open_remote(self.config.remote, self.config.sync.concurrency)
         return self._remote
@@ -304,7 +303,7 @@ class Engine:
                 ignored=ctx.scanner.ignorer.ignored,
                 delete=folder.delete,
                 max_delete=self.config.sync.max_delete,
-                can_move=isinstance(self.remote, Mover),
+                can_move=self.remote.features.move,
             ),
             server=server,
             guard=guard,

@@ -29,49 +29,11 @@ from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
+from syncd.config_checks import DeleteLimit
 from syncd.planshape import ancestors, deletes, dir_moves, ordered_moves, within
 from syncd.types import LocalFile, Op, OpKind, Problem, RemoteEntry, Row
 
 FORCE_HINT = "`syncd sync --force-delete`"
-
-
-@dataclass(frozen=True)
-class DeleteLimit:
-    """``[sync] max_delete``: a count (``100``) or a share of the folder (``"50%"``).
-
-    A share never holds back 10 deletions or fewer, so small folders are not blocked.
-    """
-
-    count: int | None = None
-    percent: float | None = None
-
-    FLOOR = 10
-
-    def limit(self, mirrored: int) -> int:
-        if self.count is not None:
-            return self.count
-        assert self.percent is not None
-        return max(self.FLOOR, int(mirrored * self.percent / 100))
-
-    def __str__(self) -> str:
-        return f"{self.count}" if self.count is not None else f'"{self.percent:g}%"'
-
-    @classmethod
-    def parse(cls, value: int | str) -> DeleteLimit:
-        """``100`` or ``"100"`` -> a count; ``"50%"`` -> a share. Raises ValueError."""
-        if isinstance(value, int):
-            if value < 0:
-                raise ValueError("must not be negative")
-            return cls(count=value)
-        text = value.strip()
-        if text.endswith("%"):
-            pct = float(text[:-1])
-            if not 0 <= pct <= 100:
-                raise ValueError("a percentage must be between 0% and 100%")
-            return cls(percent=pct)
-        if text.isdigit():
-            return cls(count=int(text))
-        raise ValueError(f'must be a count (100) or a percentage ("50%"), not {value!r}')
 
 
 @dataclass(frozen=True)

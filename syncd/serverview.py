@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from syncd.errors import (
     AuthError,
@@ -62,7 +62,7 @@ class ServerView:
         instead of failing every file in turn. The daemon plans from the manifest instead.
         """
         remote = self.remote()
-        if not getattr(remote, "lists", True):
+        if not remote.features.lists:
             if self.stops.one_shot and not self._probed:
                 self._probed = True
                 await self._first_contact(remote.ping, any_answer=True)
@@ -70,7 +70,11 @@ class ServerView:
 
         async def read() -> Server | None:
             known = self.manifest.mirror(ctx.scope)
-            token = await remote.state(ctx.remote_path) if isinstance(remote, StateToken) else None
+            token = (
+                await cast(StateToken, remote).state(ctx.remote_path)
+                if remote.features.state_token
+                else None
+            )
             if known is not None and token is not None and known[1] == token:
                 return None  # nothing changed on the server since it matched the rows
             first_contact = await self._identify(ctx, known)
@@ -112,7 +116,7 @@ class ServerView:
         """Rows of dot files the listing left out, asked for one by one where the remote can
         say (nginx hides dot files from PROPFIND): held, they are not "lost"."""
         remote = self.remote()
-        if not isinstance(remote, Sizer):
+        if not remote.features.size_of:
             return
         hidden = [
             row
@@ -120,7 +124,7 @@ class ServerView:
             if rel not in entries and any(part.startswith(".") for part in rel.split("/"))
         ]
         for row in hidden[:UNLISTED_MAX]:
-            size = await remote.size_of(ctx.remote(row.rel))
+            size = await cast(Sizer, remote).size_of(ctx.remote(row.rel))
             if size is not None:
                 entries[row.rel] = RemoteEntry(row.rel, size, None)
 
@@ -131,9 +135,9 @@ class ServerView:
         is written once a pass left nothing undone (``confirmed``), so a first contact whose
         extra files are held stays one until the user confirms with ``--force-delete``."""
         remote = self.remote()
-        if not isinstance(remote, Marker):
+        if not remote.features.mark:
             return False
-        mirror = await remote.read_marker(ctx.remote_path)
+        mirror = await cast(Marker, remote).read_marker(ctx.remote_path)
         ctx.marked = mirror is not None
         if mirror is None:
             if known is not None:
@@ -180,16 +184,20 @@ class ServerView:
         try:
             # (``marked`` is None when the server was not listed: its token had not changed
             # since a pass that left the marker there.)
-            if isinstance(remote, Marker) and (mirror is None or ctx.marked is False):
+            if remote.features.mark and (mirror is None or ctx.marked is False):
                 mirror = mirror or uuid.uuid4().hex
                 # Recorded (and committed) before it is on the server: a rescan that reads the
                 # marker meanwhile (the daemon's) finds its own mirror, not one "this state dir
                 # does not know".
                 self.recorder.mirror(ctx.scope, mirror, None)
                 await self.recorder.flush()
-                await remote.write_marker(ctx.remote_path, mirror)
+                await cast(Marker, remote).write_marker(ctx.remote_path, mirror)
                 ctx.marked = True
-            token = await remote.state(ctx.remote_path) if isinstance(remote, StateToken) else None
+            token = (
+                await cast(StateToken, remote).state(ctx.remote_path)
+                if remote.features.state_token
+                else None
+            )
         except RemoteError as e:
             log.warning("%s: could not mark the mirror on the server: %s", ctx.remote_path, e)
             return

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 from syncd.errors import AuthError, PermanentError, SourceChanged, WrongProtocol
 from syncd.faults import crash_point
@@ -258,8 +258,8 @@ class Uploader:
             await self.delete(ctx, Op(OpKind.DELETE, op.rel, row=op.row))
             return outcome
         src, dst = ctx.remote(op.rel), ctx.remote(op.dest)
-        mover = self.remote
-        assert isinstance(mover, Mover)
+        assert self.remote.features.move
+        mover = cast(Mover, self.remote)
         try:
             await self.policy.run(f"move {src}", lambda: mover.move(src, dst))
         except (AuthError, WrongProtocol):

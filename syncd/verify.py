@@ -8,6 +8,7 @@ import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 from syncd.config import Config
 from syncd.errors import AuthError, PermanentError, RemoteError, SourceError, SyncdError
@@ -39,14 +40,14 @@ class Verifier:
         """
         out = VerifyReport()
         remote = self.remote
-        if not getattr(remote, "lists", True):
+        if not remote.features.lists:
             raise SyncdError(
                 f"cannot verify: {remote.description} cannot list what it holds "
                 f'(remote.kind = "{self.config.remote.kind}"), so there is nothing to compare '
                 "with; the manifest (`syncd status`) is the only record of what was sent"
             )
-        reader = remote if isinstance(remote, Reader) else None
-        if not remote.lists_digests:
+        reader = cast(Reader, remote) if remote.features.read else None
+        if not remote.features.lists_digests:
             if reader is not None:
                 log.warning(
                     "verify: %s lists no sha-256; reading every file back to hash it",

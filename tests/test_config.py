@@ -11,9 +11,15 @@ import pytest
 
 from syncd import config as cfgmod
 from syncd.errors import ConfigError
+from syncd.remotes.kinds import KINDS, NAMES
 from tests.conftest import run_syncd, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = cfgmod.schema(KINDS)
+
+
+def load(path: Path) -> cfgmod.Config:
+    return cfgmod.load(path, kinds=KINDS)
 
 
 def minimal(tmp_path: Path, body: str = "") -> Path:
@@ -26,7 +32,7 @@ def minimal(tmp_path: Path, body: str = "") -> Path:
 
 
 def test_defaults_fill_every_key(tmp_path: Path) -> None:
-    cfg = cfgmod.load(minimal(tmp_path))
+    cfg = load(minimal(tmp_path))
     assert cfg.remote.kind == "syncd"
     assert cfg.remote.timeout == 30.0 and cfg.remote.verify_tls is True
     f = cfg.folders[0]
@@ -46,7 +52,7 @@ def test_tilde_and_relative_paths_expand(tmp_path: Path, monkeypatch: pytest.Mon
         '[remote]\nurl = "http://127.0.0.1:1/"\n[[folder]]\npath = "~/Documents"\n'
         '[sync]\nstate_dir = "~/state"\n',
     )
-    cfg = cfgmod.load(p)
+    cfg = load(p)
     assert cfg.folders[0].path == tmp_path / "Documents"
     assert cfg.sync.state_dir == tmp_path / "state"
 
@@ -76,7 +82,7 @@ def test_bad_values_name_file_key_problem(
 ) -> None:
     path = minimal(tmp_path, body)
     with pytest.raises(ConfigError) as e:
-        cfgmod.load(path)
+        load(path)
     assert e.value.key == key
     assert problem in e.value.problem
     assert str(path) in str(e.value)
@@ -85,13 +91,13 @@ def test_bad_values_name_file_key_problem(
 def test_missing_required_keys(tmp_path: Path) -> None:
     p = write_config(tmp_path / "c.toml", '[remote]\nkind = "syncd"\n')
     with pytest.raises(ConfigError, match=r"remote\.url: missing"):
-        cfgmod.load(p)
+        load(p)
     p = write_config(tmp_path / "c.toml", '[remote]\nurl = "http://127.0.0.1:1/"\n')
     with pytest.raises(ConfigError, match=r"folder: missing"):
-        cfgmod.load(p)
+        load(p)
     p = write_config(tmp_path / "c.toml", '[remote]\nurl = "http://127.0.0.1:1/"\n[[folder]]\n')
     with pytest.raises(ConfigError, match=r"folder\[0\]\.path: missing"):
-        cfgmod.load(p)
+        load(p)
 
 
 def test_folder_must_exist_and_remote_paths_differ(tmp_path: Path) -> None:
@@ -100,7 +106,7 @@ def test_folder_must_exist_and_remote_paths_differ(tmp_path: Path) -> None:
         f'[remote]\nurl = "http://127.0.0.1:1/"\n[[folder]]\npath = "{tmp_path / "nope"}"\n',
     )
     with pytest.raises(ConfigError, match=r"folder\[0\]\.path: folder does not exist"):
-        cfgmod.load(p)
+        load(p)
     (tmp_path / "a" / "docs").mkdir(parents=True)
     (tmp_path / "b" / "docs").mkdir(parents=True)
     p = write_config(
@@ -110,7 +116,7 @@ def test_folder_must_exist_and_remote_paths_differ(tmp_path: Path) -> None:
         f'[[folder]]\npath = "{tmp_path / "b" / "docs"}"\n',
     )
     with pytest.raises(ConfigError, match=r"folder\[1\]\.remote_path: 'docs' is already used"):
-        cfgmod.load(p)
+        load(p)
 
 
 @pytest.mark.parametrize(
@@ -127,7 +133,7 @@ def test_nested_remote_paths_are_refused(tmp_path: Path, first: str, second: str
         f'[[folder]]\npath = "{tmp_path / "two"}"\nremote_path = "{second}"\n',
     )
     with pytest.raises(ConfigError) as info:
-        cfgmod.load(p)
+        load(p)
     msg = str(info.value)
     assert "folder[1].remote_path" in msg
     for needle in ("folder[0]", "folder[1]", str(tmp_path / "one"), str(tmp_path / "two")):
@@ -144,7 +150,7 @@ def test_sibling_remote_paths_with_a_common_prefix_are_fine(tmp_path: Path) -> N
         f'[[folder]]\npath = "{tmp_path / "one"}"\nremote_path = "docs"\n'
         f'[[folder]]\npath = "{tmp_path / "two"}"\nremote_path = "docs-old/photos"\n',
     )
-    cfg = cfgmod.load(p)
+    cfg = load(p)
     assert [f.remote_path for f in cfg.folders] == ["docs", "docs-old/photos"]
 
 
@@ -153,7 +159,7 @@ def test_missing_token_file(tmp_path: Path) -> None:
     text = p.read_text().replace("[[folder]]", f'token_file = "{tmp_path / "tok"}"\n[[folder]]')
     p.write_text(text)
     with pytest.raises(ConfigError, match=r"remote\.token_file: file not found"):
-        cfgmod.load(p)
+        load(p)
 
 
 def test_cli_config_errors_exit_2_with_one_line(tmp_path: Path) -> None:
@@ -188,8 +194,8 @@ def test_init_writes_0600_and_refuses_existing(tmp_path: Path) -> None:
     r = run_syncd(*args, "--token-file", str(tok), config=target)
     assert r.returncode == 0, r.stderr
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
-    cfg = cfgmod.load(target)
-    assert cfg.folders[0].path == folder and cfg.remote.token_file == tok
+    cfg = load(target)
+    assert cfg.folders[0].path == folder and cfg.remote.options["token_file"] == tok
     before = target.read_bytes()
     r = run_syncd(*args, config=target)
     assert r.returncode == 2 and "already exists" in r.stderr
@@ -202,11 +208,11 @@ def test_init_writes_0600_and_refuses_existing(tmp_path: Path) -> None:
 def test_example_config_holds_every_key() -> None:
     text = (ROOT / "config.example.toml").read_text()
     uncommented = "\n".join(ln.lstrip("# ") for ln in text.splitlines())
-    for section, keys in cfgmod.SCHEMA.items():
+    for section, keys in SCHEMA.items():
         for key in keys:
             assert f"{key} =" in uncommented, f"config.example.toml lacks {section}.{key}"
     doc = tomllib.loads(text)
-    assert set(doc) <= set(cfgmod.SCHEMA)
+    assert set(doc) <= set(SCHEMA)
 
 
 def test_size_parsing() -> None:
@@ -220,7 +226,7 @@ def test_size_parsing() -> None:
 
 def test_state_dir_follows_xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xs"))
-    assert cfgmod.load(minimal(tmp_path)).sync.state_dir == tmp_path / "xs" / "syncd"
+    assert load(minimal(tmp_path)).sync.state_dir == tmp_path / "xs" / "syncd"
     assert os.environ["XDG_STATE_HOME"]
 
 
@@ -228,15 +234,14 @@ def test_readme_reference_is_generated_from_schema() -> None:
     readme = (ROOT / "README.md").read_text()
     start = readme.index("-->\n", readme.index("<!-- reference:start")) + 4
     end = readme.index("<!-- reference:end -->")
-    assert readme[start:end].strip() == cfgmod.reference_markdown().strip(), (
-        "README's configuration reference is stale: paste syncd.config.reference_markdown()"
+    assert readme[start:end].strip() == cfgmod.reference_markdown(KINDS).strip(), (
+        "README's configuration reference is stale: paste syncd.config.reference_markdown(KINDS)"
     )
 
 
 def test_every_remote_kind_is_available(tmp_path: Path) -> None:
-    from syncd.remotes import REGISTRY
-
-    assert set(REGISTRY) == set(cfgmod.REMOTE_KINDS)
+    assert NAMES == ("syncd", "webdav", "s3", "http")
+    assert SCHEMA["remote"]["kind"].default == "syncd"
     p = minimal(tmp_path)
     p.write_text(p.read_text().replace("[remote]\n", '[remote]\nkind = "webdav"\n'))
-    assert cfgmod.load(p).remote.kind == "webdav"
+    assert load(p).remote.kind == "webdav"

@@ -30,6 +30,8 @@ from aiohttp import BodyPartReader, web
 from syncd.config import RemoteConfig
 from syncd.errors import PermanentError, SourceChanged, TransientError
 from syncd.hashing import Source
+from syncd.remotes import base
+from syncd.remotes.kinds import KINDS, open_remote
 from syncd.remotes.s3 import S3Remote
 from syncd.remotes.webdav import WebDAVRemote
 from syncd.types import LocalFile
@@ -44,7 +46,8 @@ from tests.remote_servers import (
 )
 from tests.test_sync import HOSTILE_NAMES, make_tree, tree_of
 
-KINDS = ("syncd", "nginx", "wsgidav", "s3")
+#: Every server of every registered kind (a kind names its own: ``RemoteKind.conformance``).
+SERVERS = tuple(server for kind in KINDS for server in kind.conformance)
 
 
 class Servers:
@@ -73,9 +76,33 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         s.stop()
 
 
-@pytest.fixture(params=KINDS)
+@pytest.fixture(params=SERVERS)
 def remote(request: pytest.FixtureRequest, servers: Servers) -> RemoteServer:
     return servers.get(request.param)
+
+
+ABILITIES = {
+    "move": base.Mover,
+    "read": base.Reader,
+    "mark": base.Marker,
+    "state_token": base.StateToken,
+    "size_of": base.Sizer,
+}
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.name)
+def test_every_kind_declares_what_it_can_do(kind: Any) -> None:
+    """A kind's ``features`` say exactly which ability protocols its class implements, and
+    every server it names for this suite exists (tests/remote_servers.py)."""
+    from tests.remote_servers import STARTERS
+
+    cls = kind.remote_class()
+    features = cls.features
+    assert isinstance(features, base.Features)
+    for name, protocol in ABILITIES.items():
+        assert getattr(features, name) == issubclass(cls, protocol), (kind.name, name)
+    assert set(kind.conformance) <= set(STARTERS)
+    assert kind.conformance or kind.name == "http"  # (http: its own section below)
 
 
 @pytest.fixture
@@ -410,7 +437,7 @@ def remote_config(
 path = "{tmp_path / "unused"}"
 """,
     )
-    return load(cfg).remote
+    return load(cfg, kinds=KINDS).remote
 
 
 async def local_source(path: Path, rel: str, **kw: Any) -> Source:
@@ -442,12 +469,9 @@ async def test_marker_read_write_and_never_listed(
 ) -> None:
     import json
 
-    from syncd.remotes import open_remote
-    from syncd.remotes.base import Marker
-
     r = open_remote(remote_config(tmp_path, remote), 2)
     try:
-        assert isinstance(r, Marker)
+        assert r.features.mark and isinstance(r, base.Marker)
         assert await r.read_marker(space) is None  # nothing there yet
         f = tmp_path / "a.txt"
         f.write_bytes(b"a")
@@ -479,13 +503,11 @@ def test_marker_survives_sync_and_verify(
     tmp_path: Path, remote: RemoteServer, space: str, folder: Path
 ) -> None:
     """A marker on the server is not an extra file: sync leaves it, verify does not report it."""
-    from syncd.remotes import open_remote
-    from syncd.remotes.base import Marker
 
     async def marker(write: str | None = None) -> str | None:
         r = open_remote(remote_config(tmp_path, remote), 2)
         try:
-            assert isinstance(r, Marker)
+            assert r.features.mark and isinstance(r, base.Marker)
             if write is not None:
                 await r.write_marker(space, write)
             return await r.read_marker(space)
@@ -529,7 +551,6 @@ async def test_large_file_rewritten_while_sent_is_refused(
     """A large file whose bytes change in place (same size) during its upload: the digest
     would not describe what was sent, so put() raises SourceChanged (the engine sends it
     again) and the remote is left without a committed file where it can tell."""
-    from syncd.remotes import open_remote
 
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(40 << 20))  # from 32 MiB: sent with sendfile, hashed apart
@@ -561,7 +582,6 @@ async def test_refused_large_upload_stops_hashing(tmp_path: Path, servers: Serve
     AuthError, or TransientError when the server's reset of the unread body beats its 401 --
     without first hashing the rest of the file (64 GiB of holes: over a minute of sha-256)."""
     from syncd.errors import AuthError
-    from syncd.remotes import open_remote
 
     srv = servers.get("syncd")
     huge = tmp_path / "huge.bin"

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from syncd.errors import SyncdError
-from syncd.remotes import open_remote
+from syncd.remotes.kinds import open_remote
 from tests.remote_servers import Listener
 from tests.test_hardening_client import raw_section, remote_cfg, sized_file, source_of
 

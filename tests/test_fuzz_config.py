@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from syncd import config as cfgmod
 from syncd.errors import ConfigError
+from syncd.remotes.kinds import KINDS
 from syncd.ignore import ignore_problem
 from syncd.types import shown
 from tests.conftest import run_syncd
@@ -108,7 +109,12 @@ GENERATED = st.one_of(
     st.datetimes(),
 )
 VALUES = st.one_of(SPECIAL, GENERATED)
-KEYS = st.sampled_from([(s, k) for s, keys in cfgmod.SCHEMA.items() for k in keys])
+KEYS = st.sampled_from([(s, k) for s, keys in cfgmod.schema(KINDS).items() for k in keys])
+
+
+def load(path: Path) -> cfgmod.Config:
+    return cfgmod.load(path, kinds=KINDS)
+
 
 #: A value of one key can make another one wrong; the error may name either.
 RELATED = {
@@ -140,11 +146,13 @@ def check_sane(cfg: cfgmod.Config) -> None:
     assert parts.username is None and parts.password is None
     assert parts.scheme in (("s3",) if r.kind == "s3" else ("http", "https"))
     assert parts.hostname and (parts.port is None or 0 < parts.port < 65536)
-    if r.endpoint_url:
-        assert urlsplit(r.endpoint_url).scheme in ("http", "https")
-    for text in (r.url, r.username, r.method, r.delete_method, r.region, r.profile, r.form_field):
+    o = r.options
+    if o["endpoint_url"]:
+        assert urlsplit(o["endpoint_url"]).scheme in ("http", "https")
+    texts = ("username", "method", "delete_method", "region", "profile", "form_field")
+    for text in (r.url, *(o[k] for k in texts)):
         assert text.isprintable(), text  # no control characters
-    assert r.method in ("PUT", "POST")
+    assert o["method"] in ("PUT", "POST")
     if cfg.status.listen:
         assert 0 <= int(cfg.status.listen.rpartition(":")[2]) <= 65535
     assert cfg.log.level in cfgmod.LOG_LEVELS and cfg.log.format in cfgmod.LOG_FORMATS
@@ -160,7 +168,7 @@ def load_or_refuse(path: Path, where: str) -> cfgmod.Config | None:
     """Load ``path``: a Config that makes sense, or a ConfigError on one line naming the file
     and ``where`` (or a key it bears on)."""
     try:
-        cfg = cfgmod.load(path)
+        cfg = load(path)
     except ConfigError as e:
         assert e.file == str(path)
         assert e.key is not None, str(e)
@@ -216,7 +224,7 @@ def test_many_odd_values_at_once_never_raise_anything_else(
     path = tmp_path / "c.toml"
     path.write_text(toml_doc(doc))
     try:
-        cfg = cfgmod.load(path)
+        cfg = load(path)
     except ConfigError as e:
         assert e.file == str(path) and shown(str(e)) == str(e), str(e)
     else:
@@ -257,7 +265,7 @@ def test_credentials_in_the_url_are_refused_saying_where_they_go(
         url = url.replace(":s3cret-pw@", "@")
     path = _remote_config(tmp_path, {"kind": kind, "url": url})
     with pytest.raises(ConfigError) as info:
-        cfgmod.load(path)
+        load(path)
     e = info.value
     assert e.key == "remote.url", str(e)
     assert "s3cret-pw" not in str(e)
@@ -310,7 +318,7 @@ def test_odd_urls_are_refused_one_clear_line_each(
 ) -> None:
     path = _remote_config(tmp_path, {"kind": kind, "url": url})
     with pytest.raises(ConfigError) as info:
-        cfgmod.load(path)
+        load(path)
     assert info.value.key == "remote.url"
     assert problem in info.value.problem, str(info.value)
     assert shown(str(info.value)) == str(info.value)
@@ -326,13 +334,13 @@ def test_odd_urls_are_refused_one_clear_line_each(
     ],
 )
 def test_ordinary_urls_pass(tmp_path: Path, url: str) -> None:
-    assert cfgmod.load(_remote_config(tmp_path, {"url": url})).remote.url == url
+    assert load(_remote_config(tmp_path, {"url": url})).remote.url == url
 
 
 def test_an_s3_endpoint_url_is_checked_like_a_url(tmp_path: Path) -> None:
     remote = {"kind": "s3", "url": "s3://bucket/p/", "endpoint_url": "http://k:s@minio:9000/"}
     with pytest.raises(ConfigError) as info:
-        cfgmod.load(_remote_config(tmp_path, remote))
+        load(_remote_config(tmp_path, remote))
     assert info.value.key == "remote.endpoint_url" and "k:s" not in str(info.value)
 
 
@@ -340,7 +348,7 @@ def test_a_username_with_a_colon_or_a_newline_is_refused_at_check(tmp_path: Path
     for name in ("a:b", "a\nb"):
         remote = {"kind": "webdav", "url": "http://127.0.0.1:1/", "username": name}
         with pytest.raises(ConfigError) as info:
-            cfgmod.load(_remote_config(tmp_path, remote))
+            load(_remote_config(tmp_path, remote))
         assert info.value.key == "remote.username"
 
 
@@ -369,7 +377,7 @@ def test_a_bad_ignore_line_in_the_config_is_refused_naming_key_and_line(
     doc["folder"][0]["ignore"] = ["*.o", "build/", line]
     path.write_text(toml_doc(doc))
     with pytest.raises(ConfigError) as info:
-        cfgmod.load(path)
+        load(path)
     assert info.value.key == "folder[0].ignore[2]", str(info.value)
     assert reason in info.value.problem
     assert shown(str(info.value)) == str(info.value) and len(str(info.value)) < 600
@@ -395,10 +403,10 @@ def test_config_ignore_lists_are_refused_exactly_when_a_line_is_bad(
     bad = [i for i, line in enumerate(lines) if ignore_problem(line) is not None]
     if bad:
         with pytest.raises(ConfigError) as info:
-            cfgmod.load(path)
+            load(path)
         assert info.value.key == f"folder[0].ignore[{bad[0]}]"
     else:
-        assert cfgmod.load(path).folders[0].ignore == tuple(lines)
+        assert load(path).folders[0].ignore == tuple(lines)
 
 
 # -- through the command line --------------------------------------------------------------------

@@ -33,7 +33,7 @@ from syncd.errors import (
     WrongProtocol,
 )
 from syncd.hashing import Source
-from syncd.remotes import open_remote
+from syncd.remotes.kinds import KINDS, open_remote
 from syncd.retry import RetryPolicy
 from syncd.types import LocalFile
 from tests.conftest import DaemonProc, ServerProc, mirror_config, run_syncd, wait_for, write_config
@@ -50,7 +50,7 @@ def remote_cfg(tmp_path: Path, section: str, *, extra: str = "") -> RemoteConfig
         tmp_path / "remote.toml",
         f'[remote]\n{section}\n{extra}\n[[folder]]\npath = "{tmp_path / "unused"}"\n',
     )
-    return load(cfg).remote
+    return load(cfg, kinds=KINDS).remote
 
 
 def syncd_section(server: ServerProc) -> str:
@@ -525,7 +525,7 @@ async def test_bwlimit_limits_many_small_files(tmp_path: Path, server: ServerPro
     folder.mkdir()
     for i in range(40):
         (folder / f"f{i:02}.bin").write_bytes(os.urandom(16 << 10))
-    cfg = load(mirror_config(tmp_path, server, folder, extra='bwlimit = "128KiB"\n'))
+    cfg = load(mirror_config(tmp_path, server, folder, extra='bwlimit = "128KiB"\n'), kinds=KINDS)
     async with Engine(cfg) as engine:
         started = time.monotonic()
         report = await engine.sync()

@@ -19,6 +19,7 @@ import pytest
 
 from syncd.config import load
 from syncd.manifest import Manifest, scope_of
+from syncd.remotes.kinds import KINDS
 from syncd.statelock import AlreadyRunning, StateLock, holder, read_holder
 from tests import test_ops
 from tests.conftest import (
@@ -175,7 +176,7 @@ def test_held_deletions_in_status_metrics_page_released_through_the_daemon(
     # The guard's verdict is in the manifest.
     with Manifest.in_state_dir(tmp_path / "state") as m:
         held = m.held()
-    loaded = load(cfg)
+    loaded = load(cfg, kinds=KINDS)
     scope = scope_of(loaded, loaded.folders[0])
     assert [(s, n) for s, n, _, _ in held] == [(scope, 3)], held
 

@@ -29,6 +29,7 @@ import pytest
 from syncd import cli
 from syncd import config as cfgmod
 from syncd.logs import JsonFormatter, Redactor
+from syncd.remotes.kinds import KINDS
 from syncd.status import control
 from syncd.status.notify import Notifier
 from tests.conftest import (
@@ -484,8 +485,8 @@ def test_init_writes_a_commented_config_and_a_new_token(tmp_path: Path, folder: 
     text = target.read_text()
     assert text.count("\n# ") > 10, "the config explains itself in comments"
     assert '# listen = "127.0.0.1:8384"' in text
-    cfg = cfgmod.load(target)
-    assert cfg.folders[0].path == folder and cfg.remote.token_file == token_file
+    cfg = cfgmod.load(target, kinds=KINDS)
+    assert cfg.folders[0].path == folder and cfg.remote.options["token_file"] == token_file
     assert run_syncd("config", "check", config=target).returncode == 0
     # Never overwritten.
     before = target.read_bytes()

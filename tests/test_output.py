@@ -35,6 +35,8 @@ from syncd.engine import Engine
 from syncd.errors import WrongProtocol
 from syncd.hashing import Source
 from syncd.logs import JsonFormatter, TextFormatter, escape
+from syncd.remotes.base import Features
+from syncd.remotes.kinds import KINDS
 from syncd.types import RemoteEntry
 from tests.conftest import ServerProc, mirror_config, run_syncd, write_config
 from tests.remote_servers import free_port
@@ -104,7 +106,7 @@ class StaticFiles:
     WrongProtocol (as the remotes do at the first answer that shows it). Counts its calls."""
 
     description = "http://127.0.0.1:9/"
-    lists_digests = False
+    features = Features()
 
     def __init__(self) -> None:
         self.calls: list[str] = []
@@ -145,7 +147,7 @@ async def test_wrong_protocol_stops_the_pass_at_the_first_answer(
         "concurrency = 4\n",
     )
     remote = StaticFiles()
-    async with Engine(cfgmod.load(cfg_file), remote=remote) as engine:
+    async with Engine(cfgmod.load(cfg_file, kinds=KINDS), remote=remote) as engine:
         report = await engine.sync()
     puts = [c for c in remote.calls if c.startswith("put")]
     # Nothing more is tried once the first answer showed it (the workers already running

@@ -32,6 +32,7 @@ from yarl import URL
 
 from syncd import config as cfgmod
 from syncd.hashing import Source
+from syncd.remotes.kinds import KINDS
 from syncd.remotes.syncd import SyncdRemote
 from syncd.types import LocalFile
 from tests.conftest import ServerProc, mirror_config, server_temps, start_server, wait_for
@@ -179,7 +180,7 @@ NAMES = st.one_of(
 def _remote(base: Path, logged: Logged) -> SyncdRemote:
     folder = base / "unused-folder"
     folder.mkdir(exist_ok=True)
-    cfg = cfgmod.load(mirror_config(base, logged.srv, folder))
+    cfg = cfgmod.load(mirror_config(base, logged.srv, folder), kinds=KINDS)
     return SyncdRemote(cfg.remote, 2)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from syncd import config as cfgmod
 from syncd.engine import Engine, Report
+from syncd.remotes.kinds import KINDS
 from tests.conftest import ServerProc, mirror_config, run_syncd
 from tests.test_sync import tree_of
 
@@ -33,7 +34,7 @@ async def test_file_vanishing_before_read(tmp_path: Path, server: ServerProc) ->
     folder.mkdir()
     (folder / "stays.txt").write_text("stays")
     (folder / "goes.txt").write_text("goes")
-    cfg = cfgmod.load(mirror_config(tmp_path, server, folder))
+    cfg = cfgmod.load(mirror_config(tmp_path, server, folder), kinds=KINDS)
     async with Engine(cfg) as engine:
         ctx = engine.folders[0]
         report = Report()

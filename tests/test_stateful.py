@@ -19,6 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from syncd import config as cfgmod
 from syncd.engine import Engine, Report, scope_of
 from syncd.manifest import Manifest
+from syncd.remotes.kinds import KINDS
 from tests.conftest import ServerProc, start_server
 from tests.test_sync import tree_of
 
@@ -49,7 +50,7 @@ class Mirror(RuleBasedStateMachine):
             f'[[folder]]\npath = "{self.folder}"\nremote_path = "docs"\n'
             f'[sync]\nstate_dir = "{self.tmp / "state"}"\nmax_delete = 1000\n'
         )
-        self.cfg = cfgmod.load(cfg_file)
+        self.cfg = cfgmod.load(cfg_file, kinds=KINDS)
 
     def teardown(self) -> None:
         if getattr(self, "server", None) is not None:

@@ -13,6 +13,7 @@ import pytest
 
 from syncd import config as cfgmod
 from syncd.engine import Engine
+from syncd.remotes.kinds import KINDS
 from tests.conftest import ServerProc, mirror_config, run_syncd
 
 HOSTILE_NAMES = [
@@ -99,7 +100,7 @@ async def test_noop_resync_reads_no_bytes_and_sends_nothing(
     tmp_path: Path, server: ServerProc, folder: Path
 ) -> None:
     make_tree(folder)
-    cfg = cfgmod.load(mirror_config(tmp_path, server, folder))
+    cfg = cfgmod.load(mirror_config(tmp_path, server, folder), kinds=KINDS)
     async with Engine(cfg) as engine:
         first = await engine.sync()
     assert first.uploaded > 0 and not first.failed

@@ -25,6 +25,7 @@ from syncd import config as cfgmod
 from syncd.config import RemoteConfig
 from syncd.errors import PermanentError
 from syncd.remotes.base import Marker, StateToken
+from syncd.remotes.kinds import KINDS
 from syncd.remotes.quickstate import fetch_state
 from syncd.remotes.syncd import SyncdRemote
 from tests.conftest import ServerProc, mirror_config, run_syncd, start_server, write_config
@@ -87,7 +88,7 @@ def srv(tmp_path: Path, token_file: Path) -> Iterator[ServerProc]:
 def remote_cfg(tmp_path: Path, srv: ServerProc, url: str = "") -> RemoteConfig:
     folder = tmp_path / "cfg-folder"
     folder.mkdir(exist_ok=True)
-    cfg = cfgmod.load(mirror_config(tmp_path, srv, folder))
+    cfg = cfgmod.load(mirror_config(tmp_path, srv, folder), kinds=KINDS)
     return replace(cfg.remote, url=url) if url else cfg.remote
 
 
@@ -399,9 +400,18 @@ def test_fetch_state_gives_none_on_any_failure(
     assert fetch_state(cfg, "docs", 10) is not None
     wrong = tmp_path / "wrong-token"
     wrong.write_text("not-the-token\n")
-    assert fetch_state(replace(cfg, token_file=wrong), "docs", 10) is None
-    assert fetch_state(replace(cfg, token_file=None), "docs", 10) is None
-    assert fetch_state(replace(cfg, token_file=tmp_path / "gone"), "docs", 10) is None
+    assert (
+        fetch_state(replace(cfg, options={**cfg.options, "token_file": wrong}), "docs", 10) is None
+    )
+    assert (
+        fetch_state(replace(cfg, options={**cfg.options, "token_file": None}), "docs", 10) is None
+    )
+    assert (
+        fetch_state(
+            replace(cfg, options={**cfg.options, "token_file": tmp_path / "gone"}), "docs", 10
+        )
+        is None
+    )
     assert fetch_state(replace(cfg, kind="webdav"), "docs", 10) is None
     assert fetch_state(replace(cfg, kind="s3", url="s3://b/p/"), "docs", 10) is None
     with socket.socket() as s:
@@ -422,8 +432,9 @@ def test_fetch_state_does_not_import_aiohttp(tmp_path: Path, srv: ServerProc) ->
         "import sys\n"
         "from pathlib import Path\n"
         "from syncd.config import load\n"
+        "from syncd.remotes.kinds import KINDS\n"
         "from syncd.remotes.quickstate import fetch_state\n"
-        f"token = fetch_state(load(Path({str(cfg)!r})).remote, 'docs', 10)\n"
+        f"token = fetch_state(load(Path({str(cfg)!r}), kinds=KINDS).remote, 'docs', 10)\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in"
         " ('aiohttp', 'yarl', 'multidict', 'asyncio'))\n"
         "print(token, heavy)\n"
@@ -474,7 +485,7 @@ def test_fetch_state_over_ipv6(tmp_path: Path, token_file: Path) -> None:
             f'[remote]\nurl = "{url}"\ntoken_file = "{token_file}"\n'
             f'[[folder]]\npath = "{folder}"\n',
         )
-        token = fetch_state(cfgmod.load(p).remote, "docs", 10)
+        token = fetch_state(cfgmod.load(p, kinds=KINDS).remote, "docs", 10)
         assert token is not None and token != "absent"
     finally:
         proc.terminate()

@@ -1,15 +1,18 @@
 """The Remote protocol: the few things the engine asks of a server.
 
 Every method raises only syncd errors: ``TransientError`` (worth retrying), ``PermanentError``
-(not for this path), ``AuthError`` (credentials refused: stop). Optional abilities are separate
-protocols (``Mover``, ``Reader``, ``Marker``, ``StateToken``) that the engine checks for with
-``isinstance``; it never looks at a remote's type.
+(not for this path), ``AuthError`` (credentials refused: stop). What a remote can do beyond
+put/delete/list/ping is said by ONE record, its ``features`` (rclone's ``fs.Features``); the
+methods of each optional ability are a separate protocol (``Mover``, ``Reader``, ``Marker``,
+``StateToken``, ``Sizer``). The engine asks ``remote.features``; it never looks at a remote's
+type, and the conformance suite checks that every kind's features match its methods.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
@@ -59,14 +62,35 @@ def marker_id(data: bytes, path: str) -> str:
     return mirror
 
 
+@dataclass(frozen=True)
+class Features:
+    """What one kind of remote can do, declared once by its class (``features = ...``)."""
+
+    #: ``list`` says what the remote holds. False for an upload endpoint: the manifest is the
+    #: only record of what was sent, and ``syncd verify`` refuses.
+    lists: bool = True
+    #: ``list`` gives a sha-256 for every file (verify needs no read-back).
+    lists_digests: bool = False
+    #: ``Mover``: a rename is a move on the server, not a new upload.
+    move: bool = False
+    #: ``Reader``: a stored file can be read back (``syncd verify`` hashes it).
+    read: bool = False
+    #: ``Marker``: a mirror marker names the mirror stored at a prefix.
+    mark: bool = False
+    #: ``StateToken``: a cheap token tells whether anything under a prefix changed.
+    state_token: bool = False
+    #: ``Sizer``: one file's size can be asked for (listings that leave names out).
+    size_of: bool = False
+
+
 @runtime_checkable
 class Remote(Protocol):
     """A place files are mirrored to. Paths are '/'-separated, relative to the remote's root."""
 
     #: Human-readable "where", for messages (never contains credentials).
     description: str
-    #: True when ``list`` gives a sha-256 for every file (verify needs no read-back).
-    lists_digests: bool
+    #: What it can do beyond these methods.
+    features: Features
 
     async def put(self, path: str, source: Source) -> str:
         """Store ``source`` at ``path`` and return the sha-256 (hex) the remote confirmed.
@@ -104,7 +128,7 @@ class Mover(Protocol):
 @runtime_checkable
 class Reader(Protocol):
     """Ability: read a stored file back (``syncd verify`` hashes it where ``list`` gives no
-    sha-256). A remote that cannot even list sets ``lists = False``: verify then refuses."""
+    sha-256). A remote that cannot even list has ``features.lists = False``: verify refuses."""
 
     def read(self, path: str) -> AsyncIterator[bytes]:
         """The bytes stored at ``path``. PermanentError if absent; Transient/AuthError."""

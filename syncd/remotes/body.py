@@ -1,6 +1,6 @@
 """Upload bodies for aiohttp: a small file from memory, a file streamed in chunks, or a large
-file sent by the kernel; and ``silence_limit``, which bounds a request with a body by
-``remote.timeout`` seconds of silence.
+file sent by the kernel (``silence.silence_limit`` bounds a request with one by
+``remote.timeout`` seconds of silence).
 
 ``body_of(source)`` picks the body. Each counts its progress (``_Body.signal``), so a request
 can fail after ``timeout`` seconds in which the server accepted no byte and gave no answer,
@@ -35,7 +35,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -398,31 +398,3 @@ def _send_queue(sock: Any) -> int | None:
     except (OSError, ValueError):
         return None
     return int.from_bytes(out, sys.byteorder, signed=True)
-
-
-@asynccontextmanager
-async def silence_limit(signal: Callable[[], object], seconds: float) -> AsyncIterator[None]:
-    """Bound what runs inside (one request) by ``seconds`` of silence: TimeoutError once, for
-    ``seconds``, ``signal()`` stayed the same (a body's progress, ``_Body.signal``: no byte of
-    the body accepted by the transport, nor by the server as the kernel's send queue drains)
-    and no answer came. A slow server that is still reading never trips it, however long the
-    body takes (unlike aiohttp's ``sock_read``, which also runs while the body is being sent:
-    aiohttp issue 7149). Our own pauses for ``bwlimit`` count as progress."""
-    loop = asyncio.get_running_loop()
-    tick = min(1.0, seconds / 4)
-    async with asyncio.timeout(seconds) as limit:
-
-        async def watch() -> None:
-            last = signal()
-            while True:
-                await asyncio.sleep(tick)
-                now = signal()
-                if now != last:
-                    last = now
-                    limit.reschedule(loop.time() + seconds)
-
-        watcher = asyncio.create_task(watch())
-        try:
-            yield
-        finally:
-            watcher.cancel()

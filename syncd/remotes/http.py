@@ -1,7 +1,7 @@
 """The "http" remote: any upload endpoint (``PUT`` of a raw body, or ``POST`` of a raw body or a
 multipart form), with the file's relative path in the URL's ``{path}`` placeholder.
 
-Such an endpoint can only receive: it cannot list, verify or move, so ``lists = False`` (the
+Such an endpoint can only receive: it cannot list, verify or move (``features.lists`` is False: the
 engine then says plainly that ``verify`` cannot check it, and the manifest is the only record
 of what was sent) and this remote has no ``move`` (a rename is a new upload). Deletions are
 sent only when ``delete_method`` is set.
@@ -22,8 +22,9 @@ from syncd.config import RemoteConfig
 from syncd.digests import digest_header, parse_digest
 from syncd.errors import ConfigError, PermanentError, TransientError, WrongProtocol
 from syncd.hashing import Source
+from syncd.remotes._http import HTTPRemote
+from syncd.remotes.base import Features
 from syncd.remotes.body import body_of
-from syncd.remotes.syncd import HTTPRemote
 from syncd.types import RemoteEntry
 
 log = logging.getLogger("syncd.remotes.http")
@@ -61,11 +62,10 @@ def _form_quote(text: str) -> str:
 
 
 class HTTPUploadRemote(HTTPRemote):
-    """An upload endpoint. Implements Remote (``list`` cannot list: see ``lists``)."""
+    """An upload endpoint. Implements Remote (``list`` cannot list: see ``features``)."""
 
-    lists_digests = False
-    #: This remote cannot list what it holds: there is nothing to verify against.
-    lists = False
+    #: It cannot list what it holds: there is nothing to verify against.
+    features = Features(lists=False)
 
     def __init__(self, cfg: RemoteConfig, concurrency: int) -> None:
         super().__init__(cfg, concurrency)
@@ -74,14 +74,18 @@ class HTTPUploadRemote(HTTPRemote):
         self.description = str(u.with_user(None).with_password(None).with_query(None)).replace(
             "PATH", "{path}"
         )
-        if cfg.headers_file is not None:
-            self._headers.update(read_headers_file(cfg.headers_file))
+        self.headers_file: Path | None = cfg.options["headers_file"]
+        self.method: str = cfg.options["method"]
+        self.form_field: str = cfg.options["form_field"]
+        self.delete_method: str = cfg.options["delete_method"]
+        if self.headers_file is not None:
+            self._headers.update(read_headers_file(self.headers_file))
         self._warned_delete = False
 
     def auth_hint(self) -> str:
-        if self.cfg.headers_file is None:
+        if self.headers_file is None:
             return ": the endpoint wants credentials; put them in remote.headers_file"
-        return f": check the headers in {self.cfg.headers_file}"
+        return f": check the headers in {self.headers_file}"
 
     def url(self, path: str, query: str = "") -> URL:
         return URL(self.template.replace("{path}", self.quoted(path)), encoded=True)
@@ -102,8 +106,8 @@ class HTTPUploadRemote(HTTPRemote):
     def _framing(self, path: str, source: Source) -> tuple[bytes, bytes, dict[str, str]]:
         """What goes around the file's bytes, and the headers: nothing (a raw body), or one
         multipart/form-data file field."""
-        field = self.cfg.form_field
-        if self.cfg.method != "POST" or not field:
+        field = self.form_field
+        if self.method != "POST" or not field:
             headers = {"Content-Type": "application/octet-stream"}
             if source.data is None:
                 headers["Content-Length"] = str(source.size)
@@ -133,7 +137,7 @@ class HTTPUploadRemote(HTTPRemote):
         url = self.url(path)
         async with (
             body_of(source, head, tail) as body,
-            self.request(self.cfg.method, url, path, "upload", body=body, headers=headers) as resp,
+            self.request(self.method, url, path, "upload", body=body, headers=headers) as resp,
         ):
             if not 200 <= resp.status < 300:
                 await self.fail(resp, path, "upload")
@@ -147,7 +151,7 @@ class HTTPUploadRemote(HTTPRemote):
     async def delete(self, path: str) -> None:
         """``delete_method`` on the file's URL (2xx, 404 and 410 are fine); without
         ``delete_method`` nothing is sent."""
-        method = self.cfg.delete_method
+        method = self.delete_method
         if not method:
             if not self._warned_delete:
                 self._warned_delete = True

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from syncd.config import RemoteConfig
 
 #: The answer is one small JSON object; anything longer is not a state token.
@@ -31,6 +33,13 @@ def state_target(base_path: str, prefix: str) -> str:
     base = base_path if base_path.endswith("/") else base_path + "/"
     prefix = prefix.strip("/")
     return base + (quote_path(prefix) + "/" if prefix else "") + "?state"
+
+
+def read_token(token_file: Path | None) -> str | None:
+    """The bearer token in ``remote.token_file`` (checked to exist when the config loaded)."""
+    if token_file is None:
+        return None
+    return token_file.read_text(encoding="utf-8").strip() or None
 
 
 def _tls_context(cfg: RemoteConfig) -> ssl.SSLContext:
@@ -57,7 +66,7 @@ def fetch_state(cfg: RemoteConfig, prefix: str, timeout: float) -> str | None:
         if not host:
             return None
         headers = {"Accept": "application/json", "User-Agent": "syncd"}
-        token = cfg.token()
+        token = read_token(cfg.options.get("token_file"))
         if token:
             headers["Authorization"] = f"Bearer {token}"
         if parts.scheme == "https":

@@ -12,28 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
-import io
 import logging
-import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from syncd.config import RemoteConfig
 from syncd.errors import (
     AuthError,
-    ConfigError,
     PermanentError,
     RemoteError,
-    Silent,
     TransientError,
-    Unreachable,
 )
 from syncd.hashing import Source
-from syncd.remotes.base import is_reserved, marker_body, marker_id, marker_path
-from syncd.remotes.body import silence_limit
+from syncd.remotes.base import Features, is_reserved, marker_body, marker_id, marker_path
+from syncd.remotes.s3_client import Counted, S3Client, client_error
 from syncd.types import RemoteEntry
 
 log = logging.getLogger("syncd.remotes.s3")
@@ -42,35 +36,6 @@ MiB = 1 << 20
 GiB = 1 << 30
 MAX_PARTS = 10_000
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys
-
-# Error codes that mean "these credentials do not work here".
-AUTH_CODES = {
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "AccessDenied",
-    "ExpiredToken",
-    "InvalidToken",
-    "TokenRefreshRequired",
-    "AuthorizationHeaderMalformed",
-    "InvalidClientTokenId",
-    "UnrecognizedClientException",
-}
-# Error codes worth retrying, whatever their HTTP status.
-TRANSIENT_CODES = {
-    "SlowDown",
-    "RequestTimeout",
-    "RequestTimeTooSkewed",
-    "InternalError",
-    "ServiceUnavailable",
-    "Throttling",
-    "ThrottlingException",
-    "RequestLimitExceeded",
-    "BadDigest",  # the bytes were damaged on the way: send them again
-    "InvalidDigest",
-    "XAmzContentSHA256Mismatch",
-    "IncompleteBody",
-    "OperationAborted",
-}
 
 
 def _b64(digest: bytes) -> str:
@@ -94,7 +59,8 @@ def part_size_for(size: int, minimum: int) -> int:
 class S3Remote:
     """An S3 bucket (and key prefix). Implements Remote, Mover, Reader and Marker."""
 
-    lists_digests = False  # ListObjectsV2 gives no checksums: verify reads objects back
+    # ListObjectsV2 gives no checksums: verify reads objects back.
+    features = Features(move=True, read=True, mark=True)
 
     #: Objects larger than this are sent as multipart uploads of ``part_size`` parts.
     multipart_threshold = 8 * MiB
@@ -104,42 +70,13 @@ class S3Remote:
     copy_part_size = 512 * MiB
 
     def __init__(self, cfg: RemoteConfig, concurrency: int) -> None:
-        try:
-            from aiobotocore.config import AioConfig
-            from aiobotocore.session import AioSession
-        except ImportError as e:
-            raise ConfigError(
-                "config",
-                "remote.kind",
-                f"the s3 remote needs aiobotocore, which is not installed ({e}): "
-                "pip install 'syncd[s3]'",
-            ) from None
         self.cfg = cfg
         self.bucket, self.prefix = parse_url(cfg.url)
-        self.endpoint = cfg.endpoint_url or None
+        endpoint: str | None = cfg.options["endpoint_url"] or None
         self.description = f"s3://{self.bucket}/{self.prefix}" + (
-            f" at {self.endpoint}" if self.endpoint else ""
+            f" at {endpoint}" if endpoint else ""
         )
-        self._session = AioSession(profile=cfg.profile or None)
-        self._config = AioConfig(
-            region_name=cfg.region or None,
-            connect_timeout=cfg.timeout,
-            read_timeout=cfg.timeout,
-            retries={"total_max_attempts": 1, "mode": "standard"},  # syncd.retry decides
-            max_pool_connections=concurrency + 4,
-            # We send ChecksumSHA256 ourselves; no extra CRC32 on every request.
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            s3={"addressing_style": "path" if self.endpoint else "auto"},
-            signature_version="s3v4",
-        )
-        verify: bool | str = cfg.verify_tls
-        if cfg.verify_tls and cfg.ca_file is not None:
-            verify = str(cfg.ca_file)
-        self._verify = verify
-        self._client: Any = None
-        self._stack = contextlib.AsyncExitStack()
-        self._lock = asyncio.Lock()
+        self._s3 = S3Client(cfg, concurrency, self.description)
 
     async def __aenter__(self) -> S3Remote:
         return self
@@ -148,100 +85,10 @@ class S3Remote:
         await self.aclose()
 
     async def aclose(self) -> None:
-        self._client = None
-        await self._stack.aclose()
+        await self._s3.aclose()
 
     def key(self, path: str) -> str:
         return self.prefix + path
-
-    async def client(self) -> Any:
-        """The aiobotocore client, created on first use."""
-        if self._client is None:
-            async with self._lock:
-                if self._client is None:
-                    from botocore.exceptions import ProfileNotFound
-
-                    try:
-                        self._client = await self._stack.enter_async_context(
-                            self._session.create_client(
-                                "s3",
-                                endpoint_url=self.endpoint,
-                                config=self._config,
-                                verify=self._verify,
-                            )
-                        )
-                    except ProfileNotFound as e:
-                        raise self._error(e, "connect", "") from None
-                    for op in _WATCHED:
-                        self._client.meta.events.register(f"before-send.s3.{op}", _no_read_timeout)
-        return self._client
-
-    async def _call(self, what: str, path: str, op: str, **kw: Any) -> dict[str, Any]:
-        """Run the S3 operation ``op`` (a client method name) with ``kw``; every failure
-        becomes the matching syncd error.
-
-        A ``Body`` that is a :class:`_Counted` is watched: the call fails after
-        ``remote.timeout`` seconds in which none of it was read and no answer came. (botocore
-        sends such bodies with ``Expect: 100-continue``, and aiohttp waits for the interim
-        answer with no timeout at all: a server that never answers would hang the upload.)"""
-        client = await self.client()
-        body = kw.get("Body")
-        try:
-            if isinstance(body, _Counted):
-                async with silence_limit(body.signal, self.cfg.timeout):
-                    resp: dict[str, Any] = await getattr(client, op)(**kw)
-            else:
-                resp = await getattr(client, op)(**kw)
-        except Exception as e:
-            raise self._error(e, what, path) from e
-        return resp
-
-    def _error(self, e: Exception, what: str, path: str) -> RemoteError:
-        from botocore import exceptions as bx
-
-        where = f"{what} {path}" if path else what
-        if isinstance(e, bx.ClientError):
-            err = e.response.get("Error", {})
-            code = str(err.get("Code", ""))
-            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            text = str(err.get("Message") or "").strip()
-            detail = f"{code or status}" + (f": {text}" if text else "")
-            if code in AUTH_CODES or status == 401:
-                return AuthError(
-                    f"{self.description} refused the credentials ({detail}){self._auth_hint()}",
-                    path=path,
-                    status=status,
-                )
-            if code in TRANSIENT_CODES or (status is not None and (status >= 500 or status == 429)):
-                return TransientError(f"{where}: {detail}", path=path, status=status)
-            return PermanentError(f"{where}: {detail}", path=path, status=status)
-        if isinstance(e, bx.NoCredentialsError | bx.PartialCredentialsError):
-            return AuthError(
-                f"{self.description}: no usable AWS credentials ({e}): set AWS_ACCESS_KEY_ID "
-                "and AWS_SECRET_ACCESS_KEY, or remote.profile",
-                path=path,
-            )
-        if isinstance(e, bx.ProfileNotFound):
-            # Fatal like refused credentials: nothing can be sent until the config is fixed.
-            return AuthError(f"{self.description}: {e} (remote.profile)", path=path)
-        if isinstance(e, bx.EndpointConnectionError | bx.ConnectTimeoutError):
-            inner = e.kwargs.get("error") if hasattr(e, "kwargs") else None
-            return Unreachable(
-                f"{where}: cannot connect to {self.endpoint or 'S3'}: {_reason(inner or e)}",
-                path=path,
-            )
-        if isinstance(e, bx.BotoCoreError | OSError | TimeoutError) or _is_aiohttp_error(e):
-            reason = str(e) or type(e).__name__
-            if isinstance(e, TimeoutError | bx.ReadTimeoutError):
-                reason = f"no answer for {self.cfg.timeout:g} s (remote.timeout)"
-                return Silent(f"{where}: {self.description}: {reason}", path=path)
-            return TransientError(f"{where}: {self.description}: {reason}", path=path)
-        return PermanentError(f"{where}: {type(e).__name__}: {e}", path=path)
-
-    def _auth_hint(self) -> str:
-        if self.cfg.profile:
-            return f": check the credentials of profile {self.cfg.profile!r}"
-        return ": check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or remote.profile)"
 
     # -- put --------------------------------------------------------------------------------
     async def put(self, path: str, source: Source) -> str:
@@ -259,13 +106,13 @@ class S3Remote:
             await source.check_unchanged()
         assert source.sha256 is not None
         want = _b64(bytes.fromhex(source.sha256))
-        resp = await self._call(
+        resp = await self._s3.call(
             "upload",
             path,
             "put_object",
             Bucket=self.bucket,
             Key=self.key(path),
-            Body=_Counted(data),  # written in pieces, not copied into the transport
+            Body=Counted(data),  # written in pieces, not copied into the transport
             ContentLength=len(data),
             ChecksumAlgorithm="SHA256",
             ChecksumSHA256=want,
@@ -278,18 +125,10 @@ class S3Remote:
     async def _put_multipart(self, path: str, source: Source) -> str:
         key = self.key(path)
         size = part_size_for(source.size, self.part_size)
-        created = await self._call(
-            "upload",
-            path,
-            "create_multipart_upload",
-            Bucket=self.bucket,
-            Key=key,
-            ChecksumAlgorithm="SHA256",
-        )
-        upload_id = created["UploadId"]
-        parts: list[dict[str, Any]] = []
-        try:
+
+        async def send(upload_id: str) -> list[dict[str, Any]]:
             # One part in memory at a time: read from the file, sent, dropped.
+            parts: list[dict[str, Any]] = []
             pending: list[bytes] = []
             have = 0
             async for chunk in source.chunks():
@@ -308,8 +147,34 @@ class S3Remote:
             del pending
             # Commit only what was read from an unchanged file.
             await source.check_unchanged()
-            await self._call(
-                "upload",
+            return parts
+
+        await self._multipart("upload", path, key, send)
+        assert source.sha256 is not None
+        return source.sha256
+
+    async def _multipart(
+        self,
+        what: str,
+        path: str,
+        key: str,
+        send: Callable[[str], Awaitable[list[dict[str, Any]]]],
+    ) -> None:
+        """Create a multipart upload of ``key``, ``send`` its parts (given the upload id; it
+        returns them), then complete it; on any failure (or cancellation) abort it instead."""
+        created = await self._s3.call(
+            what,
+            path,
+            "create_multipart_upload",
+            Bucket=self.bucket,
+            Key=key,
+            ChecksumAlgorithm="SHA256",
+        )
+        upload_id = created["UploadId"]
+        try:
+            parts = await send(upload_id)
+            await self._s3.call(
+                what,
                 path,
                 "complete_multipart_upload",
                 Bucket=self.bucket,
@@ -320,8 +185,6 @@ class S3Remote:
         except BaseException:
             await self._abort(key, upload_id)
             raise
-        assert source.sha256 is not None
-        return source.sha256
 
     async def _part(
         self, path: str, key: str, upload_id: str, number: int, body: bytes
@@ -329,7 +192,7 @@ class S3Remote:
         """Send one part. The body goes as a file object over the bytes (no copy), which
         aiohttp writes in pieces: a bytes body would be copied into the transport's buffer."""
         digest = _b64(await asyncio.to_thread(lambda: hashlib.sha256(body).digest()))
-        resp = await self._call(
+        resp = await self._s3.call(
             "upload",
             path,
             "upload_part",
@@ -337,7 +200,7 @@ class S3Remote:
             Key=key,
             UploadId=upload_id,
             PartNumber=number,
-            Body=_Counted(body),  # shares ``body``'s memory
+            Body=Counted(body),  # shares ``body``'s memory
             ContentLength=len(body),
             ChecksumAlgorithm="SHA256",
             ChecksumSHA256=digest,
@@ -347,7 +210,7 @@ class S3Remote:
     async def _abort(self, key: str, upload_id: str) -> None:
         """Drop an incomplete multipart upload (its parts would otherwise be billed)."""
         try:
-            client = await self.client()
+            client = await self._s3.client()
             await client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
         except Exception as e:  # the original error matters more than this one
             log.warning(
@@ -366,7 +229,7 @@ class S3Remote:
             kw: dict[str, Any] = {"Bucket": self.bucket, "Prefix": start}
             if token:
                 kw["ContinuationToken"] = token
-            page = await self._call("list", path, "list_objects_v2", **kw)
+            page = await self._s3.call("list", path, "list_objects_v2", **kw)
             for obj in page.get("Contents", ()):
                 yield obj["Key"], int(obj.get("Size", 0))
             if not page.get("IsTruncated"):
@@ -378,7 +241,7 @@ class S3Remote:
     async def _delete_keys(self, path: str, keys: list[str]) -> None:
         for i in range(0, len(keys), DELETE_BATCH):
             batch = [{"Key": k} for k in keys[i : i + DELETE_BATCH]]
-            resp = await self._call(
+            resp = await self._s3.call(
                 "delete",
                 path,
                 "delete_objects",
@@ -388,8 +251,8 @@ class S3Remote:
             errors = resp.get("Errors") or []
             if errors:
                 first = errors[0]
-                raise self._error(
-                    _client_error(first.get("Code", ""), first.get("Message", ""), "DeleteObjects"),
+                raise self._s3.error(
+                    client_error(first.get("Code", ""), first.get("Message", ""), "DeleteObjects"),
                     "delete",
                     path,
                 )
@@ -432,20 +295,22 @@ class S3Remote:
 
     async def _head(self, path: str) -> int | None:
         """The size of the object at ``path``; None if there is none."""
+        resp = await self._unless_absent("move", path, "head_object")
+        return None if resp is None else int(resp.get("ContentLength", 0))
+
+    async def _unless_absent(self, what: str, path: str, op: str) -> dict[str, Any] | None:
+        """The answer of ``op`` on the object at ``path``; None if there is none (404)."""
         try:
-            resp = await self._call(
-                "move", path, "head_object", Bucket=self.bucket, Key=self.key(path)
-            )
+            return await self._s3.call(what, path, op, Bucket=self.bucket, Key=self.key(path))
         except PermanentError as e:
             if e.status == 404 and not isinstance(e, AuthError):
                 return None
             raise
-        return int(resp.get("ContentLength", 0))
 
     async def _copy(self, path: str, s_key: str, d_key: str, size: int) -> None:
         source = {"Bucket": self.bucket, "Key": s_key}
         if size <= self.copy_limit:
-            await self._call(
+            await self._s3.call(
                 "move",
                 path,
                 "copy_object",
@@ -456,21 +321,13 @@ class S3Remote:
                 MetadataDirective="COPY",
             )
             return
-        created = await self._call(
-            "move",
-            path,
-            "create_multipart_upload",
-            Bucket=self.bucket,
-            Key=d_key,
-            ChecksumAlgorithm="SHA256",
-        )
-        upload_id = created["UploadId"]
-        parts: list[dict[str, Any]] = []
-        try:
-            step = part_size_for(size, self.copy_part_size)
+        step = part_size_for(size, self.copy_part_size)
+
+        async def send(upload_id: str) -> list[dict[str, Any]]:
+            parts: list[dict[str, Any]] = []
             for number, first in enumerate(range(0, size, step), start=1):
                 last = min(first + step, size) - 1
-                resp = await self._call(
+                resp = await self._s3.call(
                     "move",
                     path,
                     "upload_part_copy",
@@ -486,44 +343,30 @@ class S3Remote:
                 if result.get("ChecksumSHA256"):
                     part["ChecksumSHA256"] = result["ChecksumSHA256"]
                 parts.append(part)
-            await self._call(
-                "move",
-                path,
-                "complete_multipart_upload",
-                Bucket=self.bucket,
-                Key=d_key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": parts},
-            )
-        except BaseException:
-            await self._abort(d_key, upload_id)
-            raise
+            return parts
+
+        await self._multipart("move", path, d_key, send)
 
     # -- Marker -----------------------------------------------------------------------------
     async def read_marker(self, prefix: str) -> str | None:
         """The mirror id in the object ``<prefix>/.~syncd-mirror``; None if there is none.
         PermanentError if it is not a marker."""
         path = marker_path(prefix)
-        try:
-            resp = await self._call(
-                "read marker", path, "get_object", Bucket=self.bucket, Key=self.key(path)
-            )
-        except PermanentError as e:
-            if e.status == 404 and not isinstance(e, AuthError):
-                return None
-            raise
+        resp = await self._unless_absent("read marker", path, "get_object")
+        if resp is None:
+            return None
         try:
             async with resp["Body"] as body:
                 data = await body.read(1 << 16)
         except Exception as e:
-            raise self._error(e, "read marker", path) from e
+            raise self._s3.error(e, "read marker", path) from e
         return marker_id(data, path)
 
     async def write_marker(self, prefix: str, mirror_id: str) -> None:
         """One PutObject (atomic: S3 never shows half an object), with ChecksumSHA256."""
         path = marker_path(prefix)
         body = marker_body(mirror_id)
-        await self._call(
+        await self._s3.call(
             "write marker",
             path,
             "put_object",
@@ -539,7 +382,9 @@ class S3Remote:
     # -- Reader, ping -----------------------------------------------------------------------
     async def read(self, path: str) -> AsyncIterator[bytes]:
         """The stored bytes of ``path`` (GetObject, streamed). PermanentError if absent."""
-        resp = await self._call("read", path, "get_object", Bucket=self.bucket, Key=self.key(path))
+        resp = await self._s3.call(
+            "read", path, "get_object", Bucket=self.bucket, Key=self.key(path)
+        )
         try:
             async with resp["Body"] as body:
                 while chunk := await body.read(MiB):
@@ -547,80 +392,14 @@ class S3Remote:
         except RemoteError:
             raise
         except Exception as e:
-            raise self._error(e, "read", path) from e
+            raise self._s3.error(e, "read", path) from e
 
     async def ping(self) -> None:
         """HeadBucket. Raises Unreachable/TransientError, or AuthError; any other answer
         (even "no such bucket") means the server is there."""
         try:
-            await self._call("reach", "", "head_bucket", Bucket=self.bucket)
+            await self._s3.call("reach", "", "head_bucket", Bucket=self.bucket)
         except AuthError:
             raise
         except PermanentError as e:
             log.debug("ping %s: %s", self.description, e)
-
-
-#: Operations whose body is a :class:`_Counted`: ``silence_limit`` bounds them instead of
-#: aiohttp's ``sock_read``, which also runs while the body is sent (aiohttp issue 7149: a part
-#: that takes longer than ``timeout`` to send over a slow link would fail while it is moving).
-#: The body's reads are the only sign of life seen here (aiobotocore hides the socket), so
-#: the last few MiB a kernel buffers must drain within ``timeout``: on a link slower than
-#: ~4 MiB per ``timeout``, raise ``timeout``.
-_WATCHED = ("PutObject", "UploadPart")
-_NO_READ_TIMEOUT = 7 * 24 * 3600.0
-
-
-def _no_read_timeout(request: Any, **kwargs: Any) -> None:
-    """botocore ``before-send`` hook: aiobotocore takes a per-request ``read_timeout`` from the
-    request's context."""
-    context = getattr(request, "context", None)
-    if isinstance(context, dict):
-        context["read_timeout"] = _NO_READ_TIMEOUT
-
-
-class _Counted(io.BytesIO):
-    """A request body that counts how much of it was read (the sign of life that
-    ``silence_limit`` watches while the body is sent)."""
-
-    def __init__(self, data: bytes) -> None:
-        super().__init__(data)
-        self.taken = 0
-
-    def read(self, size: int | None = -1, /) -> bytes:
-        chunk = super().read(size)
-        self.taken += len(chunk)
-        return chunk
-
-    def signal(self) -> int:
-        return self.taken
-
-
-def _reason(e: BaseException) -> str:
-    """'Connection refused' rather than a paragraph, where the OS error can be found."""
-    seen: set[int] = set()
-    cur: BaseException | None = e
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        errno = getattr(cur, "errno", None)
-        if isinstance(errno, int) and errno:
-            return os.strerror(errno)
-        os_error = getattr(cur, "os_error", None)
-        if isinstance(os_error, OSError) and os_error.errno:
-            return os.strerror(os_error.errno)
-        cur = cur.__cause__ or cur.__context__
-    return str(e)
-
-
-def _is_aiohttp_error(e: BaseException) -> bool:
-    try:
-        import aiohttp
-    except ImportError:  # pragma: no cover - aiohttp is a dependency of syncd
-        return False
-    return isinstance(e, aiohttp.ClientError)
-
-
-def _client_error(code: str, message: str, operation: str) -> Exception:
-    from botocore.exceptions import ClientError
-
-    err: Exception = ClientError({"Error": {"Code": code, "Message": message}}, operation)
-    return err

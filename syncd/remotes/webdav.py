@@ -7,7 +7,8 @@ collections of the URL itself where they are missing, as rclone does), DELETE, M
 WebDAV method, a page where a multistatus was expected) is WrongProtocol.
 
 WebDAV has no standard digest, so listings give sizes only
-(``lists_digests = False``) and ``syncd verify`` reads files back to hash them (``read``).
+(``features.lists_digests`` is False) and ``syncd verify`` reads files back to hash them
+(``read``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -28,24 +30,20 @@ from syncd.config import RemoteConfig
 from syncd.digests import digest_header
 from syncd.errors import ConfigError, PermanentError, TransientError
 from syncd.hashing import Source
+from syncd.remotes._http import HTTPRemote, needs_a_witness
 from syncd.remotes.base import (
+    Features,
     is_reserved,
     marker_body,
     marker_path,
 )
 from syncd.remotes.body import body_of
-from syncd.remotes.syncd import HTTPRemote, quote_path
+from syncd.remotes.quickstate import quote_path
+from syncd.remotes.webdav_xml import PROPFIND_BODY, responses
 from syncd.types import RESERVED_PREFIX, RemoteEntry
 
 log = logging.getLogger("syncd.remotes.webdav")
 
-DAV = "{DAV:}"
-PROPFIND_BODY = (
-    b'<?xml version="1.0" encoding="utf-8"?>\n'
-    b'<D:propfind xmlns:D="DAV:"><D:prop>'
-    b"<D:resourcetype/><D:getcontentlength/>"
-    b"</D:prop></D:propfind>"
-)
 XML_HEADERS = {"Content-Type": 'application/xml; charset="utf-8"'}
 
 
@@ -55,12 +53,12 @@ def parents(path: str) -> list[str]:
     return ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def read_password(cfg: RemoteConfig) -> str:
+def read_password(password_file: Path | None) -> str:
     """The password from ``password_file`` (one line; a trailing newline is not part of it)."""
-    if cfg.password_file is None:
+    if password_file is None:
         return ""
     try:
-        text = cfg.password_file.read_text(encoding="utf-8")
+        text = password_file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError("config", "remote.password_file", f"cannot read: {e}") from e
     return text.rstrip("\r\n")
@@ -69,16 +67,15 @@ def read_password(cfg: RemoteConfig) -> str:
 class WebDAVRemote(HTTPRemote):
     """A WebDAV collection. Implements Remote, Mover, Reader and Marker."""
 
-    lists_digests = False
+    features = Features(move=True, read=True, mark=True, size_of=True)
     protocol = "WebDAV"
     protocol_hint = "is it a WebDAV collection URL?"
 
     def __init__(self, cfg: RemoteConfig, concurrency: int) -> None:
         super().__init__(cfg, concurrency)
-        if cfg.username:
-            if ":" in cfg.username:
-                raise ConfigError("config", "remote.username", "cannot contain ':' (Basic auth)")
-            pair = f"{cfg.username}:{read_password(cfg)}".encode()
+        self.username: str = cfg.options["username"]
+        if self.username:  # (without a ':': the config checked)
+            pair = f"{self.username}:{read_password(cfg.options['password_file'])}".encode()
             self._headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
         # The collection's own path, decoded: listings' hrefs are compared with it.
         self._base_path = unquote(urlsplit(self.base).path)
@@ -90,9 +87,9 @@ class WebDAVRemote(HTTPRemote):
         self._base_lock = asyncio.Lock()
 
     def auth_hint(self) -> str:
-        if not self.cfg.username:
+        if not self.username:
             return ": the server wants a login; set remote.username and remote.password_file"
-        return f": check remote.username ({self.cfg.username!r}) and remote.password_file"
+        return f": check remote.username ({self.username!r}) and remote.password_file"
 
     def collection_url(self, path: str) -> URL:
         return URL(self.base + (quote_path(path) + "/" if path else ""), encoded=True)
@@ -264,21 +261,17 @@ class WebDAVRemote(HTTPRemote):
                 ok=(200, 202, 204, 404),
                 headers={"Depth": "infinity"},
             )
-        if status == 404 and not path.isprintable():
-            # A name with a control character: the server may have failed to address it
-            # rather than found it absent. Its parent's listing is the witness.
-            parent, _, name = path.rpartition("/")
+        if status == 404 and needs_a_witness(path):
+            parent = path.rpartition("/")[0]
             here = self._base_path + (parent + "/" if parent else "")
-            async for href, _coll, _size in self._propfind(
-                self.collection_url(parent), parent, depth="1"
-            ):
-                if href.startswith(here) and href[len(here) :].strip("/") == name:
-                    raise PermanentError(
-                        f"delete {path!r}: the server answered 404 but still lists it (it "
-                        "cannot address this name)",
-                        path=path,
-                        status=404,
-                    )
+            listed = (
+                href[len(here) :].strip("/")
+                async for href, _coll, _size in self._propfind(
+                    self.collection_url(parent), parent, depth="1"
+                )
+                if href.startswith(here)
+            )
+            await self.check_gone(path, listed)
 
     async def move(self, src: str, dst: str) -> None:
         """MOVE ``src`` onto ``dst`` with ``Overwrite: T``. PermanentError if ``src`` is absent."""
@@ -364,9 +357,9 @@ class WebDAVRemote(HTTPRemote):
                 items: list[tuple[str, bool, int]] = []
                 async for chunk in resp.content.iter_chunked(1 << 16):
                     parser.feed(chunk)
-                    items += _responses(parser)
+                    items += responses(parser)
                 parser.close()
-                items += _responses(parser)
+                items += responses(parser)
         except ET.ParseError as e:
             raise TransientError(f"list {path}: unreadable PROPFIND answer: {e}", path=path) from e
         for item in items:
@@ -419,38 +412,3 @@ class WebDAVRemote(HTTPRemote):
             except Exception as e:  # the original error matters more
                 log.debug("could not remove the temporary marker %s: %s", tmp, e)
             raise
-
-
-def _responses(parser: ET.XMLPullParser[ET.Element]) -> list[tuple[str, bool, int]]:
-    """The ``<D:response>`` elements completed so far, as (href path, collection, size)."""
-    out: list[tuple[str, bool, int]] = []
-    for event in parser.read_events():
-        elem: object = event[-1]
-        if not isinstance(elem, ET.Element) or elem.tag != DAV + "response":
-            continue
-        href = elem.findtext(DAV + "href")
-        if href is None:
-            continue
-        is_coll = False
-        size = -1
-        for propstat in elem.iter(DAV + "propstat"):
-            status = propstat.findtext(DAV + "status") or ""
-            if " 200 " not in status + " ":
-                continue
-            prop = propstat.find(DAV + "prop")
-            if prop is None:
-                continue
-            rtype = prop.find(DAV + "resourcetype")
-            if rtype is not None and rtype.find(DAV + "collection") is not None:
-                is_coll = True
-            length = prop.findtext(DAV + "getcontentlength")
-            if length and length.strip().isdigit():
-                size = int(length.strip())
-        elem.clear()
-        try:
-            decoded = unquote(urlsplit(href.strip()).path, errors="strict")
-        except UnicodeDecodeError:
-            log.warning("skipped a listed name that is not UTF-8: %r", href)
-            continue
-        out.append((decoded, is_coll, size))
-    return out
