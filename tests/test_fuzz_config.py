@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from syncd import config as cfgmod
 from syncd.errors import ConfigError
-from syncd.remotes.kinds import KINDS
 from syncd.ignore import ignore_problem
+from syncd.remotes.kinds import KINDS
 from syncd.types import shown
 from tests.conftest import run_syncd
 

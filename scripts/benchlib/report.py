@@ -1,0 +1,178 @@
+"""The figures: Result and Floor, the ratio (higher is better for syncd), pass / MISS, the table
+printed at the end and results.json with every sample, the machine and the tools' versions."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import statistics
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .procs import Ran
+from .workloads import GiB
+
+
+@dataclass
+class Floor:
+    text: str
+    passed: bool
+
+
+@dataclass
+class Result:
+    id: str
+    name: str
+    unit: str
+    syncd: float
+    peer: float
+    peer_name: str
+    better: str  # "higher" or "lower": for syncd's and the peer's figure
+    floors: list[Floor] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        """syncd relative to the peer, the higher the better."""
+        if self.better == "higher":
+            return self.syncd / self.peer if self.peer else float("inf")
+        return self.peer / self.syncd if self.syncd else float("inf")
+
+    @property
+    def passed(self) -> bool | None:
+        return all(f.passed for f in self.floors) if self.floors else None
+
+    def as_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ratio"] = round(self.ratio, 3)
+        d["pass"] = self.passed
+        return d
+
+
+def fmt(v: float, unit: str) -> str:
+    if unit == "s":
+        return f"{v:.3f} s" if v < 10 else f"{v:.1f} s"
+    if unit == "ms":
+        return f"{v:.1f} ms"
+    if unit == "MiB":
+        return f"{v:.1f} MiB"
+    return f"{v:,.0f} {unit}" if v >= 100 else f"{v:.1f} {unit}"
+
+
+def table(results: list[Result]) -> str:
+    rows = [("workload", "syncd", "peer", "ratio", "floor", "")]
+    for r in results:
+        floor = "; ".join(f.text for f in r.floors) or "-"
+        rows.append(
+            (
+                r.name,
+                fmt(r.syncd, r.unit),
+                f"{fmt(r.peer, r.unit)} ({r.peer_name})",
+                f"{r.ratio:.2f}",
+                floor,
+                verdict(r),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, row in enumerate(rows):
+        lines.append("  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def verdict(r: Result) -> str:
+    return {True: "pass", False: "MISS", None: ""}[r.passed]
+
+
+def line(r: Result) -> str:
+    """The line printed as soon as a result is in."""
+    return (
+        f"  {r.name}: syncd {fmt(r.syncd, r.unit)}, {r.peer_name} {fmt(r.peer, r.unit)}"
+        f" (ratio {r.ratio:.2f}) {verdict(r)}"
+    )
+
+
+# --------------------------------------------------------------------------- throughput
+
+
+def median_mbps(runs: list[Ran], nbytes: int) -> float:
+    """MB/s of the median run that sent ``nbytes``."""
+    return statistics.median(nbytes / r.seconds / 1e6 for r in runs)
+
+
+def throughput_extra(
+    runs: Mapping[str, list[Ran]], nbytes: int, server_of: Mapping[str, str]
+) -> dict[str, Any]:
+    """Every sample in MB/s, and the CPU seconds per GiB of the client and of the server that
+    received (``server_of`` names it for each tool)."""
+
+    def per_gib(seconds: list[float]) -> float:
+        return round(statistics.median(seconds) * GiB / nbytes, 2)
+
+    ran = {k: v for k, v in runs.items() if v}
+    return {
+        "MBps_samples": {
+            k: [round(nbytes / r.seconds / 1e6, 1) for r in v] for k, v in ran.items()
+        },
+        "cpu_s_per_GiB": {
+            k: {
+                "client": per_gib([r.cpu for r in v]),
+                server_of[k]: per_gib([r.server_cpu[server_of[k]] for r in v]),
+            }
+            for k, v in ran.items()
+        },
+    }
+
+
+# --------------------------------------------------------------------------- results.json
+
+
+def machine() -> dict[str, Any]:
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for text in Path("/proc/cpuinfo").read_text().splitlines():
+            if text.startswith("model name"):
+                cpu = text.split(":", 1)[1].strip()
+                break
+    mem = 0
+    with contextlib.suppress(OSError, ValueError):
+        mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_mib": mem,
+        "kernel": platform.release(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def write_results(
+    out: Path, results: list[Result], head: dict[str, Any], errors: list[str]
+) -> None:
+    """results.json: ``head`` (date, mode, machine, versions, ...), then every workload."""
+    doc = {
+        **head,
+        "workloads": [r.as_json() for r in results],
+        "floors_missed": missed(results),
+        "errors": errors,
+    }
+    out.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+
+
+def missed(results: list[Result]) -> list[str]:
+    return [r.id for r in results if r.passed is False]
+
+
+def floors_line(results: list[Result]) -> str:
+    miss = missed(results)
+    return f"floors: {sum(r.passed is True for r in results)} met, {len(miss)} missed" + (
+        f" ({', '.join(miss)})" if miss else ""
+    )
