@@ -399,4 +399,4 @@ def _os_reason(e: BaseException) -> str:
     return text.rsplit(": ", 1)[-1].lower() if ": " in text else text
 
 
-__all__ = ["Engine", "Report", "VerifyReport", "scope_of"]
+__all__ = ["Engine"]

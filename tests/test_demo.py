@@ -8,7 +8,13 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import wait_for
+
+# Both tests run the one scripts/demo, whose folder, server and state dir are ROOT/demo: on
+# the same worker (scripts/test runs pytest with --dist loadgroup), never at the same time.
+pytestmark = pytest.mark.xdist_group("demo")
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "demo"

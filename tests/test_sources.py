@@ -6,8 +6,9 @@ import os
 from pathlib import Path
 
 from syncd import config as cfgmod
-from syncd.engine import Engine, Report
+from syncd.engine import Engine
 from syncd.remotes.kinds import KINDS
+from syncd.report import Report
 from tests.conftest import ServerProc, mirror_config, run_syncd
 from tests.test_sync import tree_of
 

@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from syncd import config as cfgmod
-from syncd.engine import Engine, Report, scope_of
-from syncd.manifest import Manifest
+from syncd.engine import Engine
+from syncd.manifest import Manifest, scope_of
 from syncd.remotes.kinds import KINDS
+from syncd.report import Report
 from tests.conftest import ServerProc, start_server
 from tests.test_sync import tree_of
 
