@@ -270,7 +270,11 @@ class Engine:
         if in_sync and view is None:
             plan = Plan(unchanged=len(scan.files))  # in sync, as the manifest says
         else:
-            guard = GuardState(force=force or self.force_delete)
+            # (A one-shot pass has no earlier deletions; the daemon's rescans and reconnects
+            # count the ones its live batches and earlier looks made, as a live batch does.)
+            guard = GuardState(
+                force=force or self.force_delete, recent_deletes=self.guard.recent_deletes()
+            )
             plan = self.planner(ctx, whole(scan), server=view, guard=guard)
             if not dry_run and not stopped:
                 self.recorder.hold(ctx.scope, plan, whole=True)

@@ -1,8 +1,9 @@
 """The deletion guard's memory between looks (the rules themselves are the planner's).
 
 Which folders' deletions are held (until ``syncd sync --force-delete``, or a look at the whole
-folder that needs them no more) and which paths they are, and the deletions the live path made
-in the last ``DELETE_WINDOW`` seconds (a mass delete arriving in pieces is still one). The
+folder that needs them no more) and which paths they are, and the deletions made in the last
+``DELETE_WINDOW`` seconds, by live batches and by looks at the whole folder alike (a mass delete
+arriving in pieces is still one, whichever way each piece came). The
 planner consults it through a ``GuardState``; the engine tells it what each plan held.
 """
 
@@ -14,7 +15,7 @@ from collections.abc import Iterable
 
 from syncd.planner import GuardState, Plan
 
-DELETE_WINDOW = 60.0  # seconds: live deletions this close together count as one for max_delete
+DELETE_WINDOW = 60.0  # seconds: deletions this close together count as one for max_delete
 HELD_RECHECK = 5.0  # seconds between whole rescans of a held folder that files come back to
 
 
@@ -36,17 +37,20 @@ class Guard:
         """What the planner is to know for a live batch of ``scope``."""
         return GuardState(
             held=scope in self._scopes,
-            recent_deletes=self._recent_deletes(),
+            recent_deletes=self.recent_deletes(),
             held_rels=self._rels.get(scope, set()),
         )
 
     def looked_whole(self, scope: str, plan: Plan) -> None:
-        """A look at the whole folder decides afresh what is held."""
+        """A look at the whole folder decides afresh what is held; what it deletes counts
+        toward the next look's ``max_delete`` as a live batch's does."""
         self._scopes.discard(scope)
         self._rels.pop(scope, None)
         if plan.held:
             self._scopes.add(scope)
             self._rels[scope] = set(plan.held_rels)
+        if plan.deleting:
+            self._deleted.append((time.monotonic(), plan.deleting))
 
     def looked_live(self, scope: str, plan: Plan, *, found_files: bool) -> bool:
         """Keep what a live batch held and deleted. Returns whether the whole folder is to be
@@ -63,9 +67,10 @@ class Guard:
             self._deleted.append((now, plan.deleting))
         return recount
 
-    def _recent_deletes(self) -> int:
-        """Deletions the live path made in the last DELETE_WINDOW seconds: they count toward
-        ``max_delete`` with the next batch's, so a mass delete arriving in pieces is held."""
+    def recent_deletes(self) -> int:
+        """Deletions planned in the last DELETE_WINDOW seconds (live batches and whole looks):
+        they count toward ``max_delete`` with the next look's, so a mass delete arriving in
+        pieces is held."""
         cutoff = time.monotonic() - DELETE_WINDOW
         while self._deleted and self._deleted[0][0] < cutoff:
             self._deleted.popleft()

@@ -1,9 +1,7 @@
-"""Review of issue 15 (the shape of the code): end-to-end checks of safety rules whose code moved
-(daemon -> live.py / look.py / guard.py / outbox.py), with real processes. Both pass on the
-merged result and on the code before the refactor (fc6add9); they guard behaviour the suite did
-not cover end to end (the guard's recent-deletes window; the outbox across a SIGKILL). The xfail
-documents a gap found in review that the refactor did not introduce: the window counts the live
-path's deletions only, not a whole look's."""
+"""Safety rules of `syncd run` end to end, with real processes: the deletion guard's
+recent-deletes window (a mass delete arriving in pieces is held, whichever way each piece came:
+a live batch, the start-up's look at the whole folder, a rescan) and the outbox across a
+SIGKILL. (Written in the review of issue 15, whose refactor moved this code out of daemon.py.)"""
 
 from __future__ import annotations
 
@@ -11,8 +9,6 @@ import shutil
 import signal
 import sqlite3
 from pathlib import Path
-
-import pytest
 
 from tests.conftest import ServerProc, mirror_config, run_syncd, start_server, wait_for
 from tests.test_sync import tree_of
@@ -48,18 +44,12 @@ def test_live_deletions_in_pieces_count_toward_max_delete(
         assert d.stop() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pre-existing (also at fc6add9): the recent-deletes window counts only live "
-    "batches' deletions; a whole look's (start-up, rescan, reconnect) are not counted, and a "
-    "whole look does not count the live ones",
-)
 def test_deletions_of_a_whole_look_count_toward_the_live_window(
     tmp_path: Path, server: ServerProc
 ) -> None:
     """8 files deleted while the daemon is down (the start-up's whole look deletes them: within
     max_delete = 10), then 8 more deleted live right after: 16 deletions within seconds, which
-    one pass would hold, go through."""
+    one pass would hold, are held (they went through before the window counted whole looks)."""
     folder = tmp_path / "Documents"
     make_files(folder, 8, "a")
     make_files(folder, 8, "b")
