@@ -23,13 +23,23 @@ if TYPE_CHECKING:
     from syncd.uploader import FolderCtx
 
 
-def first_look(scanner: Scanner, manifest: Manifest, scope: str) -> tuple[ScanResult, bool]:
+def first_look(
+    scanner: Scanner, manifest: Manifest, scope: str, *, overlap: bool = True
+) -> tuple[ScanResult, bool]:
     """Scan the whole folder; and whether it matches the manifest's rows exactly. The first
-    look at a folder (rows not loaded) reads the rows' states while the folder is scanned; if
-    they agree the rows need not be loaded at all. Blocking (``syncd sync``'s prescan calls it
-    before any event loop, the engine in a thread); raises FolderUnavailable."""
+    look at a folder (rows not loaded) reads the rows' states (while the folder is scanned,
+    with ``overlap``); if they agree the rows need not be loaded at all. Blocking (``syncd
+    sync``'s prescan calls it before any event loop, the engine in a thread); raises
+    FolderUnavailable.
+
+    ``overlap=False`` reads them after the scan: in a process doing nothing else (the
+    prescan) the two threads only contend for the GIL, which made a no-op ``syncd sync`` of
+    10,000 files 25 ms (13 %) slower."""
     if manifest.loaded(scope):
         return scanner.scan(), False
+    if not overlap:
+        scan = scanner.scan()
+        return scan, manifest.states(scope) == set(scan.files.values())
     got: list[object] = []
 
     def read() -> None:

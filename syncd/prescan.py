@@ -46,7 +46,7 @@ class Prescan:
                 scope = scope_of(config, folder)
                 try:
                     if self.settled:
-                        scan, in_sync = first_look(scanner, self.manifest, scope)
+                        scan, in_sync = first_look(scanner, self.manifest, scope, overlap=False)
                     else:  # the engine plans it anyway: the rows are not compared here
                         scan, in_sync = scanner.scan(), False
                 except FolderUnavailable:
