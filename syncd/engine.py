@@ -272,9 +272,7 @@ class Engine:
         else:
             # (A one-shot pass has no earlier deletions; the daemon's rescans and reconnects
             # count the ones its live batches and earlier looks made, as a live batch does.)
-            guard = GuardState(
-                force=force or self.force_delete, recent_deletes=self.guard.recent_deletes()
-            )
+            guard = self.guard.whole_state(force=force or self.force_delete)
             plan = self.planner(ctx, whole(scan), server=view, guard=guard)
             if not dry_run and not stopped:
                 self.recorder.hold(ctx.scope, plan, whole=True)

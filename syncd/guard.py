@@ -33,6 +33,11 @@ class Guard:
     def held(self, scope: str) -> bool:
         return scope in self._scopes
 
+    def whole_state(self, *, force: bool) -> GuardState:
+        """What the planner is to know for a look at a whole folder: it decides afresh what is
+        held, so only the window of recent deletions (and ``--force-delete``) bears on it."""
+        return GuardState(force=force, recent_deletes=self.recent_deletes())
+
     def state(self, scope: str) -> GuardState:
         """What the planner is to know for a live batch of ``scope``."""
         return GuardState(
