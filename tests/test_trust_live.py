@@ -15,17 +15,23 @@ from tests.test_sync import tree_of
 from tests.test_trust import daemon, make_files, mirror
 
 
+def three_dirs_mirrored(tmp_path: Path, server: ServerProc) -> tuple[Path, Path]:
+    """a/, b/, c/ of 8 files each, mirrored, with max_delete = 10: one directory's deletion is
+    within the limit, two within DELETE_WINDOW are not."""
+    folder = tmp_path / "Documents"
+    for name in ("a", "b", "c"):
+        make_files(folder, 8, name)
+    cfg = mirror_config(tmp_path, server, folder, extra="debounce = 0.1\nmax_delete = 10")
+    assert run_syncd("sync", config=cfg).returncode == 0
+    return folder, cfg
+
+
 def test_live_deletions_in_pieces_count_toward_max_delete(
     tmp_path: Path, server: ServerProc
 ) -> None:
     """Two `rm -rf` a few seconds apart: the first (8 files, within max_delete = 10) is made;
     the second (8 more, 16 within DELETE_WINDOW) is held, as one pass deleting 16 would be."""
-    folder = tmp_path / "Documents"
-    make_files(folder, 8, "a")
-    make_files(folder, 8, "b")
-    make_files(folder, 8, "c")
-    cfg = mirror_config(tmp_path, server, folder, extra="debounce = 0.1\nmax_delete = 10")
-    assert run_syncd("sync", config=cfg).returncode == 0
+    folder, cfg = three_dirs_mirrored(tmp_path, server)
     d = daemon(cfg, tmp_path)
     try:
         # The start-up's deferred comparison with the server (a whole look) is over first:
@@ -50,12 +56,7 @@ def test_deletions_of_a_whole_look_count_toward_the_live_window(
     """8 files deleted while the daemon is down (the start-up's whole look deletes them: within
     max_delete = 10), then 8 more deleted live right after: 16 deletions within seconds, which
     one pass would hold, are held (they went through before the window counted whole looks)."""
-    folder = tmp_path / "Documents"
-    make_files(folder, 8, "a")
-    make_files(folder, 8, "b")
-    make_files(folder, 8, "c")
-    cfg = mirror_config(tmp_path, server, folder, extra="debounce = 0.1\nmax_delete = 10")
-    assert run_syncd("sync", config=cfg).returncode == 0
+    folder, cfg = three_dirs_mirrored(tmp_path, server)
     shutil.rmtree(folder / "a")
     d = daemon(cfg, tmp_path)  # its start-up deletes a/ (8 <= 10)
     try:
