@@ -8,29 +8,26 @@ import signal
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import wait_for
 
-# Both tests run the one scripts/demo, whose folder, server and state dir are ROOT/demo: on
-# the same worker (scripts/test runs pytest with --dist loadgroup), never at the same time.
-pytestmark = pytest.mark.xdist_group("demo")
-
 ROOT = Path(__file__).resolve().parent.parent
-DEMO = ROOT / "demo"
 
 
-def demo_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in ("SYNCD_CONFIG", "DEMO_SECONDS")}
+def demo_env(demo: Path) -> dict[str, str]:
+    """The environment for scripts/demo with its folder, server and state in ``demo`` (each
+    test its own: the demo's default, ROOT/demo, is the user's)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SYNCD_CONFIG", "DEMO_SECONDS")}
+    return {**env, "DEMO_DIR": str(demo)}
 
 
-def test_demo_mirrors_and_stops_cleanly() -> None:
+def test_demo_mirrors_and_stops_cleanly(tmp_path: Path) -> None:
+    demo = tmp_path / "demo"
     r = subprocess.run(
         [str(ROOT / "scripts" / "demo")],
         capture_output=True,
         text=True,
         timeout=300,
-        env={**demo_env(), "DEMO_SECONDS": "1"},
+        env={**demo_env(demo), "DEMO_SECONDS": "1"},
         stdin=subprocess.DEVNULL,
     )
     out = r.stdout + r.stderr
@@ -38,9 +35,12 @@ def test_demo_mirrors_and_stops_cleanly() -> None:
     assert "syncd is mirroring" in out
     assert "verify: identical" in out
     assert "stopped cleanly" in out
+    assert (demo / "server" / "folder" / "notes" / "todo.md").read_bytes() == (
+        demo / "folder" / "notes" / "todo.md"
+    ).read_bytes()
 
 
-def demo_processes() -> dict[int, str]:
+def demo_processes(demo: Path) -> dict[int, str]:
     """The demo's `syncd run` and `syncd serve` still running: pid -> "run" or "serve"."""
     found: dict[int, str] = {}
     for d in Path("/proc").iterdir():
@@ -50,8 +50,8 @@ def demo_processes() -> dict[int, str]:
             argv = [a.decode(errors="replace") for a in (d / "cmdline").read_bytes().split(b"\0")]
         except OSError:
             continue
-        if (str(DEMO / "config.toml") in argv and "run" in argv) or (
-            str(DEMO / "server") in argv and "serve" in argv
+        if (str(demo / "config.toml") in argv and "run" in argv) or (
+            str(demo / "server") in argv and "serve" in argv
         ):
             found[int(d.name)] = "run" if "run" in argv else "serve"
     return found
@@ -60,6 +60,7 @@ def demo_processes() -> dict[int, str]:
 def test_one_ctrl_c_stops_both_gracefully(tmp_path: Path) -> None:
     """Ctrl-C in a terminal signals the whole foreground process group: the daemon must get
     one signal (a second one means "stop at once"), and both processes must stop."""
+    demo = tmp_path / "demo"
     log = tmp_path / "demo.out"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -67,7 +68,7 @@ def test_one_ctrl_c_stops_both_gracefully(tmp_path: Path) -> None:
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=demo_env(),
+            env=demo_env(demo),
             start_new_session=True,  # its own process group, as a terminal's foreground job
         )
     try:
@@ -77,7 +78,7 @@ def test_one_ctrl_c_stops_both_gracefully(tmp_path: Path) -> None:
             120,
             "the demo to be mirroring",
         )
-        kids = demo_processes()
+        kids = demo_processes(demo)
         assert sorted(kids.values()) == ["run", "serve"], kids
         os.killpg(proc.pid, signal.SIGINT)  # one Ctrl-C
         code = proc.wait(timeout=60)
@@ -85,11 +86,11 @@ def test_one_ctrl_c_stops_both_gracefully(tmp_path: Path) -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        for pid in demo_processes():  # never leave one behind
+        for pid in demo_processes(demo):  # never leave one behind
             os.kill(pid, signal.SIGKILL)
     text = log.read_text()
     assert code == 0, text
-    wait_for(lambda: not set(kids) & set(demo_processes()), 10, "both processes gone")
+    wait_for(lambda: not set(kids) & set(demo_processes(demo)), 10, "both processes gone")
     assert "finishing transfers in flight" in text, text
     assert "stopping at once" not in text, text
     assert "stopped cleanly" in text, text
