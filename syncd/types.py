@@ -54,11 +54,15 @@ class Row(NamedTuple):
 
 
 class RemoteEntry(NamedTuple):
-    """A file as a remote lists it. ``sha256`` is None where the remote cannot tell."""
+    """A file as a remote lists it. ``sha256``, ``mtime_ns`` and ``executable`` are None where
+    the remote cannot tell (``features.keeps_times`` / ``keeps_exec`` say whether it keeps the
+    local file's mtime and executable bit)."""
 
     path: str
     size: int
     sha256: str | None
+    mtime_ns: int | None = None
+    executable: bool | None = None
 
 
 class OpKind(enum.Enum):

@@ -81,6 +81,13 @@ class Features:
     state_token: bool = False
     #: ``Sizer``: one file's size can be asked for (listings that leave names out).
     size_of: bool = False
+    #: ``Versions``: what an upload replaces and what a delete removes is kept, and can be
+    #: listed, read and put back (syncd serve; S3 with bucket versioning; a ``trash`` prefix).
+    versions: bool = False
+    #: The local file's mtime is stored with it and listed (``RemoteEntry.mtime_ns``).
+    keeps_times: bool = False
+    #: The local file's executable bit is stored with it and listed (``executable``).
+    keeps_exec: bool = False
 
 
 @runtime_checkable
@@ -160,6 +167,49 @@ class StateToken(Protocol):
     async def state(self, prefix: str) -> str | None:
         """The server's token for ``prefix``; None if the server offers none. Transient/
         AuthError."""
+        ...
+
+
+@dataclass(frozen=True)
+class Version:
+    """One kept version of one file, as a ``Versions`` remote lists it."""
+
+    #: The file's path relative to the remote's root (as ``put`` was given it).
+    path: str
+    #: When it stopped being current (replaced or deleted), Unix ns.
+    when_ns: int
+    #: ``"replaced"``, ``"deleted"`` or ``"overwritten"`` (see syncd/versioning.py).
+    why: str
+    size: int
+    sha256: str | None = None
+    mtime_ns: int | None = None
+    executable: bool | None = None
+    #: Where the remote keeps it (opaque to everyone but the remote that listed it).
+    ref: str = ""
+
+
+@runtime_checkable
+class Versions(Protocol):
+    """Ability: earlier versions and deleted files are kept, and can be given back."""
+
+    def versions(self, prefix: str) -> AsyncIterator[Version]:
+        """Every kept version of every file at ``prefix`` or under it (``prefix`` names a file
+        or a directory, relative to the remote's root, like ``Version.path``), in any order.
+        Nothing kept yields nothing. Transient/Permanent/AuthError."""
+        ...
+
+    def read_version(self, version: Version) -> AsyncIterator[bytes]:
+        """The bytes of a version this remote listed. PermanentError if it is gone."""
+        ...
+
+    async def restore_version(self, version: Version, path: str) -> None:
+        """Make ``version`` the current file at ``path`` on the server, without sending it
+        again (a server-side copy; what ``path`` held is kept as a version in turn)."""
+        ...
+
+    async def retention(self) -> str:
+        """One line for people: how long and how much the remote keeps ("syncd serve keeps
+        versions for 30 days, up to 10% of its disk"). Transient/AuthError."""
         ...
 
 

@@ -15,6 +15,7 @@ from urllib.parse import unquote_to_bytes
 
 from syncd.server.errors import BadRequest
 from syncd.types import RESERVED_PREFIX
+from syncd.versioning import VERSIONS_DIR
 
 """Names with this prefix belong to the server (temporary files, the lock, mirror markers)."""
 
@@ -51,6 +52,11 @@ class RelPath:
     def parent(self) -> tuple[str, ...]:
         """Every segment but the last."""
         return self.parts[:-1]
+
+    @property
+    def in_versions(self) -> bool:
+        """Whether it names the kept versions (``/.~syncd-versions/...``): read-only."""
+        return self.parts[:1] == (VERSIONS_DIR,)
 
     def __str__(self) -> str:
         return "/" + self.text
@@ -98,11 +104,14 @@ def split_target(target: str) -> tuple[str, str | None]:
     return path, (query if sep else None)
 
 
-def parse_path(raw: str, *, marker: bool = False) -> RelPath:
+def parse_path(raw: str, *, marker: bool = False, versions: bool = False) -> RelPath:
     """Check and decode a raw (still percent-encoded) path; raise :class:`BadRequest`.
 
     With ``marker``, the last segment may be the mirror marker's name (:data:`MARKER_NAME`),
     the one reserved name a request can address; every other reserved name is refused.
+    With ``versions``, a path under ``/.~syncd-versions/`` is accepted, reserved names inside
+    it too (the versions' own entries, see syncd/versioning.py), temporary names excepted;
+    the caller lets only reads (and a COPY's source) through.
     """
     if not raw.startswith("/"):
         raise BadRequest("the request path must start with '/'")
@@ -115,6 +124,9 @@ def parse_path(raw: str, *, marker: bool = False) -> RelPath:
     trailing = segments[-1] == ""
     if trailing:
         segments.pop()
+    if versions and segments and _decoded(segments[0]) == VERSIONS_DIR:
+        rest = tuple(_decode_segment(s, reserved=True) for s in segments[1:])
+        return RelPath((VERSIONS_DIR, *rest), trailing)
     if marker and not trailing:
         last = _decode_marker(segments[-1])
         if last is not None:
@@ -122,12 +134,16 @@ def parse_path(raw: str, *, marker: bool = False) -> RelPath:
     return RelPath(tuple(_decode_segment(s) for s in segments), trailing)
 
 
-def _decode_marker(raw: str) -> str | None:
-    """:data:`MARKER_NAME` if the raw segment spells it (percent-encoded or not), else None."""
+def _decoded(raw: str) -> str | None:
     try:
-        name = unquote_to_bytes(raw).decode("utf-8")
+        return unquote_to_bytes(raw).decode("utf-8")
     except UnicodeError:
         return None
+
+
+def _decode_marker(raw: str) -> str | None:
+    """:data:`MARKER_NAME` if the raw segment spells it (percent-encoded or not), else None."""
+    name = _decoded(raw)
     return name if name == MARKER_NAME else None
 
 
@@ -136,14 +152,14 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(RESERVED_PREFIX) and name.endswith(TEMP_SUFFIX)
 
 
-def _decode_segment(raw: str) -> str:
+def _decode_segment(raw: str, *, reserved: bool = False) -> str:
     if not raw:
         raise BadRequest("empty path segment ('//')")
     try:
         name = unquote_to_bytes(raw).decode("utf-8")
     except UnicodeError:
         raise BadRequest(f"path segment {_shown(raw)} is not valid UTF-8") from None
-    check_name(name)
+    check_name(name, reserved=reserved)
     return name
 
 
@@ -160,8 +176,9 @@ through it): ASCII, at most 255 bytes, no '/' or NUL, and not starting with '.' 
 '.', '..' nor the reserved prefix)."""
 
 
-def check_name(name: str) -> None:
-    """Refuse a decoded file name that cannot be stored as a file (:class:`BadRequest`)."""
+def check_name(name: str, *, reserved: bool = False) -> None:
+    """Refuse a decoded file name that cannot be stored as a file (:class:`BadRequest`).
+    With ``reserved``, a name with the reserved prefix passes, unless it is a temp's."""
     if _PLAIN_NAME.match(name):
         return  # the common case; everything below would accept it
     if name in ("", ".", ".."):
@@ -170,7 +187,7 @@ def check_name(name: str) -> None:
         raise BadRequest(f"path segment {_shown(name)} contains NUL")
     if "/" in name:
         raise BadRequest(f"path segment {_shown(name)} contains '/' (sent as %2F)")
-    if name.startswith(RESERVED_PREFIX):
+    if name.startswith(RESERVED_PREFIX) and (not reserved or is_temp_name(name)):
         raise BadRequest(f"names starting with {RESERVED_PREFIX!r} are reserved")
     try:
         size = len(name.encode("utf-8"))
@@ -180,10 +197,20 @@ def check_name(name: str) -> None:
         raise BadRequest(f"path segment is longer than {MAX_NAME_BYTES} bytes ({size})")
 
 
-def addressable(name: str) -> bool:
-    """Whether a name found on disk could be named in a request (else it is not listed)."""
+def addressable(name: str, *, reserved: bool = False) -> bool:
+    """Whether a name found on disk could be named in a request (else it is not listed);
+    ``reserved``: inside ``/.~syncd-versions/``, where the versions' entries may be named."""
     try:
-        check_name(name)
+        check_name(name, reserved=reserved)
     except BadRequest:
         return False
     return True
+
+
+def listed_name(name: str, *, versions: bool = False) -> bool:
+    """Whether a name on disk is shown in a listing (``?list``, PROPFIND): outside the
+    versions, never a reserved name; inside them (``versions``), the versions' entries too,
+    never a temp."""
+    if name.startswith(RESERVED_PREFIX) and not versions:
+        return False
+    return addressable(name, reserved=versions)

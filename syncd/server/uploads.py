@@ -70,6 +70,19 @@ class Upload:
         self.size = 0
         self.digest = b""
         self._written_back = 0  # bytes whose writeback has been started
+        self.mtime_ns: int | None = None
+        """The mtime to give the file (None: the time it was written)."""
+        self.executable: bool | None = None
+        """Mode 0755 (True) or 0644 (False); None: 0644 for a new file, else the old one's."""
+
+    def set_meta(self, *, mtime_ns: int | None = None, executable: bool | None = None) -> None:
+        """What the stored file carries besides its bytes, applied just before the rename
+        into place (a value left None keeps what was set before)."""
+        with self._lock:
+            if mtime_ns is not None:
+                self.mtime_ns = mtime_ns
+            if executable is not None:
+                self.executable = executable
 
     @property
     def stopping(self) -> bool:
@@ -156,6 +169,7 @@ class Upload:
         except NotFound as e:
             raise NotFound(f"{self.rel}: the upload is gone ({e.reason})") from e
         store = self._store
+        self._apply_meta(parent)
         with store.rename_lock:  # so that concurrent PUTs tell "new" from "replaced" right
             existed = check_file_target(parent, self.rel)
             try:
@@ -180,6 +194,17 @@ class Upload:
         finally:
             self._close_dirs()
         return existed
+
+    def _apply_meta(self, parent: int) -> None:
+        """Give the temp file its mtime and mode before it is renamed into place."""
+        try:
+            if self.executable is not None:
+                os.chmod(self._tmp, 0o755 if self.executable else 0o644, dir_fd=parent)
+            if self.mtime_ns is not None:
+                ns = self.mtime_ns
+                os.utime(self._tmp, ns=(ns, ns), dir_fd=parent, follow_symlinks=False)
+        except OSError as e:
+            raise os_error(e, str(self.rel)) from e
 
     def _check_digests(self, expected: Sequence[bytes]) -> None:
         """The one digest check, of a one-step PUT, an upload step and a commit alike: every
