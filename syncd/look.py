@@ -39,7 +39,7 @@ def first_look(
         return scanner.scan(), False
     if not overlap:
         scan = scanner.scan()
-        return scan, manifest.states(scope) == set(scan.files.values())
+        return scan, manifest.states(scope) == _states(scan)
     got: list[object] = []
 
     def read() -> None:
@@ -57,7 +57,7 @@ def first_look(
     states = got[0]
     if isinstance(states, BaseException):
         raise states
-    return scan, not manifest.loaded(scope) and states == set(scan.files.values())
+    return scan, not manifest.loaded(scope) and states == _states(scan)
 
 
 def whole(scan: ScanResult) -> Looked:
@@ -126,3 +126,9 @@ def _lstat_exact(ctx: FolderCtx, rel: str) -> os.stat_result | None:
 
 
 __all__ = ["first_look", "look_at", "whole"]
+
+
+def _states(scan: ScanResult) -> set[tuple[str, int, int, int, int]]:
+    """The scan's files as :meth:`Manifest.states` gives rows: (path, size, mtime, ctime,
+    inode). The executable bit is left out: a ``chmod`` changes the ctime."""
+    return {f[:5] for f in scan.files.values()}

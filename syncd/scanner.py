@@ -164,7 +164,9 @@ class Scanner:
                 self.warn_special(rel, st.st_mode)
             return None
         else:
-            return LocalFile(rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+            return LocalFile(
+                rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, bool(st.st_mode & 0o100)
+            )
         self._warn_once(rel, reason)
         return None
 
@@ -277,7 +279,12 @@ class Scanner:
                         file_ignored(rel, name) if name_ignored is None else name_ignored(name)
                     ):
                         files[rel] = LocalFile(
-                            rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+                            rel,
+                            st.st_size,
+                            st.st_mtime_ns,
+                            st.st_ctime_ns,
+                            st.st_ino,
+                            bool(mode & 0o100),
                         )
                 elif is_dir(mode):
                     if not self.ignorer.ignored(rel, is_dir=True):
@@ -309,4 +316,6 @@ class Scanner:
             return None
         if not stat.S_ISREG(st.st_mode):
             return None
-        return LocalFile(rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        return LocalFile(
+            rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, bool(st.st_mode & 0o100)
+        )

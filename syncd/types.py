@@ -29,6 +29,8 @@ class LocalFile(NamedTuple):
     mtime_ns: int
     ctime_ns: int = 0
     inode: int = 0
+    executable: bool = False
+    """The owner's executable bit (``chmod +x``), kept by remotes with ``keeps_exec``."""
 
     @property
     def same(self) -> tuple[int, int, int, int]:
