@@ -123,9 +123,7 @@ async def _serve_locked(
     removed = await asyncio.to_thread(remove_leftover_temps, root)
     log.info("removed %d leftover temporary file(s) under %s", removed, root)
 
-    app = make_app(
-        root, opts.token, retention=opts.retention, prune_interval=opts.prune_interval
-    )
+    app = make_app(root, opts.token, retention=opts.retention, prune_interval=opts.prune_interval)
     runner = web.AppRunner(
         app,
         handle_signals=False,

@@ -155,9 +155,7 @@ class Keeper:
     def on(self) -> bool:
         return not self.retention.off
 
-    def keep(
-        self, dir_fd: int, name: str, parts: tuple[str, ...], why: Why, *, link: bool
-    ) -> bool:
+    def keep(self, dir_fd: int, name: str, parts: tuple[str, ...], why: Why, *, link: bool) -> bool:
         """Keep the file or directory ``name`` in ``dir_fd`` (mirror path ``parts``) as a
         version; True if it is still at its path (kept by ``link``), False if it was moved
         (``rename``: always for a directory and without ``link``; for a file where the
