@@ -471,3 +471,79 @@ def test_versions_of_any_name_are_kept_and_read_back(
             assert (await get(s, srv, version_url(deleted.entry, name)))[1] == b"second"
 
     asyncio.run(run())
+
+
+async def test_an_upload_into_a_directory_deleted_meanwhile_is_gone_not_stored_in_versions(
+    root: Path, token_file: Path
+) -> None:
+    """A DELETE moves the directory into the versions whole: an upload still receiving its
+    body inside it must not land there (nor in the mirror): 404, and no temp is left."""
+    with serving(root, token_file) as srv:
+        async with client(srv) as s:
+            assert await put(s, srv, "/docs/sub/old.txt", b"old") == 201
+            started = asyncio.Event()
+            release = asyncio.Event()
+
+            async def body() -> AsyncIterator[bytes]:
+                yield b"x" * (3 << 20)  # (more than the server reads ahead: a temp exists)
+                started.set()
+                await release.wait()
+                yield b"second half"
+
+            async def upload() -> int:
+                async with s.put(url(srv, "/docs/sub/new.txt"), data=body()) as r:
+                    await r.read()
+                    return r.status
+
+            task = asyncio.create_task(upload())
+            await asyncio.wait_for(started.wait(), 10)
+            await wait_until(lambda: bool(server_temps(root)), "the upload's temp exists")
+            async with (
+                aiohttp.ClientSession(headers=srv.headers()) as other,
+                other.delete(url(srv, "/docs/sub/")) as r,
+            ):
+                assert r.status == 204
+            release.set()
+            assert await asyncio.wait_for(task, 10) == 404
+            assert not (root / "docs" / "sub").exists()
+            kept = await versions(s, srv)
+            assert [vp.path for vp, _ in kept] == ["docs/sub/old.txt"]
+            assert server_temps(root) == []
+
+
+def test_pruner_is_bounded_per_run_and_resumes_oldest_first(tmp_path: Path) -> None:
+    """The pruner in-process, with its clocks injected: a run with no time left does one step
+    and stops; later runs go on where it stopped, and space removes the oldest first."""
+    from syncd.server.paths import RelPath
+    from syncd.server.store import Store
+    from syncd.server.uploads import Upload
+    from syncd.server.versions import Pruner, Retention
+
+    root = tmp_path / "root"
+    root.mkdir()
+    fake_now = [1_800_000_000 * 10**9]
+    store = Store(root, Retention(keep_s=3600, space_share=None, space_bytes=25))
+    store.keeper.clock = lambda: fake_now[0]
+    rel = RelPath(("docs", "a.txt"))
+    for i in range(6):  # five versions of 10 bytes, one a second
+        up = Upload(store, rel)
+        up.complete([bytes([i]) * 10], length=10, expected=[], commit=True)
+        fake_now[0] += 10**9
+    vdir = root / VERSIONS_DIR / "docs" / "a.txt"
+    assert len(os.listdir(vdir)) == 5
+    ticks = iter(range(10**6))
+    pruner = Pruner(store.keeper, store.stopping, budget=0.5, clock=lambda: next(ticks))
+    runs = 0
+    while not pruner.run():
+        runs += 1
+        assert runs < 50
+    assert runs >= 2  # not all in one run
+    left = sorted(os.listdir(vdir))
+    # 25 bytes allow two of the five: the two newest stay
+    assert [(vdir / n).read_bytes() for n in left] == [bytes([3]) * 10, bytes([4]) * 10]
+    # an hour later they are older than keep: both go
+    fake_now[0] += 3601 * 10**9
+    pruner.budget = 10**6
+    assert pruner.run()
+    assert not (root / VERSIONS_DIR / "docs").exists()
+    assert (root / VERSIONS_DIR).is_dir()

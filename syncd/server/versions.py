@@ -353,11 +353,10 @@ class Pruner:
 
     def _remove(self, deadline: float) -> bool:
         doomed = self._doomed or []
-        while doomed:
-            if self.clock() >= deadline:
+        while doomed:  # (at least one step per run, however little time is left)
+            self._remove_one(doomed.pop())
+            if doomed and self.clock() >= deadline:
                 return False
-            k = doomed.pop()
-            self._remove_one(k)
         self._doomed = None
         return True
 
