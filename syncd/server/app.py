@@ -8,6 +8,7 @@ aiohttp's decoded match info) and every filesystem operation goes through the ha
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,7 +31,8 @@ Endpoint = Callable[[web.Request, Target], Awaitable[web.StreamResponse]]
 
 
 async def _options(request: web.Request, target: Target) -> web.StreamResponse:
-    return web.Response(status=204, headers={"Allow": ALLOW})
+    # WebDAV class 1 (no locks: never class 2); MS-Author-Via for Windows' client
+    return web.Response(status=204, headers={"Allow": ALLOW, "DAV": "1", "MS-Author-Via": "DAV"})
 
 
 ROUTES: dict[tuple[str, str | None], Endpoint] = {
@@ -47,12 +49,18 @@ ROUTES: dict[tuple[str, str | None], Endpoint] = {
     ("MOVE", None): handlers.move,
     ("MKCOL", None): handlers.mkcol,
     ("OPTIONS", None): _options,
+    ("PROPFIND", None): handlers.propfind,
+    ("COPY", None): handlers.copy,
 }
 METHODS = tuple(dict.fromkeys(method for method, _ in ROUTES))
 ALLOW = ", ".join(METHODS)
-"""The methods served, for ``Allow`` (GET, HEAD, PUT, POST, DELETE, MOVE, MKCOL, OPTIONS)."""
+"""The methods served, for ``Allow`` (GET, HEAD, PUT, POST, DELETE, MOVE, MKCOL, OPTIONS,
+PROPFIND, COPY)."""
 MARKER_METHODS = ("GET", "HEAD", "PUT")
 """The plain requests that may name the mirror marker (to read or write it)."""
+VERSION_METHODS = ("PROPFIND", "COPY")
+"""The plain requests that may name a path under ``/.~syncd-versions/`` (reads; a COPY's
+source: its handler refuses a destination there)."""
 
 ANY_PATH = r"/{tail:[\s\S]*}"
 """The one route: every path, whatever characters it holds (``.*`` stops at a newline)."""
@@ -89,7 +97,12 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
     query = parse_query(raw_query)
     method = request.method
     # The mirror marker is the one reserved name a request may name: to read or write it.
-    rel = parse_path(raw_path, marker=query.kind is None and method in MARKER_METHODS)
+    plain = query.kind is None
+    rel = parse_path(
+        raw_path,
+        marker=plain and method in MARKER_METHODS,
+        versions=plain and method in VERSION_METHODS,
+    )
     endpoint = ROUTES.get((method, query.kind))
     if endpoint is not None:
         return await endpoint(request, Target(rel, query.uid))
@@ -102,23 +115,41 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
 
 
 def _refused(request: web.Request) -> web.Response | None:
-    """The 401 answer if the request lacks the right bearer token (None: it may go on)."""
+    """The 401 answer if the request lacks the right token (None: it may go on): as
+    ``Authorization: Bearer <token>``, or as the password of ``Basic`` (any user name)."""
     token = request.app.get(TOKEN)
     if token is None:
         return None
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    ok = scheme.lower() == "bearer" and hmac.compare_digest(
+    scheme = scheme.lower()
+    if scheme == "basic":
+        given = _basic_password(given.strip())
+    ok = scheme in ("bearer", "basic") and hmac.compare_digest(
         given.strip().encode("utf-8", "surrogateescape"), token.encode("utf-8")
     )
     if ok:
         return None
     log.warning(
-        "refused %s %r from %s: missing or wrong bearer token",
+        "refused %s %r from %s: missing or wrong token",
         request.method,
         request.raw_path,
         request.remote,
     )
-    return _text(401, "missing or wrong bearer token", {"WWW-Authenticate": 'Bearer realm="syncd"'})
+    return _text(401, "missing or wrong token", {"WWW-Authenticate": CHALLENGE})
+
+
+CHALLENGE = 'Bearer realm="syncd", Basic realm="syncd"'
+"""What a 401 offers: the token as a bearer token, or as a Basic password."""
+
+
+def _basic_password(credentials: str) -> str:
+    """The password of Basic credentials (``base64(user:password)``); "" if malformed."""
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+    except (ValueError, UnicodeError):
+        return ""
+    _, sep, password = decoded.partition(":")
+    return password if sep else ""
 
 
 @web.middleware
