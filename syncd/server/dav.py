@@ -296,6 +296,9 @@ class Finder:
             except BaseException:
                 self._close()
                 raise
+            finally:
+                if self._closed:  # closed from the event loop meanwhile (a cancelled request)
+                    self._close()
 
     def _start(self) -> bytes:
         rel = self._rel
