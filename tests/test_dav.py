@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -540,3 +541,50 @@ async def test_basic_auth_takes_the_token_as_password(server: ServerProc) -> Non
                 assert r.status == 401, headers
                 challenges = r.headers["WWW-Authenticate"]
                 assert challenges == 'Bearer realm="syncd", Basic realm="syncd"'
+
+
+# --------------------------------------------------------------------------- a real client
+
+
+def test_rclone_browses_and_copies_on_the_server(server: ServerProc, tmp_path: Path) -> None:
+    """rclone's WebDAV backend (vendor other, the token as its Basic password): it uploads,
+    lists (PROPFIND), reads, and copies on the server (COPY: the copy keeps the source's old
+    mtime, which a download and upload again would not)."""
+    exe = shutil.which("rclone")
+    assert exe is not None, "rclone is missing: install it (scripts/test: apt_install rclone)"
+    assert server.token is not None
+    conf = tmp_path / "rclone.conf"
+    conf.write_text("")
+    env = {**os.environ, "RCLONE_CONFIG": str(conf)}
+
+    def rclone(*args: str) -> str:
+        done = subprocess.run(
+            [exe, *args, "--webdav-url", server.url, "--webdav-user", "any",
+             "--webdav-pass", obscured],
+            capture_output=True, text=True, timeout=60, env=env, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, (args, done.stderr[-2000:])
+        return done.stdout
+
+    obscured = subprocess.run(
+        [exe, "obscure", server.token], capture_output=True, text=True, env=env, check=True
+    ).stdout.strip()
+    src = tmp_path / "src"
+    (src / "sub dir").mkdir(parents=True)
+    (src / "a b.txt").write_bytes(b"alpha")
+    (src / "sub dir" / "é 1%.txt").write_bytes(b"beta!")
+
+    rclone("copy", str(src), ":webdav:docs")
+    listed = json.loads(rclone("lsjson", "-R", "--files-only", ":webdav:docs"))
+    assert sorted((e["Path"], e["Size"]) for e in listed) == [
+        ("a b.txt", 5),
+        ("sub dir/é 1%.txt", 5),
+    ]
+    old_ns = 1_500_000_000_000_000_000
+    os.utime(server.root / "docs" / "a b.txt", ns=(old_ns, old_ns))
+    rclone("copyto", ":webdav:docs/a b.txt", ":webdav:docs/copied.txt")
+    copied = server.root / "docs" / "copied.txt"
+    assert copied.read_bytes() == b"alpha"
+    assert copied.stat().st_mtime_ns == old_ns  # server-side: COPY
+    assert rclone("cat", ":webdav:docs/sub dir/é 1%.txt") == "beta!"
+    rclone("check", str(src), ":webdav:docs", "--exclude", "copied.txt")
