@@ -328,13 +328,17 @@ async def test_any_name_comes_back_in_an_href_that_names_it(
     shutil.rmtree(top, ignore_errors=True)
     top.mkdir()
     for i, name in enumerate(names):
-        (top / name).write_bytes(b"%d" % i)
+        if i % 2:
+            (top / name).mkdir()  # a directory: its href ends with '/'
+        else:
+            (top / name).write_bytes(b"%d" % i)
     status, data, _ = await propfind(session, server, "/gen/", "1")
     assert status == 207, data
     found = parse_multistatus(data)
-    assert sorted(found) == sorted(["/gen/", *(f"/gen/{n}" for n in names)])
+    expected = [f"/gen/{n}" + ("/" if i % 2 else "") for i, n in enumerate(names)]
+    assert sorted(found) == sorted(["/gen/", *expected])
     for i, name in enumerate(names):
-        f = found[f"/gen/{name}"]
+        f = found[expected[i]]
         assert re.fullmatch(r"[A-Za-z0-9_.~%/-]+", f.raw_href), f.raw_href
         shown = f.text(D + "displayname")
         if any(ord(c) < 0x20 and c not in "\t\n\r" for c in name) or set(name) & {
@@ -344,9 +348,15 @@ async def test_any_name_comes_back_in_an_href_that_names_it(
             assert shown is None  # XML 1.0 cannot carry it
         else:
             assert shown == name
-        async with session.get(url(server, f.raw_href)) as r:
-            assert r.status == 200
-            assert await r.read() == b"%d" % i
+        if i % 2:
+            assert f.props[D + "resourcetype"].find(D + "collection") is not None
+            status, data, _ = await propfind(session, server, f.raw_href, "0")
+            assert status == 207
+            assert list(parse_multistatus(data)) == [expected[i]]
+        else:
+            async with session.get(url(server, f.raw_href)) as r:
+                assert r.status == 200
+                assert await r.read() == b"%d" % i
 
 
 # --------------------------------------------------------------------------- COPY

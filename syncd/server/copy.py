@@ -72,8 +72,8 @@ def _copy(store: Store, src: RelPath, dst: RelPath, *, deep: bool, overwrite: bo
             store.delete(dst)  # RFC 4918: the target is deleted first (a file over a file
             #                    is replaced by one rename, below)
         if not is_dir:
-            copy_file(store, sdirs.last, src.name, src.text, dst)
-            return old is not None
+            replaced = copy_file(store, sdirs.last, src.name, src.text, dst)
+            return replaced or old is not None
     _make_dir(store, dst)
     if deep:
         _copy_tree(store, src, dst)
