@@ -8,6 +8,7 @@ aiohttp's decoded match info) and every filesystem operation goes through the ha
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import hmac
 import logging
@@ -34,7 +35,9 @@ Endpoint = Callable[[web.Request, Target], Awaitable[web.StreamResponse]]
 async def _options(request: web.Request, target: Target) -> web.StreamResponse:
     store = request.app[STORE]
     retention = store.keeper.retention.header(store.root)
-    return web.Response(status=204, headers={"Allow": ALLOW, "X-Syncd-Versions": retention})
+    # WebDAV class 1 (no locks: never class 2); MS-Author-Via for Windows' client
+    headers = {"Allow": ALLOW, "DAV": "1", "MS-Author-Via": "DAV", "X-Syncd-Versions": retention}
+    return web.Response(status=204, headers=headers)
 
 
 ROUTES: dict[tuple[str, str | None], Endpoint] = {
@@ -51,10 +54,13 @@ ROUTES: dict[tuple[str, str | None], Endpoint] = {
     ("MOVE", None): handlers.move,
     ("MKCOL", None): handlers.mkcol,
     ("OPTIONS", None): _options,
+    ("PROPFIND", None): handlers.propfind,
+    ("COPY", None): handlers.copy,
 }
 METHODS = tuple(dict.fromkeys(method for method, _ in ROUTES))
 ALLOW = ", ".join(METHODS)
-"""The methods served, for ``Allow`` (GET, HEAD, PUT, POST, DELETE, MOVE, MKCOL, OPTIONS)."""
+"""The methods served, for ``Allow`` (GET, HEAD, PUT, POST, DELETE, MOVE, MKCOL, OPTIONS,
+PROPFIND, COPY)."""
 MARKER_METHODS = ("GET", "HEAD", "PUT")
 """The plain requests that may name the mirror marker (to read or write it)."""
 VERSION_READS = {
@@ -139,23 +145,41 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
 
 
 def _refused(request: web.Request) -> web.Response | None:
-    """The 401 answer if the request lacks the right bearer token (None: it may go on)."""
+    """The 401 answer if the request lacks the right token (None: it may go on): as
+    ``Authorization: Bearer <token>``, or as the password of ``Basic`` (any user name)."""
     token = request.app.get(TOKEN)
     if token is None:
         return None
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    ok = scheme.lower() == "bearer" and hmac.compare_digest(
+    scheme = scheme.lower()
+    if scheme == "basic":
+        given = _basic_password(given.strip())
+    ok = scheme in ("bearer", "basic") and hmac.compare_digest(
         given.strip().encode("utf-8", "surrogateescape"), token.encode("utf-8")
     )
     if ok:
         return None
     log.warning(
-        "refused %s %r from %s: missing or wrong bearer token",
+        "refused %s %r from %s: missing or wrong token",
         request.method,
         request.raw_path,
         request.remote,
     )
-    return _text(401, "missing or wrong bearer token", {"WWW-Authenticate": 'Bearer realm="syncd"'})
+    return _text(401, "missing or wrong token", {"WWW-Authenticate": CHALLENGE})
+
+
+CHALLENGE = 'Bearer realm="syncd", Basic realm="syncd"'
+"""What a 401 offers: the token as a bearer token, or as a Basic password."""
+
+
+def _basic_password(credentials: str) -> str:
+    """The password of Basic credentials (``base64(user:password)``); "" if malformed."""
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+    except (ValueError, UnicodeError):
+        return ""
+    _, sep, password = decoded.partition(":")
+    return password if sep else ""
 
 
 @web.middleware

@@ -20,7 +20,9 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from syncd.digests import digest_header
+from syncd.server import dav
 from syncd.server.appkeys import BODY_POOL, STORE, UPLOADS
+from syncd.server.copy import copy as copy_tree
 from syncd.server.errors import (
     BadRequest,
     Forbidden,
@@ -32,7 +34,7 @@ from syncd.server.fdio import CHUNK
 from syncd.server.listing import ListEntry, iter_listing
 from syncd.server.paths import RelPath, Target, parse_path, split_target
 from syncd.server.pending import discard_all
-from syncd.server.receive import receive, request_digests
+from syncd.server.receive import read_small, receive, request_digests
 from syncd.server.store import Opened
 from syncd.server.uploads import Stored, Upload
 
@@ -276,7 +278,7 @@ async def delete(request: web.Request, target: Target) -> web.StreamResponse:
 def _destination(request: web.Request) -> RelPath:
     value = request.headers.get("Destination", "").strip()
     if not value:
-        raise BadRequest("MOVE needs a Destination header")
+        raise BadRequest(f"{request.method} needs a Destination header")
     if value.startswith("/"):
         target = value
     else:
@@ -319,3 +321,59 @@ async def mkcol(request: web.Request, target: Target) -> web.StreamResponse:
     await asyncio.to_thread(request.app[STORE].mkcol, rel)
     log.debug("created directory %r", str(rel))
     return web.Response(status=201)
+
+
+# --------------------------------------------------------------------------- WebDAV
+
+
+async def propfind(request: web.Request, target: Target) -> web.StreamResponse:
+    """PROPFIND (Depth 0 or 1): the path's properties, and its entries', as a streamed 207."""
+    rel = target.rel
+    try:
+        depth = dav.parse_depth(request.headers.get("Depth"))
+    except dav.InfiniteDepth:
+        return web.Response(
+            status=403, body=dav.FINITE_DEPTH, headers={"Content-Type": dav.XML_TYPE}
+        )
+    body = await read_small(request, dav.MAX_BODY)
+    req = await asyncio.to_thread(dav.parse_propfind, body)
+    finder = dav.Finder(request.app[STORE], rel, req, depth)
+    try:
+        first = await asyncio.to_thread(finder.start)
+        resp = web.StreamResponse(status=207, headers={"Content-Type": dav.XML_TYPE})
+        await resp.prepare(request)
+        try:
+            async with asyncio.timeout(WRITE_TIMEOUT):
+                await resp.write(first)
+            while (chunk := await asyncio.to_thread(finder.next_chunk)) is not None:
+                async with asyncio.timeout(WRITE_TIMEOUT):
+                    await resp.write(chunk)
+        except (StoreError, OSError, TimeoutError) as e:
+            _abort_stream(request, f"PROPFIND {rel}", e)
+    finally:
+        finder.close()
+    return resp
+
+
+async def copy(request: web.Request, target: Target) -> web.StreamResponse:
+    """COPY to the Destination header's path (Depth 0 or infinity, Overwrite T or F)."""
+    src = target.rel
+    if request.body_exists and (request.content_length or 0) != 0:
+        raise UnsupportedMediaType("COPY does not take a body")
+    dst = _destination(request)
+    depth = request.headers.get("Depth", "infinity").strip().lower()
+    if depth not in ("0", "infinity"):
+        raise BadRequest("COPY takes Depth 0 or infinity")
+    flag = request.headers.get("Overwrite", "T").strip().upper()
+    if flag not in ("T", "F"):
+        raise BadRequest("Overwrite must be T or F")
+    replaced = await asyncio.to_thread(
+        copy_tree,
+        request.app[STORE],
+        src,
+        dst,
+        deep=depth == "infinity",
+        overwrite=flag == "T",
+    )
+    log.info("copied %r to %r%s", str(src), str(dst), " (replaced)" if replaced else "")
+    return web.Response(status=204 if replaced else 201)
