@@ -480,6 +480,12 @@ async def test_versions_are_read_by_propfind_and_copied_back(
     put back by a COPY to its path; nothing is ever written there."""
     (server.root / "docs").mkdir()
     (server.root / "docs" / "a.txt").write_bytes(b"current")
+    # Before anything is kept, the versions' directory is there, empty.
+    status, data, _ = await propfind(session, server, f"/{VERSIONS_DIR}/", "1")
+    assert status == 207
+    assert list(parse_multistatus(data)) == [f"/{VERSIONS_DIR}/"]
+    status, _, _ = await propfind(session, server, f"/{VERSIONS_DIR}/docs/", "1")
+    assert status == 404
     entry = version_name(1_764_000_000_000_000_000, "replaced")
     kept = server.root / VERSIONS_DIR / "docs" / "a.txt"
     kept.mkdir(parents=True)

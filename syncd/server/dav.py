@@ -31,6 +31,7 @@ from syncd.server.hashes import hash_at
 from syncd.server.paths import RelPath, listed_name
 from syncd.server.store import Store
 from syncd.server.tree import Dirs
+from syncd.versioning import VERSIONS_DIR
 
 DAV = "DAV:"
 MAX_BODY = 64 << 10
@@ -151,8 +152,8 @@ class Resource:
     name: str
     is_dir: bool
     st: os.stat_result
-    key: str
     digest: Callable[[], str | None]
+    """Its hex sha-256 (from the digest cache, else hashed now); None if it is not a file."""
 
 
 _XML_BAD = {c for c in range(0x20) if c not in (0x09, 0x0A, 0x0D)} | {0xFFFE, 0xFFFF}
@@ -304,8 +305,11 @@ class Finder:
         rel = self._rel
         store = self._store
         self._dirs = Dirs(store.root, rel.parent)
+        empty = False  # the versions' directory before anything was kept: shown empty
         if rel.parts:
             st = lstat_at(self._dirs.last, rel.name, str(rel))
+            if st is None and rel.parts == (VERSIONS_DIR,):
+                st, empty = os.fstat(self._dirs.last), True
             if st is None:
                 raise NotFound(f"{rel}: not found")
             if stat.S_ISLNK(st.st_mode):
@@ -320,7 +324,7 @@ class Finder:
         parent_fd = self._dirs.last
         own = self._resource(parent_fd, rel.parts, name, is_dir, st)
         text = HEAD + response_xml(own, self._req).encode("utf-8")
-        if is_dir and self._depth >= 1:
+        if is_dir and self._depth >= 1 and not empty:
             try:
                 self._dir_fd = (
                     os.open(rel.name, O_DIR, dir_fd=parent_fd) if rel.parts else os.dup(parent_fd)
@@ -347,7 +351,7 @@ class Finder:
             hashed = hash_at(dir_fd, name, key, store.digests, store.stopping)
             return None if hashed is None else hashed[1]
 
-        return Resource(href_of(parts, is_dir), name, is_dir, st, key, digest)
+        return Resource(href_of(parts, is_dir), name, is_dir, st, digest)
 
     def next_chunk(self) -> bytes | None:
         """The next batch of entries (the multistatus' end after the last); None when done."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import json
 import logging
 import re
@@ -367,13 +368,11 @@ async def copy(request: web.Request, target: Target) -> web.StreamResponse:
     flag = request.headers.get("Overwrite", "T").strip().upper()
     if flag not in ("T", "F"):
         raise BadRequest("Overwrite must be T or F")
-    replaced = await asyncio.to_thread(
-        copy_tree,
-        request.app[STORE],
-        src,
-        dst,
-        deep=depth == "infinity",
-        overwrite=flag == "T",
+    # In the body threads, not the default executor: copying gigabytes is body work (write,
+    # hash, fsync), and must not hold the threads that serve listings and reads.
+    work = functools.partial(
+        copy_tree, request.app[STORE], src, dst, deep=depth == "infinity", overwrite=flag == "T"
     )
+    replaced = await asyncio.get_running_loop().run_in_executor(request.app[BODY_POOL], work)
     log.info("copied %r to %r%s", str(src), str(dst), " (replaced)" if replaced else "")
     return web.Response(status=204 if replaced else 201)
