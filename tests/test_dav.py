@@ -506,6 +506,12 @@ async def test_versions_are_read_by_propfind_and_copied_back(
     assert await copy(session, server, src, "/docs/a.txt", overwrite="T") == 204
     assert (server.root / "docs" / "a.txt").read_bytes() == b"old"
     assert (kept / entry).read_bytes() == b"old"  # the version stays
+    # What the COPY replaced ("current") is kept in turn, as overwritten.
+    replaced = [p for p in kept.iterdir() if p.name.endswith("-overwritten")]
+    assert [p.read_bytes() for p in replaced] == [b"current"]
+    # A version goes back even where its directories are gone (a delete pruned them).
+    assert await copy(session, server, src, "/gone/deeper/a.txt") == 201
+    assert (server.root / "gone" / "deeper" / "a.txt").read_bytes() == b"old"
     assert await copy(session, server, f"/{VERSIONS_DIR}/docs/{deleted.name}/", "/back/") == 201
     assert (server.root / "back" / "sub" / "f.txt").read_bytes() == b"in a deleted tree"
     assert await copy(session, server, "/docs/a.txt", f"/{VERSIONS_DIR}/docs/a.txt/x") == 403

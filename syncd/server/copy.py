@@ -67,9 +67,11 @@ def _copy(store: Store, src: RelPath, dst: RelPath, *, deep: bool, overwrite: bo
         is_dir = stat.S_ISDIR(st.st_mode)
         if not (is_dir or stat.S_ISREG(st.st_mode)):
             raise Forbidden(f"{src}: not a regular file or directory")
-        old = _target(store, dst, overwrite=overwrite)
+        old = _target(store, dst, overwrite=overwrite, parents=src.in_versions)
         if old is not None and (is_dir or stat.S_ISDIR(old.st_mode)):
-            store.delete(dst)  # RFC 4918: the target is deleted first (a file over a file
+            store.delete(
+                dst, why="overwritten"
+            )  # RFC 4918: the target is deleted first (a file over a file
             #                    is replaced by one rename, below)
         if not is_dir:
             replaced = copy_file(store, sdirs.last, src.name, src.text, dst)
@@ -80,11 +82,15 @@ def _copy(store: Store, src: RelPath, dst: RelPath, *, deep: bool, overwrite: bo
     return old is not None
 
 
-def _target(store: Store, dst: RelPath, *, overwrite: bool) -> os.stat_result | None:
-    """What the destination holds now (None: nothing); 409 if its parent is missing."""
+def _target(store: Store, dst: RelPath, *, overwrite: bool, parents: bool) -> os.stat_result | None:
+    """What the destination holds now (None: nothing); 409 if its parent is missing, unless
+    ``parents`` (a version put back: its directories are made, as a delete may have pruned
+    them)."""
     try:
         ddirs = Dirs(store.root, dst.parent)
     except NotFound as e:
+        if parents:
+            return None
         raise Conflict(f"{dst}: the destination's parent directory does not exist") from e
     with ddirs:
         old = lstat_at(ddirs.last, dst.name, str(dst))
@@ -141,6 +147,7 @@ def copy_file(store: Store, dir_fd: int, name: str, key: str, dst: RelPath) -> b
         if not stat.S_ISREG(st.st_mode):
             raise Forbidden(f"{shown}: not a regular file")
         up = Upload(store, dst)
+        up.why = "overwritten"
         try:
             offset = 0
             while True:

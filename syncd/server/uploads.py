@@ -27,6 +27,7 @@ from syncd.server.paths import TEMP_SUFFIX, RelPath
 from syncd.server.store import Store
 from syncd.server.tree import Dirs
 from syncd.types import RESERVED_PREFIX
+from syncd.versioning import Why
 
 log = logging.getLogger("syncd.server.store")  # (the name the server's logs have always shown)
 
@@ -71,6 +72,8 @@ class Upload:
         self.size = 0
         self.digest = b""
         self._written_back = 0  # bytes whose writeback has been started
+        self.why: Why = "replaced"
+        """Why the file it replaces is kept: "overwritten" for a COPY's target."""
         self.mtime_ns: int | None = None
         """The mtime to give the file (None: the time it was written)."""
         self.executable: bool | None = None
@@ -251,7 +254,7 @@ class Upload:
                 raise os_error(e, str(self.rel)) from e
         if same is not None and same == _ident(old):
             return
-        self._store.keep(parent, self.rel, "replaced", link=True)
+        self._store.keep(parent, self.rel, self.why, link=True)
 
     def _apply_meta(self, parent: int) -> None:
         """Give the temp file its mtime and mode before it is renamed into place."""
