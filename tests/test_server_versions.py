@@ -547,3 +547,24 @@ def test_pruner_is_bounded_per_run_and_resumes_oldest_first(tmp_path: Path) -> N
     assert pruner.run()
     assert not (root / VERSIONS_DIR / "docs").exists()
     assert (root / VERSIONS_DIR).is_dir()
+
+
+def test_versions_kept_in_the_same_nanosecond_get_bumped_names(tmp_path: Path) -> None:
+    from syncd.server.paths import RelPath
+    from syncd.server.store import Store
+    from syncd.server.uploads import Upload
+    from syncd.versioning import parse_version_name
+
+    root = tmp_path / "root"
+    root.mkdir()
+    store = Store(root)
+    store.keeper.clock = lambda: 1_800_000_000_000_000_000  # a clock that never moves
+    rel = RelPath(("docs", "a.txt"))
+    for i in range(4):
+        Upload(store, rel).complete([b"v%d" % i], length=2, expected=[], commit=True)
+    vdir = root / VERSIONS_DIR / "docs" / "a.txt"
+    names = sorted(os.listdir(vdir))
+    assert [parse_version_name(n) for n in names] == [
+        (1_800_000_000_000_000_000 + i, "replaced") for i in range(3)
+    ]
+    assert [(vdir / n).read_bytes() for n in names] == [b"v0", b"v1", b"v2"]
