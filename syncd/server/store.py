@@ -257,11 +257,12 @@ class Store:
             raise
 
     @_mutation
-    def delete(self, rel: RelPath) -> bool:
+    def delete(self, rel: RelPath, *, why: Why = "deleted") -> bool:
         """Remove a file or a whole directory, then prune empty parents; True for a directory.
 
         With versions kept, it is one rename into ``ROOT/.~syncd-versions`` (a directory
-        whole, whatever it holds), instead of a walk that removes every file.
+        whole, whatever it holds), instead of a walk that removes every file; ``why`` is
+        what it is kept as (``overwritten`` for a COPY's target removed first).
         """
         if not rel.parts:
             raise Forbidden("/: refusing to delete the server root")
@@ -269,7 +270,7 @@ class Store:
             st = _existing(dirs.last, rel)
             try:
                 with self.rename_lock:  # (an upload's commit checks its directory under it)
-                    moved = self.keep(dirs.last, rel, "deleted", link=False)
+                    moved = self.keep(dirs.last, rel, why, link=False)
                 if not moved:
                     _remove(dirs.last, rel.name, st, str(rel), self.stopping)
             finally:

@@ -27,6 +27,7 @@ from syncd.server.paths import TEMP_SUFFIX, RelPath
 from syncd.server.store import Store
 from syncd.server.tree import Dirs
 from syncd.types import RESERVED_PREFIX
+from syncd.versioning import Why
 
 log = logging.getLogger("syncd.server.store")  # (the name the server's logs have always shown)
 
@@ -75,6 +76,8 @@ class Upload:
         """The mtime to give the file (None: the time it was written)."""
         self.executable: bool | None = None
         """Mode 0755 (True) or 0644 (False); None: 0644 for a new file, else the old one's."""
+        self.why: Why = "replaced"
+        """What the file it replaces is kept as (a COPY onto a path: ``overwritten``)."""
 
     def set_meta(self, *, mtime_ns: int | None = None, executable: bool | None = None) -> None:
         """What the stored file carries besides its bytes, applied just before the rename
@@ -251,7 +254,7 @@ class Upload:
                 raise os_error(e, str(self.rel)) from e
         if same is not None and same == _ident(old):
             return
-        self._store.keep(parent, self.rel, "replaced", link=True)
+        self._store.keep(parent, self.rel, self.why, link=True)
 
     def _apply_meta(self, parent: int) -> None:
         """Give the temp file its mtime and mode before it is renamed into place."""
