@@ -259,8 +259,8 @@ class Upload:
     def _apply_meta(self, parent: int) -> None:
         """Give the temp file its mtime and mode before it is renamed into place."""
         try:
-            if self.executable is not None:
-                os.chmod(self._tmp, 0o755 if self.executable else 0o644, dir_fd=parent)
+            # (None: 0644 whatever the umask; a replaced file's bit is copied under the lock)
+            os.chmod(self._tmp, 0o755 if self.executable else 0o644, dir_fd=parent)
             if self.mtime_ns is not None:
                 ns = self.mtime_ns
                 os.utime(self._tmp, ns=(ns, ns), dir_fd=parent, follow_symlinks=False)
