@@ -17,6 +17,7 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 from yarl import URL
 
 from syncd.versioning import VERSIONS_DIR, split_version_path, version_name, versions_path
@@ -547,3 +548,44 @@ def test_pruner_is_bounded_per_run_and_resumes_oldest_first(tmp_path: Path) -> N
     assert pruner.run()
     assert not (root / VERSIONS_DIR / "docs").exists()
     assert (root / VERSIONS_DIR).is_dir()
+
+
+def test_versions_kept_in_the_same_nanosecond_get_bumped_names(tmp_path: Path) -> None:
+    from syncd.server.paths import RelPath
+    from syncd.server.store import Store
+    from syncd.server.uploads import Upload
+    from syncd.versioning import parse_version_name
+
+    root = tmp_path / "root"
+    root.mkdir()
+    store = Store(root)
+    store.keeper.clock = lambda: 1_800_000_000_000_000_000  # a clock that never moves
+    rel = RelPath(("docs", "a.txt"))
+    for i in range(4):
+        Upload(store, rel).complete([b"v%d" % i], length=2, expected=[], commit=True)
+    vdir = root / VERSIONS_DIR / "docs" / "a.txt"
+    names = sorted(os.listdir(vdir))
+    assert [parse_version_name(n) for n in names] == [
+        (1_800_000_000_000_000_000 + i, "replaced") for i in range(3)
+    ]
+    assert [(vdir / n).read_bytes() for n in names] == [b"v0", b"v1", b"v2"]
+
+
+@given(
+    n=st.integers(min_value=1, max_value=10**6),
+    unit=st.sampled_from([("s", 1), ("m", 60), ("h", 3600), ("d", 86400), ("w", 604800)]),
+    size=st.integers(min_value=0, max_value=10**15),
+    share=st.integers(min_value=0, max_value=100),
+)
+def test_retention_options_parse(n: int, unit: tuple[str, int], size: int, share: int) -> None:
+    from syncd.server.versions import Retention, parse_keep, parse_space
+
+    assert parse_keep(f"{n}{unit[0]}") == n * unit[1]
+    assert parse_keep("forever") is None and parse_keep("0") == 0
+    assert parse_space(str(size)) == (None, size)
+    assert parse_space(f"{size}KiB") == (None, size * 1024)
+    assert parse_space(f"{share}%") == (share / 100, None)
+    ret = Retention(n * unit[1], None, size)
+    assert ret.header(Path("/")) == f"keep={n * unit[1]}; space={size}"
+    with pytest.raises(ValueError, match="30d"):
+        parse_keep(f"{n}{unit[0]}s")

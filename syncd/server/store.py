@@ -262,7 +262,8 @@ class Store:
         What it removes is kept as a version, ``why`` ("overwritten": a COPY's target).
 
         With versions kept, it is one rename into ``ROOT/.~syncd-versions`` (a directory
-        whole, whatever it holds), instead of a walk that removes every file.
+        whole, whatever it holds), instead of a walk that removes every file; ``why`` is
+        what it is kept as (``overwritten`` for a COPY's target removed first).
         """
         if not rel.parts:
             raise Forbidden("/: refusing to delete the server root")

@@ -78,6 +78,8 @@ class Upload:
         """The mtime to give the file (None: the time it was written)."""
         self.executable: bool | None = None
         """Mode 0755 (True) or 0644 (False); None: 0644 for a new file, else the old one's."""
+        self.why: Why = "replaced"
+        """What the file it replaces is kept as (a COPY onto a path: ``overwritten``)."""
 
     def set_meta(self, *, mtime_ns: int | None = None, executable: bool | None = None) -> None:
         """What the stored file carries besides its bytes, applied just before the rename
@@ -259,8 +261,8 @@ class Upload:
     def _apply_meta(self, parent: int) -> None:
         """Give the temp file its mtime and mode before it is renamed into place."""
         try:
-            if self.executable is not None:
-                os.chmod(self._tmp, 0o755 if self.executable else 0o644, dir_fd=parent)
+            # (None: 0644 whatever the umask; a replaced file's bit is copied under the lock)
+            os.chmod(self._tmp, 0o755 if self.executable else 0o644, dir_fd=parent)
             if self.mtime_ns is not None:
                 ns = self.mtime_ns
                 os.utime(self._tmp, ns=(ns, ns), dir_fd=parent, follow_symlinks=False)

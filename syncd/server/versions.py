@@ -361,28 +361,32 @@ class Pruner:
         return True
 
     def _remove_one(self, k: Kept) -> None:
+        """Remove one entry (a large deleted tree may take a while: no lock is held for it,
+        as no request writes inside an entry), then, under the keeper's lock, the directories
+        it leaves empty (a version being kept meanwhile may be entering them)."""
         keeper = self.keeper
-        with keeper.lock:
+        try:
+            dirs = Dirs(keeper.root, (VERSIONS_DIR, *k.parts[:-1]))
+        except StoreError:
+            return  # gone meanwhile
+        with dirs:
+            name = k.parts[-1]
+            shown = "/" + version_key(k.parts[:-1], name)
+            st = lstat_at(dirs.last, name, shown)
+            if st is None:
+                return
             try:
-                dirs = Dirs(keeper.root, (VERSIONS_DIR, *k.parts[:-1]))
-            except StoreError:
-                return  # gone meanwhile
-            with dirs:
-                name = k.parts[-1]
-                st = lstat_at(dirs.last, name, name)
-                if st is None:
-                    return
-                try:
-                    if stat.S_ISDIR(st.st_mode):
-                        remove_tree(dirs.last, name, stop=self.stop)
-                    else:
-                        os.unlink(name, dir_fd=dirs.last)
-                except OSError as e:
-                    raise os_error(e, "/" + version_key(k.parts[:-1], name)) from e
-                keeper.digests.drop(version_key(k.parts[:-1], name))
-                self.removed += 1
-                self.removed_bytes += k.size
-                fsync_quiet(dirs.last)
+                if stat.S_ISDIR(st.st_mode):
+                    remove_tree(dirs.last, name, stop=self.stop)
+                else:
+                    os.unlink(name, dir_fd=dirs.last)
+            except OSError as e:
+                raise os_error(e, shown) from e
+            keeper.digests.drop(version_key(k.parts[:-1], name))
+            self.removed += 1
+            self.removed_bytes += k.size
+            fsync_quiet(dirs.last)
+            with keeper.lock:
                 dirs.prune(keep=1)  # the versions' directory itself stays
 
 
