@@ -1,0 +1,271 @@
+"""The remotes' times, exec bits and kept versions, against real servers (tests/remote_servers.py):
+S3 (moto_server) with bucket versioning and with a trash prefix, WebDAV (nginx, wsgidav) with a
+trash collection, and `syncd serve`. Each remote is driven directly (put, delete, versions,
+read_version, restore_version) and what the server stores is read back without syncd."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from syncd.config import RemoteConfig, load
+from syncd.errors import ConfigError
+from syncd.hashing import Source
+from syncd.remotes import base
+from syncd.remotes.kinds import KINDS, open_remote, versions_line
+from syncd.remotes.s3 import mode_text, mtime_text, parse_mode, parse_mtime
+from syncd.types import LocalFile
+from syncd.versioning import split_version_path
+from tests.conftest import write_config
+from tests.remote_servers import BUCKET, DavServer, RemoteServer, S3Server, start_remote
+
+VERSIONED = "syncd-versioned"
+
+
+class Servers:
+    def __init__(self, factory: pytest.TempPathFactory) -> None:
+        self.factory = factory
+        self.running: dict[str, RemoteServer] = {}
+
+    def get(self, kind: str) -> RemoteServer:
+        if kind not in self.running:
+            self.running[kind] = start_remote(kind, self.factory.mktemp(f"remote-{kind}"))
+        return self.running[kind]
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    s = Servers(tmp_path_factory)
+    try:
+        yield s
+    finally:
+        for srv in s.running.values():
+            srv.stop()
+
+
+@pytest.fixture
+def s3(servers: Servers, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    srv = servers.get("s3")
+    assert isinstance(srv, S3Server)
+    for k, v in srv.env.items():
+        monkeypatch.setenv(k, v)
+    return srv
+
+
+def config_of(tmp_path: Path, section: str, extra: str = "", remote_path: str = "docs") -> Path:
+    (tmp_path / "folder").mkdir(exist_ok=True)
+    return write_config(
+        tmp_path / "config.toml",
+        f"""
+[remote]
+{section}
+{extra}
+[[folder]]
+path = "{tmp_path / "folder"}"
+remote_path = "{remote_path}"
+""",
+    )
+
+
+def remote_cfg(
+    tmp_path: Path, srv: RemoteServer, *, url: str = "", extra: str = ""
+) -> RemoteConfig:
+    section = srv.remote_section()
+    if url:
+        section = re.sub(r'(?m)^url = ".*"$', f'url = "{url}"', section)
+    return load(config_of(tmp_path, section, extra), kinds=KINDS).remote
+
+
+async def source(
+    tmp_path: Path, rel: str, data: bytes, *, mtime_ns: int = 0, executable: bool = False
+) -> Source:
+    p = tmp_path / "src" / secrets.token_hex(4)
+    p.parent.mkdir(exist_ok=True)
+    p.write_bytes(data)
+    if mtime_ns:
+        os.utime(p, ns=(mtime_ns, mtime_ns))
+    stt = p.stat()
+    local = LocalFile(rel, stt.st_size, stt.st_mtime_ns, executable=executable)
+    return await Source.open(p, local)
+
+
+async def collect(it: Any) -> list[Any]:
+    return [x async for x in it]
+
+
+async def read_all(it: Any) -> bytes:
+    return b"".join([c async for c in it])
+
+
+# -- the mtime and mode metadata (rclone's) ------------------------------------------------
+@given(st.integers(min_value=0, max_value=2**62))
+def test_mtime_metadata_round_trips(ns: int) -> None:
+    text = mtime_text(ns)
+    assert parse_mtime(text) == ns
+    assert re.fullmatch(r"\d+(\.\d{9})?", text)
+
+
+def test_metadata_as_rclone_writes_it() -> None:
+    assert mtime_text(1_700_000_000_000_000_000) == "1700000000"
+    assert parse_mtime("1700000000.5") == 1_700_000_000_500_000_000
+    assert parse_mtime("not a time") is None
+    assert parse_mode(mode_text(True)) is True and parse_mode(mode_text(False)) is False
+    assert parse_mode("0100764") is True and parse_mode("xyz") is None
+
+
+async def test_s3_keeps_mtime_and_mode_as_rclone_does(tmp_path: Path, s3: S3Server) -> None:
+    space = f"m{secrets.token_hex(3)}"
+    r = open_remote(remote_cfg(tmp_path, s3), 2)
+    assert r.features.keeps_times and r.features.keeps_exec
+    when = 1_600_000_000_123_456_789
+    async with r:  # type: ignore[attr-defined]
+        await r.put(
+            f"{space}/run.sh",
+            await source(tmp_path, "run.sh", b"#!", mtime_ns=when, executable=True),
+        )
+        big = os.urandom(9 << 20)  # multipart
+        await r.put(f"{space}/big", await source(tmp_path, "big", big, mtime_ns=when))
+        stat = await r.stat(f"{space}/run.sh")  # type: ignore[attr-defined]
+        assert stat is not None and stat.mtime_ns == when and stat.executable is True
+        stat = await r.stat(f"{space}/big")  # type: ignore[attr-defined]
+        assert stat is not None and stat.mtime_ns == when and stat.executable is False
+        await r.move(f"{space}/run.sh", f"{space}/moved.sh")  # type: ignore[attr-defined]
+        stat = await r.stat(f"{space}/moved.sh")  # type: ignore[attr-defined]
+        assert stat is not None and stat.mtime_ns == when
+    head = s3.client.head_object(Bucket=BUCKET, Key=f"mirror/{space}/big")
+    assert head["Metadata"] == {"mtime": "1600000000.123456789", "mode": "0100644"}
+
+
+# -- S3 with bucket versioning -------------------------------------------------------------
+@pytest.fixture
+def versioned(s3: S3Server) -> S3Server:
+    existing = {b["Name"] for b in s3.client.list_buckets()["Buckets"]}
+    if VERSIONED not in existing:
+        s3.client.create_bucket(Bucket=VERSIONED)
+        s3.client.put_bucket_versioning(
+            Bucket=VERSIONED, VersioningConfiguration={"Status": "Enabled"}
+        )
+    return s3
+
+
+async def test_s3_bucket_versioning(tmp_path: Path, versioned: S3Server) -> None:
+    space = f"v{secrets.token_hex(3)}"
+    cfg = remote_cfg(tmp_path, versioned, url=f"s3://{VERSIONED}/mirror/")
+    r = open_remote(cfg, 2)
+    async with r:  # type: ignore[attr-defined]
+        assert isinstance(r, base.Versions) and r.features.versions
+        await r.put(f"{space}/a.txt", await source(tmp_path, "a.txt", b"one"))
+        await r.put(f"{space}/a.txt", await source(tmp_path, "a.txt", b"two"))
+        await r.put(f"{space}/sub/b.txt", await source(tmp_path, "b.txt", b"bee"))
+        await r.delete(f"{space}/sub")
+        found = await collect(r.versions(space))
+        by = sorted((v.path, v.why, v.size) for v in found)
+        assert by == [(f"{space}/a.txt", "replaced", 3), (f"{space}/sub/b.txt", "deleted", 3)]
+        old = next(v for v in found if v.path.endswith("a.txt"))
+        assert await read_all(r.read_version(old)) == b"one"
+        # a prefix naming a file lists that file's versions only
+        assert [v.path for v in await collect(r.versions(f"{space}/a.txt"))] == [old.path]
+        gone = next(v for v in found if v.why == "deleted")
+        await r.restore_version(gone, gone.path)
+        await r.restore_version(old, old.path)
+        assert await read_all(r.read(old.path)) == b"one"  # type: ignore[attr-defined]
+        assert await read_all(r.read(gone.path)) == b"bee"  # type: ignore[attr-defined]
+        # what the restore replaced ("two") is kept in turn
+        again = await collect(r.versions(f"{space}/a.txt"))
+        assert sorted([await read_all(r.read_version(v)) for v in again]) == [b"one", b"two"]
+        assert all(v.when_ns > 0 for v in again)
+        assert "bucket versioning" in await r.retention()
+
+
+# -- S3 with a trash -----------------------------------------------------------------------
+async def test_s3_trash_keeps_replaced_and_deleted(tmp_path: Path, s3: S3Server) -> None:
+    space = f"t{secrets.token_hex(3)}"
+    r = open_remote(remote_cfg(tmp_path, s3, extra='trash = "trash"'), 2)
+    async with r:  # type: ignore[attr-defined]
+        assert isinstance(r, base.Versions)
+        await r.put(f"{space}/a.txt", await source(tmp_path, "a.txt", b"one"))
+        await r.put(f"{space}/a.txt", await source(tmp_path, "a.txt", b"one"))  # same bytes
+        await r.put(f"{space}/a.txt", await source(tmp_path, "a.txt", b"two"))
+        await r.put(f"{space}/d/b.txt", await source(tmp_path, "b.txt", b"bee"))
+        await r.delete(f"{space}/d")
+        await r.put(f"{space}/c.txt", await source(tmp_path, "c.txt", b"sea"))
+        await r.move(f"{space}/a.txt", f"{space}/c.txt")  # type: ignore[attr-defined]
+        keys = sorted(
+            o["Key"]
+            for o in s3.client.list_objects_v2(Bucket=BUCKET, Prefix=f"mirror/trash/{space}/")[
+                "Contents"
+            ]
+        )
+        parsed = [split_version_path(k[len("mirror/trash/") :]) for k in keys]
+        assert sorted((p.path, p.why) for p in parsed if p) == [
+            (f"{space}/a.txt", "replaced"),
+            (f"{space}/c.txt", "overwritten"),
+            (f"{space}/d/b.txt", "deleted"),
+        ]
+        found = await collect(r.versions(space))
+        assert sorted((v.path, v.why) for v in found) == sorted(
+            (p.path, p.why) for p in parsed if p
+        )
+        # the mirror's listing never shows the trash, and versions of one file in a deleted
+        # directory are found from the file's own path
+        assert [e.path for e in await collect(r.list(space))] == ["c.txt"]
+        inside = await collect(r.versions(f"{space}/d/b.txt"))
+        assert [(v.path, v.why) for v in inside] == [(f"{space}/d/b.txt", "deleted")]
+        await r.restore_version(inside[0], inside[0].path)
+        assert await read_all(r.read(f"{space}/d/b.txt")) == b"bee"  # type: ignore[attr-defined]
+        sea = next(v for v in found if v.why == "overwritten")
+        await r.restore_version(sea, sea.path)
+        assert await read_all(r.read(f"{space}/c.txt")) == b"sea"  # type: ignore[attr-defined]
+        # the restore kept what it replaced ("two", moved onto c.txt)
+        kept = [await read_all(r.read_version(v)) for v in await collect(r.versions(sea.path))]
+        assert sorted(kept) == [b"sea", b"two"]
+        assert "trash at trash" in await r.retention()
+
+
+async def test_s3_without_versioning_or_trash_keeps_nothing(tmp_path: Path, s3: S3Server) -> None:
+    space = f"n{secrets.token_hex(3)}"
+    r = open_remote(remote_cfg(tmp_path, s3), 2)
+    async with r:  # type: ignore[attr-defined]
+        assert isinstance(r, base.Versions)
+        await r.put(f"{space}/a.txt", await source(tmp_path, "a.txt", b"one"))
+        await r.put(f"{space}/a.txt", await source(tmp_path, "a.txt", b"two"))
+        assert await collect(r.versions(space)) == []
+        assert "none" in await r.retention()
+
+
+# -- config: the trash -----------------------------------------------------------------------
+@pytest.mark.parametrize("trash", ["docs", "docs/trash", "docs/"])
+def test_trash_inside_a_folder_is_refused(tmp_path: Path, trash: str) -> None:
+    section = 'kind = "webdav"\nurl = "http://127.0.0.1:1/"'
+    with pytest.raises(ConfigError, match="remote.trash.*inside folder"):
+        load(config_of(tmp_path, section, f'trash = "{trash}"'), kinds=KINDS)
+
+
+def test_trash_holding_a_folder_is_refused(tmp_path: Path) -> None:
+    section = 'kind = "s3"\nurl = "s3://b/p/"'
+    with pytest.raises(ConfigError, match="remote.trash.*holds folder"):
+        load(config_of(tmp_path, section, 'trash = "a"', remote_path="a/docs"), kinds=KINDS)
+
+
+def test_versions_line_says_who_keeps_them(tmp_path: Path) -> None:
+    def line(section: str, extra: str = "") -> str:
+        return versions_line(load(config_of(tmp_path, section, extra), kinds=KINDS).remote)
+
+    assert "kept by syncd serve" in line('kind = "syncd"\nurl = "http://127.0.0.1:1/"')
+    dav = 'kind = "webdav"\nurl = "http://127.0.0.1:1/"'
+    assert line(dav, 'trash = "old"') == "versions: trash at old"
+    assert line(dav).startswith("versions: none — deleted files cannot be brought back")
+    assert "S3 bucket versioning" in line('kind = "s3"\nurl = "s3://b/p/"')
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
