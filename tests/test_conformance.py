@@ -87,6 +87,8 @@ ABILITIES = {
     "mark": base.Marker,
     "state_token": base.StateToken,
     "size_of": base.Sizer,
+    "versions": base.Versions,
+    "stat": base.Stat,
 }
 
 

@@ -23,7 +23,10 @@ from syncd.hashing import Source
 from syncd.remotes import base
 from syncd.remotes.kinds import KINDS, open_remote, versions_line
 from syncd.remotes.s3 import mode_text, mtime_text, parse_mode, parse_mtime
-from syncd.types import LocalFile
+from syncd.manifest import FILENAME, Manifest
+from syncd.planner import Looked, Rules, plan
+from syncd.types import LocalFile, RemoteEntry, Row
+from syncd.verify import time_difference
 from syncd.versioning import split_version_path
 from tests.conftest import write_config
 from tests.remote_servers import BUCKET, DavServer, RemoteServer, S3Server, start_remote
@@ -278,7 +281,7 @@ async def test_webdav_trash(tmp_path: Path, dav: DavServer) -> None:
         if dav.name == "nginx":
             # nginx leaves dot names out of PROPFIND: the versions are kept but not listed,
             # and versions() says so instead of answering "nothing kept"
-            with pytest.raises(PermanentError, match="leaves names starting with '.' out"):
+            with pytest.raises(PermanentError, match=r"leaves names starting with '\.' out"):
                 await collect(r.versions(space))
             return
         found = await collect(r.versions(space))
@@ -315,13 +318,13 @@ async def test_webdav_without_trash_keeps_nothing_and_sends_oc_mtime(
 @pytest.mark.parametrize("trash", ["docs", "docs/trash", "docs/"])
 def test_trash_inside_a_folder_is_refused(tmp_path: Path, trash: str) -> None:
     section = 'kind = "webdav"\nurl = "http://127.0.0.1:1/"'
-    with pytest.raises(ConfigError, match="remote.trash.*inside folder"):
+    with pytest.raises(ConfigError, match=r"remote.trash.*inside folder"):
         load(config_of(tmp_path, section, f'trash = "{trash}"'), kinds=KINDS)
 
 
 def test_trash_holding_a_folder_is_refused(tmp_path: Path) -> None:
     section = 'kind = "s3"\nurl = "s3://b/p/"'
-    with pytest.raises(ConfigError, match="remote.trash.*holds folder"):
+    with pytest.raises(ConfigError, match=r"remote.trash.*holds folder"):
         load(config_of(tmp_path, section, 'trash = "a"', remote_path="a/docs"), kinds=KINDS)
 
 
@@ -338,3 +341,72 @@ def test_versions_line_says_who_keeps_them(tmp_path: Path) -> None:
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+# -- the planner's rule: a new mtime or exec bit alone is sent where the remote keeps it -----
+def _plan(lf: LocalFile, row: Row, **rules: bool) -> list[tuple[str, bool]]:
+    p = plan(Looked({lf.rel: lf}), {row.rel: row}, Rules(ignored=lambda *a, **k: False, **rules))
+    return [(op.rel, op.meta) for op in p.uploads]
+
+
+@given(
+    st.integers(min_value=0, max_value=2**63),
+    st.integers(min_value=0, max_value=2**63),
+    st.booleans(),
+    st.booleans(),
+)
+@settings(max_examples=200)
+def test_planner_sends_a_new_time_or_exec_bit_where_kept(
+    row_mtime: int, mtime: int, row_exe: bool, exe: bool
+) -> None:
+    row = Row("a.txt", 4, row_mtime, sha(b"same"), 0.0, 7, 9, row_exe)
+    lf = LocalFile("a.txt", 4, mtime, 7, 9, exe)
+    changed = mtime != row_mtime
+    # a remote that keeps neither: a candidate only where the stat changed (then hashed)
+    assert _plan(lf, row) == ([("a.txt", False)] if changed else [])
+    kept = _plan(lf, row, keeps_times=True, keeps_exec=True)
+    if changed or exe != row_exe:
+        assert kept == [("a.txt", True)]
+    else:
+        assert kept == []
+    only_times = _plan(lf, row, keeps_times=True)
+    assert only_times == ([("a.txt", True)] if changed else [])
+
+
+def test_manifest_keeps_the_exec_bit_and_migrates(tmp_path: Path) -> None:
+    import sqlite3
+
+    with Manifest.in_state_dir(tmp_path) as m:
+        m.put("s", Row("x.sh", 1, 5, sha(b"x"), 1.0, 2, 3, True))
+        m.put("s", Row("y.txt", 1, 5, sha(b"y"), 1.0, 2, 3))
+    with Manifest.in_state_dir(tmp_path) as m:
+        rows = m.rows("s")
+        assert bool(rows["x.sh"].executable) is True and not rows["y.txt"].executable
+    # a schema-2 manifest (no exec column) is migrated: its rows say "not executable"
+    db = tmp_path / FILENAME
+    con = sqlite3.connect(db)
+    con.execute("ALTER TABLE files DROP COLUMN executable")
+    con.execute("PRAGMA user_version=2")
+    con.commit()
+    con.close()
+    with Manifest.in_state_dir(tmp_path) as m:
+        rows = m.rows("s")
+        assert set(rows) == {"x.sh", "y.txt"} and not rows["x.sh"].executable
+        m.put("s", rows["x.sh"]._replace(executable=True))
+    with Manifest.in_state_dir(tmp_path) as m:
+        assert bool(m.rows("s")["x.sh"].executable) is True
+
+
+# -- verify --times ----------------------------------------------------------------------------
+@given(st.integers(min_value=0, max_value=2**62), st.integers(min_value=0, max_value=10**9 - 1))
+def test_time_difference_to_the_second_or_exact(secs: int, ns: int) -> None:
+    local = LocalFile("a", 1, secs * 10**9 + ns)
+    whole = RemoteEntry("a", 1, None, secs * 10**9)
+    assert time_difference(local, whole, True, False) == ""  # whole seconds: to the second
+    exact = RemoteEntry("a", 1, None, secs * 10**9 + ns + 1)
+    assert "mtime here" in time_difference(local, exact, True, False)
+    assert time_difference(local, exact, False, False) == ""
+    exe = RemoteEntry("a", 1, None, None, True)
+    assert (
+        time_difference(local, exe, True, True) == "not executable here, executable on the server"
+    )

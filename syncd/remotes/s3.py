@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import itertools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -110,7 +111,13 @@ class S3Remote:
 
     # ListObjectsV2 gives no checksums: verify reads objects back.
     features = Features(
-        move=True, read=True, mark=True, versions=True, keeps_times=True, keeps_exec=True
+        move=True,
+        read=True,
+        mark=True,
+        versions=True,
+        keeps_times=True,
+        keeps_exec=True,
+        stat=True,
     )
 
     #: Objects larger than this are sent as multipart uploads of ``part_size`` parts.
@@ -547,7 +554,7 @@ class S3Remote:
             path, self.key(path), self._trash_key(path, time.time_ns(), why), size, what="keep"
         )
 
-    async def _keep_tree(self, path: str, why: Why, under: list[tuple[str, int]]) -> None:
+    async def _keep_tree(self, path: str, why: Why, under: Sequence[tuple[str, int]]) -> None:
         """Copy the object at ``path`` and those under ``path/`` into the trash, as one entry
         (``<trash>/<path>/.~syncd-v<when>-<why>[/<rest>]``)."""
         entry = self._trash_key(path, time.time_ns(), why)
@@ -601,7 +608,7 @@ class S3Remote:
             # Newest first: IsLatest leads, then by time (a delete marker made at the same
             # second as the version it hides sorts before it).
             items.sort(key=lambda i: (bool(i[3].get("IsLatest")), i[0], -i[1]), reverse=True)
-            for newer, (_t, _k, is_marker, item) in zip(items, items[1:], strict=False):
+            for newer, (_t, _k, is_marker, item) in itertools.pairwise(items):
                 if is_marker:
                     continue
                 yield Version(
@@ -619,8 +626,8 @@ class S3Remote:
         parts = prefix.split("/") if prefix else []
         places: list[tuple[str, str | None]] = [(prefix + "/" if prefix else "", None)]
         for i in range(len(parts) - 1, -1, -1):
-            above = "/".join(parts[:i])
-            places.append(((above + "/" if above else "") + VERSION_PREFIX, above))
+            up = "/".join(parts[:i])
+            places.append(((up + "/" if up else "") + VERSION_PREFIX, up))
         for place, above in places:
             async for key, size in self._keys_under(f"{self.trash}/{place}"):
                 v = split_version_path(key[len(base) :])

@@ -497,7 +497,7 @@ class WebDAVRemote(HTTPRemote):
         for i in range(len(parts) - 1, -1, -1):
             above = "/".join(parts[:i])
             place = f"{self.trash}/{above}" if above else self.trash
-            async for full, item in self._walk(place, raw=True, depth=1):
+            async for full, _item in self._walk(place, raw=True, depth=1):
                 name = full.rstrip("/").rpartition("/")[2]
                 if full.endswith("/") and name.startswith(VERSION_PREFIX):
                     found += [x async for x in self._walk(full.rstrip("/"), raw=True)]
