@@ -20,11 +20,11 @@ from hypothesis import strategies as st
 from syncd.config import RemoteConfig, load
 from syncd.errors import ConfigError, PermanentError
 from syncd.hashing import Source
+from syncd.manifest import FILENAME, Manifest
+from syncd.planner import Looked, Rules, plan
 from syncd.remotes import base
 from syncd.remotes.kinds import KINDS, open_remote, versions_line
 from syncd.remotes.s3 import mode_text, mtime_text, parse_mode, parse_mtime
-from syncd.manifest import FILENAME, Manifest
-from syncd.planner import Looked, Rules, plan
 from syncd.types import LocalFile, RemoteEntry, Row
 from syncd.verify import time_difference
 from syncd.versioning import split_version_path
