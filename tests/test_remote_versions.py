@@ -29,7 +29,14 @@ from syncd.types import LocalFile, RemoteEntry, Row
 from syncd.verify import time_difference
 from syncd.versioning import split_version_path
 from tests.conftest import write_config
-from tests.remote_servers import BUCKET, DavServer, RemoteServer, S3Server, start_remote
+from tests.remote_servers import (
+    BUCKET,
+    DavServer,
+    RemoteServer,
+    S3Server,
+    SyncdServer,
+    start_remote,
+)
 
 VERSIONED = "syncd-versioned"
 
@@ -312,6 +319,91 @@ async def test_webdav_without_trash_keeps_nothing_and_sends_oc_mtime(
         assert not r.features.keeps_times
         assert [e.mtime_ns for e in await collect(r.list(space))] == []
     assert not (dav.root / "trash").exists() or not any((dav.root / "trash").rglob(f"{space}*"))
+
+
+# -- syncd serve -------------------------------------------------------------------------
+@pytest.fixture
+def serve(servers: Servers) -> SyncdServer:
+    srv = servers.get("syncd")
+    assert isinstance(srv, SyncdServer)
+    return srv
+
+
+async def test_syncd_read_checks_the_digest(tmp_path: Path, serve: SyncdServer) -> None:
+    space = f"r{secrets.token_hex(3)}"
+    r = open_remote(remote_cfg(tmp_path, serve), 2)
+    async with r:  # type: ignore[attr-defined]
+        assert isinstance(r, base.Reader) and r.features.read
+        data = os.urandom(3 << 20)
+        await r.put(f"{space}/big.bin", await source(tmp_path, "big.bin", data))
+        assert await read_all(r.read(f"{space}/big.bin")) == data
+        with pytest.raises(PermanentError) as e:
+            await read_all(r.read(f"{space}/absent"))
+        assert e.value.status == 404
+
+
+async def test_syncd_read_refuses_an_answer_without_digest(
+    tmp_path: Path, static_server: tuple[str, Path]
+) -> None:
+    url, _log = static_server
+    section = f'kind = "syncd"\nurl = "{url}"'
+    r = open_remote(load(config_of(tmp_path, section), kinds=KINDS).remote, 2)
+    async with r:  # type: ignore[attr-defined]
+        with pytest.raises(PermanentError, match="no Repr-Digest"):
+            await read_all(r.read("docs/index.txt"))  # type: ignore[attr-defined]
+
+
+async def test_syncd_keeps_times_exec_bits_and_versions(tmp_path: Path, serve: SyncdServer) -> None:
+    """What part A's server keeps, through the syncd remote: the mtime (ns) and exec bit of
+    every upload (one-step and upload + commit), listed back; versions listed (a file's own,
+    and those of a deleted directory), read, restored; the retention line."""
+    space = f"s{secrets.token_hex(3)}"
+    when = 1_600_000_000_123_456_789
+    r = open_remote(remote_cfg(tmp_path, serve), 2)
+    async with r:  # type: ignore[attr-defined]
+        assert isinstance(r, base.Versions)
+        await r.put(
+            f"{space}/run.sh", await source(tmp_path, "r", b"#!", mtime_ns=when, executable=True)
+        )
+        big = os.urandom(9 << 20)
+        await r.put(f"{space}/big", await source(tmp_path, "b", big, mtime_ns=when + 1))
+        listed = {e.path: e async for e in r.list(space)}
+        assert listed["run.sh"].mtime_ns == when and listed["run.sh"].executable is True
+        assert listed["big"].mtime_ns == when + 1 and listed["big"].executable is False
+        stored = serve.root / space / "run.sh"
+        assert stored.stat().st_mtime_ns == when and stored.stat().st_mode & 0o777 == 0o755
+        await r.put(f"{space}/run.sh", await source(tmp_path, "r", b"#!2", mtime_ns=when + 5))
+        await r.put(f"{space}/d/e.txt", await source(tmp_path, "e", b"eee"))
+        await r.delete(f"{space}/d")
+        found = await collect(r.versions(space))
+        assert sorted((v.path, v.why) for v in found) == [
+            (f"{space}/d/e.txt", "deleted"),
+            (f"{space}/run.sh", "replaced"),
+        ]
+        old = next(v for v in found if v.why == "replaced")
+        assert old.mtime_ns == when and old.executable is True and old.sha256 == sha(b"#!")
+        assert await read_all(r.read_version(old)) == b"#!"
+        inside = await collect(r.versions(f"{space}/d/e.txt"))
+        assert [(v.path, v.why) for v in inside] == [(f"{space}/d/e.txt", "deleted")]
+        assert [v.path for v in await collect(r.versions(f"{space}/run.sh"))] == [old.path]
+        await r.restore_version(old, old.path)
+        await r.restore_version(inside[0], inside[0].path)
+        assert serve.read_tree(space) == {"run.sh": b"#!", "big": big, "d/e.txt": b"eee"}
+        assert stored.stat().st_mtime_ns == when
+        assert "syncd serve keeps versions" in await r.retention()
+
+
+def test_retention_line() -> None:
+    from syncd.remotes.syncd import parse_retention
+
+    assert parse_retention("keep=2592000; space=1073741824") == (
+        "syncd serve keeps versions for 30 days, up to 1 GiB"
+    )
+    assert parse_retention("keep=forever; space=10") == (
+        "syncd serve keeps versions for ever, up to 10 bytes"
+    )
+    assert parse_retention("off") == "syncd serve keeps no versions (--keep 0)"
+    assert "does not say" in parse_retention(None)
 
 
 # -- config: the trash -----------------------------------------------------------------------
