@@ -290,6 +290,8 @@ async def test_webdav_trash(tmp_path: Path, dav: DavServer) -> None:
             # and versions() says so instead of answering "nothing kept"
             with pytest.raises(PermanentError, match=r"leaves names starting with '\.' out"):
                 await collect(r.versions(space))
+            with pytest.raises(PermanentError, match=r"leaves names starting with '\.' out"):
+                await collect(r.versions(f"{space}/a.txt"))  # (a file's own versions)
             return
         found = await collect(r.versions(space))
         assert sorted((v.path, v.why) for v in found) == want

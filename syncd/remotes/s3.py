@@ -515,9 +515,18 @@ class S3Remote:
         if self._versioned is None:
             async with self._versioned_lock:
                 if self._versioned is None:
-                    resp = await self._s3.call(
-                        "ask about versioning", "", "get_bucket_versioning", Bucket=self.bucket
-                    )
+                    try:
+                        resp = await self._s3.call(
+                            "ask about versioning", "", "get_bucket_versioning", Bucket=self.bucket
+                        )
+                    except PermanentError as e:  # (AuthError too: AccessDenied to this call)
+                        log.warning(
+                            "%s: cannot tell whether the bucket keeps versions (%s); taking it "
+                            "that it does not (allow s3:GetBucketVersioning to tell)",
+                            self.description,
+                            e,
+                        )
+                        resp = {}
                     self._versioned = resp.get("Status") == "Enabled"
         return self._versioned
 

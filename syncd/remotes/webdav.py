@@ -351,10 +351,11 @@ class WebDAVRemote(HTTPRemote):
         while todo:
             coll, left = todo.pop()
             here = self._base_path + (coll + "/" if coll else "")
-            shown = 0
+            shown, there = 0, False
             async for item in self._propfind(self.collection_url(coll), coll, depth="1"):
                 href = item.href
                 if href.rstrip("/") == here.rstrip("/"):
+                    there = True
                     continue  # the collection itself
                 shown += 1
                 if not href.startswith(here):
@@ -374,7 +375,7 @@ class WebDAVRemote(HTTPRemote):
                         yield full + "/", item
                 else:
                     yield full, item
-            if raw and shown == 0 and coll != prefix:
+            if raw and there and shown == 0:
                 # An entry of the trash is never empty: the server leaves names out.
                 self._hides_dot_names = True
 
