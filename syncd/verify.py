@@ -211,7 +211,10 @@ class Verifier:
 
 def _when(ns: int) -> str:
     secs, frac = divmod(ns, 1_000_000_000)
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(secs))
+    try:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(secs))
+    except (OverflowError, OSError, ValueError):  # beyond what the C library can show
+        return f"{ns} ns since 1970"
     return f"{stamp}.{frac:09d}" if frac else stamp
 
 
