@@ -353,6 +353,8 @@ async def test_syncd_read_refuses_an_answer_without_digest(
     async with r:  # type: ignore[attr-defined]
         with pytest.raises(PermanentError, match="no Repr-Digest"):
             await read_all(r.read("docs/index.txt"))  # type: ignore[attr-defined]
+        # a server that answers no PROPFIND (501): versions falls back to whole listings
+        assert await r._entries_in("docs/x") is None  # type: ignore[attr-defined]
 
 
 async def test_syncd_keeps_times_exec_bits_and_versions(tmp_path: Path, serve: SyncdServer) -> None:
@@ -387,6 +389,10 @@ async def test_syncd_keeps_times_exec_bits_and_versions(tmp_path: Path, serve: S
         assert await read_all(r.read_version(old)) == b"#!"
         inside = await collect(r.versions(f"{space}/d/e.txt"))
         assert [(v.path, v.why) for v in inside] == [(f"{space}/d/e.txt", "deleted")]
+        # (the deleted directory's entry was found by PROPFIND, not a listing of all above)
+        entries = await r._entries_in(f"{space}/d")  # type: ignore[attr-defined]
+        assert entries == [inside[0].ref.removeprefix(".~syncd-versions/").rsplit("/", 1)[0]]
+        assert await r._entries_in(f"{space}/nothing-here") == []  # type: ignore[attr-defined]
         assert [v.path for v in await collect(r.versions(f"{space}/run.sh"))] == [old.path]
         await r.restore_version(old, old.path)
         await r.restore_version(inside[0], inside[0].path)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import logging
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from yarl import URL
 
@@ -26,8 +29,9 @@ from syncd.remotes.base import (
 )
 from syncd.remotes.body import body_of
 from syncd.remotes.quickstate import read_token
+from syncd.remotes.webdav_xml import PROPFIND_BODY, Listed, responses
 from syncd.types import RemoteEntry
-from syncd.versioning import VERSIONS_DIR, split_version_path
+from syncd.versioning import VERSION_PREFIX, VERSIONS_DIR, split_version_path
 
 log = logging.getLogger("syncd.remotes.syncd")
 
@@ -337,30 +341,78 @@ class SyncdRemote(HTTPRemote):
         """Every kept version at or under ``prefix``: ``GET /.~syncd-versions/<prefix>/?list``
         (a raw listing: the entries' reserved names are kept), read back with
         ``split_version_path``; and, for each directory above ``prefix`` (but the top), the
-        deleted-directory entries there that hold ``prefix``."""
+        deleted-directory entries there that hold ``prefix`` (found by ``PROPFIND Depth: 1``,
+        each then listed; a server without PROPFIND: the directory's whole listing)."""
         prefix = prefix.strip("/")
-        places = [prefix]
         parts = prefix.split("/") if prefix else []
-        places += ["/".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]
-        for place in places:
-            async for item in self._versions_under(place):
-                v = split_version_path(item.path)
-                if v is None:
-                    continue
-                if prefix and v.path != prefix and not v.path.startswith(prefix + "/"):
-                    continue
-                if place != prefix and v.entry.rpartition("/")[0] != place:
-                    continue  # (only a deleted directory's entry directly in ``place``)
-                yield Version(
-                    path=v.path,
-                    when_ns=v.when_ns,
-                    why=v.why,
-                    size=item.size,
-                    sha256=item.sha256,
-                    mtime_ns=item.mtime_ns,
-                    executable=item.executable,
-                    ref=f"{VERSIONS_DIR}/{item.path}",
-                )
+        found: list[tuple[str, RemoteEntry]] = [
+            (prefix, item) async for item in self._versions_under(prefix)
+        ]
+        for place in ["/".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]:
+            entries = await self._entries_in(place)
+            if entries is None:  # (no PROPFIND: an older syncd serve)
+                found += [(place, item) async for item in self._versions_under(place)]
+                continue
+            for entry in entries:
+                found += [(place, item) async for item in self._versions_under(entry)]
+        for place, item in found:
+            v = split_version_path(item.path)
+            if v is None:
+                continue
+            if prefix and v.path != prefix and not v.path.startswith(prefix + "/"):
+                continue
+            if place != prefix and v.entry.rpartition("/")[0] != place:
+                continue  # (only a deleted directory's entry directly in ``place``)
+            yield Version(
+                path=v.path,
+                when_ns=v.when_ns,
+                why=v.why,
+                size=item.size,
+                sha256=item.sha256,
+                mtime_ns=item.mtime_ns,
+                executable=item.executable,
+                ref=f"{VERSIONS_DIR}/{item.path}",
+            )
+
+    async def _entries_in(self, place: str) -> builtins.list[str] | None:
+        """The deleted-directory entries directly in ``/.~syncd-versions/<place>/`` (their
+        paths under the versions root), by ``PROPFIND Depth: 1``; None if the server does
+        not answer PROPFIND (an older syncd serve), [] if there is nothing."""
+        where = f"{VERSIONS_DIR}/{place}"
+        url = URL(self.base + self.quoted(where) + "/", encoded=True)
+        here = unquote(urlsplit(self.base).path) + where + "/"
+        headers = {"Depth": "1", "Content-Type": 'application/xml; charset="utf-8"'}
+        out: builtins.list[str] = []
+        try:
+            async with self.request(
+                "PROPFIND", url, where, "list versions", data=PROPFIND_BODY, headers=headers
+            ) as resp:
+                if resp.status == 404:
+                    await resp.read()
+                    return []
+                if resp.status in (400, 403, 405, 501) or "xml" not in resp.content_type:
+                    await resp.read()
+                    return None
+                if resp.status != 207:
+                    await self.fail(resp, where, "list versions")
+                parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("end",))
+                items: list[Listed] = []
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    parser.feed(chunk)
+                    items += responses(parser)
+                parser.close()
+                items += responses(parser)
+        except ET.ParseError as e:
+            raise TransientError(
+                f"list versions {place}: unreadable PROPFIND answer: {e}", path=place
+            ) from e
+        for item in items:
+            if not item.is_coll or not item.href.startswith(here):
+                continue
+            name = item.href[len(here) :].strip("/")
+            if name and "/" not in name and name.startswith(VERSION_PREFIX):
+                out.append(f"{place}/{name}")
+        return out
 
     async def _versions_under(self, place: str) -> AsyncIterator[RemoteEntry]:
         """The raw listing of ``/.~syncd-versions/<place>/`` (paths relative to the versions
