@@ -340,7 +340,7 @@ class SyncdRemote(HTTPRemote):
     async def versions(self, prefix: str) -> AsyncIterator[Version]:
         """Every kept version at or under ``prefix``: ``GET /.~syncd-versions/<prefix>/?list``
         (a raw listing: the entries' reserved names are kept), read back with
-        ``split_version_path``; and, for each directory above ``prefix`` (but the top), the
+        ``split_version_path``; and, for each directory above ``prefix``, the
         deleted-directory entries there that hold ``prefix`` (found by ``PROPFIND Depth: 1``,
         each then listed; a server without PROPFIND: the directory's whole listing)."""
         prefix = prefix.strip("/")
