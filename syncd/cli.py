@@ -69,7 +69,17 @@ COMMANDS: dict[str, Command] = {
             ),
         ),
     ),
-    "verify": Command("compare local files with what the remote holds", cli_sync.verify),
+    "verify": Command(
+        "compare local files with what the remote holds",
+        cli_sync.verify,
+        (
+            opt(
+                "--times",
+                action="store_true",
+                help="also compare mtimes and exec bits, where the remote keeps them",
+            ),
+        ),
+    ),
     "status": Command(
         "is every folder in sync, and if not, why (exit 0: a daemon runs and all is in "
         "sync; 1: errors, held deletions, a folder missing; 3: busy; 4: no daemon running)",
