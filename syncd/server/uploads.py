@@ -72,8 +72,6 @@ class Upload:
         self.size = 0
         self.digest = b""
         self._written_back = 0  # bytes whose writeback has been started
-        self.why: Why = "replaced"
-        """Why the file it replaces is kept: "overwritten" for a COPY's target."""
         self.mtime_ns: int | None = None
         """The mtime to give the file (None: the time it was written)."""
         self.executable: bool | None = None
