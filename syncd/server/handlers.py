@@ -88,7 +88,9 @@ def request_meta(request: web.Request) -> tuple[int | None, bool | None]:
                 mtime_ns = int(Decimal(raw.strip()) * 1_000_000_000)
             except InvalidOperation:
                 raise BadRequest(f"{OC_MTIME} must be seconds since the epoch") from None
-    if mtime_ns is not None and not -(2**63) < mtime_ns < 2**63:
+    # Any time a 64-bit time_t holds (the filesystem clamps it to its own range, as it does
+    # for the client's own files, which can hold such times too).
+    if mtime_ns is not None and not -(2**63) * 10**9 <= mtime_ns < 2**63 * 10**9:
         raise BadRequest(f"{MTIME if MTIME in request.headers else OC_MTIME} is out of range")
     executable: bool | None = None
     raw = request.headers.get(EXECUTABLE)
