@@ -20,6 +20,7 @@ from typing import Any, Protocol, Self, SupportsIndex
 from syncd import __version__
 from syncd.config import Config
 from syncd.manifest import Manifest
+from syncd.remotes.kinds import versions_line
 from syncd.report import Report
 from syncd.status.document import SCHEMA_VERSION, held_by_scope, public_url, totals
 from syncd.status.metrics import Metrics
@@ -328,6 +329,7 @@ class StatusBoard:
                 "queued": len(d.outbox),
                 "last_transfer": m.last_transfer,
                 "error": str(eng.fatal) if eng.fatal else None,
+                "versions": versions_line(d.config.remote),
             },
             "folders": folders,
             "totals": totals(

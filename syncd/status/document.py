@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from syncd.config import Config
 from syncd.manifest import Manifest, scope_of
+from syncd.remotes.kinds import versions_line
 
 SCHEMA_VERSION = 1
 
@@ -70,6 +71,7 @@ def manifest_snapshot(config: Config, manifest: Manifest) -> dict[str, Any]:
             "queued": sum(len(v) for v in queued.values()),
             "last_transfer": None,
             "error": None,
+            "versions": versions_line(config.remote),
         },
         "folders": folders,
         "totals": totals(
