@@ -218,12 +218,44 @@ def kept_name(target: Path, now: float | None = None) -> Path:
     return aside
 
 
+TEMP_PREFIX = f"{RESERVED_PREFIX}restore-"
+
+
+def sweep(directory: Path) -> int:
+    """Remove the temps a restore that was killed left in ``directory`` (their process is
+    gone); returns how many."""
+    n = 0
+    with contextlib.suppress(OSError), os.scandir(directory) as it:
+        for entry in it:
+            if not (entry.name.startswith(TEMP_PREFIX) and entry.name.endswith(".tmp")):
+                continue
+            pid_s = entry.name[len(TEMP_PREFIX) :].split("-", 1)[0]
+            if pid_s.isdigit() and not _alive(int(pid_s)):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    n += 1
+    return n
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 class Temp:
-    """A temp file beside ``target`` (reserved prefix), written and hashed chunk by chunk."""
+    """A temp file beside ``target`` (``.~syncd-restore-<pid>-<hex>.tmp``: the reserved
+    prefix, and the pid so that a later restore can remove what a killed one left), written
+    and hashed chunk by chunk."""
 
     def __init__(self, target: Path) -> None:
         self.target = target
-        self.path = target.with_name(f"{RESERVED_PREFIX}{secrets.token_hex(8)}.tmp")
+        name = f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}.tmp"
+        self.path = target.with_name(name)
         self.fd = os.open(
             self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600
         )
@@ -334,6 +366,7 @@ class Restorer:
         self.keeper: Keeper = keeper or NoKeeper()
         self.policy = policy or RetryPolicy()
         self.progress = progress or Progress()
+        self._swept: set[Path] = set()
         if not (remote.features.read or remote.features.versions):
             raise RestoreError(
                 f"{remote.description} cannot give files back (remote.kind = "
@@ -559,6 +592,9 @@ class Restorer:
     async def _write(self, job: Job, state: str, req: Request, out: Outcome) -> None:
         pick = job.pick
         await asyncio.to_thread(_make_dirs, job.target)
+        if job.target.parent not in self._swept:
+            self._swept.add(job.target.parent)
+            await asyncio.to_thread(sweep, job.target.parent)
         temp = await asyncio.to_thread(Temp, job.target)
         try:
             await self._download(job, temp)
