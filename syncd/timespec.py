@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import datetime
+from fractions import Fraction
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _RELATIVE = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
@@ -32,7 +33,7 @@ def parse_time(text: str, now_ns: int | None = None) -> int:
         raise BadTime(f"empty TIME; use for example {EXAMPLES}")
     compact = raw.replace(" ", "").lower()
     if _RELATIVE.fullmatch(compact):
-        ago = sum(float(n) * UNITS[u] for n, u in _PART.findall(compact))
+        ago = sum(Fraction(n) * UNITS[u] for n, u in _PART.findall(compact))
         now = time.time_ns() if now_ns is None else now_ns
         return now - round(ago * 1_000_000_000)
     try:

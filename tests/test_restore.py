@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -323,3 +324,179 @@ def test_a_running_daemon_does_not_send_a_restored_file_back(
         assert puts == [], puts
     finally:
         assert daemon.stop() == 0, daemon.log()
+
+
+# --------------------------------------------------------------------------- versions (syncd serve)
+
+
+@pytest.fixture(scope="module")
+def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemoteServer]:
+    srv = start_remote("syncd", tmp_path_factory.mktemp("serve"))
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _times(top: Path) -> dict[str, tuple[int, bool]]:
+    return {
+        p.relative_to(top).as_posix(): (p.stat().st_mtime_ns, bool(p.stat().st_mode & 0o100))
+        for p in sorted(top.rglob("*"))
+        if p.is_file() and not p.name.startswith(".~syncd-")
+    }
+
+
+def _sync(cfg: Path) -> None:
+    r = run_syncd("sync", config=cfg)
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_deleted_directory_comes_back_with_every_byte_and_mtime(
+    tmp_path: Path, serve: RemoteServer
+) -> None:
+    files = _files(9)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    _write(folder, files)
+    (folder / "d2" / "f2.bin").chmod(0o755)
+    for i, p in enumerate(sorted(folder.rglob("*.bin"))):
+        os.utime(p, ns=(1_600_000_000 * S, 1_600_000_000 * S + i * 1_234_567_891))
+    space = serve.new_space()
+    cfg = _config(tmp_path, serve, folder, space)
+    _sync(cfg)
+    before = _times(folder)
+    for p in (folder / "d2").iterdir():
+        p.unlink()
+    (folder / "d2").rmdir()
+    _sync(cfg)  # the server deletes d2 (and keeps it)
+    assert not any(rel.startswith("d2/") for rel in serve.read_tree(space))
+    r = run_syncd("restore", str(folder / "d2"), config=cfg)
+    assert r.returncode == 0, r.stderr
+    assert "just before it was deleted" in r.stderr
+    assert _tree(folder) == files
+    assert _times(folder) == before  # every mtime (to the nanosecond) and the exec bit
+    assert serve.read_tree(space) == files  # put back on the server too
+    r = run_syncd("sync", config=cfg)
+    assert r.returncode == 0 and "uploaded 0," in r.stdout and "deleted 0," in r.stdout
+
+
+def test_a_file_overwritten_three_times_comes_back_as_each_version(
+    tmp_path: Path, serve: RemoteServer
+) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    space = serve.new_space()
+    cfg = _config(tmp_path, serve, folder, space)
+    target = folder / "notes.txt"
+    contents = [f"version {n}\n".encode() * (n + 1) for n in range(4)]
+    after: list[int] = []  # a moment when each content was current
+    for data in contents:
+        target.write_bytes(data)
+        _sync(cfg)
+        time.sleep(0.05)
+        after.append(time.time_ns())
+        time.sleep(0.05)
+    r = run_syncd("versions", str(target), "--json", config=cfg)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    (entry,) = doc["files"]
+    assert [v["number"] for v in entry["versions"]] == [1, 2, 3]
+    assert [v["why"] for v in entry["versions"]] == ["replaced"] * 3
+    text = run_syncd("versions", str(target), config=cfg)
+    assert "--version N" in text.stdout and "current" in text.stdout
+    out = tmp_path / "out"
+    for n in (1, 2, 3):
+        r = run_syncd(
+            "restore", str(target), "--version", str(n), "--to", str(out / f"v{n}"), config=cfg
+        )
+        assert r.returncode == 0, r.stderr
+        assert (out / f"v{n}" / "notes.txt").read_bytes() == contents[n - 1]
+    for n, when in enumerate(after):
+        stamp = datetime.fromtimestamp(when / S).astimezone().isoformat()
+        r = run_syncd(
+            "restore", str(target), "--at", stamp, "--to", str(out / f"at{n}"), config=cfg
+        )
+        assert r.returncode == 0, r.stderr
+        assert (out / f"at{n}" / "notes.txt").read_bytes() == contents[n]
+    # Into the folder: the local file is kept aside, the server gets version 1 back.
+    r = run_syncd("restore", str(target), "--version", "1", "--overwrite", config=cfg)
+    assert r.returncode == 0, r.stderr
+    assert target.read_bytes() == contents[0]
+    assert serve.read_tree(space)["notes.txt"] == contents[0]
+    kept = [p for p in folder.iterdir() if ".syncd-kept-" in p.name]
+    assert [p.read_bytes() for p in kept] == [contents[3]]
+    r = run_syncd("restore", str(target), "--version", "9", config=cfg)
+    assert r.returncode == 2 and "versions 1 to 4" in r.stderr
+
+
+def _totals(cfg: Path) -> dict[str, int]:
+    totals: dict[str, int] = json.loads(run_syncd("status", "--json", config=cfg).stdout)["totals"]
+    return totals
+
+
+def test_a_mass_delete_through_syncd_run_is_undone_with_deleted_since(
+    tmp_path: Path, serve: RemoteServer
+) -> None:
+    # (20 files stay: the 13 deletions are within the guard's max_delete = 50%)
+    files = {**_files(16), **{f"keep/k{i}": b"%d" % i for i in range(20)}}
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    _write(folder, files)
+    space = serve.new_space()
+    cfg = _config(tmp_path, serve, folder, space)
+    daemon = DaemonProc(cfg, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: serve.read_tree(space) == files, 30, "the first mirror")
+        since = datetime.now().isoformat(timespec="seconds")  # local time, no offset
+        time.sleep(1.1)  # (TIME is to the second)
+        for d in ("d0", "d1", "d3"):
+            for p in (folder / d).iterdir():
+                p.unlink()
+            (folder / d).rmdir()
+        (folder / "d2" / "f2.bin").unlink()
+        gone = {rel for rel in files if rel.split("/")[0] in ("d0", "d1", "d3")} | {"d2/f2.bin"}
+        left = set(files) - gone
+        wait_for(lambda: set(serve.read_tree(space)) == left, 30, "the deletions")
+        wait_for(lambda: run_syncd("status", config=cfg).returncode == 0, 20, "in sync")
+        sent = _totals(cfg)
+        r = run_syncd("restore", "--deleted-since", since, "--dry-run", config=cfg)
+        assert r.returncode == 0 and r.stdout.count("would restore") == 13, r.stdout
+        r = run_syncd("restore", "--deleted-since", since, config=cfg)
+        assert r.returncode == 0, r.stderr
+        assert "13 restored" in r.stdout
+        assert _tree(folder) == files
+        wait_for(lambda: "restore: released 13 path(s)" in daemon.log(), 20, "the release")
+        wait_for(lambda: run_syncd("status", config=cfg).returncode == 0, 20, "in sync")
+        time.sleep(1.0)  # (a debounce window and more: a re-delete or a re-send would show)
+        assert serve.read_tree(space) == files
+        now = _totals(cfg)
+        assert (now["uploaded"], now["deleted"]) == (sent["uploaded"], sent["deleted"])
+        assert _tree(folder) == files
+    finally:
+        assert daemon.stop() == 0, daemon.log()
+
+
+def test_restore_all_onto_a_new_machine_skips_what_is_there_by_digest(
+    tmp_path: Path, serve: RemoteServer
+) -> None:
+    files = _files(40, 300_000)
+    _folder, cfg, space = _synced(tmp_path, serve, files)
+    dest = tmp_path / "new-machine"
+    cmd = [sys.executable, "-m", "syncd", "restore", "--all", "--to", str(dest), "-c", str(cfg)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: len(_tree(dest / space)) >= 8 if dest.exists() else False, 60, "files")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    partial = _tree(dest / space)
+    assert 8 <= len(partial) < len(files)
+    r = run_syncd("restore", "--all", "--to", str(dest), "--json", config=cfg)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert _tree(dest / space) == files
+    assert len(doc["identical"]) >= len(partial)
+    # (identical files were not read again: the bytes read are the missing files' only)
+    missing = [f for f in files if f not in partial]
+    assert doc["bytes"] <= sum(len(files[f]) for f in missing)
+    assert not list((dest / space).rglob(".~syncd-*"))
