@@ -614,7 +614,12 @@ class Restorer:
                     )
                     return
             sha = temp.hash.hexdigest()
-            await asyncio.to_thread(temp.finish, pick.mtime_ns, pick.executable)
+            # (times and the exec bit only where the remote keeps them: a WebDAV server's
+            # getlastmodified is when the file was uploaded, not the file's own mtime)
+            features = self.remote.features
+            mtime = pick.mtime_ns if features.keeps_times else None
+            executable = pick.executable if features.keeps_exec else None
+            await asyncio.to_thread(temp.finish, mtime, executable)
             await self._put_back(job)
             if state != "absent":
                 aside = kept_name(job.target)
