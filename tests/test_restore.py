@@ -500,3 +500,81 @@ def test_restore_all_onto_a_new_machine_skips_what_is_there_by_digest(
     missing = [f for f in files if f not in partial]
     assert doc["bytes"] <= sum(len(files[f]) for f in missing)
     assert not list((dest / space).rglob(".~syncd-*"))
+
+
+# --------------------------------------------------------------------------- S3, WebDAV trash
+
+
+@pytest.fixture(scope="module")
+def others(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, RemoteServer]]:
+    running: dict[str, RemoteServer] = {}
+    try:
+        running["s3"] = start_remote("s3", tmp_path_factory.mktemp("s3"))
+        running["wsgidav"] = start_remote("wsgidav", tmp_path_factory.mktemp("wsgidav"))
+        yield running
+    finally:
+        for srv in running.values():
+            srv.stop()
+
+
+def _keeping(kind: str, srv: RemoteServer, space: str) -> str:
+    """The [remote] section of ``srv`` set to keep versions the way ``kind`` says."""
+    section = srv.remote_section()
+    if kind == "s3-versioning":
+        bucket = "syncd-restore-versioned"
+        client = getattr(srv, "client")  # noqa: B009 (an S3Server's boto3 client)
+        if bucket not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
+            client.create_bucket(Bucket=bucket)
+            client.put_bucket_versioning(
+                Bucket=bucket, VersioningConfiguration={"Status": "Enabled"}
+            )
+        return section.replace('url = "s3://syncd-test/', f'url = "s3://{bucket}/')
+    return section + f'trash = "trash-{space}"\n'
+
+
+@pytest.mark.parametrize("kind", ["s3-versioning", "s3-trash", "webdav-trash"])
+def test_other_remotes_give_back_deleted_and_earlier_files(
+    tmp_path: Path, others: dict[str, RemoteServer], kind: str
+) -> None:
+    srv = others["wsgidav" if kind == "webdav-trash" else "s3"]
+    space = srv.new_space() + kind.replace("-", "")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    files = {**_files(6), "a.txt": b"first\n"}
+    _write(folder, files)
+    cfg = write_config(
+        tmp_path / "config.toml",
+        f"""
+[remote]
+{_keeping(kind, srv, space)}
+[[folder]]
+path = "{folder}"
+remote_path = "{space}"
+
+[sync]
+state_dir = "{tmp_path / "state"}"
+max_delete = 100
+""",
+    )
+
+    def syncd(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_syncd(*args, config=cfg, env=srv.env)
+
+    assert syncd("sync").returncode == 0
+    (folder / "a.txt").write_bytes(b"second, garbage\n")
+    assert syncd("sync").returncode == 0
+    for p in (folder / "d1").iterdir():
+        p.unlink()
+    (folder / "d1").rmdir()
+    r = syncd("sync")
+    assert r.returncode == 0 and "deleted 2" in r.stdout, r.stdout
+    r = syncd("versions", str(folder / "a.txt"), "--json")
+    assert r.returncode == 0, r.stderr
+    assert [v["number"] for v in json.loads(r.stdout)["files"][0]["versions"]] == [1]
+    r = syncd("restore", str(folder / "d1"))
+    assert r.returncode == 0, r.stderr
+    r = syncd("restore", str(folder / "a.txt"), "--version", "1", "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert {k: v for k, v in _tree(folder).items() if ".syncd-kept-" not in k} == files
+    r = syncd("sync")  # what was restored is on the server: nothing to send or delete
+    assert r.returncode == 0 and "uploaded 1," in r.stdout and "deleted 0," in r.stdout, r.stdout
