@@ -323,12 +323,13 @@ def _fsync_dir(path: Path) -> None:
 
 def _make_dirs(path: Path) -> None:
     """The target's directories; a file in the way is an error naming it."""
-    for parent in reversed(path.parents):
-        if os.path.isdir(parent):
-            continue
-        if os.path.lexists(parent):
-            raise NotADirectoryError(f"{parent} is in the way (not a directory)")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        for parent in reversed(path.parents):
+            if os.path.lexists(parent) and not os.path.isdir(parent):
+                raise NotADirectoryError(f"{parent} is in the way (not a directory)") from None
+        raise
 
 
 # --------------------------------------------------------------------------- the restorer
@@ -443,10 +444,16 @@ class Restorer:
             kept = await self.kept(spot.folder, spot.rel)
             picks = rp.deleted_since(listing, kept, spot.rel, req.deleted_since_ns)
             if not picks:
-                out.notes.append(f"{where}: nothing deleted since then is missing from the server")
+                out.notes.append(
+                    f"{where}: nothing deleted since then is missing from the server; files "
+                    f"missing here that the server still holds come back with: syncd restore "
+                    f"{where}"
+                )
             return picks
         picks = rp.current(listing, spot.rel)
         if picks:
+            if self.keeps_versions and not req.everything:
+                await self._hint_deleted(spot, listing, out)
             return picks
         if not self.keeps_versions:
             out.failed.append(
@@ -475,6 +482,23 @@ class Restorer:
             f"was deleted ({format_time(when)})"
         )
         return picks
+
+    async def _hint_deleted(
+        self, spot: Spot, listing: dict[str, RemoteEntry], out: Outcome
+    ) -> None:
+        """Files under ``spot`` deleted from the server are not brought back by a plain
+        restore (only current copies are): say how to get them too."""
+        gone, when = rp.deleted(listing, await self.kept(spot.folder, spot.rel), spot.rel)
+        if when is None:
+            return
+        from syncd.timespec import format_time
+
+        since = format_time(when - rp.DELETION_WINDOW_NS).replace(" ", "T")
+        out.notes.append(
+            f"{_shown(spot)}: {len(gone)} more file(s) under it were deleted from the server "
+            f"(the last at {format_time(when)}); to bring them back too: syncd restore "
+            f"--deleted-since {since} --under {_shown(spot)}"
+        )
 
     def _target(self, req: Request, spot: Spot, rel: str) -> tuple[Path, bool]:
         """Where the file ``rel`` (folder-relative) of ``spot`` is written, and whether that
@@ -634,7 +658,7 @@ class Restorer:
             local = stat_local(job.target, pick.rel)
             if local is not None:
                 await self.keeper.record(job.scope, local, sha)
-        log.info("restored %s (%s)", job.target, pick.what)
+        log.debug("restored %s (%s)", job.target, pick.what)
 
     async def _download(self, job: Job, temp: Temp) -> None:
         """The bytes into ``temp``, checked against the pick's size and sha-256 (an old

@@ -578,3 +578,20 @@ max_delete = 100
     assert {k: v for k, v in _tree(folder).items() if ".syncd-kept-" not in k} == files
     r = syncd("sync")  # what was restored is on the server: nothing to send or delete
     assert r.returncode == 0 and "uploaded 1," in r.stdout and "deleted 0," in r.stdout, r.stdout
+
+
+def test_a_plain_restore_says_how_to_get_deleted_files_too(
+    tmp_path: Path, serve: RemoteServer
+) -> None:
+    files = _files(8)
+    folder, cfg, _space = _synced(tmp_path, serve, files)
+    (folder / "d3" / "f7.bin").unlink()
+    _sync(cfg)
+    r = run_syncd("restore", str(folder / "d3"), config=cfg)
+    assert r.returncode == 0, r.stderr
+    assert "0 restored" in r.stdout and "1 more file(s) under it were deleted" in r.stderr
+    command = r.stderr.split("to bring them back too: ")[1].split()
+    assert command[:2] == ["syncd", "restore"]
+    r = run_syncd(*command[1:], config=cfg)
+    assert r.returncode == 0, r.stderr
+    assert _tree(folder) == files
