@@ -595,3 +595,35 @@ def test_a_plain_restore_says_how_to_get_deleted_files_too(
     r = run_syncd(*command[1:], config=cfg)
     assert r.returncode == 0, r.stderr
     assert _tree(folder) == files
+
+
+async def test_a_held_path_waits_and_a_vanished_restore_releases_it(
+    tmp_path: Path, nginx: RemoteServer
+) -> None:
+    from syncd import config as cfgmod
+    from syncd.manifest import scope_of
+    from syncd.remotes.kinds import KINDS
+    from syncd.status.control import RestoreSession
+
+    assert isinstance(nginx, DavServer)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    space = nginx.new_space()
+    cfg_path = _config(tmp_path, nginx, folder, space)
+    cfg = cfgmod.load(cfg_path, kinds=KINDS)
+    daemon = DaemonProc(cfg_path, tmp_path / "daemon.log")
+    try:
+        session = await RestoreSession.open(cfg.sync.state_dir)
+        assert session is not None
+        await session.hold(scope_of(cfg, cfg.folders[0]), ["sub/held.txt"])
+        (folder / "sub").mkdir()
+        (folder / "sub" / "held.txt").write_bytes(b"written while held\n")
+        (folder / "free.txt").write_bytes(b"not held\n")
+        wait_for(lambda: "free.txt" in nginx.read_tree(space), 20, "the free file sent")
+        assert "sub/held.txt" not in nginx.read_tree(space)  # (it settled long ago: held)
+        # The restore goes away without recording it: the path is free, and sent as a change.
+        await session.aclose()
+        wait_for(lambda: "restore: released 1 path(s)" in daemon.log(), 20, "the release")
+        wait_for(lambda: "sub/held.txt" in nginx.read_tree(space), 20, "the held file sent")
+    finally:
+        assert daemon.stop() == 0, daemon.log()

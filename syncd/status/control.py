@@ -328,7 +328,14 @@ class RestoreSession:
             if not self._writer.is_closing():
                 await self._ask({"op": "release"})
         finally:
-            self._writer.close()
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """End the session without a release (the daemon releases what it held, as when a
+        restore is killed)."""
+        self._writer.close()
+        with contextlib.suppress(OSError):
+            await self._writer.wait_closed()
 
 
 async def query(state_dir: Path, wait: float = 5) -> dict[str, Any] | None:
