@@ -444,11 +444,16 @@ class Restorer:
             kept = await self.kept(spot.folder, spot.rel)
             picks = rp.deleted_since(listing, kept, spot.rel, req.deleted_since_ns)
             if not picks:
-                out.notes.append(
-                    f"{where}: nothing deleted since then is missing from the server; files "
-                    f"missing here that the server still holds come back with: syncd restore "
-                    f"{where}"
-                )
+                note = f"{where}: nothing deleted since then is missing from the server"
+                root = Path(spot.folder.path)
+                here = [r for r in listing if rp.under(r, spot.rel)]
+                missing = sum(1 for r in here if not os.path.lexists(root / r))
+                if missing:  # (deletions the guard held back, say: the server still has them)
+                    note += (
+                        f"; {missing} file(s) missing here are still on the server: "
+                        f"syncd restore {where}"
+                    )
+                out.notes.append(note)
             return picks
         picks = rp.current(listing, spot.rel)
         if picks:

@@ -51,12 +51,12 @@ class Pick:
 
     @property
     def what(self) -> str:
-        """For people: "current copy", "version 2 (replaced 2026-12-01 14:30:05)"."""
+        """For people: "current copy", "version 2, replaced 2026-12-01 14:30:05"."""
         if self.version is None:
             return "current copy"
         from syncd.timespec import format_time
 
-        return f"version {self.number} ({self.version.why} {format_time(self.version.when_ns)})"
+        return f"version {self.number}, {self.version.why} {format_time(self.version.when_ns)}"
 
 
 def under(rel: str, root: str) -> bool:

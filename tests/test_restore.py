@@ -627,3 +627,33 @@ async def test_a_held_path_waits_and_a_vanished_restore_releases_it(
         wait_for(lambda: "sub/held.txt" in nginx.read_tree(space), 20, "the held file sent")
     finally:
         assert daemon.stop() == 0, daemon.log()
+
+
+def test_a_folder_emptied_under_syncd_run_comes_back_and_the_hold_is_lifted(
+    tmp_path: Path, nginx: RemoteServer
+) -> None:
+    files = _files(10)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    _write(folder, files)
+    space = nginx.new_space()
+    cfg = _config(tmp_path, nginx, folder, space)
+    daemon = DaemonProc(cfg, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: nginx.read_tree(space) == files, 30, "the first mirror")
+        for d in list(folder.iterdir()):
+            for p in d.iterdir():
+                p.unlink()
+            d.rmdir()
+        wait_for(lambda: run_syncd("status", config=cfg).returncode == 1, 20, "the hold")
+        sent = _totals(cfg)
+        r = run_syncd("restore", str(folder), config=cfg)
+        assert r.returncode == 0, r.stderr
+        assert _tree(folder) == files and "10 restored" in r.stdout
+        wait_for(lambda: run_syncd("status", config=cfg).returncode == 0, 20, "in sync again")
+        assert nginx.read_tree(space) == files
+        now = _totals(cfg)
+        assert now["held_deletions"] == 0
+        assert (now["uploaded"], now["deleted"]) == (sent["uploaded"], sent["deleted"])
+    finally:
+        assert daemon.stop() == 0, daemon.log()
