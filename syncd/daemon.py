@@ -382,7 +382,7 @@ class Daemon:
         # (the claims signal nothing when one ends: polled, for these few seconds at most)
         while any(k in self.live.claims for k in keys) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
-        log.info("restore: holding %d path(s) of %s while they are written", len(keys), scope)
+        log.debug("restore: holding %d path(s) of %s while they are written", len(keys), scope)
 
     async def record_restored(
         self, owner: object, scope: str, files: Sequence[tuple[LocalFile, str]]

@@ -209,6 +209,7 @@ def report_doc(report: Report) -> dict[str, Any]:
     }
 
 
+HOLD_BATCH = 32 * 1024  # bytes of paths per `hold` request of a restore
 SYNC_WAIT = 3600.0  # seconds `syncd sync` waits for the daemon's pass (it can take a while)
 
 
@@ -315,7 +316,17 @@ class RestoreSession:
         return answer
 
     async def hold(self, scope: str, rels: list[str]) -> None:
-        await self._ask({"op": "hold", "scope": scope, "paths": rels})
+        """In requests of at most ~32 KiB (a line the daemon reads is at most 64 KiB)."""
+        batch: list[str] = []
+        size = 0
+        for rel in rels:
+            if batch and size > HOLD_BATCH:
+                await self._ask({"op": "hold", "scope": scope, "paths": batch})
+                batch, size = [], 0
+            batch.append(rel)
+            size += len(json.dumps(rel)) + 2
+        if batch:
+            await self._ask({"op": "hold", "scope": scope, "paths": batch})
 
     async def record(self, scope: str, local: LocalFile, sha256: str) -> None:
         row = [local.rel, local.size, local.mtime_ns, local.ctime_ns, local.inode]
