@@ -38,7 +38,7 @@ from syncd.config import Config, FolderConfig
 from syncd.errors import AuthError, PermanentError, RemoteError, SyncdError
 from syncd.manifest import Manifest, scope_of
 from syncd.recorder import Recorder
-from syncd.remotes.base import Reader, Remote, Version, Versions
+from syncd.remotes.base import Marker, Reader, Remote, Version, Versions
 from syncd.report import Progress
 from syncd.retry import RetryPolicy
 from syncd.statelock import StateLock
@@ -138,6 +138,11 @@ class Keeper(Protocol):
         """Done: everything recorded is committed; the held paths are free."""
         ...
 
+    async def adopt(self, scope: str, mirror: str) -> None:
+        """A whole folder was restored from the mirror ``mirror``: it is this folder's mirror
+        (where the state dir knows none yet: a new machine)."""
+        ...
+
 
 class NoKeeper:
     """Nothing to record (``--to`` outside the folders, a dry run)."""
@@ -149,6 +154,9 @@ class NoKeeper:
         return None
 
     async def release(self) -> None:
+        return None
+
+    async def adopt(self, scope: str, mirror: str) -> None:
         return None
 
 
@@ -173,6 +181,13 @@ class ManifestKeeper:
             self.recorder.running()
             self._started = True
         self.recorder.sent(scope, local, sha256)
+
+    async def adopt(self, scope: str, mirror: str) -> None:
+        if self.recorder.manifest.mirror(scope) is None:
+            log.info(
+                "%s: this state dir now knows the mirror %s it was restored from", scope, mirror
+            )
+            self.recorder.mirror(scope, mirror)
 
     async def release(self) -> None:
         try:
@@ -555,7 +570,24 @@ class Restorer:
                     tg.create_task(one(job))
         finally:
             self.progress.stop()
+        if req.to is None:
+            await self._adopt(req, out)
         return out
+
+    async def _adopt(self, req: Request, out: Outcome) -> None:
+        """Whole folders restored into place (a new machine): their mirror is the one they
+        came from, so the next pass does not take it for another machine's."""
+        if not self.remote.features.mark:
+            return
+        marker = cast(Marker, self.remote)
+        for spot in {s.folder.remote_path: s for s in req.spots if s.rel == ""}.values():
+            try:
+                mirror = await marker.read_marker(spot.folder.remote_path)
+            except RemoteError as e:
+                log.debug("%s: no mirror marker read: %s", spot.folder.remote_path, e)
+                continue
+            if mirror is not None:
+                await self.keeper.adopt(scope_of(self.config, spot.folder), mirror)
 
     def _local_state(self, job: Job) -> str:
         """ "absent", "same" (the sha-256 the pick has), "differs", or why it is in the way."""

@@ -659,3 +659,25 @@ def test_a_folder_emptied_under_syncd_run_comes_back_and_the_hold_is_lifted(
         assert (now["uploaded"], now["deleted"]) == (sent["uploaded"], sent["deleted"])
     finally:
         assert daemon.stop() == 0, daemon.log()
+
+
+def test_a_new_machine_restores_every_folder_in_place_then_mirrors_on(
+    tmp_path: Path, nginx: RemoteServer
+) -> None:
+    files = _files(7)
+    (tmp_path / "old").mkdir()
+    _folder, _cfg, space = _synced(tmp_path / "old", nginx, files)
+    new = tmp_path / "new"
+    folder = new / "folder"
+    folder.mkdir(parents=True)
+    cfg = _config(new, nginx, folder, space)  # (a new state dir: nothing known)
+    r = run_syncd("restore", "--all", config=cfg)
+    assert r.returncode == 0, r.stderr
+    assert _tree(folder) == files
+    r = run_syncd("sync", config=cfg)
+    assert r.returncode == 0, r.stderr
+    assert "does not know" not in r.stderr  # the mirror it was restored from is its own
+    assert "uploaded 0, deleted 0, unchanged 7" in r.stdout
+    (folder / "d0" / "f0.bin").unlink()
+    r = run_syncd("sync", config=cfg)  # and it mirrors on: a deletion is a deletion
+    assert r.returncode == 0 and "deleted 1," in r.stdout, r.stdout + r.stderr

@@ -341,6 +341,9 @@ class RestoreSession:
         finally:
             await self.aclose()
 
+    async def adopt(self, scope: str, mirror: str) -> None:
+        return None  # (a running daemon knows its mirrors)
+
     async def aclose(self) -> None:
         """End the session without a release (the daemon releases what it held, as when a
         restore is killed)."""
