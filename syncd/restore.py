@@ -26,6 +26,7 @@ import hashlib
 import logging
 import os
 import secrets
+import shlex
 import stat
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -447,9 +448,8 @@ class Restorer:
     ) -> list[rp.Pick]:
         where = _shown(spot)
         if req.version is not None:
-            return [
-                rp.numbered(listing, await self.kept(spot.folder, spot.rel), spot.rel, req.version)
-            ]
+            kept = await self.kept(spot.folder, spot.rel)
+            return [rp.numbered(listing, kept, spot.rel, req.version, shlex.quote(where))]
         if req.at_ns is not None:
             picks = rp.as_at(listing, await self.kept(spot.folder, spot.rel), spot.rel, req.at_ns)
             if not picks:
@@ -466,13 +466,14 @@ class Restorer:
                 if missing:  # (deletions the guard held back, say: the server still has them)
                     note += (
                         f"; {missing} file(s) missing here are still on the server: "
-                        f"syncd restore {where}"
+                        f"syncd restore {shlex.quote(where)}"
                     )
                 out.notes.append(note)
             return picks
         picks = rp.current(listing, spot.rel)
         if picks:
-            if self.keeps_versions and not req.everything:
+            one_file = len(picks) == 1 and picks[0].rel == spot.rel
+            if self.keeps_versions and not req.everything and not one_file:
                 await self._hint_deleted(spot, listing, out)
             return picks
         if not self.keeps_versions:
@@ -491,7 +492,7 @@ class Restorer:
                 (
                     where,
                     "the server holds no copy and no version of it; check the path "
-                    f"(`syncd versions {where}` lists what is kept)",
+                    f"(`syncd versions {shlex.quote(where)}` lists what is kept)",
                 )
             )
             return []
@@ -517,7 +518,7 @@ class Restorer:
         out.notes.append(
             f"{_shown(spot)}: {len(gone)} more file(s) under it were deleted from the server "
             f"(the last at {format_time(when)}); to bring them back too: syncd restore "
-            f"--deleted-since {since} --under {_shown(spot)}"
+            f"--deleted-since {since} --under {shlex.quote(_shown(spot))}"
         )
 
     def _target(self, req: Request, spot: Spot, rel: str) -> tuple[Path, bool]:

@@ -130,17 +130,21 @@ def as_at(listing: Mapping[str, RemoteEntry], kept: History, root: str, at_ns: i
     return picks
 
 
-def numbered(listing: Mapping[str, RemoteEntry], kept: History, rel: str, number: int) -> Pick:
-    """Version ``number`` of the file ``rel`` (1 = the oldest kept)."""
+def numbered(
+    listing: Mapping[str, RemoteEntry], kept: History, rel: str, number: int, name: str = ""
+) -> Pick:
+    """Version ``number`` of the file ``rel`` (1 = the oldest kept); ``name``: the file as
+    the messages show it (the local path the person typed)."""
+    name = name or rel
     vs = kept.get(rel, [])
     if not vs:
         if any(under(r, rel) and r != rel for r in (*listing, *kept)):
-            raise PlanError(f"{rel} is a directory: --version picks one file's version; use --at")
-        raise PlanError(f"{rel}: no versions kept; `syncd versions {rel}` shows what there is")
+            raise PlanError(f"{name} is a directory: --version picks one file's version; use --at")
+        raise PlanError(f"{name}: no versions kept; `syncd versions {name}` shows what there is")
     if not 1 <= number <= len(vs):
         raise PlanError(
-            f"{rel} has versions 1 to {len(vs)} (1 is the oldest); "
-            f"`syncd versions {rel}` lists them"
+            f"{name} has versions 1 to {len(vs)} (1 is the oldest); "
+            f"`syncd versions {name}` lists them"
         )
     return _old(vs[number - 1], rel, number)
 
