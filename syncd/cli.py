@@ -69,7 +69,17 @@ COMMANDS: dict[str, Command] = {
             ),
         ),
     ),
-    "verify": Command("compare local files with what the remote holds", cli_sync.verify),
+    "verify": Command(
+        "compare local files with what the remote holds",
+        cli_sync.verify,
+        (
+            opt(
+                "--times",
+                action="store_true",
+                help="also compare mtimes and exec bits, where the remote keeps them",
+            ),
+        ),
+    ),
     "status": Command(
         "is every folder in sync, and if not, why (exit 0: a daemon runs and all is in "
         "sync; 1: errors, held deletions, a folder missing; 3: busy; 4: no daemon running)",
@@ -171,6 +181,21 @@ COMMANDS: dict[str, Command] = {
                 action="store_true",
                 help="allow listening on a non-loopback address without a token",
             ),
+            opt(
+                "--keep",
+                default="30d",
+                metavar="AGE",
+                help="keep replaced and deleted files this long (30d, 12h, 90m, 0 = keep "
+                "nothing, forever; default 30d)",
+            ),
+            opt(
+                "--keep-space",
+                default="10%",
+                metavar="SIZE",
+                help="at most this much for them, oldest pruned first (a share of the disk "
+                "like 10%%, or a size like 20GiB; default 10%%)",
+            ),
+            opt("--prune-interval", type=float, default=600.0, help=argparse.SUPPRESS),
         ),
         config=False,
     ),

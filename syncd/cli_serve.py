@@ -28,6 +28,18 @@ def serve(args: argparse.Namespace) -> int:
         REDACTOR.add(token)  # never in the server's log, whatever a client sends
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ConfigError("command line", "--tls-cert/--tls-key", "give both or neither")
+    from syncd.server.versions import Retention, parse_keep, parse_space
+
+    try:
+        keep_s = parse_keep(args.keep)
+    except ValueError as e:
+        raise ConfigError("command line", "--keep", str(e)) from None
+    try:
+        share, size = parse_space(args.keep_space)
+    except ValueError as e:
+        raise ConfigError("command line", "--keep-space", str(e)) from None
+    if args.prune_interval <= 0:
+        raise ConfigError("command line", "--prune-interval", "give a number of seconds > 0")
     opts = ServeOptions(
         root=args.root.expanduser(),
         host=args.host,
@@ -36,6 +48,8 @@ def serve(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         insecure=args.insecure,
+        retention=Retention(keep_s, share, size),
+        prune_interval=args.prune_interval,
     )
     asyncio.run(run_server(opts))
     return EXIT_OK

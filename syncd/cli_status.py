@@ -37,14 +37,18 @@ def status(args: argparse.Namespace) -> int:
                 return doc
             await asyncio.sleep(0.2)
 
+    from syncd.remotes.kinds import versions_line
+
     doc = asyncio.run(ask())
     if doc is not None:
+        doc["remote"].setdefault("versions", versions_line(cfg.remote))
         print(status_text(doc, as_json=args.json))
         if doc.get("state") in ("syncing", "starting"):
             return EXIT_BUSY
         return EXIT_OK if doc.get("state") == "in_sync" else EXIT_FAILED
     with Manifest.in_state_dir(state_dir) as m:
         doc = manifest_snapshot(cfg, m)
+    doc["remote"].setdefault("versions", versions_line(cfg.remote))
     who = holder(state_dir)
     print(status_text(doc, as_json=args.json))
     if who is not None and who[1] == "run":
@@ -101,6 +105,8 @@ def human_status(doc: dict[str, Any]) -> list[str]:
     elif r["reachable"]:
         remote += " (reachable)"
     lines.append(remote)
+    if r.get("versions"):
+        lines.append(f"  {r['versions']}")
     for f in doc["folders"]:
         head = f"  {f['path']} -> {f['remote_path']}: "
         if d is None:

@@ -147,7 +147,7 @@ def verify(args: argparse.Namespace) -> int:
 
     async def go() -> VerifyReport:
         async with Engine(cfg) as engine:
-            return await engine.verify()
+            return await engine.verify(times=getattr(args, "times", False))
 
     try:
         out = asyncio.run(go())
@@ -160,13 +160,16 @@ def verify(args: argparse.Namespace) -> int:
         print(show(f"only on the server:    {name}"))
     for name in out.different:
         print(show(f"different:             {name}"))
+    for name in out.times:
+        print(show(f"different times:       {name}"))
     for p in out.failed:
         say(f"syncd: could not check: {p}")
     verdict = "identical" if out.ok else "DIFFERENT"
+    timed = f", {len(out.times)} with different times" if out.times else ""
     print(
         f"verify: {verdict}: {out.identical} identical, {len(out.missing)} missing, "
-        f"{len(out.extra)} only on the server, {len(out.different)} different"
+        f"{len(out.extra)} only on the server, {len(out.different)} different{timed}"
     )
-    if out.missing or out.extra or out.different:
+    if out.missing or out.extra or out.different or out.times:
         return EXIT_FAILED
     return EXIT_UNCHECKED if out.failed else EXIT_OK

@@ -27,6 +27,7 @@ from syncd.config_checks import (
     DeleteLimit,
     check_ignores,
     check_overlap,
+    check_trash,
     check_url,
     delete_limit,
     existing_file,
@@ -253,6 +254,9 @@ def from_dict(
                 delete=f["delete"],
             )
         )
+
+    if remote.options.get("trash"):
+        check_trash(file, remote.options["trash"], seen)
 
     s = section(file, "sync", raw.get("sync", {}), "sync", sections["sync"])
     for key, most in _LONGEST.items():

@@ -112,6 +112,33 @@ def check_overlap(
             )
 
 
+def trash_path(file: Path, key: str, value: str) -> str:
+    """``remote.trash``: "" (off) or a remote path like a folder's ``remote_path``."""
+    if not value.strip("/"):
+        return ""
+    return remote_path(file, key, value)
+
+
+def check_trash(file: Path, trash: str, folders: Mapping[str, tuple[int, Path]]) -> None:
+    """Refuse a trash inside a folder's remote path or holding one: the mirror would delete
+    the kept versions (they are not in its folder), or keep versions of the trash itself."""
+    for rp, (j, local) in folders.items():
+        if trash == rp or trash.startswith(rp + "/"):
+            raise ConfigError(
+                file,
+                "remote.trash",
+                f"{trash!r} is inside folder[{j}]'s remote path {rp!r} ({local}): the mirror "
+                'would delete the kept versions; put the trash beside the folders ("trash")',
+            )
+        if rp.startswith(trash + "/"):
+            raise ConfigError(
+                file,
+                "remote.trash",
+                f"{trash!r} holds folder[{j}]'s remote path {rp!r} ({local}): put the trash "
+                "beside the folders, not above them",
+            )
+
+
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE | re.ASCII)
 
 

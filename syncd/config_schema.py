@@ -57,10 +57,14 @@ def remote_keys(kinds: Sequence[KindSpec], common: Mapping[str, Key]) -> dict[st
         "kind": Key(str, kinds[0].name, " | ".join(f'"{k.name}"' for k in kinds), text=True),
         "url": Key(str, REQUIRED, url_help, text=True),
     }
+    shared: dict[str, list[str]] = {}
     for kind in kinds:
         for name, key in kind.options.items():
-            assert name not in keys and name not in common, f"{kind.name}: {name} is taken"
-            keys[name] = replace(key, help=f"{kind.name}: {key.help}")
+            assert name not in common, f"{kind.name}: {name} is taken"
+            # One Key object declared by several kinds is one key of theirs (``trash``).
+            assert name not in keys or name in shared, f"{kind.name}: {name} is taken"
+            shared.setdefault(name, []).append(kind.name)
+            keys[name] = replace(key, help=f"{', '.join(shared[name])}: {key.help}")
     return {**keys, **common}
 
 

@@ -306,6 +306,8 @@ class Engine:
                 delete=folder.delete,
                 max_delete=self.config.sync.max_delete,
                 can_move=self.remote.features.move,
+                keeps_times=self.remote.features.keeps_times,
+                keeps_exec=self.remote.features.keeps_exec,
             ),
             server=server,
             guard=guard,
@@ -377,10 +379,11 @@ class Engine:
         await batch.wait()
 
     # -- verify ------------------------------------------------------------------------------
-    async def verify(self) -> VerifyReport:
-        """Compare every local file with what the remote holds (``syncd.verify``)."""
+    async def verify(self, *, times: bool = False) -> VerifyReport:
+        """Compare every local file with what the remote holds (``syncd.verify``); with
+        ``times``, their mtimes and exec bits too, where the remote keeps them."""
         return await Verifier(
-            self.remote, self.config, self.folders, self.policy, self.stats
+            self.remote, self.config, self.folders, self.policy, self.stats, times=times
         ).verify()
 
 

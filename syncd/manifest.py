@@ -163,11 +163,22 @@ class Manifest:
     # -- staging changes (visible at once in memory, durable at the next flush) -------------
     def put(self, scope: str, row: Row) -> None:
         self.rows(scope)[row.rel] = row
-        rel, size, mtime, sha, synced, ctime, inode = row
+        rel, size, mtime, sha, synced, ctime, inode, exe = row
         self._staged.append(
             (
-                f"INSERT OR REPLACE INTO files (scope, {COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (scope, rel, size, stored(mtime), sha, synced, stored(ctime), stored(inode)),
+                f"INSERT OR REPLACE INTO files (scope, {COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    scope,
+                    rel,
+                    size,
+                    stored(mtime),
+                    sha,
+                    synced,
+                    stored(ctime),
+                    stored(inode),
+                    int(bool(exe)),
+                ),
             )
         )
 

@@ -21,7 +21,7 @@ from syncd.types import shown
 
 log = logging.getLogger("syncd.manifest")  # (the name its log lines have always carried)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS files (
@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS files (
     synced_at REAL NOT NULL,
     ctime_ns  INTEGER NOT NULL DEFAULT 0,
     inode     INTEGER NOT NULL DEFAULT 0,
+    executable INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (scope, path)
 ) WITHOUT ROWID;
 -- Paths the daemon could not send yet (server down, 5xx): tried again until they go through,
@@ -71,7 +72,12 @@ ALTER TABLE files ADD COLUMN inode INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE outbox ADD COLUMN dest TEXT;
 """
 
-COLUMNS = "path, size, mtime_ns, sha256, synced_at, ctime_ns, inode"
+# Schema 3: the exec bit the row's file had when it was sent (remotes that keep it).
+_MIGRATE_2 = """
+ALTER TABLE files ADD COLUMN executable INTEGER NOT NULL DEFAULT 0;
+"""
+
+COLUMNS = "path, size, mtime_ns, sha256, synced_at, ctime_ns, inode, executable"
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _WIDE = "typeof(mtime_ns) = 'blob' OR typeof(ctime_ns) = 'blob' OR typeof(inode) = 'blob'"
@@ -115,7 +121,12 @@ def open_db(path: Path) -> sqlite3.Connection:
         if version < SCHEMA_VERSION:
             # One transaction (executescript would commit after each statement): a crash
             # mid-way leaves the old schema, and the next start migrates again.
-            script = (_MIGRATE_1 if version == 1 else _DDL) + _DDL_2
+            if version == 0:
+                script = _DDL + _DDL_2
+            elif version == 1:
+                script = _MIGRATE_1 + _DDL_2 + _MIGRATE_2
+            else:
+                script = _MIGRATE_2  # the rows' exec bits are not known (0)
             db.execute("BEGIN")
             for stmt in _statements(script):
                 db.execute(stmt)  # version 1: the rows' ctime and inode are not known (0)

@@ -44,6 +44,8 @@ class Rules:
     delete: bool = True  # mirror deletions ([[folder]] delete)
     max_delete: DeleteLimit | None = None
     can_move: bool = False  # the remote moves files and directories itself
+    keeps_times: bool = False  # the remote keeps the mtime: a new mtime alone is sent
+    keeps_exec: bool = False  # the remote keeps the exec bit: a new exec bit alone is sent
 
 
 @dataclass
@@ -187,16 +189,23 @@ def plan(
             backed = {rel: row for rel, row in rows.items() if rel not in lost}
 
     # 2. Local files: unchanged, changed, or new.  (Runs once per file of a whole scan.)
+    #     Where the remote keeps times or exec bits, a file whose mtime or exec bit is not
+    #     the row's is sent even if its bytes are the same (``Op.meta``): the server then
+    #     updates what it keeps (syncd serve keeps no new version for identical bytes).
     new: dict[str, LocalFile] = {}
     get = backed.get
+    times, exe = rules.keeps_times, rules.keeps_exec
     for rel, lf in files.items():
         had = get(rel)
         if had is None:
             new[rel] = lf
-        elif had.same == lf.same:
+        elif had.same == lf.same and not (exe and had.executable != lf.executable):
             p.unchanged += 1
         else:
-            p.uploads.append(Op(OpKind.UPLOAD, rel, local=lf, row=had))
+            meta = (times and had.mtime_ns != lf.mtime_ns) or (
+                exe and had.executable != lf.executable
+            )
+            p.uploads.append(Op(OpKind.UPLOAD, rel, local=lf, row=had, meta=meta))
 
     # 2b. A first contact replaces nothing the server holds under a name the folder also has,
     #     unless it is the same bytes: another size is held, the same size is sent only if

@@ -31,7 +31,10 @@ class Recorder:
     def sent(self, scope: str, local: LocalFile, sha: str) -> None:
         """The remote holds the bytes read as ``local``, whose sha-256 is ``sha``."""
         row = Row(local.rel, local.size, local.mtime_ns, sha, time.time())
-        self.manifest.put(scope, row._replace(ctime_ns=local.ctime_ns, inode=local.inode))
+        self.manifest.put(
+            scope,
+            row._replace(ctime_ns=local.ctime_ns, inode=local.inode, executable=local.executable),
+        )
 
     def moved(self, scope: str, src: str, dst: str, local: LocalFile | None, *, tree: bool) -> None:
         """The remote moved ``src`` to ``dst``: a file (``local``: the file now at ``dst``), or

@@ -112,10 +112,12 @@ class VerifyReport:
     extra: list[str] = field(default_factory=list)  # on the remote, not local
     different: list[str] = field(default_factory=list)
     failed: list[Problem] = field(default_factory=list)
+    #: ``verify --times``: same bytes, another mtime or exec bit ("path (why)").
+    times: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.extra or self.different or self.failed)
+        return not (self.missing or self.extra or self.different or self.failed or self.times)
 
 
 __all__ = ["Report", "VerifyReport", "human"]

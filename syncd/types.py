@@ -49,6 +49,8 @@ class Row(NamedTuple):
     synced_at: float
     ctime_ns: int = 0
     inode: int = 0
+    executable: bool = False
+    """The file's exec bit when it was sent (False in rows of an older manifest)."""
 
     @property
     def same(self) -> tuple[int, int, int, int]:
@@ -93,6 +95,9 @@ class Op(NamedTuple):
     dest: str | None = None
     tree: bool = False
     confirm: bool = False
+    #: An UPLOAD sent even if the bytes are the row's: the mtime or exec bit changed and the
+    #: remote keeps them (``Rules.keeps_times`` / ``keeps_exec``).
+    meta: bool = False
 
 
 class Problem(NamedTuple):

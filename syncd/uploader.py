@@ -144,7 +144,7 @@ class Uploader:
                 snapshot = True  # changing: no known bytes to compare, send what it holds
                 self._mark_changing(key)
             else:
-                if row is not None and row.sha256 == sha:
+                if row is not None and row.sha256 == sha and not op.meta:
                     self.records.sent(ctx.scope, local, sha)
                     return Outcome.REFRESHED
                 if hint is not None and hint.sha256 == sha:

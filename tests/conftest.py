@@ -281,13 +281,20 @@ def static_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 def server_temps(root: Path) -> list[Path]:
-    """The server's temporary files (``.~syncd-*``) anywhere under ``root``; not its lock or a
-    mirror's marker, which are meant to stay."""
+    """The server's temporary files (``.~syncd-*``) anywhere under ``root``, the kept
+    versions' too; not its lock, a mirror's marker or the versions, which are meant to stay."""
     keep = (".~syncd-serve.lock", ".~syncd-mirror")
     found = []
     for top, dirs, files in os.walk(root):  # (iterative: a tree deeper than recursion allows)
-        found += [Path(top, n) for n in dirs + files if n.startswith(".~syncd-") and n not in keep]
+        found += [Path(top, n) for n in dirs + files if _temp_like(n) and n not in keep]
     return found
+
+
+def _temp_like(name: str) -> bool:
+    """A reserved name that is not the versions' directory or one of their entries."""
+    if name.startswith(".~syncd-v") and not name.endswith(".tmp"):
+        return False  # .~syncd-versions, .~syncd-v<when>-<why> (syncd/versioning.py)
+    return name.startswith(".~syncd-")
 
 
 @pytest.fixture

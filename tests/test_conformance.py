@@ -42,6 +42,7 @@ from tests.remote_servers import (
     FileServer,
     RemoteServer,
     S3Server,
+    SyncdServer,
     start_remote,
 )
 from tests.test_sync import HOSTILE_NAMES, make_tree, tree_of
@@ -87,6 +88,8 @@ ABILITIES = {
     "mark": base.Marker,
     "state_token": base.StateToken,
     "size_of": base.Sizer,
+    "versions": base.Versions,
+    "stat": base.Stat,
 }
 
 
@@ -283,6 +286,103 @@ def test_verify_finds_tampering(
     assert f"missing on the server: {space}/b.txt" in r.stdout
     assert f"only on the server:    {space}/extra.txt" in r.stdout
     assert "1 identical" in r.stdout
+
+
+def features_of(remote: RemoteServer) -> base.Features:
+    """The features the kind of ``remote`` declares (its class's)."""
+    kind = next(k for k in KINDS if remote.name in k.conformance)
+    features: base.Features = kind.remote_class().features
+    return features
+
+
+def set_stored_mtime(remote: RemoteServer, space: str, rel: str, ns: int) -> None:
+    """Change the mtime the server keeps for a file, behind syncd's back."""
+    if isinstance(remote, S3Server):
+        key = f"mirror/{space}/{rel}"
+        meta = remote.client.head_object(Bucket=BUCKET, Key=key)["Metadata"]
+        remote.client.copy_object(
+            Bucket=BUCKET,
+            Key=key,
+            CopySource={"Bucket": BUCKET, "Key": key},
+            Metadata={**meta, "mtime": str(ns // 10**9)},
+            MetadataDirective="REPLACE",
+        )
+        return
+    assert isinstance(remote, FileServer)
+    os.utime(remote.root / space / rel, ns=(ns, ns))
+
+
+def test_times_and_exec_bits_where_kept(
+    tmp_path: Path, remote: RemoteServer, space: str, folder: Path
+) -> None:
+    """A new mtime or exec bit alone is sent again where the remote keeps them (and only
+    the row is refreshed where it does not); ``verify --times`` finds a stored time that is
+    not the local one's."""
+    feats = features_of(remote)
+    run = folder / "run.sh"
+    run.write_text("#!/bin/sh\n")
+    run.chmod(0o755)
+    plain = folder / "plain.txt"
+    plain.write_text("p")
+    os.utime(plain, ns=(0, 1_500_000_000_123_456_789))
+    cfg = config(tmp_path, remote, folder, space)
+    assert run_syncd("sync", config=cfg).returncode == 0
+    r = run_syncd("verify", "--times", config=cfg)
+    assert r.returncode == 0, r.stdout + r.stderr
+    os.utime(plain, ns=(0, 1_600_000_000_000_000_000))
+    run.chmod(0o644)
+    r = run_syncd("sync", config=cfg)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"uploaded {2 if feats.keeps_times else 0}" in r.stdout, r.stdout
+    assert run_syncd("verify", "--times", config=cfg).returncode == 0
+    if feats.keeps_times:
+        set_stored_mtime(remote, space, "plain.txt", 1_000_000_000 * 10**9)
+        r = run_syncd("verify", "--times", config=cfg)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert f"different times:       {space}/plain.txt (mtime here" in r.stdout
+        assert run_syncd("verify", config=cfg).returncode == 0  # (the bytes are the same)
+    else:
+        assert (
+            "keeps neither mtimes nor exec bits"
+            in run_syncd("verify", "--times", config=cfg).stderr
+        )
+
+
+async def test_versions_kept_where_declared(
+    tmp_path: Path, remote: RemoteServer, space: str, folder: Path
+) -> None:
+    """syncd serve keeps versions itself; WebDAV and S3 (no bucket versioning here) keep
+    them in a ``trash``: what an upload replaced and what a delete removed is listed, read
+    and put back."""
+    from syncd.config import load
+
+    cfg = config(tmp_path, remote, folder, space)
+    if not isinstance(remote, SyncdServer):
+        text = cfg.read_text().replace("[[folder]]", f'trash = "trash-{space}"\n\n[[folder]]')
+        cfg.write_text(text)
+    (folder / "stays.txt").write_text("s")
+    f = folder / "a.txt"
+    for data in ("one", "two!"):
+        f.write_text(data)
+        assert run_syncd("sync", config=cfg).returncode == 0
+    f.unlink()
+    assert run_syncd("sync", config=cfg).returncode == 0
+    r = open_remote(load(cfg, kinds=KINDS).remote, 2)
+    async with r:  # type: ignore[attr-defined]
+        assert r.features.versions and isinstance(r, base.Versions)
+        if remote.name == "nginx":  # (it leaves dot names out of its listings)
+            with pytest.raises(PermanentError, match="cannot be listed"):
+                [v async for v in r.versions(space)]
+            return
+        found = sorted([v async for v in r.versions(space)], key=lambda v: v.when_ns)
+        assert [(v.path, v.why) for v in found] == [
+            (f"{space}/a.txt", "replaced"),
+            (f"{space}/a.txt", "deleted"),
+        ]
+        got = [b"".join([c async for c in r.read_version(v)]) for v in found]
+        assert got == [b"one", b"two!"]
+        await r.restore_version(found[0], found[0].path)
+    assert remote.read_tree(space) == {"a.txt": b"one", "stays.txt": b"s"}
 
 
 def test_renames_become_moves(

@@ -599,11 +599,14 @@ def walk(top: Path, skip: Path | None = None) -> Iterator[tuple[Path, os.DirEntr
 
 
 def temps(root: Path) -> list[Path]:
-    """The server's temporary files under ROOT (not its lock, not a mirror marker)."""
+    """The server's temporary files under ROOT (not its lock, a mirror marker, the versions'
+    directory or their entries, ``.~syncd-versions`` and ``.~syncd-v<when>-<why>``)."""
     return [
         d / e.name
         for d, e in walk(root)
-        if e.name.startswith(".~syncd-") and e.name not in (LOCK, MARKER)
+        if e.name.startswith(".~syncd-")
+        and e.name not in (LOCK, MARKER)
+        and not (e.name.startswith(".~syncd-v") and not e.name.endswith(".tmp"))
     ]
 
 

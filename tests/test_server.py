@@ -50,10 +50,13 @@ def digest_of(data: bytes) -> str:
 
 
 def walk(top: Path) -> list[str]:
-    """Every entry below ``top`` (relative, sorted), without following symlinks."""
+    """Every entry below ``top`` (relative, sorted), without following symlinks; not the
+    versions in ``top/.~syncd-versions``."""
     found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
         rel = Path(dirpath).relative_to(top)
+        if rel == Path("."):  # (the kept versions are not the mirrors': test_server_versions)
+            dirnames[:] = [d for d in dirnames if d != ".~syncd-versions"]
         # (the server's own lock, which stays while it runs, is not an entry of the mirrors)
         found += [str(rel / n) for n in dirnames + filenames if n != ".~syncd-serve.lock"]
     return sorted(found)

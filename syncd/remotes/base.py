@@ -88,6 +88,9 @@ class Features:
     keeps_times: bool = False
     #: The local file's executable bit is stored with it and listed (``executable``).
     keeps_exec: bool = False
+    #: ``Stat``: one stored file's size, mtime and exec bit can be asked for (S3, whose
+    #: listings carry no metadata: ``verify --times`` asks per file).
+    stat: bool = False
 
 
 @runtime_checkable
@@ -210,6 +213,16 @@ class Versions(Protocol):
     async def retention(self) -> str:
         """One line for people: how long and how much the remote keeps ("syncd serve keeps
         versions for 30 days, up to 10% of its disk"). Transient/AuthError."""
+        ...
+
+
+@runtime_checkable
+class Stat(Protocol):
+    """Ability: one stored file as a listing would show it, with the mtime and exec bit
+    the listing leaves out (metadata read per file)."""
+
+    async def stat(self, path: str) -> RemoteEntry | None:
+        """The stored file at ``path``, None if absent; Transient/Permanent/AuthError."""
         ...
 
 

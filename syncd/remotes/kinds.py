@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from syncd.config_checks import HTTP_METHOD, HTTP_URL, URLForm, check_url, existing_file, toml_repr
+from syncd.config_checks import (
+    HTTP_METHOD,
+    HTTP_URL,
+    URLForm,
+    check_url,
+    existing_file,
+    toml_repr,
+    trash_path,
+)
 from syncd.config_schema import Key, KindSpec
 from syncd.errors import ConfigError
 
@@ -79,6 +87,16 @@ _S3_CREDENTIALS = (
     "remote.profile)"
 )
 
+#: One key of both webdav and s3 (config_schema merges a Key declared by several kinds).
+TRASH = Key(
+    str,
+    "",
+    'where deleted and replaced files are kept, beside the folders ("" = nowhere); '
+    "s3 with bucket versioning on needs none",
+    text=True,
+    check=trash_path,
+)
+
 SYNCD = RemoteKind(
     name="syncd",
     options={
@@ -98,6 +116,7 @@ WEBDAV = RemoteKind(
         "password_file": Key(
             str, "", "file holding the basic-auth password", secret=True, check=existing_file
         ),
+        "trash": TRASH,
     },
     url_help="the collection URL",
     credentials="put the user name in remote.username and the password in a file named by "
@@ -117,6 +136,7 @@ S3 = RemoteKind(
         ),
         "region": Key(str, "", "region", text=True),
         "profile": Key(str, "", "AWS profile name", text=True),
+        "trash": TRASH,
     },
     url=URLForm(scheme="s3", example='"s3://bucket/prefix/"'),
     url_help='"s3://bucket/prefix/"',
@@ -147,6 +167,27 @@ HTTP = RemoteKind(
 #: The registry: every kind this build has, the default first (one line per kind).
 KINDS: tuple[RemoteKind, ...] = (SYNCD, WEBDAV, S3, HTTP)
 NAMES = tuple(kind.name for kind in KINDS)
+
+
+def versions_line(cfg: RemoteConfig) -> str:
+    """What ``syncd config check`` and ``syncd status`` say of kept versions, from the config
+    alone (no request): who keeps them, or that nothing does."""
+    trash = cfg.options.get("trash") if cfg.kind in ("webdav", "s3") else ""
+    if cfg.kind == "syncd":
+        return "versions: kept by syncd serve (for as long as its --keep and --keep-space say)"
+    if cfg.kind == "s3":
+        if trash:
+            return (
+                f"versions: S3 bucket versioning where the bucket has it on, else trash at {trash}"
+            )
+        return (
+            "versions: S3 bucket versioning if the bucket has it on; otherwise none — deleted "
+            "files cannot be brought back (turn versioning on, or set remote.trash)"
+        )
+    if trash:
+        return f"versions: trash at {trash}"
+    hint = " (set remote.trash to keep them)" if cfg.kind == "webdav" else ""
+    return f"versions: none — deleted files cannot be brought back{hint}"
 
 
 def open_remote(cfg: RemoteConfig, concurrency: int) -> Remote:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import logging
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from yarl import URL
 
@@ -17,20 +20,101 @@ from syncd.digests import digest_header, parse_digest
 from syncd.errors import AuthError, PermanentError, TransientError
 from syncd.hashing import Source
 from syncd.remotes._http import HTTPRemote, needs_a_witness
-from syncd.remotes.base import Features, is_reserved, marker_body, marker_path
+from syncd.remotes.base import (
+    Features,
+    Version,
+    is_reserved,
+    marker_body,
+    marker_path,
+)
 from syncd.remotes.body import body_of
 from syncd.remotes.quickstate import read_token
+from syncd.remotes.webdav_xml import PROPFIND_BODY, Listed, responses
 from syncd.types import RemoteEntry
+from syncd.versioning import VERSION_PREFIX, VERSIONS_DIR, split_version_path
 
 log = logging.getLogger("syncd.remotes.syncd")
+
+
+def meta_headers(source: Source) -> dict[str, str]:
+    """The local file's mtime (integer ns) and exec bit (RFC 8941 boolean), for every upload
+    request (docs/protocol.md, "Upload metadata")."""
+    return {
+        "X-Syncd-Mtime": str(int(source.local.mtime_ns)),
+        "X-Syncd-Executable": "?1" if source.local.executable else "?0",
+    }
+
+
+def listed_entry(line: bytes, prefix: str) -> RemoteEntry:
+    """One NDJSON listing line as a RemoteEntry (``mtime_ns`` and ``executable`` where the
+    server gives them: an older one gives neither). TransientError if it is unreadable."""
+    try:
+        item = json.loads(line)
+        mtime = item.get("mtime_ns")
+        exe = item.get("executable")
+        return RemoteEntry(
+            item["path"],
+            int(item["size"]),
+            item.get("sha256"),
+            int(mtime) if isinstance(mtime, int) and not isinstance(mtime, bool) else None,
+            exe if isinstance(exe, bool) else None,
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise TransientError(f"list {prefix}: unreadable listing line: {e}", path=prefix) from e
+
+
+def parse_retention(value: str | None) -> str:
+    """``X-Syncd-Versions: keep=<seconds|forever>; space=<bytes>`` (or ``off``) for people."""
+    if value is None:
+        return "this syncd serve does not say how long it keeps versions (an older version?)"
+    value = value.strip()
+    if value == "off":
+        return "syncd serve keeps no versions (--keep 0)"
+    fields: dict[str, str] = {}
+    for part in value.split(";"):
+        k, _, v = part.strip().partition("=")
+        fields[k.strip()] = v.strip()
+    keep, space = fields.get("keep", ""), fields.get("space", "")
+    if keep == "forever":
+        how_long = "for ever"
+    elif keep.isdigit():
+        how_long = "for " + _duration(int(keep))
+    else:
+        how_long = f"for {keep or 'an unknown time'}"
+    how_much = f", up to {_size(int(space))}" if space.isdigit() else ""
+    return f"syncd serve keeps versions {how_long}{how_much}"
+
+
+def _duration(secs: int) -> str:
+    for unit, n in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if secs >= n and secs % n == 0:
+            k = secs // n
+            return f"{k} {unit}{'s' if k != 1 else ''}"
+    return f"{secs} seconds"
+
+
+def _size(n: int) -> str:
+    for unit, k in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= k:
+            return f"{n / k:.1f} {unit}".replace(".0 ", " ")
+    return f"{n} bytes"
 
 
 class SyncdRemote(HTTPRemote):
     """`syncd serve`: one-request PUT with Repr-Digest for small files, upload + commit for
     large ones, DELETE, MOVE, and an NDJSON listing with digests. Implements Remote, Mover,
-    Marker and StateToken."""
+    Marker, StateToken, Reader and Versions; keeps the local mtime (ns) and exec bit."""
 
-    features = Features(lists_digests=True, move=True, mark=True, state_token=True)
+    features = Features(
+        lists_digests=True,
+        move=True,
+        read=True,
+        mark=True,
+        state_token=True,
+        versions=True,
+        keeps_times=True,
+        keeps_exec=True,
+    )
 
     def __init__(self, cfg: RemoteConfig, concurrency: int) -> None:
         super().__init__(cfg, concurrency)
@@ -71,7 +155,9 @@ class SyncdRemote(HTTPRemote):
         if source.data is not None:
             assert source.sha256 is not None
             async with body_of(source) as body:
-                return await self._put_whole(path, "upload", source.sha256, body=body)
+                return await self._put_whole(
+                    path, "upload", source.sha256, body=body, headers=meta_headers(source)
+                )
         upload_id = uuid.uuid4().hex
         query = f"upload={upload_id}"
         try:
@@ -83,7 +169,7 @@ class SyncdRemote(HTTPRemote):
                     query=query,
                     ok=(202,),
                     body=body,
-                    headers={"Content-Length": str(source.size)},
+                    headers={"Content-Length": str(source.size), **meta_headers(source)},
                 )
                 sha = await body.digest()
             if received != sha:
@@ -97,7 +183,7 @@ class SyncdRemote(HTTPRemote):
                     "commit",
                     query=f"commit={upload_id}",
                     ok=(200, 201, 204),
-                    headers={"Repr-Digest": digest_header(sha)},
+                    headers={"Repr-Digest": digest_header(sha), **meta_headers(source)},
                     timeout=self.read_timeout,
                 )
             except PermanentError as e:
@@ -176,13 +262,7 @@ class SyncdRemote(HTTPRemote):
             async for line in resp.content:
                 if not line.strip():
                     continue
-                try:
-                    item = json.loads(line)
-                    entry = RemoteEntry(item["path"], int(item["size"]), item.get("sha256"))
-                except (ValueError, KeyError, TypeError) as e:
-                    raise TransientError(
-                        f"list {prefix}: unreadable listing line: {e}", path=prefix
-                    ) from e
+                entry = listed_entry(line, prefix)
                 if is_reserved(entry.path):
                     continue  # an older server: never show syncd's own names
                 yield entry
@@ -221,3 +301,161 @@ class SyncdRemote(HTTPRemote):
             return None
         token = doc.get("state") if isinstance(doc, dict) else None
         return token if isinstance(token, str) and token else None
+
+    # -- Reader -----------------------------------------------------------------------------
+    async def read(self, path: str) -> AsyncIterator[bytes]:
+        """The stored bytes of ``path`` (GET), checked against the answer's Repr-Digest
+        before the last chunk is given: TransientError if they differ, PermanentError if the
+        answer has none (not a `syncd serve`) or the file is absent."""
+        async for chunk in self._read_checked(self.url(path), path, "read"):
+            yield chunk
+
+    async def _read_checked(self, url: URL, path: str, what: str) -> AsyncIterator[bytes]:
+        async with self.request("GET", url, path, what) as resp:
+            if resp.status != 200:
+                await self.fail(resp, path, what)
+            want = parse_digest(resp.headers.get("Repr-Digest"))
+            if want is None:
+                raise PermanentError(
+                    f"{what} {path}: the answer has no Repr-Digest (is {self.description} "
+                    "a syncd serve?)",
+                    path=path,
+                )
+            h = hashlib.sha256()
+            held: bytes | None = None
+            async for chunk in resp.content.iter_chunked(1 << 20):
+                if held is not None:
+                    yield held
+                h.update(chunk)
+                held = chunk
+            if h.hexdigest() != want:
+                raise TransientError(
+                    f"{what} {path}: the bytes received do not match the server's digest",
+                    path=path,
+                )
+            if held is not None:
+                yield held
+
+    # -- Versions ---------------------------------------------------------------------------
+    async def versions(self, prefix: str) -> AsyncIterator[Version]:
+        """Every kept version at or under ``prefix``: ``GET /.~syncd-versions/<prefix>/?list``
+        (a raw listing: the entries' reserved names are kept), read back with
+        ``split_version_path``; and, for each directory above ``prefix``, the
+        deleted-directory entries there that hold ``prefix`` (found by ``PROPFIND Depth: 1``,
+        each then listed; a server without PROPFIND: the directory's whole listing)."""
+        prefix = prefix.strip("/")
+        parts = prefix.split("/") if prefix else []
+        found: list[tuple[str, RemoteEntry]] = [
+            (prefix, item) async for item in self._versions_under(prefix)
+        ]
+        for place in ["/".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]:
+            entries = await self._entries_in(place)
+            if entries is None:  # (no PROPFIND: an older syncd serve)
+                found += [(place, item) async for item in self._versions_under(place)]
+                continue
+            for entry in entries:
+                found += [(place, item) async for item in self._versions_under(entry)]
+        for place, item in found:
+            v = split_version_path(item.path)
+            if v is None:
+                continue
+            if prefix and v.path != prefix and not v.path.startswith(prefix + "/"):
+                continue
+            if place != prefix and v.entry.rpartition("/")[0] != place:
+                continue  # (only a deleted directory's entry directly in ``place``)
+            yield Version(
+                path=v.path,
+                when_ns=v.when_ns,
+                why=v.why,
+                size=item.size,
+                sha256=item.sha256,
+                mtime_ns=item.mtime_ns,
+                executable=item.executable,
+                ref=f"{VERSIONS_DIR}/{item.path}",
+            )
+
+    async def _entries_in(self, place: str) -> builtins.list[str] | None:
+        """The deleted-directory entries directly in ``/.~syncd-versions/<place>/`` (their
+        paths under the versions root), by ``PROPFIND Depth: 1``; None if the server does
+        not answer PROPFIND (an older syncd serve), [] if there is nothing."""
+        where = f"{VERSIONS_DIR}/{place}"
+        url = URL(self.base + self.quoted(where) + "/", encoded=True)
+        here = unquote(urlsplit(self.base).path) + where + "/"
+        headers = {"Depth": "1", "Content-Type": 'application/xml; charset="utf-8"'}
+        out: builtins.list[str] = []
+        try:
+            async with self.request(
+                "PROPFIND", url, where, "list versions", data=PROPFIND_BODY, headers=headers
+            ) as resp:
+                if resp.status == 404:
+                    await resp.read()
+                    return []
+                if resp.status in (400, 403, 405, 501) or "xml" not in resp.content_type:
+                    await resp.read()
+                    return None
+                if resp.status != 207:
+                    await self.fail(resp, where, "list versions")
+                parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("end",))
+                items: list[Listed] = []
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    parser.feed(chunk)
+                    items += responses(parser)
+                parser.close()
+                items += responses(parser)
+        except ET.ParseError as e:
+            raise TransientError(
+                f"list versions {place}: unreadable PROPFIND answer: {e}", path=place
+            ) from e
+        for item in items:
+            if not item.is_coll or not item.href.startswith(here):
+                continue
+            name = item.href[len(here) :].strip("/")
+            if name and "/" not in name and name.startswith(VERSION_PREFIX):
+                out.append(f"{place}/{name}")
+        return out
+
+    async def _versions_under(self, place: str) -> AsyncIterator[RemoteEntry]:
+        """The raw listing of ``/.~syncd-versions/<place>/`` (paths relative to the versions
+        root); nothing if there is none (404)."""
+        where = f"{VERSIONS_DIR}/{place}" if place else VERSIONS_DIR
+        url = URL(self.base + self.quoted(where) + "/?list", encoded=True)
+        async with self.request("GET", url, where, "list versions") as resp:
+            if resp.status == 404:
+                await resp.read()
+                return
+            if resp.status != 200:
+                await self.fail(resp, where, "list versions")
+            if resp.content_type != "application/x-ndjson":
+                raise self.wrong_protocol(resp)
+            async for line in resp.content:
+                if not line.strip():
+                    continue
+                entry = listed_entry(line, where)
+                rel = f"{place}/{entry.path}" if place else entry.path
+                yield entry._replace(path=rel)
+
+    async def read_version(self, version: Version) -> AsyncIterator[bytes]:
+        """The bytes of a kept version (GET of its path under /.~syncd-versions/)."""
+        async for chunk in self._read_checked(self.url(version.ref), version.path, "read version"):
+            yield chunk
+
+    async def restore_version(self, version: Version, path: str) -> None:
+        """COPY the version onto ``path`` (``Overwrite: T``): what ``path`` holds is kept as a
+        version in turn; the server keeps the version's mtime and exec bit."""
+        await self._request(
+            "COPY",
+            version.ref,
+            "restore",
+            ok=(200, 201, 204),
+            headers={"Destination": str(self.url(path)), "Overwrite": "T"},
+        )
+
+    async def retention(self) -> str:
+        """How long and how much the server keeps (``OPTIONS``' ``X-Syncd-Versions``)."""
+        async with self.request(
+            "OPTIONS", URL(self.base, encoded=True), "/", "ask about versions"
+        ) as resp:
+            if resp.status >= 400:
+                await self.fail(resp, "/", "ask about versions")
+            await resp.read()
+            return parse_retention(resp.headers.get("X-Syncd-Versions"))

@@ -17,8 +17,10 @@ import asyncio
 import base64
 import logging
 import secrets
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -33,14 +35,16 @@ from syncd.hashing import Source
 from syncd.remotes._http import HTTPRemote, needs_a_witness
 from syncd.remotes.base import (
     Features,
+    Version,
     is_reserved,
     marker_body,
     marker_path,
 )
 from syncd.remotes.body import body_of
 from syncd.remotes.quickstate import quote_path
-from syncd.remotes.webdav_xml import PROPFIND_BODY, responses
+from syncd.remotes.webdav_xml import PROPFIND_BODY, Listed, responses
 from syncd.types import RESERVED_PREFIX, RemoteEntry
+from syncd.versioning import VERSION_PREFIX, Why, split_version_path, versions_path
 
 log = logging.getLogger("syncd.remotes.webdav")
 
@@ -65,9 +69,15 @@ def read_password(password_file: Path | None) -> str:
 
 
 class WebDAVRemote(HTTPRemote):
-    """A WebDAV collection. Implements Remote, Mover, Reader and Marker."""
+    """A WebDAV collection. Implements Remote, Mover, Reader, Marker and Versions (with a
+    ``trash``: what a delete removes is MOVEd there, what an upload or a move replaces is
+    COPied there first; without one, ``features.versions`` is False and nothing is kept).
 
-    features = Features(move=True, read=True, mark=True, size_of=True)
+    Every PUT carries ``X-OC-Mtime`` (the local mtime, whole seconds, as rclone sends it);
+    a server that answers ``X-OC-Mtime: accepted`` (Nextcloud, ownCloud) keeps it, and from
+    then on ``features.keeps_times`` is True and listings give getlastmodified as the mtime."""
+
+    features = Features(move=True, read=True, mark=True, size_of=True, versions=True)
     protocol = "WebDAV"
     protocol_hint = "is it a WebDAV collection URL?"
 
@@ -85,6 +95,10 @@ class WebDAVRemote(HTTPRemote):
         # Whether the collections of the URL itself were made sure of (once per session).
         self._base_made = False
         self._base_lock = asyncio.Lock()
+        self.trash: str = (cfg.options.get("trash") or "").strip("/")
+        self.features = replace(type(self).features, versions=bool(self.trash))
+        # Seen: a collection in the trash listed empty (nginx leaves dot names out).
+        self._hides_dot_names = False
 
     def auth_hint(self) -> str:
         if not self.username:
@@ -205,8 +219,12 @@ class WebDAVRemote(HTTPRemote):
         """PUT the file (parents created first). Raises SourceChanged if the file changed while
         it was streamed, TransientError/PermanentError/AuthError from the server."""
         await self._ensure_parents(path, "upload")
+        await self._keep(path, "replaced")
         url = self.url(path)
-        headers = {"Content-Type": "application/octet-stream"}
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "X-OC-Mtime": str(int(source.local.mtime_ns) // 1_000_000_000),
+        }
         if source.data is not None:
             assert source.sha256 is not None
             # Harmless where unknown; a server that knows RFC 9530 checks the bytes with it.
@@ -236,10 +254,16 @@ class WebDAVRemote(HTTPRemote):
                 )
             if not 200 <= resp.status < 300:
                 await self.fail(resp, path, "upload")
+            if not self.features.keeps_times and resp.headers.get("X-OC-Mtime") == "accepted":
+                log.debug("%s keeps the mtime sent in X-OC-Mtime", self.description)
+                self.features = replace(self.features, keeps_times=True)
             await resp.read()
 
     async def delete(self, path: str) -> None:
-        """DELETE a file or a collection and all under it; absent is fine."""
+        """DELETE a file or a collection and all under it; absent is fine. With a trash, a
+        MOVE into it instead."""
+        if await self._keep(path, "deleted", move=True):
+            return
         self._forget(path)
         status = await self._request(
             "DELETE",
@@ -266,9 +290,7 @@ class WebDAVRemote(HTTPRemote):
             here = self._base_path + (parent + "/" if parent else "")
             listed = (
                 href[len(here) :].strip("/")
-                async for href, _coll, _size in self._propfind(
-                    self.collection_url(parent), parent, depth="1"
-                )
+                async for href, *_ in self._propfind(self.collection_url(parent), parent, depth="1")
                 if href.startswith(here)
             )
             await self.check_gone(path, listed)
@@ -279,6 +301,7 @@ class WebDAVRemote(HTTPRemote):
         if is_coll is None:
             raise PermanentError(f"move {src}: not on the server", path=src, status=404)
         await self._ensure_parents(dst, "move")
+        await self._keep(dst, "overwritten")
         if is_coll:
             s_url, d_url = self.collection_url(src), self.collection_url(dst)
         else:
@@ -299,47 +322,65 @@ class WebDAVRemote(HTTPRemote):
     async def _stat_collection(self, path: str) -> bool | None:
         """True for a collection, False for a file, None if absent (PROPFIND Depth: 0)."""
         found: bool | None = None
-        async for href, is_coll, _size in self._propfind(self.url(path), path, depth="0"):
-            del href
-            found = is_coll
+        async for item in self._propfind(self.url(path), path, depth="0"):
+            found = item.is_coll
         return found
 
     async def list(self, prefix: str) -> AsyncIterator[RemoteEntry]:
         """Every file under ``prefix``: PROPFIND ``Depth: 1``, one collection at a time.
 
-        An absent ``prefix`` lists nothing. Sizes only (``sha256`` is None). Names starting
-        with ``.~syncd-`` (and collections so named) are skipped. Raises
-        TransientError/PermanentError/AuthError.
+        An absent ``prefix`` lists nothing. Sizes only (``sha256`` is None; the mtime where
+        the server keeps it: ``features.keeps_times``). Names starting with ``.~syncd-`` (and
+        collections so named) are skipped. Raises TransientError/PermanentError/AuthError.
         """
-        todo = [prefix]
+        async for full, item in self._walk(prefix):
+            rel = full[len(prefix) + 1 :] if prefix else full
+            yield RemoteEntry(rel, item.size, None, self._mtime_ns(item))
+
+    def _mtime_ns(self, item: Listed) -> int | None:
+        if not self.features.keeps_times or item.mtime is None:
+            return None
+        return item.mtime * 1_000_000_000
+
+    async def _walk(
+        self, prefix: str, *, raw: bool = False, depth: int = -1
+    ) -> AsyncIterator[tuple[str, Listed]]:
+        """(path, listing) of every file under collection ``prefix``, level by level
+        (``depth`` levels; -1: all). ``raw`` keeps syncd's own names (the trash's entries)."""
+        todo = [(prefix, depth)]
         while todo:
-            coll = todo.pop()
+            coll, left = todo.pop()
             here = self._base_path + (coll + "/" if coll else "")
-            async for href, is_coll, size in self._propfind(
-                self.collection_url(coll), coll, depth="1"
-            ):
+            shown, there = 0, False
+            async for item in self._propfind(self.collection_url(coll), coll, depth="1"):
+                href = item.href
                 if href.rstrip("/") == here.rstrip("/"):
+                    there = True
                     continue  # the collection itself
+                shown += 1
                 if not href.startswith(here):
                     raise PermanentError(
                         f"list {coll}: the server listed {href!r}, outside the collection",
                         path=coll,
                     )
                 name = href[len(here) :].strip("/")
-                if not name or is_reserved(name):
+                if not name or (not raw and is_reserved(name)):
                     continue  # syncd's own names (the marker, temps) are never listed
                 full = f"{coll}/{name}" if coll else name
-                if is_coll:
+                if item.is_coll:
                     self._known.add(full)
-                    todo.append(full)
+                    if left != 1:
+                        todo.append((full, left - 1))
+                    else:
+                        yield full + "/", item
                 else:
-                    rel = full[len(prefix) + 1 :] if prefix else full
-                    yield RemoteEntry(rel, size, None)
+                    yield full, item
+            if raw and there and shown == 0:
+                # An entry of the trash is never empty: the server leaves names out.
+                self._hides_dot_names = True
 
-    async def _propfind(
-        self, url: URL, path: str, *, depth: str
-    ) -> AsyncIterator[tuple[str, bool, int]]:
-        """(decoded href path, is a collection, size) per response; nothing if ``url`` is 404."""
+    async def _propfind(self, url: URL, path: str, *, depth: str) -> AsyncIterator[Listed]:
+        """One ``Listed`` per response; nothing if ``url`` is 404."""
         headers = {"Depth": depth, **XML_HEADERS}
         try:
             async with self.request(
@@ -354,7 +395,7 @@ class WebDAVRemote(HTTPRemote):
                 if resp.status != 207:
                     await self.fail(resp, path, "list")
                 parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("end",))
-                items: list[tuple[str, bool, int]] = []
+                items: list[Listed] = []
                 async for chunk in resp.content.iter_chunked(1 << 16):
                     parser.feed(chunk)
                     items += responses(parser)
@@ -412,3 +453,96 @@ class WebDAVRemote(HTTPRemote):
             except Exception as e:  # the original error matters more
                 log.debug("could not remove the temporary marker %s: %s", tmp, e)
             raise
+
+    # -- the trash (Versions) ---------------------------------------------------------------
+    async def _keep(self, path: str, why: Why, *, move: bool = False) -> bool:
+        """With a trash: COPY (``move``: MOVE) what is at ``path`` (a file or a collection) to
+        ``<trash>/<path>/.~syncd-v<when>-<why>``, server-side. False if there is no trash or
+        nothing at ``path``."""
+        if not self.trash:
+            return False
+        is_coll = await self._stat_collection(path)
+        if is_coll is None:
+            return False
+        dest = f"{self.trash}/{versions_path(path, time.time_ns(), why)}"
+        await self._ensure_parents(dest, "keep")
+        if is_coll:
+            s_url, d_url = self.collection_url(path), self.collection_url(dest)
+        else:
+            s_url, d_url = self.url(path), self.url(dest)
+        if move:
+            self._forget(path)
+        await self._request(
+            "MOVE" if move else "COPY",
+            s_url,
+            path,
+            "keep",
+            ok=(200, 201, 204),
+            headers={"Destination": str(d_url), "Overwrite": "F", "Depth": "infinity"},
+        )
+        return True
+
+    async def versions(self, prefix: str) -> AsyncIterator[Version]:
+        """The versions in the trash at or under ``prefix`` (a file or a directory): every
+        file under ``<trash>/<prefix>/``, and those of the deleted-directory entries directly
+        in each directory above it. Nothing without a trash."""
+        if not self.trash:
+            return
+        prefix = prefix.strip("/")
+        parts = prefix.split("/") if prefix else []
+        top = len(self.trash) + 1
+        found: list[tuple[str, Listed]] = [
+            x
+            async for x in self._walk(f"{self.trash}/{prefix}" if prefix else self.trash, raw=True)
+        ]
+        for i in range(len(parts) - 1, -1, -1):
+            above = "/".join(parts[:i])
+            place = f"{self.trash}/{above}" if above else self.trash
+            async for full, _item in self._walk(place, raw=True, depth=1):
+                name = full.rstrip("/").rpartition("/")[2]
+                if full.endswith("/") and name.startswith(VERSION_PREFIX):
+                    found += [x async for x in self._walk(full.rstrip("/"), raw=True)]
+        if self._hides_dot_names:
+            raise PermanentError(
+                f"versions of {prefix or '/'}: {self.description} leaves names starting with "
+                f"'.' out of its listings (nginx does), so the versions kept in {self.trash}/ "
+                "cannot be listed; copy them back from the server's disk, or use a WebDAV "
+                "server that lists such names (Apache, Nextcloud, wsgidav)",
+                path=prefix,
+            )
+        for full, item in found:
+            v = split_version_path(full[top:])
+            if v is None or (prefix and v.path != prefix and not v.path.startswith(prefix + "/")):
+                continue
+            yield Version(
+                path=v.path,
+                when_ns=v.when_ns,
+                why=v.why,
+                size=max(item.size, 0),
+                mtime_ns=self._mtime_ns(item),
+                ref=full,
+            )
+
+    async def read_version(self, version: Version) -> AsyncIterator[bytes]:
+        """The bytes of a version in the trash (GET)."""
+        async for chunk in self.read(version.ref):
+            yield chunk
+
+    async def restore_version(self, version: Version, path: str) -> None:
+        """COPY the version from the trash back to ``path`` (``Overwrite: T``); what ``path``
+        held is kept in the trash first ("overwritten")."""
+        await self._ensure_parents(path, "restore")
+        await self._keep(path, "overwritten")
+        await self._request(
+            "COPY",
+            self.url(version.ref),
+            path,
+            "restore",
+            ok=(200, 201, 204),
+            headers={"Destination": str(self.url(path)), "Overwrite": "T"},
+        )
+
+    async def retention(self) -> str:
+        if self.trash:
+            return f"versions: trash at {self.trash} (kept until removed from it)"
+        return "versions: none — deleted files cannot be brought back (set remote.trash)"

@@ -3,8 +3,10 @@ multistatus answer read as they arrive (``responses``)."""
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import xml.etree.ElementTree as ET
+from typing import NamedTuple
 from urllib.parse import unquote, urlsplit
 
 log = logging.getLogger("syncd.remotes.webdav")
@@ -13,14 +15,34 @@ DAV = "{DAV:}"
 PROPFIND_BODY = (
     b'<?xml version="1.0" encoding="utf-8"?>\n'
     b'<D:propfind xmlns:D="DAV:"><D:prop>'
-    b"<D:resourcetype/><D:getcontentlength/>"
+    b"<D:resourcetype/><D:getcontentlength/><D:getlastmodified/>"
     b"</D:prop></D:propfind>"
 )
 
 
-def responses(parser: ET.XMLPullParser[ET.Element]) -> list[tuple[str, bool, int]]:
-    """The ``<D:response>`` elements completed so far, as (href path, collection, size)."""
-    out: list[tuple[str, bool, int]] = []
+class Listed(NamedTuple):
+    """One ``<D:response>``: its href's path (decoded), whether it is a collection, its size
+    (-1 if not given) and its getlastmodified (Unix seconds; None if not given)."""
+
+    href: str
+    is_coll: bool
+    size: int
+    mtime: int | None = None
+
+
+def http_date(text: str | None) -> int | None:
+    """Unix seconds of an HTTP date (RFC 1123, as getlastmodified gives it); None if none."""
+    if not text:
+        return None
+    try:
+        return int(email.utils.parsedate_to_datetime(text.strip()).timestamp())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def responses(parser: ET.XMLPullParser[ET.Element]) -> list[Listed]:
+    """The ``<D:response>`` elements completed so far."""
+    out: list[Listed] = []
     for event in parser.read_events():
         elem: object = event[-1]
         if not isinstance(elem, ET.Element) or elem.tag != DAV + "response":
@@ -30,6 +52,7 @@ def responses(parser: ET.XMLPullParser[ET.Element]) -> list[tuple[str, bool, int
             continue
         is_coll = False
         size = -1
+        mtime: int | None = None
         for propstat in elem.iter(DAV + "propstat"):
             status = propstat.findtext(DAV + "status") or ""
             if " 200 " not in status + " ":
@@ -43,11 +66,12 @@ def responses(parser: ET.XMLPullParser[ET.Element]) -> list[tuple[str, bool, int
             length = prop.findtext(DAV + "getcontentlength")
             if length and length.strip().isdigit():
                 size = int(length.strip())
+            mtime = http_date(prop.findtext(DAV + "getlastmodified")) or mtime
         elem.clear()
         try:
             decoded = unquote(urlsplit(href.strip()).path, errors="strict")
         except UnicodeDecodeError:
             log.warning("skipped a listed name that is not UTF-8: %r", href)
             continue
-        out.append((decoded, is_coll, size))
+        out.append(Listed(decoded, is_coll, size, mtime))
     return out

@@ -8,6 +8,8 @@ aiohttp's decoded match info) and every filesystem operation goes through the ha
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
 import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,11 +19,12 @@ from aiohttp import web
 
 from syncd.server import handlers
 from syncd.server.appkeys import BODY_POOL, INFLIGHT, STORE, TOKEN, UPLOADS
-from syncd.server.errors import BadRequest, StoreError, Unavailable, printable
+from syncd.server.errors import BadRequest, Forbidden, StoreError, Unavailable, printable
 from syncd.server.paths import Target, parse_path, parse_query, split_target
 from syncd.server.pending import UPLOAD_TTL, Pending, swept
 from syncd.server.receive import CLOSE, body_pool, check_body_headers
 from syncd.server.store import Store
+from syncd.server.versions import PRUNE_INTERVAL, Pruner, PruneThread, Retention
 
 log = logging.getLogger("syncd.server")
 
@@ -30,7 +33,11 @@ Endpoint = Callable[[web.Request, Target], Awaitable[web.StreamResponse]]
 
 
 async def _options(request: web.Request, target: Target) -> web.StreamResponse:
-    return web.Response(status=204, headers={"Allow": ALLOW})
+    store = request.app[STORE]
+    retention = store.keeper.retention.header(store.root)
+    # WebDAV class 1 (no locks: never class 2); MS-Author-Via for Windows' client
+    headers = {"Allow": ALLOW, "DAV": "1", "MS-Author-Via": "DAV", "X-Syncd-Versions": retention}
+    return web.Response(status=204, headers=headers)
 
 
 ROUTES: dict[tuple[str, str | None], Endpoint] = {
@@ -47,21 +54,42 @@ ROUTES: dict[tuple[str, str | None], Endpoint] = {
     ("MOVE", None): handlers.move,
     ("MKCOL", None): handlers.mkcol,
     ("OPTIONS", None): _options,
+    ("PROPFIND", None): handlers.propfind,
+    ("COPY", None): handlers.copy,
 }
 METHODS = tuple(dict.fromkeys(method for method, _ in ROUTES))
 ALLOW = ", ".join(METHODS)
-"""The methods served, for ``Allow`` (GET, HEAD, PUT, POST, DELETE, MOVE, MKCOL, OPTIONS)."""
+"""The methods served, for ``Allow`` (GET, HEAD, PUT, POST, DELETE, MOVE, MKCOL, OPTIONS,
+PROPFIND, COPY)."""
 MARKER_METHODS = ("GET", "HEAD", "PUT")
 """The plain requests that may name the mirror marker (to read or write it)."""
+VERSION_READS = {
+    ("GET", None),
+    ("HEAD", None),
+    ("GET", "list"),
+    ("GET", "state"),
+    ("OPTIONS", None),
+    ("PROPFIND", None),
+    ("COPY", None),  # (as the source: a version put back)
+}
+"""What a request may do under ``/.~syncd-versions/``: read (every other method is 403)."""
 
 ANY_PATH = r"/{tail:[\s\S]*}"
 """The one route: every path, whatever characters it holds (``.*`` stops at a newline)."""
 
 
-def make_app(root: Path, token: str | None, *, upload_ttl: float = UPLOAD_TTL) -> web.Application:
-    """The aiohttp application serving ``root`` (with a bearer ``token``, if given)."""
+def make_app(
+    root: Path,
+    token: str | None,
+    *,
+    upload_ttl: float = UPLOAD_TTL,
+    retention: Retention | None = None,
+    prune_interval: float = PRUNE_INTERVAL,
+) -> web.Application:
+    """The aiohttp application serving ``root`` (with a bearer ``token``, if given), keeping
+    versions as ``retention`` says, pruned every ``prune_interval`` seconds."""
     app = web.Application(middlewares=[_track_middleware, _auth_middleware, _error_middleware])
-    app[STORE] = Store(root)
+    app[STORE] = Store(root, retention)
     app[UPLOADS] = Pending(upload_ttl)
     app[BODY_POOL] = body_pool()  # (its threads start with the first body)
     app[INFLIGHT] = set()
@@ -69,6 +97,7 @@ def make_app(root: Path, token: str | None, *, upload_ttl: float = UPLOAD_TTL) -
         app[TOKEN] = token
     app.cleanup_ctx.append(_uploads_lifecycle)
     app.cleanup_ctx.append(_pool_lifecycle)
+    app.cleanup_ctx.append(functools.partial(_prune_lifecycle, interval=prune_interval))
     app.router.add_route("*", ANY_PATH, _dispatch, expect_handler=_expect)
     return app
 
@@ -76,6 +105,16 @@ def make_app(root: Path, token: str | None, *, upload_ttl: float = UPLOAD_TTL) -
 async def _pool_lifecycle(app: web.Application) -> AsyncIterator[None]:
     yield
     await asyncio.to_thread(app[BODY_POOL].shutdown)
+
+
+async def _prune_lifecycle(app: web.Application, *, interval: float) -> AsyncIterator[None]:
+    """The versions are pruned in a thread of their own: at start, then every interval."""
+    store = app[STORE]
+    thread = PruneThread(Pruner(store.keeper, store.stopping), interval=interval)
+    thread.start()
+    yield
+    thread.finish()
+    await asyncio.to_thread(thread.join, 2.0)
 
 
 async def _uploads_lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -89,7 +128,11 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
     query = parse_query(raw_query)
     method = request.method
     # The mirror marker is the one reserved name a request may name: to read or write it.
-    rel = parse_path(raw_path, marker=query.kind is None and method in MARKER_METHODS)
+    rel = parse_path(
+        raw_path, marker=query.kind is None and method in MARKER_METHODS, versions=True
+    )
+    if rel.in_versions and (method, query.kind) not in VERSION_READS and method in METHODS:
+        raise Forbidden(f"{rel}: {handlers.READ_ONLY}")
     endpoint = ROUTES.get((method, query.kind))
     if endpoint is not None:
         return await endpoint(request, Target(rel, query.uid))
@@ -102,23 +145,41 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
 
 
 def _refused(request: web.Request) -> web.Response | None:
-    """The 401 answer if the request lacks the right bearer token (None: it may go on)."""
+    """The 401 answer if the request lacks the right token (None: it may go on): as
+    ``Authorization: Bearer <token>``, or as the password of ``Basic`` (any user name)."""
     token = request.app.get(TOKEN)
     if token is None:
         return None
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    ok = scheme.lower() == "bearer" and hmac.compare_digest(
+    scheme = scheme.lower()
+    if scheme == "basic":
+        given = _basic_password(given.strip())
+    ok = scheme in ("bearer", "basic") and hmac.compare_digest(
         given.strip().encode("utf-8", "surrogateescape"), token.encode("utf-8")
     )
     if ok:
         return None
     log.warning(
-        "refused %s %r from %s: missing or wrong bearer token",
+        "refused %s %r from %s: missing or wrong token",
         request.method,
         request.raw_path,
         request.remote,
     )
-    return _text(401, "missing or wrong bearer token", {"WWW-Authenticate": 'Bearer realm="syncd"'})
+    return _text(401, "missing or wrong token", {"WWW-Authenticate": CHALLENGE})
+
+
+CHALLENGE = 'Bearer realm="syncd", Basic realm="syncd"'
+"""What a 401 offers: the token as a bearer token, or as a Basic password."""
+
+
+def _basic_password(credentials: str) -> str:
+    """The password of Basic credentials (``base64(user:password)``); "" if malformed."""
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+    except (ValueError, UnicodeError):
+        return ""
+    _, sep, password = decoded.partition(":")
+    return password if sep else ""
 
 
 @web.middleware

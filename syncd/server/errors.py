@@ -62,6 +62,12 @@ class PreconditionFailed(StoreError):
     status = 412
 
 
+class ContentTooLarge(StoreError):
+    """413: a body larger than the request takes (a PROPFIND's XML)."""
+
+    status = 413
+
+
 class UnsupportedMediaType(StoreError):
     """415: MKCOL with a body, a body with a content coding."""
 

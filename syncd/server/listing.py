@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 import threading
 from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 
 from syncd.server.errors import NotFound
 from syncd.server.hashes import hash_at
-from syncd.server.paths import RelPath, addressable
+from syncd.server.paths import RelPath, listed_name
 from syncd.server.store import Store
 from syncd.server.tree import Dirs, walk
-from syncd.types import RESERVED_PREFIX
 
 LIST_BATCH = 1000
 """A listing hands this many entries at a time from its worker thread to the event loop..."""
@@ -34,6 +34,7 @@ class ListEntry:
     size: int
     sha256: str
     mtime_ns: int
+    executable: bool = False
 
 
 async def iter_listing(store: Store, rel: RelPath) -> AsyncGenerator[list[ListEntry], None]:
@@ -54,7 +55,11 @@ async def iter_listing(store: Store, rel: RelPath) -> AsyncGenerator[list[ListEn
 
 
 def _listed(name: str) -> bool:
-    return not name.startswith(RESERVED_PREFIX) and addressable(name)
+    return listed_name(name)
+
+
+def _listed_version(name: str) -> bool:
+    return listed_name(name, versions=True)
 
 
 class _Lister:
@@ -71,6 +76,9 @@ class _Lister:
         self._walk: Iterator[tuple[tuple[str, ...], int, list[os.DirEntry[str]]]] | None = None
         self._lock = threading.Lock()
         self._closed = False
+        # In the mirrors, reserved names are never listed (nor the versions); inside
+        # /.~syncd-versions/ the versions' entries are (temps never).
+        self._listed = _listed_version if rel.in_versions else _listed
 
     def open(self) -> bool:
         """Open the listed directory (False if absent; StoreError if not a directory)."""
@@ -81,7 +89,7 @@ class _Lister:
                 self._dirs = Dirs(self._store.root, self._rel.parts)
             except NotFound:
                 return False
-            self._walk = walk(self._dirs.last, descend=_listed, stop=self._store.stopping)
+            self._walk = walk(self._dirs.last, descend=self._listed, stop=self._store.stopping)
         self._close_if_asked()
         return True
 
@@ -100,6 +108,7 @@ class _Lister:
         store = self._store
         out: list[ListEntry] = []
         key_base = "".join(p + "/" for p in self._rel.parts)
+        listed = self._listed
         for _ in range(LIST_DIRS):
             try:
                 sub, dir_fd, entries = next(it)
@@ -109,7 +118,7 @@ class _Lister:
             key_prefix = key_base + path_prefix
             for entry in entries:
                 name = entry.name
-                if not _listed(name):
+                if not listed(name):
                     continue
                 try:
                     if not entry.is_file(follow_symlinks=False):
@@ -124,7 +133,15 @@ class _Lister:
                     if hashed is None:
                         continue
                     st, hexdigest = hashed
-                out.append(ListEntry(path_prefix + name, st.st_size, hexdigest, st.st_mtime_ns))
+                out.append(
+                    ListEntry(
+                        path_prefix + name,
+                        st.st_size,
+                        hexdigest,
+                        st.st_mtime_ns,
+                        bool(st.st_mode & stat.S_IXUSR),
+                    )
+                )
             if len(out) >= LIST_BATCH:
                 break
         return out

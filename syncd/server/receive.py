@@ -25,6 +25,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from syncd.digests import sha256_members
 from syncd.server.errors import (
     BadRequest,
+    ContentTooLarge,
     NotImplementedHere,
     RequestTimeout,
     Unavailable,
@@ -45,7 +46,7 @@ BODY_THREADS = 16
 CLOSE = "syncd.close"
 """Request key: the body was read past aiohttp, so the answer closes the connection."""
 
-BODY_METHODS = ("PUT", "POST", "MKCOL")
+BODY_METHODS = ("PUT", "POST", "MKCOL", "PROPFIND")
 
 
 def body_pool() -> ThreadPoolExecutor:
@@ -308,3 +309,18 @@ def _large_reads(request: web.Request) -> Callable[[], None] | None:
         setattr(transport, "max_size", size)  # noqa: B010
 
     return restore
+
+
+async def read_small(request: web.Request, limit: int) -> bytes:
+    """A small request body (a PROPFIND's XML) read whole: 413 if it has more than ``limit``
+    bytes, without reading past them."""
+    if request.content_length is not None and request.content_length > limit:
+        request[CLOSE] = True  # (the body is not read)
+        raise ContentTooLarge(f"the body is larger than {limit} bytes")
+    data = bytearray()
+    while chunk := await _read_chunk(request):
+        data += chunk
+        if len(data) > limit:
+            request[CLOSE] = True  # the rest is never read: this connection ends here
+            raise ContentTooLarge(f"the body is larger than {limit} bytes")
+    return bytes(data)

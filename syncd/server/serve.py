@@ -10,7 +10,7 @@ import asyncio
 import logging
 import signal
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from syncd.server.appkeys import INFLIGHT, STORE
 from syncd.server.fdio import SUPPORTED
 from syncd.server.logfilter import quiet_bad_requests
 from syncd.server.rootlock import RootLock, remove_leftover_temps
+from syncd.server.versions import PRUNE_INTERVAL, Retention
 from syncd.signals import stop_signals
 from syncd.types import is_loopback
 
@@ -49,6 +50,9 @@ class ServeOptions:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     insecure: bool = False
+    retention: Retention = field(default_factory=Retention)
+    """``--keep`` and ``--keep-space``: how long and how much the versions are kept."""
+    prune_interval: float = PRUNE_INTERVAL
 
 
 def _ssl_context(opts: ServeOptions) -> ssl.SSLContext | None:
@@ -119,7 +123,7 @@ async def _serve_locked(
     removed = await asyncio.to_thread(remove_leftover_temps, root)
     log.info("removed %d leftover temporary file(s) under %s", removed, root)
 
-    app = make_app(root, opts.token)
+    app = make_app(root, opts.token, retention=opts.retention, prune_interval=opts.prune_interval)
     runner = web.AppRunner(
         app,
         handle_signals=False,

@@ -11,8 +11,10 @@ touches the event loop: the methods block and are meant for a worker thread
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
+import logging
 import os
 import secrets
 import stat
@@ -28,13 +30,18 @@ from syncd.server.errors import (
     MethodNotAllowed,
     NotFound,
     PreconditionFailed,
+    StoreError,
     check_stop,
     os_error,
 )
 from syncd.server.fdio import O_READ, fsync_quiet, lstat_at, read_all
 from syncd.server.hashes import DigestCache, hash_fd
-from syncd.server.paths import RelPath, is_temp_name
+from syncd.server.paths import MARKER_NAME, RelPath, is_temp_name
 from syncd.server.tree import Dirs, remove_tree, walk
+from syncd.server.versions import Keeper, Retention
+from syncd.versioning import VERSIONS_DIR, Why
+
+log = logging.getLogger("syncd.server.store")
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -49,6 +56,8 @@ class Opened:
     sha256: str
     data: bytes | None
     reader: Reader | None
+    executable: bool = False
+    """The owner's executable bit (``X-Syncd-Executable``)."""
 
 
 class Reader:
@@ -127,9 +136,11 @@ def _mutation(
 class Store:
     """The files under ROOT. Blocking methods are meant for worker threads."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, retention: Retention | None = None) -> None:
         self.root = root
         self.digests = DigestCache()
+        self.keeper = Keeper(root, retention or Retention(), self.digests)
+        """Keeps what requests replace or delete in ``ROOT/.~syncd-versions``."""
         self.rename_lock = threading.Lock()
         """Held from "does the target exist" to the rename that replaces it."""
         self.boot = secrets.token_hex(16)
@@ -174,9 +185,12 @@ class Store:
         except NotFound:
             return "absent"
         h = hashlib.sha256(f"{self.boot}:{changes}".encode())
+        # The versions (ROOT/.~syncd-versions) are not the mirrors': keeping or pruning one
+        # changes no mirror's token.
+        descend = None if rel.in_versions else _not_versions
         with dirs:
             try:
-                for sub, dir_fd, entries in walk(dirs.last, stop=self.stopping):
+                for sub, dir_fd, entries in walk(dirs.last, descend=descend, stop=self.stopping):
                     try:
                         st = os.fstat(dir_fd)
                     except OSError:
@@ -227,14 +241,14 @@ class Store:
                     hexdigest = hashlib.sha256(data).hexdigest()
                     self.digests.put(rel.text, st, hexdigest)
                 os.close(fd)
-                return Opened(len(data), st.st_mtime_ns, hexdigest, data, None)
+                return Opened(len(data), st.st_mtime_ns, hexdigest, data, None, _exec(st))
             if hexdigest is None:
                 hexdigest = hash_fd(fd, self.stopping)
                 self.digests.put(rel.text, st, hexdigest)
             if keep_open:
-                return Opened(st.st_size, st.st_mtime_ns, hexdigest, None, Reader(fd))
+                return Opened(st.st_size, st.st_mtime_ns, hexdigest, None, Reader(fd), _exec(st))
             os.close(fd)
-            return Opened(st.st_size, st.st_mtime_ns, hexdigest, None, None)
+            return Opened(st.st_size, st.st_mtime_ns, hexdigest, None, None, _exec(st))
         except OSError as e:
             os.close(fd)
             raise os_error(e, str(rel)) from e
@@ -243,14 +257,23 @@ class Store:
             raise
 
     @_mutation
-    def delete(self, rel: RelPath) -> bool:
-        """Remove a file or a whole directory, then prune empty parents; True for a directory."""
+    def delete(self, rel: RelPath, *, why: Why = "deleted") -> bool:
+        """Remove a file or a whole directory, then prune empty parents; True for a directory.
+        What it removes is kept as a version, ``why`` ("overwritten": a COPY's target).
+
+        With versions kept, it is one rename into ``ROOT/.~syncd-versions`` (a directory
+        whole, whatever it holds), instead of a walk that removes every file; ``why`` is
+        what it is kept as (``overwritten`` for a COPY's target removed first).
+        """
         if not rel.parts:
             raise Forbidden("/: refusing to delete the server root")
         with Dirs(self.root, rel.parent) as dirs:
             st = _existing(dirs.last, rel)
             try:
-                _remove(dirs.last, rel.name, st, str(rel), self.stopping)
+                with self.rename_lock:  # (an upload's commit checks its directory under it)
+                    moved = self.keep(dirs.last, rel, why, link=False)
+                if not moved:
+                    _remove(dirs.last, rel.name, st, str(rel), self.stopping)
             finally:
                 self.digests.drop(rel.text)
             fsync_quiet(dirs.last)
@@ -282,7 +305,10 @@ class Store:
                             if not overwrite:
                                 raise PreconditionFailed(f"{dst}: exists and Overwrite is F")
                             files = stat.S_ISREG(old.st_mode) and stat.S_ISREG(st.st_mode)
-                            if not files:  # file over file is one atomic rename
+                            # (file over file: the old one is linked into the versions,
+                            # then one atomic rename replaces it)
+                            gone = self.keep(ddirs.last, dst, "overwritten", link=files)
+                            if not gone and not files:
                                 _remove(ddirs.last, dst.name, old, str(dst), self.stopping)
                         try:
                             os.rename(
@@ -303,6 +329,24 @@ class Store:
             sdirs.prune()
         return old is not None
 
+    def keep(self, dir_fd: int, rel: RelPath, why: Why, *, link: bool) -> bool:
+        """Keep what ``rel`` names (in ``dir_fd``) as a version, by ``link`` (a file stays
+        at its path) or by rename; True if it was moved away into the versions, False if it
+        is still at its path (linked, or not kept: versions off, the mirror marker, or on
+        another filesystem mounted inside ROOT, which is logged). The caller holds
+        :attr:`rename_lock`."""
+        if not self.keeper.on or rel.name == MARKER_NAME or rel.in_versions:
+            return False
+        try:
+            stays = self.keeper.keep(dir_fd, rel.name, rel.parts, why, link=link)
+        except StoreError as e:
+            cause = e.__cause__
+            if isinstance(cause, OSError) and cause.errno == errno.EXDEV:
+                log.warning("%s: not kept as a version (another filesystem): %s", rel, e.reason)
+                return False
+            raise
+        return not stays
+
     @_mutation
     def mkcol(self, rel: RelPath) -> None:
         """Create one directory; its parent must exist (409), it must not (405)."""
@@ -320,6 +364,14 @@ class Store:
             except OSError as e:
                 raise os_error(e, str(rel)) from e
             fsync_quiet(dirs.last)
+
+
+def _not_versions(name: str) -> bool:
+    return name != VERSIONS_DIR
+
+
+def _exec(st: os.stat_result) -> bool:
+    return bool(st.st_mode & stat.S_IXUSR)
 
 
 def _existing(dir_fd: int, rel: RelPath) -> os.stat_result:

@@ -21,11 +21,13 @@ from syncd.digests import digest_header
 from syncd.faults import crash_point
 from syncd.server.errors import BadRequest, Conflict, Forbidden, NotFound, StoreError, os_error
 from syncd.server.fdio import O_TEMP, lstat_at, start_writeback, write_all
+from syncd.server.hashes import hash_at
 from syncd.server.ingest import receive_into
 from syncd.server.paths import TEMP_SUFFIX, RelPath
 from syncd.server.store import Store
 from syncd.server.tree import Dirs
 from syncd.types import RESERVED_PREFIX
+from syncd.versioning import Why
 
 log = logging.getLogger("syncd.server.store")  # (the name the server's logs have always shown)
 
@@ -74,6 +76,8 @@ class Upload:
         """The mtime to give the file (None: the time it was written)."""
         self.executable: bool | None = None
         """Mode 0755 (True) or 0644 (False); None: 0644 for a new file, else the old one's."""
+        self.why: Why = "replaced"
+        """What the file it replaces is kept as (a COPY onto a path: ``overwritten``)."""
 
     def set_meta(self, *, mtime_ns: int | None = None, executable: bool | None = None) -> None:
         """What the stored file carries besides its bytes, applied just before the rename
@@ -170,8 +174,12 @@ class Upload:
             raise NotFound(f"{self.rel}: the upload is gone ({e.reason})") from e
         store = self._store
         self._apply_meta(parent)
+        same = self._same_as_old(parent)
         with store.rename_lock:  # so that concurrent PUTs tell "new" from "replaced" right
+            self._check_parent(parent)
             existed = check_file_target(parent, self.rel)
+            if existed:
+                self._replacing(parent, same)
             try:
                 os.rename(self._tmp, self.rel.name, src_dir_fd=parent, dst_dir_fd=parent)
             except FileNotFoundError as e:
@@ -195,11 +203,64 @@ class Upload:
             self._close_dirs()
         return existed
 
+    def _same_as_old(self, parent: int) -> tuple[int, int, int, int] | None:
+        """The identity (size, mtime, ctime, inode) of the file at the target if it holds
+        exactly the bytes received (no version is kept of it then); None otherwise. Hashes
+        the old file only when the sizes are equal and the cache does not know it."""
+        try:
+            st = os.stat(self.rel.name, dir_fd=parent, follow_symlinks=False)
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode) or st.st_size != self.size:
+            return None
+        store = self._store
+        hexdigest = store.digests.get(self.rel.text, st)
+        if hexdigest is None:
+            hashed = hash_at(parent, self.rel.name, self.rel.text, store.digests, store.stopping)
+            if hashed is None:
+                return None
+            st, hexdigest = hashed
+        if hexdigest != self.digest.hex():
+            return None
+        return _ident(st)
+
+    def _check_parent(self, parent: int) -> None:
+        """The directory held since the upload began must still be the one at its path: a
+        DELETE of it meanwhile moved it into the versions, and the upload is then gone."""
+        if not self.rel.parent:
+            return
+        try:
+            with Dirs(self._store.root, self.rel.parent) as now:
+                here = os.fstat(now.last)
+            held = os.fstat(parent)
+        except (StoreError, OSError) as e:
+            raise NotFound(f"{self.rel}: the upload is gone (its directory was removed)") from e
+        if (here.st_dev, here.st_ino) != (held.st_dev, held.st_ino):
+            raise NotFound(f"{self.rel}: the upload is gone (its directory was removed)")
+
+    def _replacing(self, parent: int, same: tuple[int, int, int, int] | None) -> None:
+        """Before the rename over an existing file (under the rename lock): the new file
+        takes the old one's executable bit unless the request said, and the old one is kept
+        as a version (linked: the path is never without a file) unless its bytes are the
+        new ones."""
+        old = lstat_at(parent, self.rel.name, str(self.rel))
+        if old is None:
+            return
+        if self.executable is None:
+            try:
+                mode = 0o755 if old.st_mode & stat.S_IXUSR else 0o644
+                os.chmod(self._tmp, mode, dir_fd=parent)
+            except OSError as e:
+                raise os_error(e, str(self.rel)) from e
+        if same is not None and same == _ident(old):
+            return
+        self._store.keep(parent, self.rel, self.why, link=True)
+
     def _apply_meta(self, parent: int) -> None:
         """Give the temp file its mtime and mode before it is renamed into place."""
         try:
-            if self.executable is not None:
-                os.chmod(self._tmp, 0o755 if self.executable else 0o644, dir_fd=parent)
+            # (None: 0644 whatever the umask; a replaced file's bit is copied under the lock)
+            os.chmod(self._tmp, 0o755 if self.executable else 0o644, dir_fd=parent)
             if self.mtime_ns is not None:
                 ns = self.mtime_ns
                 os.utime(self._tmp, ns=(ns, ns), dir_fd=parent, follow_symlinks=False)
@@ -320,6 +381,10 @@ class Upload:
         assert self._dirs is not None
         self._dirs.prune_created()
         self._close_dirs()
+
+
+def _ident(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 def check_file_target(dir_fd: int, rel: RelPath) -> bool:
