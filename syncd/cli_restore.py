@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from syncd.restore import Keeper, Outcome, Request
 
 
+LIST_AT_MOST = 100  # `--all` names the files it restored only up to this many
+
+
 def _usage(message: str) -> int:
     say(f"syncd restore: {message}")
     return EXIT_USAGE
@@ -160,8 +163,11 @@ def _print(out: Outcome, req: Request) -> None:
             print(show(f"would restore {path} ({what})"))
         print(f"dry run: {len(out.planned)} file(s) would be restored, nothing changed")
         return
-    for path, what in out.restored:
-        print(show(f"restored {path} ({what})"))
+    if req.everything and len(out.restored) > LIST_AT_MOST:
+        print(f"({len(out.restored)} files restored: --json lists every one)")
+    else:
+        for path, what in out.restored:
+            print(show(f"restored {path} ({what})"))
     for path, aside in out.kept_aside:
         print(show(f"kept your file {path} as {aside}"))
     for path, reason in out.failed:
