@@ -741,6 +741,8 @@ def _shown(spot: Spot) -> str:
 
 
 def _reason(e: BaseException) -> str:
+    if isinstance(e, FileExistsError):
+        return "a file appeared there while it was restored; nothing replaced, run it again"
     if isinstance(e, PermanentError) and e.status in (404, 410):
         return "the server no longer has it (it may have been pruned); nothing written"
     if isinstance(e, OSError) and e.strerror:
