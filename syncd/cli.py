@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from syncd import __version__, cli_config, cli_serve, cli_status, cli_sync
+from syncd import __version__, cli_config, cli_restore, cli_serve, cli_status, cli_sync
 from syncd.cli_io import EXIT_FAILED, EXIT_PIPE, EXIT_USAGE, log, say, setup_logging
 from syncd.errors import ConfigError, InUse, SyncdError
 
@@ -90,6 +90,56 @@ COMMANDS: dict[str, Command] = {
         "1 errors (a path failed, the remote unreachable, a folder missing, deletions held "
         "back); 2 usage or config error; 3 busy (syncing, or the first reconcile running); "
         "4 no daemon is running. See docs/status.md.",
+    ),
+    "restore": Command(
+        "get files back from the server: current copies, earlier versions, deleted files",
+        cli_restore.restore,
+        (
+            opt(
+                "paths",
+                nargs="*",
+                type=Path,
+                metavar="PATH",
+                help="files or directories inside a configured folder (or the folder itself)",
+            ),
+            opt("--all", action="store_true", help="every folder (with --to: a new machine)"),
+            opt("--to", type=Path, metavar="DIR", help="write here instead of the folders"),
+            opt(
+                "--overwrite",
+                action="store_true",
+                help="replace a different local file, "
+                "keeping it beside as NAME.syncd-kept-YYYYmmdd-HHMMSS",
+            ),
+            opt("--at", metavar="TIME", help="as it was at TIME (2026-12-01T14:30, 2h, 1d)"),
+            opt(
+                "--version",
+                type=int,
+                metavar="N",
+                help="version N of one file "
+                "(1 = the oldest kept; `syncd versions PATH` lists them)",
+            ),
+            opt(
+                "--deleted-since",
+                metavar="TIME",
+                help="every file deleted since TIME (undo a mass delete)",
+            ),
+            opt("--under", type=Path, metavar="DIR", help="with --deleted-since: only in DIR"),
+            opt("--dry-run", action="store_true", help="print the plan, change nothing"),
+            opt("--json", action="store_true", help="one JSON document (for scripts)"),
+        ),
+        description="Bring files back from the server, verified by sha-256 and written "
+        "safely (a temp file, then renamed into place). A different local file is never "
+        "replaced without --overwrite. Exit 0: all restored; 1: something not restored "
+        "(listed); 2: usage or config error. TIME is ISO 8601 (local time unless it has an "
+        "offset) or relative (90s, 30m, 2h, 1d: that long ago).",
+    ),
+    "versions": Command(
+        "list the kept versions of a file (or of every file under a directory)",
+        cli_restore.versions,
+        (
+            opt("path", type=Path, metavar="PATH", help="a file or directory in a folder"),
+            opt("--json", action="store_true", help="one JSON document (for scripts)"),
+        ),
     ),
     "init": Command(
         "write a config file",

@@ -15,6 +15,8 @@ import logging
 import os
 import signal
 import time
+from collections import Counter
+from collections.abc import Sequence
 
 from syncd.config import Config
 from syncd.debounce import Debouncer
@@ -22,6 +24,7 @@ from syncd.engine import Engine
 from syncd.errors import (
     AuthError,
     RemoteError,
+    SyncdError,
     TransientError,
     WrongProtocol,
 )
@@ -35,6 +38,7 @@ from syncd.status.board import StatusBoard
 from syncd.status.control import ControlServer
 from syncd.status.notify import Lifecycle
 from syncd.status.web import StatusSite
+from syncd.types import LocalFile
 from syncd.uploader import FolderCtx
 from syncd.watching import Watching
 
@@ -81,7 +85,12 @@ class Daemon:
             wake=self._wake.set,
             rescan=self._request_rescan,
             stop=self._stopping.set,
+            held=self.is_held,
         )
+        # Paths a `syncd restore` is writing (the control socket's `restore`), by restore.
+        self._holds: dict[object, set[Key]] = {}
+        self._held: dict[int, Counter[str]] = {}  # folder -> held paths and their parents
+        self._released = asyncio.Event()
         self._confirms: set[asyncio.Task[None]] = set()
 
     @property
@@ -287,6 +296,8 @@ class Daemon:
             for key in self._outbox.due(now):
                 self.debouncer.touch(key, now - self.debouncer.quiet)
             for i in sorted(self._rescan_now):
+                if self._held.get(i):
+                    continue  # a restore is writing into it: once it is done
                 self._rescan_now.discard(i)
                 await self._reconcile(i)
             due = self.debouncer.pop_due(time.monotonic())
@@ -312,6 +323,9 @@ class Daemon:
         """A full scan of folder ``i``, planned against the server (``Engine.plan``'s
         ``server``); its ops go to the workers. Returns their batch, and whether the server
         was checked. Once every op is done, the mirror is confirmed (``ServerView.confirmed``)."""
+        while self._held.get(i):  # a restore is writing into it: plan once it is done
+            self._released.clear()
+            await self._released.wait()
         ctx = self.folders[i]
         report = report if report is not None else self.report
         batch = Batch()
@@ -333,6 +347,87 @@ class Daemon:
         task = asyncio.create_task(confirm())
         self._confirms.add(task)
         task.add_done_callback(self._confirms.discard)
+
+    # -- restores: `syncd restore` beside a running daemon ---------------------------------
+    def is_held(self, i: int, rel: str) -> bool:
+        """Is ``rel`` of folder ``i`` being restored, or a directory above or below such a
+        path? (Its events wait, and so do the folder's whole looks.)"""
+        held = self._held.get(i)
+        if not held:
+            return False
+        if rel in held:
+            return True
+        parts = rel.split("/")
+        return any("/".join(parts[:n]) in held for n in range(1, len(parts)))
+
+    def _folder(self, scope: str) -> int:
+        for i, ctx in enumerate(self.folders):
+            if ctx.scope == scope:
+                return i
+        raise SyncdError(f"this daemon mirrors no folder {scope!r}; is it the same config?")
+
+    async def hold_paths(self, owner: object, scope: str, rels: Sequence[str]) -> None:
+        """``syncd restore`` is about to write ``rels`` of the folder ``scope``: their events
+        wait (and the folder's rescans) until it records them and ``release_paths``. Waits
+        for the start-up reconcile and for ops on those paths already running (30 s at most)."""
+        await self.ready.wait()
+        i = self._folder(scope)
+        keys = {(i, rel) for rel in rels} - self._holds.get(owner, set())
+        self._holds.setdefault(owner, set()).update(keys)
+        held = self._held.setdefault(i, Counter())
+        for _, rel in keys:
+            parts = rel.split("/")
+            held.update("/".join(parts[:n]) for n in range(1, len(parts) + 1))
+        deadline = time.monotonic() + 30
+        # (the claims signal nothing when one ends: polled, for these few seconds at most)
+        while any(k in self.live.claims for k in keys) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        log.debug("restore: holding %d path(s) of %s while they are written", len(keys), scope)
+
+    async def record_restored(
+        self, owner: object, scope: str, files: Sequence[tuple[LocalFile, str]]
+    ) -> int:
+        """The files ``syncd restore`` wrote, as it stat'ed them, and their sha-256 (which the
+        server holds at their paths): recorded as sent, unless a file changed since (then it
+        is sent like any change). Returns how many were recorded."""
+        i = self._folder(scope)
+        ctx = self.folders[i]
+        n = 0
+        for given, sha in files:
+            if (i, given.rel) not in self._holds.get(owner, set()):
+                continue
+            now = ctx.stat(given.rel)
+            if now is not None and now.same == given.same:
+                self.engine.recorder.sent(ctx.scope, now, sha)
+                n += 1
+        if n:
+            self.engine.recorder.running()
+        return n
+
+    async def release_paths(self, owner: object) -> None:
+        """The restore is done (or gone): its paths are looked at again, as any change (the
+        ones it recorded are found unchanged), and the folders' rescans go on."""
+        keys = self._holds.pop(owner, set())
+        for i, rel in keys:
+            held = self._held.get(i)
+            if held is None:
+                continue
+            parts = rel.split("/")
+            held.subtract("/".join(parts[:n]) for n in range(1, len(parts) + 1))
+            for k in [k for k, c in held.items() if c <= 0]:
+                del held[k]
+            if not held:
+                del self._held[i]
+        if not keys:
+            return
+        now = time.monotonic()
+        for key in [k for k in self.live.deferred if not self.is_held(*k)]:
+            self.live.deferred.discard(key)
+            self.debouncer.touch(key, now)
+        self._released.set()
+        self._wake.set()
+        log.info("restore: released %d path(s)", len(keys))
+        await self.engine.recorder.flush()
 
     # -- status ------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, object]:

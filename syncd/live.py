@@ -38,9 +38,11 @@ class Live:
         wake: Callable[[], None],
         rescan: Callable[[int], None],
         stop: Callable[[], None],
+        held: Callable[[int, str], bool] = lambda i, rel: False,
     ) -> None:
         """``wake``: the scheduler; ``rescan``: plan a whole folder again; ``stop``: the
-        daemon (the remote refused us)."""
+        daemon (the remote refused us); ``held``: is a path being restored (``syncd
+        restore`` writes it: it waits, deferred, until the restore records and releases it)."""
         self.engine = engine
         self.outbox = outbox
         self.debouncer = debouncer
@@ -48,6 +50,7 @@ class Live:
         self._wake = wake
         self._rescan = rescan
         self._stop = stop
+        self._held = held
         #: the paths of the ops queued or running (a move claims both ends)
         self.claims: dict[Key, Job] = {}
         #: paths an op in the way holds back, looked at again once it is done
@@ -77,7 +80,7 @@ class Live:
             return
         under = []
         for rel in rels:
-            if self._busy(i, rel):
+            if self._busy(i, rel) or self._held(i, rel):
                 self.deferred.add((i, rel))
             else:
                 under.append(rel)

@@ -4,6 +4,11 @@ running daemon.
 - ``ControlServer``: the daemon listens on ``<state_dir>/syncd.sock`` (mode 0600); a client
   sends one line (``status``, ``sync``, ``sync force``) and reads one JSON document.
 - ``query`` / ``ask_sync``: those requests, from the CLI.
+- ``restore``: ``syncd restore`` beside a running daemon (``RestoreSession``, the client):
+  JSON lines after the first, each answered by one: ``{"op": "hold", "scope", "paths"}``
+  (the daemon leaves those paths alone), ``{"op": "record", "scope", "files"}`` (each
+  ``[rel, size, mtime_ns, ctime_ns, inode, executable, sha256]`` as restore wrote it: recorded
+  as sent), ``{"op": "release"}``. A connection that closes releases its paths too.
 - ``query_http``: where Unix sockets are not available (Windows), ``syncd status`` asks the
   status endpoint (``[status] listen``, status/web.py) for ``/status.json`` instead, with
   asyncio streams: no HTTP client library is imported.
@@ -17,14 +22,16 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from syncd.errors import SyncdError
 from syncd.logs import REDACTOR
 from syncd.report import Report
 from syncd.statelock import AlreadyRunning
 from syncd.status.board import StatusBoard
+from syncd.types import LocalFile
 
 log = logging.getLogger("syncd.status")
 
@@ -33,6 +40,17 @@ HAS_UNIX = hasattr(socket, "AF_UNIX") and hasattr(asyncio, "start_unix_server")
 
 
 # --------------------------------------------------------------------------- control socket
+
+
+@runtime_checkable
+class Restores(Protocol):
+    """The daemon's side of ``syncd restore`` (``syncd.daemon.Daemon`` is one)."""
+
+    async def hold_paths(self, owner: object, scope: str, rels: Sequence[str]) -> None: ...
+    async def record_restored(
+        self, owner: object, scope: str, files: Sequence[tuple[LocalFile, str]]
+    ) -> int: ...
+    async def release_paths(self, owner: object) -> None: ...
 
 
 def _short(path: Path) -> tuple[str, int | None]:
@@ -106,12 +124,52 @@ class ControlServer:
                 answer = await self._sync(force_delete=len(line) == 2)
                 writer.write(_scrubbed(answer) + b"\n")
                 await writer.drain()
+            elif line == [b"restore"]:
+                await self._restore(reader, writer)
         except (TimeoutError, ConnectionError):
             pass
         finally:
             writer.close()
             if task is not None:
                 self._handlers.discard(task)
+
+    async def _restore(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """``syncd restore`` writing into the folders: hold, record, release (one connection
+        per restore; its end releases whatever it still holds)."""
+        d = self.board.live
+        if not isinstance(d, Restores):
+            return
+        owner = object()
+        try:
+            while line := await reader.readline():
+                try:
+                    req = json.loads(line)
+                    op = req["op"]
+                    answer: dict[str, Any] = {"ok": True}
+                    if op == "hold":
+                        await d.hold_paths(owner, str(req["scope"]), [str(p) for p in req["paths"]])
+                    elif op == "record":
+                        files = [
+                            (LocalFile(str(r), int(sz), int(m), int(c), int(ino), bool(x)), str(h))
+                            for r, sz, m, c, ino, x, h in req["files"]
+                        ]
+                        answer["recorded"] = await d.record_restored(
+                            owner, str(req["scope"]), files
+                        )
+                    elif op == "release":
+                        await d.release_paths(owner)
+                    else:
+                        answer = {"ok": False, "error": f"unknown op {op!r}"}
+                except SyncdError as e:
+                    answer = {"ok": False, "error": str(e)}
+                except (ValueError, KeyError, TypeError) as e:
+                    answer = {"ok": False, "error": f"bad request: {e}"}
+                writer.write(_scrubbed(answer) + b"\n")
+                await writer.drain()
+                if answer.get("ok") and req.get("op") == "release":
+                    return
+        finally:
+            await d.release_paths(owner)
 
     async def _sync(self, *, force_delete: bool) -> dict[str, Any]:
         """``syncd sync`` while this daemon runs: reconcile now, in the daemon, and answer
@@ -151,6 +209,7 @@ def report_doc(report: Report) -> dict[str, Any]:
     }
 
 
+HOLD_BATCH = 32 * 1024  # bytes of paths per `hold` request of a restore
 SYNC_WAIT = 3600.0  # seconds `syncd sync` waits for the daemon's pass (it can take a while)
 
 
@@ -209,6 +268,90 @@ async def ask_sync(
     return doc
 
 
+class RestoreSession:
+    """``syncd restore``'s side of the control socket's ``restore`` (a ``restore.Keeper``):
+    the running daemon holds the paths being written and records them as sent."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, state_dir: Path, connect: float = 5) -> RestoreSession | None:
+        """A session with the daemon of ``state_dir``; None if none answers."""
+        if not HAS_UNIX:
+            return None
+        path = state_dir / SOCKET_NAME
+        if not path.exists():
+            return None
+        where, fd = _short(path)
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(where), connect)
+        except (OSError, TimeoutError):
+            return None
+        finally:
+            if fd is not None:
+                os.close(fd)
+        writer.write(b"restore\n")
+        await writer.drain()
+        return cls(reader, writer)
+
+    async def _ask(self, req: dict[str, Any]) -> dict[str, Any]:
+        async with self._lock:
+            try:
+                self._writer.write(json.dumps(req).encode() + b"\n")
+                await self._writer.drain()
+                line = await self._reader.readline()
+            except OSError as e:
+                raise SyncdError(f"lost the connection to the running daemon: {e}") from e
+        if not line:
+            raise SyncdError(
+                "the running daemon closed the connection (is it stopping?); what was "
+                "restored so far is on disk: run the same restore again to finish"
+            )
+        answer: dict[str, Any] = json.loads(line)
+        if not answer.get("ok"):
+            raise SyncdError(f"the running daemon: {answer.get('error')}")
+        return answer
+
+    async def hold(self, scope: str, rels: list[str]) -> None:
+        """In requests of at most ~32 KiB (a line the daemon reads is at most 64 KiB)."""
+        batch: list[str] = []
+        size = 0
+        for rel in rels:
+            if batch and size > HOLD_BATCH:
+                await self._ask({"op": "hold", "scope": scope, "paths": batch})
+                batch, size = [], 0
+            batch.append(rel)
+            size += len(json.dumps(rel)) + 2
+        if batch:
+            await self._ask({"op": "hold", "scope": scope, "paths": batch})
+
+    async def record(self, scope: str, local: LocalFile, sha256: str) -> None:
+        row = [local.rel, local.size, local.mtime_ns, local.ctime_ns, local.inode]
+        await self._ask(
+            {"op": "record", "scope": scope, "files": [[*row, local.executable, sha256]]}
+        )
+
+    async def release(self) -> None:
+        try:
+            if not self._writer.is_closing():
+                await self._ask({"op": "release"})
+        finally:
+            await self.aclose()
+
+    async def adopt(self, scope: str, mirror: str) -> None:
+        return None  # (a running daemon knows its mirrors)
+
+    async def aclose(self) -> None:
+        """End the session without a release (the daemon releases what it held, as when a
+        restore is killed)."""
+        self._writer.close()
+        with contextlib.suppress(OSError):
+            await self._writer.wait_closed()
+
+
 async def query(state_dir: Path, wait: float = 5) -> dict[str, Any] | None:
     """Ask a running daemon for its status over the control socket; None if none answers."""
     try:
@@ -261,6 +404,8 @@ __all__ = [
     "SOCKET_NAME",
     "SYNC_WAIT",
     "ControlServer",
+    "RestoreSession",
+    "Restores",
     "ask_sync",
     "query",
     "query_http",

@@ -1,0 +1,803 @@
+"""``syncd restore`` and ``syncd versions``: files back from the server, safely.
+
+A request names local paths inside configured folders (or every folder). For each folder the
+server's current files are listed, and its kept versions where the request needs them and the
+remote keeps any (``features.versions``); ``syncd.restore_plan`` picks the bytes of each file.
+Then each file is written:
+
+1. the local file there is looked at first: the same sha-256 is skipped (what makes
+   ``--all --to DIR`` resumable); a different one is never replaced without ``overwrite``;
+2. into a configured folder, an old or deleted version is first put back on the server
+   (``restore_version``, a server-side copy), so that the mirror and the folder agree;
+3. the bytes go to a temp beside the target (``.~syncd-<hex>.tmp``: the scanner skips the
+   reserved prefix), their digest is checked, they are fsynced, the mtime and executable bit
+   set, and the temp is linked into place (never over a file that appeared meanwhile); with
+   ``overwrite`` the local file is first renamed aside to ``<name>.syncd-kept-<stamp>``;
+4. into a configured folder the file is then recorded as sent (``Keeper``): through a running
+   daemon (which holds the paths meanwhile, so it neither sends them back nor deletes them)
+   or, with none running, in the manifest under the state lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import secrets
+import shlex
+import stat
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, cast
+
+from syncd import restore_plan as rp
+from syncd.config import Config, FolderConfig
+from syncd.errors import AuthError, PermanentError, RemoteError, SyncdError
+from syncd.manifest import Manifest, scope_of
+from syncd.recorder import Recorder
+from syncd.remotes.base import Marker, Reader, Remote, Version, Versions
+from syncd.report import Progress
+from syncd.retry import RetryPolicy
+from syncd.statelock import StateLock
+from syncd.types import RESERVED_PREFIX, LocalFile, RemoteEntry
+
+log = logging.getLogger("syncd.restore")
+
+CHUNK = 1 << 20
+KEPT_INFIX = ".syncd-kept-"
+
+
+class RestoreError(SyncdError):
+    """The request cannot be carried out as asked (exit 2): a path outside every folder, a
+    remote that cannot give files back, no such version. The message says what to type."""
+
+
+# --------------------------------------------------------------------------- what is asked
+
+
+@dataclass(frozen=True)
+class Spot:
+    """A local path inside a configured folder: the folder and the path relative to it."""
+
+    folder: FolderConfig
+    rel: str  # "" is the folder itself
+
+
+def locate(config: Config, path: Path, cwd: Path | None = None) -> Spot:
+    """Which configured folder ``path`` (absolute or relative to ``cwd``) is in."""
+    full = Path(os.path.abspath((cwd or Path.cwd()) / path.expanduser()))
+    for folder in config.folders:
+        root = Path(os.path.abspath(folder.path))
+        if full == root:
+            return Spot(folder, "")
+        with contextlib.suppress(ValueError):
+            return Spot(folder, full.relative_to(root).as_posix())
+    names = ", ".join(str(f.path) for f in config.folders)
+    raise RestoreError(
+        f"{full} is not inside a configured folder ({names}); give a path inside one, "
+        "or --all for every folder"
+    )
+
+
+@dataclass(frozen=True)
+class Request:
+    """What ``syncd restore`` was asked (the command line, parsed)."""
+
+    spots: tuple[Spot, ...]
+    #: Where to write instead of the folders (None: back into the folders).
+    to: Path | None = None
+    #: ``--all``: the spots are whole folders, written under ``to/<remote_path>``.
+    everything: bool = False
+    at_ns: int | None = None
+    version: int | None = None
+    deleted_since_ns: int | None = None
+    overwrite: bool = False
+    dry_run: bool = False
+
+
+# --------------------------------------------------------------------------- the outcome
+
+
+@dataclass
+class Outcome:
+    """What was done, file by file (local paths), for the summary and ``--json``."""
+
+    restored: list[tuple[str, str]] = field(default_factory=list)  # (path, what)
+    identical: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    kept_aside: list[tuple[str, str]] = field(default_factory=list)  # (path, where it went)
+    planned: list[tuple[str, str]] = field(default_factory=list)  # dry run: (path, what)
+    notes: list[str] = field(default_factory=list)  # what was chosen and why, for people
+    bytes: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+# --------------------------------------------------------------------------- the manifest
+
+
+class Keeper(Protocol):
+    """Who records the files restored into a folder as sent (so nothing sends them back):
+    a running daemon over its control socket, or the manifest under the state lock."""
+
+    async def hold(self, scope: str, rels: list[str]) -> None:
+        """These paths are about to be written: leave them alone until ``record``/``release``."""
+        ...
+
+    async def record(self, scope: str, local: LocalFile, sha256: str) -> None:
+        """The file at ``local.rel``, as stat'ed after it was written, holds ``sha256``, which
+        the server holds at that path too."""
+        ...
+
+    async def release(self) -> None:
+        """Done: everything recorded is committed; the held paths are free."""
+        ...
+
+    async def adopt(self, scope: str, mirror: str) -> None:
+        """A whole folder was restored from the mirror ``mirror``: it is this folder's mirror
+        (where the state dir knows none yet: a new machine)."""
+        ...
+
+
+class NoKeeper:
+    """Nothing to record (``--to`` outside the folders, a dry run)."""
+
+    async def hold(self, scope: str, rels: list[str]) -> None:
+        return None
+
+    async def record(self, scope: str, local: LocalFile, sha256: str) -> None:
+        return None
+
+    async def release(self) -> None:
+        return None
+
+    async def adopt(self, scope: str, mirror: str) -> None:
+        return None
+
+
+class ManifestKeeper:
+    """No daemon runs: take the state lock (``AlreadyRunning`` if another process has it)
+    and record the rows through the recorder, committed as the restore goes."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.lock = StateLock(state_dir, "restore").acquire()
+        try:
+            self.recorder = Recorder(Manifest.in_state_dir(state_dir))
+        except BaseException:
+            self.lock.release()
+            raise
+        self._started = False
+
+    async def hold(self, scope: str, rels: list[str]) -> None:
+        return None  # the lock keeps every other writer out
+
+    async def record(self, scope: str, local: LocalFile, sha256: str) -> None:
+        if not self._started:
+            self.recorder.running()
+            self._started = True
+        self.recorder.sent(scope, local, sha256)
+
+    async def adopt(self, scope: str, mirror: str) -> None:
+        if self.recorder.manifest.mirror(scope) is None:
+            log.info(
+                "%s: this state dir now knows the mirror %s it was restored from", scope, mirror
+            )
+            self.recorder.mirror(scope, mirror)
+
+    async def release(self) -> None:
+        try:
+            await self.recorder.stop()
+            await self.recorder.flush()
+            self.recorder.manifest.close()
+        finally:
+            self.lock.release()
+
+
+# --------------------------------------------------------------------------- writing a file
+
+
+def stat_local(path: Path, rel: str) -> LocalFile | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return LocalFile(
+        rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, bool(st.st_mode & 0o100)
+    )
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def kept_name(target: Path, now: float | None = None) -> Path:
+    """Where ``--overwrite`` puts the local file aside: ``<name>.syncd-kept-<YYYYmmdd-HHMMSS>``
+    (``-2``, ``-3``... if that is taken)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    aside = target.with_name(f"{target.name}{KEPT_INFIX}{stamp}")
+    n = 2
+    while os.path.lexists(aside):
+        aside = target.with_name(f"{target.name}{KEPT_INFIX}{stamp}-{n}")
+        n += 1
+    return aside
+
+
+TEMP_PREFIX = f"{RESERVED_PREFIX}restore-"
+
+
+def sweep(directory: Path) -> int:
+    """Remove the temps a restore that was killed left in ``directory`` (their process is
+    gone); returns how many."""
+    n = 0
+    with contextlib.suppress(OSError), os.scandir(directory) as it:
+        for entry in it:
+            if not (entry.name.startswith(TEMP_PREFIX) and entry.name.endswith(".tmp")):
+                continue
+            pid_s = entry.name[len(TEMP_PREFIX) :].split("-", 1)[0]
+            if pid_s.isdigit() and not _alive(int(pid_s)):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    n += 1
+    return n
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+class Temp:
+    """A temp file beside ``target`` (``.~syncd-restore-<pid>-<hex>.tmp``: the reserved
+    prefix, and the pid so that a later restore can remove what a killed one left), written
+    and hashed chunk by chunk."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        name = f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}.tmp"
+        self.path = target.with_name(name)
+        self.fd = os.open(
+            self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600
+        )
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+        self.hash.update(data)
+        self.size += len(data)
+
+    def restart(self) -> None:
+        os.ftruncate(self.fd, 0)
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def finish(self, mtime_ns: int | None, executable: bool | None) -> None:
+        """fsync, then the mode (0666/0777 less the umask) and the mtime."""
+        os.fsync(self.fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = (0o777 if executable else 0o666) & ~umask
+        os.fchmod(self.fd, mode)
+        if mtime_ns is not None:
+            os.utime(self.fd, ns=(time.time_ns(), mtime_ns))
+        os.close(self.fd)
+        self.fd = -1
+
+    def place(self) -> None:
+        """Into place without replacing anything (a file that appeared meanwhile stays):
+        a hard link then the temp's removal; a rename where links are not possible."""
+        try:
+            os.link(self.path, self.target, follow_symlinks=False)
+        except FileExistsError:
+            raise
+        except OSError:
+            if os.path.lexists(self.target):
+                raise FileExistsError(self.target) from None
+            os.rename(self.path, self.target)
+        else:
+            os.unlink(self.path)
+        _fsync_dir(self.target.parent)
+
+    def discard(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _make_dirs(path: Path) -> None:
+    """The target's directories; a file in the way is an error naming it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        for parent in reversed(path.parents):
+            if os.path.lexists(parent) and not os.path.isdir(parent):
+                raise NotADirectoryError(f"{parent} is in the way (not a directory)") from None
+        raise
+
+
+# --------------------------------------------------------------------------- the restorer
+
+
+@dataclass
+class Job:
+    """One file to write: the pick, the folder's scope and remote path, the local target."""
+
+    pick: rp.Pick
+    folder: FolderConfig
+    scope: str
+    target: Path
+    into_folder: bool
+
+    @property
+    def remote_path(self) -> str:
+        return f"{self.folder.remote_path}/{self.pick.rel}".strip("/")
+
+
+class Restorer:
+    """Plans and carries out one ``Request`` against ``remote``."""
+
+    def __init__(
+        self,
+        config: Config,
+        remote: Remote,
+        *,
+        keeper: Keeper | None = None,
+        policy: RetryPolicy | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.config = config
+        self.remote = remote
+        self.keeper: Keeper = keeper or NoKeeper()
+        self.policy = policy or RetryPolicy()
+        self.progress = progress or Progress()
+        self._swept: set[Path] = set()
+        if not (remote.features.read or remote.features.versions):
+            raise RestoreError(
+                f"{remote.description} cannot give files back (remote.kind = "
+                f'"{config.remote.kind}" has no way to read a stored file)'
+            )
+
+    @property
+    def keeps_versions(self) -> bool:
+        return self.remote.features.versions
+
+    # -- reading the server --------------------------------------------------------------
+    async def listing(self, folder: FolderConfig) -> dict[str, RemoteEntry]:
+        return {e.path: e async for e in self.remote.list(folder.remote_path)}
+
+    async def kept(self, folder: FolderConfig, rel: str) -> dict[str, list[Version]]:
+        """The versions of every file at ``rel`` or under it; {} where none are kept."""
+        if not self.keeps_versions:
+            return {}
+        versions = cast(Versions, self.remote)
+        prefix = f"{folder.remote_path}/{rel}".strip("/")
+        found = [v async for v in versions.versions(prefix)]
+        return rp.history(found, folder.remote_path)
+
+    def _no_versions(self, asked: str) -> RestoreError:
+        return RestoreError(
+            f"{self.remote.description} keeps no versions, so {asked} cannot be brought back: "
+            "only current copies can (`syncd restore PATH`); for versions from now on, use "
+            'syncd serve or set [remote] trash = "PREFIX" (webdav, s3)'
+        )
+
+    async def plan(self, req: Request, out: Outcome) -> list[Job]:
+        """The files to write for ``req`` (PlanError/RestoreError if it cannot be done)."""
+        needs_versions = req.at_ns is not None or req.version is not None
+        needs_versions |= req.deleted_since_ns is not None
+        if needs_versions and not self.keeps_versions:
+            what = "--at" if req.at_ns is not None else "--version"
+            what = "--deleted-since" if req.deleted_since_ns is not None else what
+            raise self._no_versions(f"what {what} asks for")
+        jobs: list[Job] = []
+        listings: dict[str, dict[str, RemoteEntry]] = {}
+        for spot in req.spots:
+            folder = spot.folder
+            key = folder.remote_path
+            if key not in listings:
+                listings[key] = await self.listing(folder)
+            listing = listings[key]
+            picks = await self._picks(req, spot, listing, out)
+            scope = scope_of(self.config, folder)
+            for pick in picks:
+                target, into = self._target(req, spot, pick.rel)
+                jobs.append(Job(pick, folder, scope, target, into))
+        seen: set[Path] = set()
+        unique = []
+        for job in jobs:  # (two PATHs can overlap)
+            if job.target not in seen:
+                seen.add(job.target)
+                unique.append(job)
+        return unique
+
+    async def _picks(
+        self, req: Request, spot: Spot, listing: dict[str, RemoteEntry], out: Outcome
+    ) -> list[rp.Pick]:
+        where = _shown(spot)
+        if req.version is not None:
+            kept = await self.kept(spot.folder, spot.rel)
+            return [rp.numbered(listing, kept, spot.rel, req.version, shlex.quote(where))]
+        if req.at_ns is not None:
+            picks = rp.as_at(listing, await self.kept(spot.folder, spot.rel), spot.rel, req.at_ns)
+            if not picks:
+                out.notes.append(f"{where}: nothing was there at that time")
+            return picks
+        if req.deleted_since_ns is not None:
+            kept = await self.kept(spot.folder, spot.rel)
+            picks = rp.deleted_since(listing, kept, spot.rel, req.deleted_since_ns)
+            if not picks:
+                note = f"{where}: nothing deleted since then is missing from the server"
+                root = Path(spot.folder.path)
+                here = [r for r in listing if rp.under(r, spot.rel)]
+                missing = sum(1 for r in here if not os.path.lexists(root / r))
+                if missing:  # (deletions the guard held back, say: the server still has them)
+                    note += (
+                        f"; {missing} file(s) missing here are still on the server: "
+                        f"syncd restore {shlex.quote(where)}"
+                    )
+                out.notes.append(note)
+            return picks
+        picks = rp.current(listing, spot.rel)
+        if picks:
+            one_file = len(picks) == 1 and picks[0].rel == spot.rel
+            if self.keeps_versions and not req.everything and not one_file:
+                await self._hint_deleted(spot, listing, out)
+            return picks
+        if not self.keeps_versions:
+            out.failed.append(
+                (
+                    where,
+                    f"the server does not hold it, and {self.remote.description} keeps "
+                    "no versions: it cannot be brought back",
+                )
+            )
+            return []
+        kept = await self.kept(spot.folder, spot.rel)
+        picks, when = rp.deleted(listing, kept, spot.rel)
+        if when is None:
+            out.failed.append(
+                (
+                    where,
+                    "the server holds no copy and no version of it; check the path "
+                    f"(`syncd versions {shlex.quote(where)}` lists what is kept)",
+                )
+            )
+            return []
+        from syncd.timespec import format_time
+
+        out.notes.append(
+            f"{where}: not on the server any more; restoring it as it was just before it "
+            f"was deleted ({format_time(when)})"
+        )
+        return picks
+
+    async def _hint_deleted(
+        self, spot: Spot, listing: dict[str, RemoteEntry], out: Outcome
+    ) -> None:
+        """Files under ``spot`` deleted from the server are not brought back by a plain
+        restore (only current copies are): say how to get them too."""
+        gone, when = rp.deleted(listing, await self.kept(spot.folder, spot.rel), spot.rel)
+        if when is None:
+            return
+        from syncd.timespec import format_time
+
+        since = format_time(when - rp.DELETION_WINDOW_NS).replace(" ", "T")
+        out.notes.append(
+            f"{_shown(spot)}: {len(gone)} more file(s) under it were deleted from the server "
+            f"(the last at {format_time(when)}); to bring them back too: syncd restore "
+            f"--deleted-since {since} --under {shlex.quote(_shown(spot))}"
+        )
+
+    def _target(self, req: Request, spot: Spot, rel: str) -> tuple[Path, bool]:
+        """Where the file ``rel`` (folder-relative) of ``spot`` is written, and whether that
+        is its place in the folder (the manifest is then kept)."""
+        if req.to is None:
+            return Path(spot.folder.path) / rel, True
+        base = req.to
+        if req.everything or spot.rel == "":
+            name = spot.folder.remote_path if req.everything else Path(spot.folder.path).name
+            base = base / (name or Path(spot.folder.path).name)
+            inner = rel
+        else:
+            base = base / spot.rel.rsplit("/", 1)[-1]
+            inner = rel[len(spot.rel) + 1 :] if rel != spot.rel else ""
+        return (base / inner if inner else base), False
+
+    # -- carrying it out ------------------------------------------------------------------
+    async def run(self, req: Request) -> Outcome:
+        out = Outcome()
+        jobs = await self.plan(req, out)
+        if req.dry_run:
+            for job in jobs:
+                state = await asyncio.to_thread(self._local_state, job)
+                note = {
+                    "same": "identical, skipped",
+                    "differs": "a different local file is there"
+                    + (" (kept aside first)" if req.overwrite else ": needs --overwrite"),
+                    "absent": "",
+                }.get(state, state)
+                out.planned.append((str(job.target), job.pick.what + (f"; {note}" if note else "")))
+            return out
+        into = [j for j in jobs if j.into_folder]
+        by_scope: dict[str, list[str]] = {}
+        for j in into:
+            by_scope.setdefault(j.scope, []).append(j.pick.rel)
+        for scope, rels in by_scope.items():
+            await self.keeper.hold(scope, rels)
+        self.progress.start(len(jobs), sum(j.pick.size for j in jobs))
+        sem = asyncio.Semaphore(max(1, self.config.sync.concurrency))
+
+        async def one(job: Job) -> None:
+            async with sem:
+                await self._one(job, req, out)
+                self.progress.file_done(job.pick.rel)
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for job in jobs:
+                    tg.create_task(one(job))
+        finally:
+            self.progress.stop()
+        if req.to is None:
+            await self._adopt(req, out)
+        return out
+
+    async def _adopt(self, req: Request, out: Outcome) -> None:
+        """Whole folders restored into place (a new machine): their mirror is the one they
+        came from, so the next pass does not take it for another machine's."""
+        if not self.remote.features.mark:
+            return
+        marker = cast(Marker, self.remote)
+        for spot in {s.folder.remote_path: s for s in req.spots if s.rel == ""}.values():
+            try:
+                mirror = await marker.read_marker(spot.folder.remote_path)
+            except RemoteError as e:
+                log.debug("%s: no mirror marker read: %s", spot.folder.remote_path, e)
+                continue
+            if mirror is not None:
+                await self.keeper.adopt(scope_of(self.config, spot.folder), mirror)
+
+    def _local_state(self, job: Job) -> str:
+        """ "absent", "same" (the sha-256 the pick has), "differs", or why it is in the way."""
+        t = job.target
+        if not os.path.lexists(t):
+            return "absent"
+        if os.path.isdir(t) and not os.path.islink(t):
+            return "a directory is there"
+        if not os.path.isfile(t) or os.path.islink(t):
+            return "something that is not a regular file is there"
+        want = job.pick.sha256
+        try:
+            size = os.path.getsize(t)
+            if size != job.pick.size:
+                return "differs"
+            if want is None:
+                return "differs?"  # same size, no digest to compare: read it and see
+            return "same" if sha256_of(t) == want else "differs"
+        except OSError as e:
+            return f"cannot be read ({e.strerror})"
+
+    async def _one(self, job: Job, req: Request, out: Outcome) -> None:
+        shown = str(job.target)
+        state = await asyncio.to_thread(self._local_state, job)
+        if state == "same":
+            out.identical.append(shown)
+            await self._record_same(job)
+            return
+        if state not in ("absent", "differs", "differs?"):
+            out.failed.append((shown, f"{state}; move it away, then run the restore again"))
+            return
+        if state == "differs" and not req.overwrite:
+            out.failed.append(
+                (
+                    shown,
+                    "a different local file is there; to replace it and keep yours "
+                    f"beside it as {job.target.name}{KEPT_INFIX}…, add --overwrite",
+                )
+            )
+            return
+        try:
+            await self._write(job, state, req, out)
+        except AuthError:
+            raise
+        except (RemoteError, OSError, ValueError) as e:
+            out.failed.append((shown, _reason(e)))
+
+    async def _record_same(self, job: Job) -> None:
+        """An identical local file: recorded as sent where the server holds those bytes now."""
+        if job.into_folder and job.pick.version is None and job.pick.sha256:
+            local = stat_local(job.target, job.pick.rel)
+            if local is not None:
+                await self.keeper.record(job.scope, local, job.pick.sha256)
+
+    def _reader(self, job: Job, *, current: bool) -> Callable[[], AsyncIterator[bytes]]:
+        if current or job.pick.version is None:
+            reader = cast(Reader, self.remote)
+            return lambda: reader.read(job.remote_path)
+        versions = cast(Versions, self.remote)
+        version = job.pick.version
+        return lambda: versions.read_version(version)
+
+    async def _write(self, job: Job, state: str, req: Request, out: Outcome) -> None:
+        pick = job.pick
+        await asyncio.to_thread(_make_dirs, job.target)
+        if job.target.parent not in self._swept:
+            self._swept.add(job.target.parent)
+            await asyncio.to_thread(sweep, job.target.parent)
+        temp = await asyncio.to_thread(Temp, job.target)
+        try:
+            await self._download(job, temp)
+            if state == "differs?":
+                same = await asyncio.to_thread(sha256_of, job.target)
+                if same == temp.hash.hexdigest():
+                    out.identical.append(str(job.target))
+                    return
+                if not req.overwrite:
+                    out.failed.append(
+                        (
+                            str(job.target),
+                            "a different local file is there; to replace it and "
+                            f"keep yours beside it as {job.target.name}{KEPT_INFIX}…, add "
+                            "--overwrite",
+                        )
+                    )
+                    return
+            sha = temp.hash.hexdigest()
+            # (times and the exec bit only where the remote keeps them: a WebDAV server's
+            # getlastmodified is when the file was uploaded, not the file's own mtime)
+            features = self.remote.features
+            mtime = pick.mtime_ns if features.keeps_times else None
+            executable = pick.executable if features.keeps_exec else None
+            await asyncio.to_thread(temp.finish, mtime, executable)
+            await self._put_back(job)
+            if state != "absent":
+                aside = kept_name(job.target)
+                await asyncio.to_thread(os.rename, job.target, aside)
+                out.kept_aside.append((str(job.target), str(aside)))
+            await asyncio.to_thread(temp.place)
+        finally:
+            await asyncio.to_thread(temp.discard)
+        out.restored.append((str(job.target), pick.what))
+        out.bytes += temp.size
+        if job.into_folder:
+            local = stat_local(job.target, pick.rel)
+            if local is not None:
+                await self.keeper.record(job.scope, local, sha)
+        log.debug("restored %s (%s)", job.target, pick.what)
+
+    async def _download(self, job: Job, temp: Temp) -> None:
+        """The bytes into ``temp``, checked against the pick's size and sha-256 (an old
+        version read from where the remote keeps it, a current copy from its path)."""
+        pick = job.pick
+        chunks = self._reader(job, current=pick.version is None)
+
+        async def attempt() -> None:
+            await asyncio.to_thread(temp.restart)
+            async for chunk in chunks():
+                await asyncio.to_thread(temp.write, chunk)
+                self.progress.advance(len(chunk))
+
+        await self.policy.run(f"read {job.remote_path}", attempt)
+        got = temp.hash.hexdigest()
+        if pick.sha256 is not None and got != pick.sha256:
+            raise ValueError(
+                f"the server's bytes do not match their sha-256 (got {got[:12]}, "
+                f"expected {pick.sha256[:12]}); nothing written, try again"
+            )
+        if temp.size != pick.size:
+            raise ValueError(
+                f"the server sent {temp.size} bytes, not the {pick.size} it lists; "
+                "nothing written, try again"
+            )
+
+    async def _put_back(self, job: Job) -> None:
+        """Into a folder, an old version is made current on the server first (a server-side
+        copy), so that the mirror holds what the folder will: nothing is sent back."""
+        version = job.pick.version
+        if version is None or not job.into_folder:
+            return
+        versions = cast(Versions, self.remote)
+        await self.policy.run(
+            f"put back {job.remote_path}",
+            lambda: versions.restore_version(version, job.remote_path),
+        )
+
+
+def _shown(spot: Spot) -> str:
+    return str(Path(spot.folder.path) / spot.rel) if spot.rel else str(spot.folder.path)
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, FileExistsError):
+        return "a file appeared there while it was restored; nothing replaced, run it again"
+    if isinstance(e, PermanentError) and e.status in (404, 410):
+        return "the server no longer has it (it may have been pruned); nothing written"
+    if isinstance(e, OSError) and e.strerror:
+        name = f" ({e.filename})" if e.filename else ""
+        return f"{e.strerror}{name}; nothing written"
+    return str(e)
+
+
+# --------------------------------------------------------------------------- syncd versions
+
+
+@dataclass(frozen=True)
+class FileHistory:
+    rel: str
+    versions: list[Version]
+    current: RemoteEntry | None
+
+
+async def file_histories(restorer: Restorer, spot: Spot) -> list[FileHistory]:
+    """What ``syncd versions PATH`` shows: every file at PATH or under it, its versions
+    (oldest first, numbered from 1) and its current copy."""
+    listing = await restorer.listing(spot.folder)
+    kept = await restorer.kept(spot.folder, spot.rel)
+    return [
+        FileHistory(rel, kept.get(rel, []), listing.get(rel))
+        for rel in rp.files_with_versions(listing, kept, spot.rel)
+    ]
+
+
+def folder_spots(config: Config) -> tuple[Spot, ...]:
+    return tuple(Spot(f, "") for f in config.folders)
+
+
+def spots(config: Config, paths: Sequence[Path], cwd: Path | None = None) -> tuple[Spot, ...]:
+    return tuple(locate(config, p, cwd) for p in paths)
+
+
+def scopes(config: Config, chosen: Iterable[Spot]) -> set[str]:
+    return {scope_of(config, s.folder) for s in chosen}
+
+
+__all__ = [
+    "KEPT_INFIX",
+    "FileHistory",
+    "Keeper",
+    "ManifestKeeper",
+    "NoKeeper",
+    "Outcome",
+    "Request",
+    "RestoreError",
+    "Restorer",
+    "Spot",
+    "file_histories",
+    "folder_spots",
+    "kept_name",
+    "locate",
+    "spots",
+]
