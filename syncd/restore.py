@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -263,6 +264,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@functools.cache
+def process_umask() -> int:
+    """The process's umask, read once (``os.umask`` can only be read by setting it, and for
+    that instant every other thread's new directories would get mode 0777): the restorer
+    reads it before its threads start."""
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return umask
+
+
 class Temp:
     """A temp file beside ``target`` (``.~syncd-restore-<pid>-<hex>.tmp``: the reserved
     prefix, and the pid so that a later restore can remove what a killed one left), written
@@ -295,9 +306,7 @@ class Temp:
     def finish(self, mtime_ns: int | None, executable: bool | None) -> None:
         """fsync, then the mode (0666/0777 less the umask) and the mtime."""
         os.fsync(self.fd)
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = (0o777 if executable else 0o666) & ~umask
+        mode = (0o777 if executable else 0o666) & ~process_umask()
         os.fchmod(self.fd, mode)
         if mtime_ns is not None:
             os.utime(self.fd, ns=(time.time_ns(), mtime_ns))
@@ -384,6 +393,7 @@ class Restorer:
         self.policy = policy or RetryPolicy()
         self.progress = progress or Progress()
         self._swept: set[Path] = set()
+        process_umask()  # now, before any worker thread writes
         if not (remote.features.read or remote.features.versions):
             raise RestoreError(
                 f"{remote.description} cannot give files back (remote.kind = "
@@ -620,6 +630,8 @@ class Restorer:
         if state not in ("absent", "differs", "differs?"):
             out.failed.append((shown, f"{state}; move it away, then run the restore again"))
             return
+        if state in ("differs", "differs?") and await self._kept_on_server(job):
+            state = "on the server"  # replaced without --overwrite: nothing of yours is lost
         if state == "differs" and not req.overwrite:
             out.failed.append(
                 (
@@ -635,6 +647,31 @@ class Restorer:
             raise
         except (RemoteError, OSError, ValueError) as e:
             out.failed.append((shown, _reason(e)))
+
+    async def _kept_on_server(self, job: Job) -> bool:
+        """Whether the local file is the server's current copy, which putting an older version
+        back into the folder keeps on the server as a version: then it is replaced without
+        ``--overwrite`` and not kept aside (`syncd versions` lists it afterwards)."""
+        pick = job.pick
+        if not (job.into_folder and pick.version is not None and pick.replaces):
+            return False
+        try:
+            return await asyncio.to_thread(sha256_of, job.target) == pick.replaces
+        except OSError:
+            return False
+
+    async def _drop_if_on_server(self, job: Job, aside: Path, state: str) -> bool:
+        """The local file set aside was the server's current copy (now kept there as a
+        version): remove it, if it still is exactly that (an edit in the meantime stays)."""
+        if state != "on the server":
+            return False
+        try:
+            if await asyncio.to_thread(sha256_of, aside) != job.pick.replaces:
+                return False
+            await asyncio.to_thread(os.unlink, aside)
+        except OSError:
+            return False
+        return True
 
     async def _record_same(self, job: Job) -> None:
         """An identical local file: recorded as sent where the server holds those bytes now."""
@@ -683,11 +720,13 @@ class Restorer:
             executable = pick.executable if features.keeps_exec else None
             await asyncio.to_thread(temp.finish, mtime, executable)
             await self._put_back(job)
+            aside = None
             if state != "absent":
                 aside = kept_name(job.target)
                 await asyncio.to_thread(os.rename, job.target, aside)
-                out.kept_aside.append((str(job.target), str(aside)))
             await asyncio.to_thread(temp.place)
+            if aside is not None and not await self._drop_if_on_server(job, aside, state):
+                out.kept_aside.append((str(job.target), str(aside)))
         finally:
             await asyncio.to_thread(temp.discard)
         out.restored.append((str(job.target), pick.what))

@@ -48,6 +48,9 @@ class Pick:
     version: Version | None = None
     #: Its number among the file's versions (1 = the oldest kept); None for the current copy.
     number: int | None = None
+    #: The sha-256 of the server's current copy, which putting ``version`` back replaces
+    #: (and keeps as a version in turn); None where the server holds none or cannot tell.
+    replaces: str | None = None
 
     @property
     def what(self) -> str:
@@ -83,8 +86,9 @@ def _current(entry: RemoteEntry, rel: str) -> Pick:
     return Pick(rel, entry.size, entry.sha256, entry.mtime_ns, entry.executable)
 
 
-def _old(v: Version, rel: str, number: int) -> Pick:
-    return Pick(rel, v.size, v.sha256, v.mtime_ns, v.executable, v, number)
+def _old(v: Version, rel: str, number: int, now: RemoteEntry | None = None) -> Pick:
+    replaces = now.sha256 if now is not None else None
+    return Pick(rel, v.size, v.sha256, v.mtime_ns, v.executable, v, number, replaces)
 
 
 def current(listing: Mapping[str, RemoteEntry], root: str) -> list[Pick]:
@@ -124,7 +128,7 @@ def as_at(listing: Mapping[str, RemoteEntry], kept: History, root: str, at_ns: i
         vs = kept.get(rel, [])
         later = next((n for n, v in enumerate(vs, 1) if v.when_ns > at_ns), None)
         if later is not None:
-            picks.append(_old(vs[later - 1], rel, later))
+            picks.append(_old(vs[later - 1], rel, later, listing.get(rel)))
         elif rel in listing:
             picks.append(_current(listing[rel], rel))
     return picks
@@ -146,7 +150,7 @@ def numbered(
             f"{name} has versions 1 to {len(vs)} (1 is the oldest); "
             f"`syncd versions {name}` lists them"
         )
-    return _old(vs[number - 1], rel, number)
+    return _old(vs[number - 1], rel, number, listing.get(rel))
 
 
 def deleted_since(

@@ -418,15 +418,28 @@ def test_a_file_overwritten_three_times_comes_back_as_each_version(
         )
         assert r.returncode == 0, r.stderr
         assert (out / f"at{n}" / "notes.txt").read_bytes() == contents[n]
-    # Into the folder: the local file is kept aside, the server gets version 1 back.
-    r = run_syncd("restore", str(target), "--version", "1", "--overwrite", config=cfg)
+    # Into the folder: the local file is the server's current copy, which putting version 1
+    # back keeps there as version 4: no --overwrite needed, nothing set aside.
+    r = run_syncd("restore", str(target), "--version", "1", config=cfg)
     assert r.returncode == 0, r.stderr
     assert target.read_bytes() == contents[0]
     assert serve.read_tree(space)["notes.txt"] == contents[0]
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+    r = run_syncd("restore", str(target), "--version", "4", "--to", str(out / "v4"), config=cfg)
+    assert r.returncode == 0, r.stderr
+    assert (out / "v4" / "notes.txt").read_bytes() == contents[3]
+    # A local edit the server has not seen is another matter: --overwrite, and set aside.
+    target.write_bytes(b"an edit not sent yet\n")
+    r = run_syncd("restore", str(target), "--version", "2", config=cfg)
+    assert r.returncode == 1 and "--overwrite" in r.stderr, r.stderr
+    assert target.read_bytes() == b"an edit not sent yet\n"
+    r = run_syncd("restore", str(target), "--version", "2", "--overwrite", config=cfg)
+    assert r.returncode == 0, r.stderr
+    assert target.read_bytes() == contents[1]
     kept = [p for p in folder.iterdir() if ".syncd-kept-" in p.name]
-    assert [p.read_bytes() for p in kept] == [contents[3]]
+    assert [p.read_bytes() for p in kept] == [b"an edit not sent yet\n"]
     r = run_syncd("restore", str(target), "--version", "9", config=cfg)
-    assert r.returncode == 2 and "versions 1 to 4" in r.stderr
+    assert r.returncode == 2 and "versions 1 to 5" in r.stderr
 
 
 def _totals(cfg: Path) -> dict[str, int]:
