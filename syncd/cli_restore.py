@@ -284,7 +284,7 @@ def _print_versions(doc: dict[str, Any]) -> None:
             "restored (syncd restore PATH)"
         )
     elif doc["retention"]:
-        say(f"syncd versions: {doc['retention']}")
+        say(doc["retention"])
     if not doc["files"]:
         say(f"syncd versions: the server holds no copy and no version of {doc['path']}")
         return

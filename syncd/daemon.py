@@ -31,6 +31,7 @@ from syncd.errors import (
 from syncd.live import Live
 from syncd.outbox import Key, Outbox
 from syncd.pool import Batch, Fatal, Job
+from syncd.remotes.base import Versions
 from syncd.report import Report
 from syncd.retry import RetryPolicy
 from syncd.signals import stop_signals
@@ -92,6 +93,8 @@ class Daemon:
         self._held: dict[int, Counter[str]] = {}  # folder -> held paths and their parents
         self._released = asyncio.Event()
         self._confirms: set[asyncio.Task[None]] = set()
+        self.retention: str | None = None
+        """What the remote says it keeps (``Versions.retention``), once asked; for status."""
 
     @property
     def folders(self) -> list[FolderCtx]:
@@ -184,9 +187,26 @@ class Daemon:
             )
         unchecked = [i for i, (_, checked) in enumerate(first) if not checked]
         try:
-            await asyncio.gather(self._schedule(), self._rescans(), self._check_remote(unchecked))
+            await asyncio.gather(
+                self._schedule(),
+                self._rescans(),
+                self._check_remote(unchecked),
+                self._ask_retention(),
+            )
         finally:
             remote_watch.cancel()
+
+    async def _ask_retention(self) -> None:
+        """Ask the remote once how long it keeps versions (``syncd status`` shows it; until
+        then, and if it cannot say, status shows what the config alone tells)."""
+        remote = self.engine.remote
+        if not remote.features.versions or not isinstance(remote, Versions):
+            return
+        try:
+            async with asyncio.timeout(30):
+                self.retention = await remote.retention()
+        except (SyncdError, TimeoutError) as e:
+            log.debug("the remote did not say how long it keeps versions: %s", e)
 
     async def _check_remote(self, folders: list[int]) -> None:
         """After the start-up: does the server hold exactly the folder? What it lost is sent

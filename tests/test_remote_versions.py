@@ -398,19 +398,20 @@ async def test_syncd_keeps_times_exec_bits_and_versions(tmp_path: Path, serve: S
         await r.restore_version(inside[0], inside[0].path)
         assert serve.read_tree(space) == {"run.sh": b"#!", "big": big, "d/e.txt": b"eee"}
         assert stored.stat().st_mtime_ns == when
-        assert "syncd serve keeps versions" in await r.retention()
+        assert "versions: kept by syncd serve" in await r.retention()
 
 
 def test_retention_line() -> None:
     from syncd.remotes.syncd import parse_retention
 
     assert parse_retention("keep=2592000; space=1073741824") == (
-        "syncd serve keeps versions for 30 days, up to 1 GiB"
+        "versions: kept by syncd serve for 30 days, up to 1 GiB"
     )
     assert parse_retention("keep=forever; space=10") == (
-        "syncd serve keeps versions for ever, up to 10 bytes"
+        "versions: kept by syncd serve for ever, up to 10 bytes"
     )
-    assert parse_retention("off") == "syncd serve keeps no versions (--keep 0)"
+    off = "versions: none — this syncd serve keeps none (it runs with --keep 0)"
+    assert parse_retention("off") == off
     assert "does not say" in parse_retention(None)
 
 

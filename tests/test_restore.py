@@ -471,6 +471,13 @@ def test_a_mass_delete_through_syncd_run_is_undone_with_deleted_since(
         left = set(files) - gone
         wait_for(lambda: set(serve.read_tree(space)) == left, 30, "the deletions")
         wait_for(lambda: run_syncd("status", config=cfg).returncode == 0, 20, "in sync")
+        # The daemon asked the server what it keeps, and status says it in the server's words.
+        wait_for(
+            lambda: "versions: kept by syncd serve for 30 days"
+            in run_syncd("status", config=cfg).stdout,
+            20,
+            "the server's retention in syncd status",
+        )
         sent = _totals(cfg)
         r = run_syncd("restore", "--deleted-since", since, "--dry-run", config=cfg)
         assert r.returncode == 0 and r.stdout.count("would restore") == 13, r.stdout

@@ -66,10 +66,10 @@ def listed_entry(line: bytes, prefix: str) -> RemoteEntry:
 def parse_retention(value: str | None) -> str:
     """``X-Syncd-Versions: keep=<seconds|forever>; space=<bytes>`` (or ``off``) for people."""
     if value is None:
-        return "this syncd serve does not say how long it keeps versions (an older version?)"
+        return "versions: kept by syncd serve (it does not say for how long: an older version?)"
     value = value.strip()
     if value == "off":
-        return "syncd serve keeps no versions (--keep 0)"
+        return "versions: none — this syncd serve keeps none (it runs with --keep 0)"
     fields: dict[str, str] = {}
     for part in value.split(";"):
         k, _, v = part.strip().partition("=")
@@ -82,7 +82,7 @@ def parse_retention(value: str | None) -> str:
     else:
         how_long = f"for {keep or 'an unknown time'}"
     how_much = f", up to {_size(int(space))}" if space.isdigit() else ""
-    return f"syncd serve keeps versions {how_long}{how_much}"
+    return f"versions: kept by syncd serve {how_long}{how_much}"
 
 
 def _duration(secs: int) -> str:

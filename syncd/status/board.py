@@ -101,6 +101,8 @@ class LiveView(Protocol):
     @property
     def remote_down_since(self) -> float | None: ...
     @property
+    def retention(self) -> str | None: ...  # what the remote said it keeps (None: not asked)
+    @property
     def outbox(self) -> Collection[tuple[int, str]]: ...  # (folder index, rel) kept offline
 
     def pending_keys(self) -> Iterable[tuple[int, str]]: ...  # settling, deferred, queued
@@ -329,7 +331,7 @@ class StatusBoard:
                 "queued": len(d.outbox),
                 "last_transfer": m.last_transfer,
                 "error": str(eng.fatal) if eng.fatal else None,
-                "versions": versions_line(d.config.remote),
+                "versions": d.retention or versions_line(d.config.remote),
             },
             "folders": folders,
             "totals": totals(
