@@ -22,34 +22,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import hashlib
 import logging
 import os
-import secrets
 import shlex
-import stat
-import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, cast
+from typing import cast
 
 from syncd import restore_plan as rp
 from syncd.config import Config, FolderConfig
 from syncd.errors import AuthError, PermanentError, RemoteError, SyncdError
-from syncd.manifest import Manifest, scope_of
-from syncd.recorder import Recorder
+from syncd.manifest import scope_of
 from syncd.remotes.base import Marker, Reader, Remote, Version, Versions
 from syncd.report import Progress
+from syncd.restore_files import (
+    KEPT_INFIX,
+    Temp,
+    kept_name,
+    make_dirs,
+    process_umask,
+    sha256_of,
+    stat_local,
+    sweep,
+)
+from syncd.restore_keep import Keeper, ManifestKeeper, NoKeeper
 from syncd.retry import RetryPolicy
-from syncd.statelock import StateLock
-from syncd.types import RESERVED_PREFIX, LocalFile, RemoteEntry
+from syncd.types import RemoteEntry
 
 log = logging.getLogger("syncd.restore")
-
-CHUNK = 1 << 20
-KEPT_INFIX = ".syncd-kept-"
 
 
 class RestoreError(SyncdError):
@@ -118,243 +119,6 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return not self.failed
-
-
-# --------------------------------------------------------------------------- the manifest
-
-
-class Keeper(Protocol):
-    """Who records the files restored into a folder as sent (so nothing sends them back):
-    a running daemon over its control socket, or the manifest under the state lock."""
-
-    async def hold(self, scope: str, rels: list[str]) -> None:
-        """These paths are about to be written: leave them alone until ``record``/``release``."""
-        ...
-
-    async def record(self, scope: str, local: LocalFile, sha256: str) -> None:
-        """The file at ``local.rel``, as stat'ed after it was written, holds ``sha256``, which
-        the server holds at that path too."""
-        ...
-
-    async def release(self) -> None:
-        """Done: everything recorded is committed; the held paths are free."""
-        ...
-
-    async def adopt(self, scope: str, mirror: str) -> None:
-        """A whole folder was restored from the mirror ``mirror``: it is this folder's mirror
-        (where the state dir knows none yet: a new machine)."""
-        ...
-
-
-class NoKeeper:
-    """Nothing to record (``--to`` outside the folders, a dry run)."""
-
-    async def hold(self, scope: str, rels: list[str]) -> None:
-        return None
-
-    async def record(self, scope: str, local: LocalFile, sha256: str) -> None:
-        return None
-
-    async def release(self) -> None:
-        return None
-
-    async def adopt(self, scope: str, mirror: str) -> None:
-        return None
-
-
-class ManifestKeeper:
-    """No daemon runs: take the state lock (``AlreadyRunning`` if another process has it)
-    and record the rows through the recorder, committed as the restore goes."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.lock = StateLock(state_dir, "restore").acquire()
-        try:
-            self.recorder = Recorder(Manifest.in_state_dir(state_dir))
-        except BaseException:
-            self.lock.release()
-            raise
-        self._started = False
-
-    async def hold(self, scope: str, rels: list[str]) -> None:
-        return None  # the lock keeps every other writer out
-
-    async def record(self, scope: str, local: LocalFile, sha256: str) -> None:
-        if not self._started:
-            self.recorder.running()
-            self._started = True
-        self.recorder.sent(scope, local, sha256)
-
-    async def adopt(self, scope: str, mirror: str) -> None:
-        if self.recorder.manifest.mirror(scope) is None:
-            log.info(
-                "%s: this state dir now knows the mirror %s it was restored from", scope, mirror
-            )
-            self.recorder.mirror(scope, mirror)
-
-    async def release(self) -> None:
-        try:
-            await self.recorder.stop()
-            await self.recorder.flush()
-            self.recorder.manifest.close()
-        finally:
-            self.lock.release()
-
-
-# --------------------------------------------------------------------------- writing a file
-
-
-def stat_local(path: Path, rel: str) -> LocalFile | None:
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None
-    if not stat.S_ISREG(st.st_mode):
-        return None
-    return LocalFile(
-        rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, bool(st.st_mode & 0o100)
-    )
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def kept_name(target: Path, now: float | None = None) -> Path:
-    """Where ``--overwrite`` puts the local file aside: ``<name>.syncd-kept-<YYYYmmdd-HHMMSS>``
-    (``-2``, ``-3``... if that is taken)."""
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
-    aside = target.with_name(f"{target.name}{KEPT_INFIX}{stamp}")
-    n = 2
-    while os.path.lexists(aside):
-        aside = target.with_name(f"{target.name}{KEPT_INFIX}{stamp}-{n}")
-        n += 1
-    return aside
-
-
-TEMP_PREFIX = f"{RESERVED_PREFIX}restore-"
-
-
-def sweep(directory: Path) -> int:
-    """Remove the temps a restore that was killed left in ``directory`` (their process is
-    gone); returns how many."""
-    n = 0
-    with contextlib.suppress(OSError), os.scandir(directory) as it:
-        for entry in it:
-            if not (entry.name.startswith(TEMP_PREFIX) and entry.name.endswith(".tmp")):
-                continue
-            pid_s = entry.name[len(TEMP_PREFIX) :].split("-", 1)[0]
-            if pid_s.isdigit() and not _alive(int(pid_s)):
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
-                    n += 1
-    return n
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
-@functools.cache
-def process_umask() -> int:
-    """The process's umask, read once (``os.umask`` can only be read by setting it, and for
-    that instant every other thread's new directories would get mode 0777): the restorer
-    reads it before its threads start."""
-    umask = os.umask(0o077)
-    os.umask(umask)
-    return umask
-
-
-class Temp:
-    """A temp file beside ``target`` (``.~syncd-restore-<pid>-<hex>.tmp``: the reserved
-    prefix, and the pid so that a later restore can remove what a killed one left), written
-    and hashed chunk by chunk."""
-
-    def __init__(self, target: Path) -> None:
-        self.target = target
-        name = f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}.tmp"
-        self.path = target.with_name(name)
-        self.fd = os.open(
-            self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600
-        )
-        self.hash = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            n = os.write(self.fd, view)
-            view = view[n:]
-        self.hash.update(data)
-        self.size += len(data)
-
-    def restart(self) -> None:
-        os.ftruncate(self.fd, 0)
-        os.lseek(self.fd, 0, os.SEEK_SET)
-        self.hash = hashlib.sha256()
-        self.size = 0
-
-    def finish(self, mtime_ns: int | None, executable: bool | None) -> None:
-        """fsync, then the mode (0666/0777 less the umask) and the mtime."""
-        os.fsync(self.fd)
-        mode = (0o777 if executable else 0o666) & ~process_umask()
-        os.fchmod(self.fd, mode)
-        if mtime_ns is not None:
-            os.utime(self.fd, ns=(time.time_ns(), mtime_ns))
-        os.close(self.fd)
-        self.fd = -1
-
-    def place(self) -> None:
-        """Into place without replacing anything (a file that appeared meanwhile stays):
-        a hard link then the temp's removal; a rename where links are not possible."""
-        try:
-            os.link(self.path, self.target, follow_symlinks=False)
-        except FileExistsError:
-            raise
-        except OSError:
-            if os.path.lexists(self.target):
-                raise FileExistsError(self.target) from None
-            os.rename(self.path, self.target)
-        else:
-            os.unlink(self.path)
-        _fsync_dir(self.target.parent)
-
-    def discard(self) -> None:
-        if self.fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
-            self.fd = -1
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _make_dirs(path: Path) -> None:
-    """The target's directories; a file in the way is an error naming it."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        for parent in reversed(path.parents):
-            if os.path.lexists(parent) and not os.path.isdir(parent):
-                raise NotADirectoryError(f"{parent} is in the way (not a directory)") from None
-        raise
 
 
 # --------------------------------------------------------------------------- the restorer
@@ -690,7 +454,7 @@ class Restorer:
 
     async def _write(self, job: Job, state: str, req: Request, out: Outcome) -> None:
         pick = job.pick
-        await asyncio.to_thread(_make_dirs, job.target)
+        await asyncio.to_thread(make_dirs, job.target)
         if job.target.parent not in self._swept:
             self._swept.add(job.target.parent)
             await asyncio.to_thread(sweep, job.target.parent)
