@@ -29,7 +29,7 @@ from syncd.remotes.base import (
 )
 from syncd.remotes.body import body_of
 from syncd.remotes.quickstate import read_token
-from syncd.remotes.webdav_xml import PROPFIND_BODY, Listed, responses
+from syncd.remotes.webdav_xml import PROPFIND_BODY, read_multistatus
 from syncd.types import RemoteEntry
 from syncd.versioning import VERSION_PREFIX, VERSIONS_DIR, split_version_path
 
@@ -395,13 +395,7 @@ class SyncdRemote(HTTPRemote):
                     return None
                 if resp.status != 207:
                     await self.fail(resp, where, "list versions")
-                parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("end",))
-                items: list[Listed] = []
-                async for chunk in resp.content.iter_chunked(1 << 16):
-                    parser.feed(chunk)
-                    items += responses(parser)
-                parser.close()
-                items += responses(parser)
+                items = await read_multistatus(resp.content.iter_chunked(1 << 16))
         except ET.ParseError as e:
             raise TransientError(
                 f"list versions {place}: unreadable PROPFIND answer: {e}", path=place

@@ -42,7 +42,7 @@ from syncd.remotes.base import (
 )
 from syncd.remotes.body import body_of
 from syncd.remotes.quickstate import quote_path
-from syncd.remotes.webdav_xml import PROPFIND_BODY, Listed, responses
+from syncd.remotes.webdav_xml import PROPFIND_BODY, Listed, read_multistatus
 from syncd.types import RESERVED_PREFIX, RemoteEntry
 from syncd.versioning import VERSION_PREFIX, Why, split_version_path, versions_path
 
@@ -394,13 +394,7 @@ class WebDAVRemote(HTTPRemote):
                     raise self.wrong_protocol(resp, "a 207 multistatus")
                 if resp.status != 207:
                     await self.fail(resp, path, "list")
-                parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("end",))
-                items: list[Listed] = []
-                async for chunk in resp.content.iter_chunked(1 << 16):
-                    parser.feed(chunk)
-                    items += responses(parser)
-                parser.close()
-                items += responses(parser)
+                items = await read_multistatus(resp.content.iter_chunked(1 << 16))
         except ET.ParseError as e:
             raise TransientError(f"list {path}: unreadable PROPFIND answer: {e}", path=path) from e
         for item in items:

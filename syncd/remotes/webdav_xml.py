@@ -6,6 +6,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterable
 from typing import NamedTuple
 from urllib.parse import unquote, urlsplit
 
@@ -75,3 +76,16 @@ def responses(parser: ET.XMLPullParser[ET.Element]) -> list[Listed]:
             continue
         out.append(Listed(decoded, is_coll, size, mtime))
     return out
+
+
+async def read_multistatus(chunks: AsyncIterable[bytes]) -> list[Listed]:
+    """Every ``<D:response>`` of a 207 body, parsed while its chunks arrive (an answer's
+    ``content.iter_chunked``); raises ``ET.ParseError`` on a body that is not XML."""
+    parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("end",))
+    items: list[Listed] = []
+    async for chunk in chunks:
+        parser.feed(chunk)
+        items += responses(parser)
+    parser.close()
+    items += responses(parser)
+    return items

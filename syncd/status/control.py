@@ -217,6 +217,23 @@ async def _exchange(state_dir: Path, request: bytes, connect: float, wait: float
     """Send one request line on the control socket and read the whole answer. None when no
     daemon answers (no socket, or it cannot be connected to); after connecting, OSError and
     TimeoutError (no answer within ``wait``) reach the caller."""
+    streams = await _connect(state_dir, connect)
+    if streams is None:
+        return None
+    reader, writer = streams
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), wait)
+    finally:
+        writer.close()
+
+
+async def _connect(
+    state_dir: Path, connect: float
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    """A connection to the control socket of ``state_dir``; None when no daemon answers (no
+    socket, no Unix sockets, or it cannot be connected to within ``connect`` seconds)."""
     if not HAS_UNIX:
         return None
     path = state_dir / SOCKET_NAME
@@ -224,16 +241,9 @@ async def _exchange(state_dir: Path, request: bytes, connect: float, wait: float
         return None
     where, fd = _short(path)
     try:
-        try:
-            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(where), connect)
-        except (OSError, TimeoutError):
-            return None
-        try:
-            writer.write(request)
-            await writer.drain()
-            return await asyncio.wait_for(reader.read(), wait)
-        finally:
-            writer.close()
+        return await asyncio.wait_for(asyncio.open_unix_connection(where), connect)
+    except (OSError, TimeoutError):
+        return None
     finally:
         if fd is not None:
             os.close(fd)
@@ -280,19 +290,10 @@ class RestoreSession:
     @classmethod
     async def open(cls, state_dir: Path, connect: float = 5) -> RestoreSession | None:
         """A session with the daemon of ``state_dir``; None if none answers."""
-        if not HAS_UNIX:
+        streams = await _connect(state_dir, connect)
+        if streams is None:
             return None
-        path = state_dir / SOCKET_NAME
-        if not path.exists():
-            return None
-        where, fd = _short(path)
-        try:
-            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(where), connect)
-        except (OSError, TimeoutError):
-            return None
-        finally:
-            if fd is not None:
-                os.close(fd)
+        reader, writer = streams
         writer.write(b"restore\n")
         await writer.drain()
         return cls(reader, writer)
