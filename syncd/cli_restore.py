@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -58,6 +59,14 @@ def _request(args: argparse.Namespace, cfg: Config) -> Request:
         raise RestoreError("versions are numbered from 1 (the oldest kept); see `syncd versions`")
     chosen = spots(cfg, paths) if paths else folder_spots(cfg)
     to = Path(args.to).expanduser().absolute() if args.to is not None else None
+    if to is not None:
+        for spot in chosen:
+            source = Path(os.path.abspath(spot.folder.path)) / spot.rel
+            if to == source or source in to.parents:
+                raise RestoreError(
+                    f"--to {to} is inside {source}, which is being restored: the copy would "
+                    "land in what it copies (and be mirrored back); give a DIR outside it"
+                )
     return Request(
         spots=chosen,
         to=to,
@@ -161,7 +170,19 @@ def _print(out: Outcome, req: Request) -> None:
     if req.dry_run:
         for path, what in out.planned:
             print(show(f"would restore {path} ({what})"))
-        print(f"dry run: {len(out.planned)} file(s) would be restored, nothing changed")
+        for path, reason in out.failed:
+            say(f"syncd restore: would not restore: {path}: {reason}")
+        unsure = (
+            f" ({out.unsure} of them only if they differ from a local file of the same size, "
+            "which this remote gives no digest to compare with)"
+            if out.unsure
+            else ""
+        )
+        print(
+            f"dry run: {len(out.planned)} file(s) would be restored{unsure}, "
+            f"{len(out.identical)} identical already, {len(out.failed)} would not be; "
+            "nothing changed"
+        )
         return
     if req.everything and len(out.restored) > LIST_AT_MOST:
         print(f"({len(out.restored)} files restored: --json lists every one)")
@@ -186,6 +207,7 @@ def _doc(out: Outcome, req: Request) -> dict[str, Any]:
         "version": 1,
         "dry_run": req.dry_run,
         "planned": [{"path": p, "what": w} for p, w in out.planned],
+        "unsure": out.unsure,
         "restored": [{"path": p, "what": w} for p, w in out.restored],
         "identical": out.identical,
         "kept_aside": [{"path": p, "kept_as": a} for p, a in out.kept_aside],

@@ -45,6 +45,7 @@ from syncd.restore_files import (
     sha256_of,
     stat_local,
     sweep,
+    symlink_on_the_way,
 )
 from syncd.restore_keep import Keeper, ManifestKeeper, NoKeeper
 from syncd.retry import RetryPolicy
@@ -113,6 +114,9 @@ class Outcome:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     kept_aside: list[tuple[str, str]] = field(default_factory=list)  # (path, where it went)
     planned: list[tuple[str, str]] = field(default_factory=list)  # dry run: (path, what)
+    #: dry run: how many of ``planned`` have a local file of the same size that only reading
+    #: the server's copy can tell apart (a remote that lists no digests): restored or skipped
+    unsure: int = 0
     notes: list[str] = field(default_factory=list)  # what was chosen and why, for people
     bytes: int = 0
 
@@ -133,6 +137,9 @@ class Job:
     scope: str
     target: Path
     into_folder: bool
+    #: Where writing starts (the folder, or ``--to``): nothing below it is followed if it is
+    #: a symbolic link.
+    base: Path
 
     @property
     def remote_path(self) -> str:
@@ -208,7 +215,8 @@ class Restorer:
             scope = scope_of(self.config, folder)
             for pick in picks:
                 target, into = self._target(req, spot, pick.rel)
-                jobs.append(Job(pick, folder, scope, target, into))
+                base = Path(folder.path) if into else (req.to or Path(folder.path))
+                jobs.append(Job(pick, folder, scope, target, into, base))
         seen: set[Path] = set()
         unique = []
         for job in jobs:  # (two PATHs can overlap)
@@ -231,7 +239,11 @@ class Restorer:
             return picks
         if req.deleted_since_ns is not None:
             kept = await self.kept(spot.folder, spot.rel)
-            picks = rp.deleted_since(listing, kept, spot.rel, req.deleted_since_ns)
+
+            def not_here(rel: str) -> bool:
+                return not os.path.lexists(self._target(req, spot, rel)[0])
+
+            picks = rp.deleted_since(listing, kept, spot.rel, req.deleted_since_ns, not_here)
             if not picks:
                 note = f"{where}: nothing deleted since then is missing from the server"
                 root = Path(spot.folder.path)
@@ -316,14 +328,7 @@ class Restorer:
         jobs = await self.plan(req, out)
         if req.dry_run:
             for job in jobs:
-                state = await asyncio.to_thread(self._local_state, job)
-                note = {
-                    "same": "identical, skipped",
-                    "differs": "a different local file is there"
-                    + (" (kept aside first)" if req.overwrite else ": needs --overwrite"),
-                    "absent": "",
-                }.get(state, state)
-                out.planned.append((str(job.target), job.pick.what + (f"; {note}" if note else "")))
+                await self._dry(job, req, out)
             return out
         into = [j for j in jobs if j.into_folder]
         by_scope: dict[str, list[str]] = {}
@@ -386,16 +391,43 @@ class Restorer:
 
     async def _one(self, job: Job, req: Request, out: Outcome) -> None:
         shown = str(job.target)
-        state = await asyncio.to_thread(self._local_state, job)
+        state = await self._state(job, req, out)
+        if state is None:
+            return
         if state == "same":
             out.identical.append(shown)
             await self._record_same(job)
             return
-        if state not in ("absent", "differs", "differs?"):
+        try:
+            await self._write(job, state, req, out)
+        except AuthError:
+            raise
+        except (RemoteError, OSError, ValueError) as e:
+            out.failed.append((shown, _reason(e)))
+
+    async def _state(self, job: Job, req: Request, out: Outcome) -> str | None:
+        """What is at the target, for writing there: "absent", "same", "differs" (with
+        ``--overwrite``), "differs?" (same size, no digest to tell), "on the server" (the
+        server's current copy, which putting a version back keeps); None when it must not be
+        written (listed in ``out.failed`` with what to do), for the dry run and the real one
+        alike."""
+        shown = str(job.target)
+        link = await asyncio.to_thread(symlink_on_the_way, job.base, job.target)
+        if link is not None:
+            out.failed.append(
+                (
+                    shown,
+                    f"{link} is a symbolic link, which syncd never follows (it would write "
+                    "outside the folder); move it away, then run the restore again",
+                )
+            )
+            return None
+        state = await asyncio.to_thread(self._local_state, job)
+        if state not in ("absent", "same", "differs", "differs?"):
             out.failed.append((shown, f"{state}; move it away, then run the restore again"))
-            return
+            return None
         if state in ("differs", "differs?") and await self._kept_on_server(job):
-            state = "on the server"  # replaced without --overwrite: nothing of yours is lost
+            return "on the server"  # replaced without --overwrite: nothing of yours is lost
         if state == "differs" and not req.overwrite:
             out.failed.append(
                 (
@@ -404,13 +436,25 @@ class Restorer:
                     f"beside it as {job.target.name}{KEPT_INFIX}…, add --overwrite",
                 )
             )
+            return None
+        return state
+
+    async def _dry(self, job: Job, req: Request, out: Outcome) -> None:
+        """What the real run would do with ``job``, said and changing nothing."""
+        state = await self._state(job, req, out)
+        if state is None:
             return
-        try:
-            await self._write(job, state, req, out)
-        except AuthError:
-            raise
-        except (RemoteError, OSError, ValueError) as e:
-            out.failed.append((shown, _reason(e)))
+        if state == "same":
+            out.identical.append(str(job.target))
+            return
+        if state == "differs?":
+            out.unsure += 1
+        note = {
+            "differs": "a different local file is there (kept aside first)",
+            "differs?": "a local file of the same size is there (compared when restored)",
+            "on the server": "replaces the server's current copy, which it keeps as a version",
+        }.get(state, "")
+        out.planned.append((str(job.target), job.pick.what + (f"; {note}" if note else "")))
 
     async def _kept_on_server(self, job: Job) -> bool:
         """Whether the local file is the server's current copy, which putting an older version

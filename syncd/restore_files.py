@@ -163,6 +163,24 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def symlink_on_the_way(base: Path, target: Path) -> Path | None:
+    """The first directory between ``base`` (not itself) and ``target`` (itself included)
+    that is a symbolic link, None if none is: a restore never writes through one (it would
+    land outside the folder, where syncd never looks)."""
+    try:
+        inner = target.relative_to(base)
+    except ValueError:
+        return None
+    at = base
+    for part in inner.parts:
+        at = at / part
+        if at.is_symlink():
+            return at
+        if not at.exists():
+            return None
+    return None
+
+
 def make_dirs(path: Path) -> None:
     """The target's directories; a file in the way is an error naming it."""
     try:
@@ -185,4 +203,5 @@ __all__ = [
     "sha256_of",
     "stat_local",
     "sweep",
+    "symlink_on_the_way",
 ]

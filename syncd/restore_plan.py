@@ -16,7 +16,7 @@ path) and the kept versions of each file (``History``: oldest first, numbered fr
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from syncd.remotes.base import Version
@@ -118,9 +118,24 @@ def deleted(
     return picks, latest
 
 
+def _one_shape(picks: list[Pick]) -> list[Pick]:
+    """At one moment a path is a file or a directory, never both: a pick under a path that is
+    itself picked as a file is left out (``d`` was a file then and is a directory now: the
+    file comes back, not what the directory holds today). ``picks`` are sorted by path."""
+    files = {p.rel for p in picks}
+    return [p for p in picks if not any(a in files for a in _ancestors(p.rel))]
+
+
+def _ancestors(rel: str) -> list[str]:
+    parts = rel.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
 def as_at(listing: Mapping[str, RemoteEntry], kept: History, root: str, at_ns: int) -> list[Pick]:
     """Every file under ``root`` as it was at ``at_ns``: the oldest version that stopped
-    being current after it, else the current copy. A file deleted before then is left out."""
+    being current after it, else the current copy. A file deleted before then is left out.
+    (A file made after ``at_ns`` that has never been replaced comes as it is now: nothing
+    tells when a file was first made.)"""
     picks = []
     for rel in sorted({*listing, *kept}):
         if not under(rel, root):
@@ -131,7 +146,7 @@ def as_at(listing: Mapping[str, RemoteEntry], kept: History, root: str, at_ns: i
             picks.append(_old(vs[later - 1], rel, later, listing.get(rel)))
         elif rel in listing:
             picks.append(_current(listing[rel], rel))
-    return picks
+    return _one_shape(picks)
 
 
 def numbered(
@@ -154,19 +169,27 @@ def numbered(
 
 
 def deleted_since(
-    listing: Mapping[str, RemoteEntry], kept: History, root: str, since_ns: int
+    listing: Mapping[str, RemoteEntry],
+    kept: History,
+    root: str,
+    since_ns: int,
+    missing: Callable[[str], bool] = lambda rel: False,
 ) -> list[Pick]:
     """Every file under ``root`` deleted at ``since_ns`` or later and not on the server now,
-    as it was just before its deletion."""
-    return [
-        _old(vs[-1], rel, len(vs))
-        for rel, vs in sorted(kept.items())
-        if under(rel, root)
-        and rel not in listing
-        and vs
-        and vs[-1].why == "deleted"
-        and vs[-1].when_ns >= since_ns
-    ]
+    as it was just before its deletion; and every such file the server holds again but
+    ``missing(rel)`` says is not where it is restored to (a restore killed after it put the
+    version back on the server, before it wrote the file: run again, it finishes)."""
+    picks = []
+    for rel, vs in sorted(kept.items()):
+        if not (under(rel, root) and vs and vs[-1].why == "deleted"):
+            continue
+        if vs[-1].when_ns < since_ns:
+            continue
+        if rel not in listing:
+            picks.append(_old(vs[-1], rel, len(vs)))
+        elif missing(rel):
+            picks.append(_current(listing[rel], rel))
+    return _one_shape(picks)
 
 
 def files_with_versions(listing: Mapping[str, RemoteEntry], kept: History, root: str) -> list[str]:

@@ -555,6 +555,8 @@ async def test_basic_auth_takes_the_token_as_password(server: ServerProc) -> Non
             basic(f"{server.token}:"),  # the token as the user name
             {"Authorization": f"Basic {server.token}"},  # not base64 of user:password
             {"Authorization": "Basic !!!"},
+            basic(f"x:{server.token}\n"),  # the password is compared exactly
+            basic(f"x: {server.token}"),
         ]
         for headers in refused:
             async with s.request(

@@ -275,13 +275,21 @@ def test_dry_run_changes_nothing(tmp_path: Path, nginx: RemoteServer) -> None:
     before = _tree(folder)
     manifest = (tmp_path / "state" / "manifest.sqlite3").read_bytes()
     r = run_syncd("restore", str(folder), "--dry-run", config=cfg)
-    assert r.returncode == 0, r.stderr
+    # It says what the real run would do, exit code included: d1/f1.bin is in the way.
+    assert r.returncode == 1, r.stderr
     assert "would restore" in r.stdout and "nothing changed" in r.stdout
-    assert "needs --overwrite" in r.stdout
+    assert "would not restore" in r.stderr and "--overwrite" in r.stderr
+    # (nginx lists no digests: the 3 unchanged files are only known to have the same size)
+    assert "4 file(s) would be restored (3 of them only if they differ" in r.stdout
+    assert "0 identical already, 1 would not be" in r.stdout
     assert _tree(folder) == before
     assert (tmp_path / "state" / "manifest.sqlite3").read_bytes() == manifest
     r = run_syncd("restore", "--all", "--to", str(tmp_path / "x"), "--dry-run", config=cfg)
     assert r.returncode == 0 and not (tmp_path / "x").exists()
+    # The real run does what the dry run said.
+    real = run_syncd("restore", str(folder), config=cfg)
+    assert real.returncode == 1, real.stdout + real.stderr
+    assert "1 restored" in real.stdout and "3 identical already, 1 not restored" in real.stdout
 
 
 def test_usage_errors_say_what_to_type(tmp_path: Path, nginx: RemoteServer) -> None:
@@ -473,8 +481,10 @@ def test_a_mass_delete_through_syncd_run_is_undone_with_deleted_since(
         wait_for(lambda: run_syncd("status", config=cfg).returncode == 0, 20, "in sync")
         # The daemon asked the server what it keeps, and status says it in the server's words.
         wait_for(
-            lambda: "versions: kept by syncd serve for 30 days"
-            in run_syncd("status", config=cfg).stdout,
+            lambda: (
+                "versions: kept by syncd serve for 30 days"
+                in run_syncd("status", config=cfg).stdout
+            ),
             20,
             "the server's retention in syncd status",
         )

@@ -152,10 +152,10 @@ def _refused(request: web.Request) -> web.Response | None:
         return None
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     scheme = scheme.lower()
-    if scheme == "basic":
-        given = _basic_password(given.strip())
+    # (A header's own white space is not the token's; a Basic password is compared exactly.)
+    given = _basic_password(given.strip()) if scheme == "basic" else given.strip()
     ok = scheme in ("bearer", "basic") and hmac.compare_digest(
-        given.strip().encode("utf-8", "surrogateescape"), token.encode("utf-8")
+        given.encode("utf-8", "surrogateescape"), token.encode("utf-8")
     )
     if ok:
         return None

@@ -286,6 +286,7 @@ class RestoreSession:
         self._reader = reader
         self._writer = writer
         self._lock = asyncio.Lock()
+        self._lost: SyncdError | None = None
 
     @classmethod
     async def open(cls, state_dir: Path, connect: float = 5) -> RestoreSession | None:
@@ -300,17 +301,23 @@ class RestoreSession:
 
     async def _ask(self, req: dict[str, Any]) -> dict[str, Any]:
         async with self._lock:
+            if self._lost is not None:
+                raise self._lost  # (one message, however many files were on their way)
             try:
                 self._writer.write(json.dumps(req).encode() + b"\n")
                 await self._writer.drain()
                 line = await self._reader.readline()
             except OSError as e:
-                raise SyncdError(f"lost the connection to the running daemon: {e}") from e
-        if not line:
-            raise SyncdError(
-                "the running daemon closed the connection (is it stopping?); what was "
-                "restored so far is on disk: run the same restore again to finish"
-            )
+                line = b""
+                why = f"lost the connection to the running daemon ({e})"
+            else:
+                why = "the running daemon closed the connection (is it stopping?)"
+            if not line:
+                self._lost = SyncdError(
+                    f"{why}; what was restored so far is on disk: run the same restore "
+                    "again to finish (with the daemon running again, or with none)"
+                )
+                raise self._lost
         answer: dict[str, Any] = json.loads(line)
         if not answer.get("ok"):
             raise SyncdError(f"the running daemon: {answer.get('error')}")
@@ -337,7 +344,7 @@ class RestoreSession:
 
     async def release(self) -> None:
         try:
-            if not self._writer.is_closing():
+            if self._lost is None and not self._writer.is_closing():
                 await self._ask({"op": "release"})
         finally:
             await self.aclose()
