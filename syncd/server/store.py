@@ -142,6 +142,11 @@ class Store:
         self.keeper = Keeper(root, retention or Retention(), self.digests)
         """Keeps what requests replace or delete in ``ROOT/.~syncd-versions``."""
         self.rename_lock = threading.Lock()
+        self.dir_epoch = 0
+        """Bumped before a request moves or removes a directory: an upload whose epoch is
+        still this one knows its directory is where it was (no walk from ROOT to check)."""
+        self.umask = _read_umask()
+        """The process's umask, read once (at start, before any worker thread)."""
         """Held from "does the target exist" to the rename that replaces it."""
         self.boot = secrets.token_hex(16)
         """Made at start: every state token of this server's life includes it."""
@@ -271,6 +276,8 @@ class Store:
             st = _existing(dirs.last, rel)
             try:
                 with self.rename_lock:  # (an upload's commit checks its directory under it)
+                    if stat.S_ISDIR(st.st_mode):
+                        self.dir_epoch += 1
                     moved = self.keep(dirs.last, rel, why, link=False)
                 if not moved:
                     _remove(dirs.last, rel.name, st, str(rel), self.stopping)
@@ -299,6 +306,9 @@ class Store:
                 try:
                     with self.rename_lock:
                         old = lstat_at(ddirs.last, dst.name, str(dst))
+                        dirs_move = stat.S_ISDIR(st.st_mode)
+                        if dirs_move or (old is not None and stat.S_ISDIR(old.st_mode)):
+                            self.dir_epoch += 1
                         if old is not None:
                             if stat.S_ISLNK(old.st_mode):
                                 raise Forbidden(f"{dst}: is a symlink (never followed)")
@@ -372,6 +382,12 @@ def _not_versions(name: str) -> bool:
 
 def _exec(st: os.stat_result) -> bool:
     return bool(st.st_mode & stat.S_IXUSR)
+
+
+def _read_umask() -> int:
+    umask = os.umask(0o077)  # (it can only be read by setting it: never to something wider)
+    os.umask(umask)
+    return umask
 
 
 def _existing(dir_fd: int, rel: RelPath) -> os.stat_result:

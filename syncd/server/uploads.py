@@ -78,6 +78,8 @@ class Upload:
         """Mode 0755 (True) or 0644 (False); None: 0644 for a new file, else the old one's."""
         self.why: Why = "replaced"
         """What the file it replaces is kept as (a COPY onto a path: ``overwritten``)."""
+        self._epoch = 0  # the store's dir_epoch when its directories were opened
+        self._mode = 0o644  # the temp's mode now
 
     def set_meta(self, *, mtime_ns: int | None = None, executable: bool | None = None) -> None:
         """What the stored file carries besides its bytes, applied just before the rename
@@ -97,10 +99,15 @@ class Upload:
 
     def _open(self) -> None:
         for attempt in range(3):
+            self._epoch = self._store.dir_epoch  # (before the walk: a move after it counts)
             dirs = Dirs(self._store.root, self.rel.parent, create=True)
             try:
                 check_file_target(dirs.last, self.rel)
-                self._fd = os.open(self._tmp, O_TEMP, 0o644, dir_fd=dirs.last)
+                mode = 0o755 if self.executable else 0o644
+                self._fd = os.open(self._tmp, O_TEMP, mode, dir_fd=dirs.last)
+                if mode & ~self._store.umask != mode:
+                    os.fchmod(self._fd, mode)
+                self._mode = mode
             except FileNotFoundError as e:
                 # A directory on the way was pruned by a concurrent DELETE: walk again.
                 dirs.close()
@@ -124,6 +131,7 @@ class Upload:
 
     def _parent_fd(self) -> int:
         if self._dirs is None:
+            self._epoch = self._store.dir_epoch
             self._dirs = Dirs(self._store.root, self.rel.parent)
             self._dirs.created = list(self._made)
         return self._dirs.last
@@ -227,8 +235,8 @@ class Upload:
     def _check_parent(self, parent: int) -> None:
         """The directory held since the upload began must still be the one at its path: a
         DELETE of it meanwhile moved it into the versions, and the upload is then gone."""
-        if not self.rel.parent:
-            return
+        if not self.rel.parent or self._store.dir_epoch == self._epoch:
+            return  # (no directory was moved or removed by a request since it was opened)
         try:
             with Dirs(self._store.root, self.rel.parent) as now:
                 here = os.fstat(now.last)
@@ -259,8 +267,12 @@ class Upload:
     def _apply_meta(self, parent: int) -> None:
         """Give the temp file its mtime and mode before it is renamed into place."""
         try:
-            # (None: 0644 whatever the umask; a replaced file's bit is copied under the lock)
-            os.chmod(self._tmp, 0o755 if self.executable else 0o644, dir_fd=parent)
+            # (None: 0644 whatever the umask; a replaced file's bit is copied under the lock;
+            # the temp was made with the mode asked for then, so only a later change costs)
+            mode = 0o755 if self.executable else 0o644
+            if mode != self._mode:
+                os.chmod(self._tmp, mode, dir_fd=parent)
+                self._mode = mode
             if self.mtime_ns is not None:
                 ns = self.mtime_ns
                 os.utime(self._tmp, ns=(ns, ns), dir_fd=parent, follow_symlinks=False)
