@@ -42,7 +42,12 @@ from syncd.remotes.base import (
 )
 from syncd.remotes.body import body_of
 from syncd.remotes.quickstate import quote_path
-from syncd.remotes.webdav_xml import PROPFIND_BODY, Listed, read_multistatus
+from syncd.remotes.webdav_xml import (
+    PROPFIND_BODY,
+    PROPFIND_TIMES_BODY,
+    Listed,
+    read_multistatus,
+)
 from syncd.types import RESERVED_PREFIX, RemoteEntry
 from syncd.versioning import VERSION_PREFIX, Why, split_version_path, versions_path
 
@@ -382,9 +387,10 @@ class WebDAVRemote(HTTPRemote):
     async def _propfind(self, url: URL, path: str, *, depth: str) -> AsyncIterator[Listed]:
         """One ``Listed`` per response; nothing if ``url`` is 404."""
         headers = {"Depth": depth, **XML_HEADERS}
+        body = PROPFIND_TIMES_BODY if self.features.keeps_times else PROPFIND_BODY
         try:
             async with self.request(
-                "PROPFIND", url, path, "list", data=PROPFIND_BODY, headers=headers
+                "PROPFIND", url, path, "list", data=body, headers=headers
             ) as resp:
                 if resp.status == 404:
                     await resp.read()

@@ -16,9 +16,15 @@ DAV = "{DAV:}"
 PROPFIND_BODY = (
     b'<?xml version="1.0" encoding="utf-8"?>\n'
     b'<D:propfind xmlns:D="DAV:"><D:prop>'
-    b"<D:resourcetype/><D:getcontentlength/><D:getlastmodified/>"
+    b"<D:resourcetype/><D:getcontentlength/>"
     b"</D:prop></D:propfind>"
 )
+"""What a listing asks for: enough to mirror (a no-op pass of 10,000 files on nginx was 20 %
+slower asking getlastmodified too, which is the upload's time there, not the file's)."""
+PROPFIND_TIMES_BODY = PROPFIND_BODY.replace(
+    b"<D:getcontentlength/>", b"<D:getcontentlength/><D:getlastmodified/>"
+)
+"""...and with the mtime, for a server that keeps the one it is sent (``X-OC-Mtime``)."""
 
 
 class Listed(NamedTuple):
@@ -35,9 +41,12 @@ def http_date(text: str | None) -> int | None:
     """Unix seconds of an HTTP date (RFC 1123, as getlastmodified gives it); None if none."""
     if not text:
         return None
+    parsed = email.utils.parsedate_tz(text.strip())  # (a third of parsedate_to_datetime's time)
+    if parsed is None:
+        return None
     try:
-        return int(email.utils.parsedate_to_datetime(text.strip()).timestamp())
-    except (TypeError, ValueError, IndexError, OverflowError):
+        return int(email.utils.mktime_tz(parsed))
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
