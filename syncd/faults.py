@@ -5,7 +5,9 @@ can prove that a crash there loses nothing. Unset (always, outside tests) it doe
 
 Steps: ``hashing`` (a file read and hashed, not sent), ``mid-body`` (a large upload half
 sent), ``after-upload`` (the server confirmed, the manifest row not written), ``after-delete``,
-``after-move`` (likewise), ``server-mid-body`` (the server has written part of a body).
+``after-move`` (likewise), ``server-mid-body`` (the server has written part of a body),
+``server-after-keep`` (the server has kept the file an upload replaces, not yet renamed the
+new one over it).
 """
 
 from __future__ import annotations

@@ -266,6 +266,34 @@ async def test_versions_survive_a_restart_and_stale_temps_in_them_go(
     assert server_temps(root) == []
 
 
+async def test_a_server_killed_between_keeping_and_replacing_loses_nothing(
+    root: Path, token_file: Path
+) -> None:
+    """SIGKILL after the old file was kept, before the new one was renamed over it: the path
+    still holds the old bytes (whole), the version is a second copy of them, no temp is left
+    after the restart, and the upload sent again replaces it as usual."""
+    with serving(root, token_file) as srv:
+        async with client(srv) as s:
+            assert await put(s, srv, "/docs/a.txt", b"old bytes") == 201
+    srv = start_server(root, token_file, env={"SYNCD_CRASH_AT": "server-after-keep"})
+    async with client(srv) as s:
+        with pytest.raises(aiohttp.ClientError):
+            await put(s, srv, "/docs/a.txt", b"new bytes")
+    assert srv.stop() == -9
+    assert (root / "docs" / "a.txt").read_bytes() == b"old bytes"
+    kept = list((root / VERSIONS_DIR / "docs" / "a.txt").iterdir())
+    assert [p.read_bytes() for p in kept] == [b"old bytes"]
+    with serving(root, token_file) as srv:
+        assert server_temps(root) == []
+        async with client(srv) as s:
+            assert await put(s, srv, "/docs/a.txt", b"new bytes") == 204
+            assert (await get(s, srv, "/docs/a.txt"))[1] == b"new bytes"
+            got = sorted(
+                [(await get(s, srv, version_url(vp.entry)))[1] for vp, _ in await versions(s, srv)]
+            )
+            assert got == [b"old bytes", b"old bytes"]
+
+
 # --------------------------------------------------------------------------- read-only
 
 

@@ -263,6 +263,7 @@ class Upload:
         if same is not None and same == _ident(old):
             return
         self._store.keep(parent, self.rel, self.why, link=True)
+        crash_point("server-after-keep")
 
     def _apply_meta(self, parent: int) -> None:
         """Give the temp file its mtime and mode before it is renamed into place."""
