@@ -6,13 +6,17 @@ remote keeps any (``features.versions``); ``syncd.restore_plan`` picks the bytes
 Then each file is written:
 
 1. the local file there is looked at first: the same sha-256 is skipped (what makes
-   ``--all --to DIR`` resumable); a different one is never replaced without ``overwrite``;
-2. into a configured folder, an old or deleted version is first put back on the server
-   (``restore_version``, a server-side copy), so that the mirror and the folder agree;
-3. the bytes go to a temp beside the target (``.~syncd-<hex>.tmp``: the scanner skips the
-   reserved prefix), their digest is checked, they are fsynced, the mtime and executable bit
-   set, and the temp is linked into place (never over a file that appeared meanwhile); with
-   ``overwrite`` the local file is first renamed aside to ``<name>.syncd-kept-<stamp>``;
+   ``--all --to DIR`` resumable); a different one is never replaced without ``overwrite``
+   (unless it is the server's current copy, which putting a version back keeps); nothing is
+   written through a symbolic link;
+2. the bytes go to a temp beside the target (``.~syncd-restore-<pid>-<hex>.tmp``: the scanner
+   skips the reserved prefix), their digest is checked, they are fsynced, the mtime and
+   executable bit set, and the temp is linked into place (never over a file that appeared
+   meanwhile); with ``overwrite`` the local file is first renamed aside to
+   ``<name>.syncd-kept-<stamp>``;
+3. into a configured folder, an old or deleted version is then put back on the server
+   (``restore_version``, a server-side copy), so that the mirror and the folder agree (killed
+   between the two, the folder holds the file and the daemon sends it);
 4. into a configured folder the file is then recorded as sent (``Keeper``): through a running
    daemon (which holds the paths meanwhile, so it neither sends them back nor deletes them)
    or, with none running, in the manifest under the state lock.
@@ -527,12 +531,27 @@ class Restorer:
             mtime = pick.mtime_ns if features.keeps_times else None
             executable = pick.executable if features.keeps_exec else None
             await asyncio.to_thread(temp.finish, mtime, executable)
-            await self._put_back(job)
             aside = None
             if state != "absent":
                 aside = kept_name(job.target)
                 await asyncio.to_thread(os.rename, job.target, aside)
             await asyncio.to_thread(temp.place)
+            # Only now the server: killed before this point, the folder holds the restored
+            # file and the mirror the old one, which the daemon mends by sending the file
+            # (the other way round, it would delete from the server what is not here).
+            try:
+                await self._put_back(job)
+            except RemoteError as e:
+                if aside is not None:
+                    out.kept_aside.append((str(job.target), str(aside)))
+                out.failed.append(
+                    (
+                        str(job.target),
+                        f"restored here, but the server did not take it back ({_reason(e)}); "
+                        "`syncd run` or `syncd sync` will send it",
+                    )
+                )
+                return
             if aside is not None and not await self._drop_if_on_server(job, aside, state):
                 out.kept_aside.append((str(job.target), str(aside)))
         finally:
@@ -571,8 +590,9 @@ class Restorer:
             )
 
     async def _put_back(self, job: Job) -> None:
-        """Into a folder, an old version is made current on the server first (a server-side
-        copy), so that the mirror holds what the folder will: nothing is sent back."""
+        """Into a folder, an old version is made current on the server too (a server-side
+        copy, once the file is in place here), so that the mirror holds what the folder
+        does: nothing is sent back."""
         version = job.pick.version
         if version is None or not job.into_folder:
             return
