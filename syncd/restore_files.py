@@ -27,9 +27,7 @@ def stat_local(path: Path, rel: str) -> LocalFile | None:
         return None
     if not stat.S_ISREG(st.st_mode):
         return None
-    return LocalFile(
-        rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, bool(st.st_mode & 0o100)
-    )
+    return LocalFile.of(rel, st)
 
 
 def sha256_of(path: Path) -> str:

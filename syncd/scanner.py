@@ -164,9 +164,7 @@ class Scanner:
                 self.warn_special(rel, st.st_mode)
             return None
         else:
-            return LocalFile(
-                rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, bool(st.st_mode & 0o100)
-            )
+            return LocalFile.of(rel, st)
         self._warn_once(rel, reason)
         return None
 
@@ -316,6 +314,4 @@ class Scanner:
             return None
         if not stat.S_ISREG(st.st_mode):
             return None
-        return LocalFile(
-            rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, bool(st.st_mode & 0o100)
-        )
+        return LocalFile.of(rel, st)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import os
 from typing import NamedTuple
 
 RESERVED_PREFIX = ".~syncd-"
@@ -31,6 +32,13 @@ class LocalFile(NamedTuple):
     inode: int = 0
     executable: bool = False
     """The owner's executable bit (``chmod +x``), kept by remotes with ``keeps_exec``."""
+
+    @classmethod
+    def of(cls, rel: str, st: os.stat_result) -> LocalFile:
+        """The file ``rel`` as ``os.lstat`` gave it (a regular file's stat)."""
+        return cls(
+            rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, bool(st.st_mode & 0o100)
+        )
 
     @property
     def same(self) -> tuple[int, int, int, int]:

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_syncd, write_config
+from tests.conftest import run_syncd
 from tests.remote_servers import RemoteServer, start_remote
+from tests.test_restore import _config, _sync
 
 
 @pytest.fixture(scope="module")
@@ -25,28 +26,6 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemoteServer]:
         yield srv
     finally:
         srv.stop()
-
-
-def _config(tmp_path: Path, remote: RemoteServer, folder: Path, space: str) -> Path:
-    return write_config(
-        tmp_path / "config.toml",
-        f"""
-[remote]
-{remote.remote_section()}
-[[folder]]
-path = "{folder}"
-remote_path = "{space}"
-
-[sync]
-state_dir = "{tmp_path / "state"}"
-debounce = 0.2
-""",
-    )
-
-
-def _sync(cfg: Path) -> None:
-    r = run_syncd("sync", config=cfg)
-    assert r.returncode == 0, r.stderr
 
 
 def _req(srv: RemoteServer, method: str, path: str, headers: dict[str, str] | None = None) -> bytes:

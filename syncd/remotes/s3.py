@@ -465,9 +465,12 @@ class S3Remote:
     # -- Reader, ping -----------------------------------------------------------------------
     async def read(self, path: str) -> AsyncIterator[bytes]:
         """The stored bytes of ``path`` (GetObject, streamed). PermanentError if absent."""
-        resp = await self._s3.call(
-            "read", path, "get_object", Bucket=self.bucket, Key=self.key(path)
-        )
+        async for chunk in self._get("read", path, Key=self.key(path)):
+            yield chunk
+
+    async def _get(self, what: str, path: str, **kw: Any) -> AsyncIterator[bytes]:
+        """GetObject's body (``kw``: Key, and VersionId for a kept version), streamed."""
+        resp = await self._s3.call(what, path, "get_object", Bucket=self.bucket, **kw)
         try:
             async with resp["Body"] as body:
                 while chunk := await body.read(MiB):
@@ -475,7 +478,7 @@ class S3Remote:
         except RemoteError:
             raise
         except Exception as e:
-            raise self._s3.error(e, "read", path) from e
+            raise self._s3.error(e, what, path) from e
 
     async def ping(self) -> None:
         """HeadBucket. Raises Unreachable/TransientError, or AuthError; any other answer
@@ -666,18 +669,9 @@ class S3Remote:
     async def read_version(self, version: Version) -> AsyncIterator[bytes]:
         """The bytes of a kept version (GetObject, with its VersionId where it has one)."""
         key, vid = self._ref(version)
-        kw: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
-        if vid:
-            kw["VersionId"] = vid
-        resp = await self._s3.call("read version", version.path, "get_object", **kw)
-        try:
-            async with resp["Body"] as body:
-                while chunk := await body.read(MiB):
-                    yield chunk
-        except RemoteError:
-            raise
-        except Exception as e:
-            raise self._s3.error(e, "read version", version.path) from e
+        kw: dict[str, Any] = {"Key": key, **({"VersionId": vid} if vid else {})}
+        async for chunk in self._get("read version", version.path, **kw):
+            yield chunk
 
     async def restore_version(self, version: Version, path: str) -> None:
         """CopyObject of the version (with its VersionId) onto ``path``; what ``path`` held
