@@ -144,6 +144,14 @@ class Job:
     #: Where writing starts (the folder, or ``--to``): nothing below it is followed if it is
     #: a symbolic link.
     base: Path
+    #: The local file's sha-256 at the target, once read (it is read at most once).
+    local_sha: str | None = None
+
+    def local_digest(self) -> str:
+        """The sha-256 of the local file at the target (blocking; OSError if unreadable)."""
+        if self.local_sha is None:
+            self.local_sha = sha256_of(self.target)
+        return self.local_sha
 
     @property
     def remote_path(self) -> str:
@@ -389,7 +397,7 @@ class Restorer:
                 return "differs"
             if want is None:
                 return "differs?"  # same size, no digest to compare: read it and see
-            return "same" if sha256_of(t) == want else "differs"
+            return "same" if job.local_digest() == want else "differs"
         except OSError as e:
             return f"cannot be read ({e.strerror})"
 
@@ -468,7 +476,7 @@ class Restorer:
         if not (job.into_folder and pick.version is not None and pick.replaces):
             return False
         try:
-            return await asyncio.to_thread(sha256_of, job.target) == pick.replaces
+            return await asyncio.to_thread(job.local_digest) == pick.replaces
         except OSError:
             return False
 
@@ -510,7 +518,7 @@ class Restorer:
         try:
             await self._download(job, temp)
             if state == "differs?":
-                same = await asyncio.to_thread(sha256_of, job.target)
+                same = await asyncio.to_thread(job.local_digest)
                 if same == temp.hash.hexdigest():
                     out.identical.append(str(job.target))
                     return
