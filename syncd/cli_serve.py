@@ -28,7 +28,7 @@ def serve(args: argparse.Namespace) -> int:
         REDACTOR.add(token)  # never in the server's log, whatever a client sends
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ConfigError("command line", "--tls-cert/--tls-key", "give both or neither")
-    from syncd.server.versions import Retention, parse_keep, parse_space
+    from syncd.server.retention import Retention, parse_keep, parse_space
 
     try:
         keep_s = parse_keep(args.keep)

@@ -544,9 +544,10 @@ def test_pruner_is_bounded_per_run_and_resumes_oldest_first(tmp_path: Path) -> N
     """The pruner in-process, with its clocks injected: a run with no time left does one step
     and stops; later runs go on where it stopped, and space removes the oldest first."""
     from syncd.server.paths import RelPath
+    from syncd.server.retention import Retention
     from syncd.server.store import Store
     from syncd.server.uploads import Upload
-    from syncd.server.versions import Pruner, Retention
+    from syncd.server.versions import Pruner
 
     root = tmp_path / "root"
     root.mkdir()
@@ -606,7 +607,7 @@ def test_versions_kept_in_the_same_nanosecond_get_bumped_names(tmp_path: Path) -
     share=st.integers(min_value=0, max_value=100),
 )
 def test_retention_options_parse(n: int, unit: tuple[str, int], size: int, share: int) -> None:
-    from syncd.server.versions import Retention, parse_keep, parse_space
+    from syncd.server.retention import Retention, parse_keep, parse_space
 
     assert parse_keep(f"{n}{unit[0]}") == n * unit[1]
     assert parse_keep("forever") is None and parse_keep("0") == 0

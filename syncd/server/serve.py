@@ -21,8 +21,9 @@ from syncd.server.app import make_app
 from syncd.server.appkeys import INFLIGHT, STORE
 from syncd.server.fdio import SUPPORTED
 from syncd.server.logfilter import quiet_bad_requests
+from syncd.server.retention import Retention
 from syncd.server.rootlock import RootLock, remove_leftover_temps
-from syncd.server.versions import PRUNE_INTERVAL, Retention
+from syncd.server.versions import PRUNE_INTERVAL
 from syncd.signals import stop_signals
 from syncd.types import is_loopback
 
