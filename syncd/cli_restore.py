@@ -110,7 +110,7 @@ async def _keeper(cfg: Config, req: Request) -> Keeper:
     from syncd.errors import SyncdError
     from syncd.restore import ManifestKeeper, NoKeeper
     from syncd.statelock import AlreadyRunning
-    from syncd.status.control import RestoreSession
+    from syncd.status.client import RestoreSession
 
     if req.dry_run or req.to is not None:
         return NoKeeper()

@@ -18,7 +18,7 @@ def status(args: argparse.Namespace) -> int:
 
     from syncd.manifest import Manifest
     from syncd.statelock import holder
-    from syncd.status.control import query, query_http
+    from syncd.status.client import query, query_http
     from syncd.status.document import manifest_snapshot
 
     # A folder that is missing (unmounted) is reported, not a config error.

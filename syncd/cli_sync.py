@@ -51,7 +51,7 @@ def _delegate_sync(args: argparse.Namespace, cfg: Config, held: AlreadyRunning) 
     its result is printed as ours; any other holder (another `syncd sync`) is refused."""
     import asyncio
 
-    from syncd.status.control import ask_sync
+    from syncd.status.client import ask_sync
 
     async def ask() -> dict[str, Any] | None:
         # A `syncd run` that has just started opens its control socket a moment later.

@@ -1,5 +1,5 @@
 """Who records what ``syncd restore`` wrote into a folder as sent, so that nothing sends it
-back: a running daemon over its control socket (``status.control.RestoreSession``), or, with
+back: a running daemon over its control socket (``status.client.RestoreSession``), or, with
 none running, the manifest itself under the state lock (``ManifestKeeper``)."""
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from syncd import cli
 from syncd import config as cfgmod
 from syncd.logs import JsonFormatter, Redactor
 from syncd.remotes.kinds import KINDS
-from syncd.status import control
+from syncd.status import client, control
 from syncd.status.notify import Notifier
 from tests.conftest import (
     DaemonProc,
@@ -593,8 +593,9 @@ def test_without_unix_sockets_status_asks_the_endpoint_then_the_manifest(
     daemon = DaemonProc(cfg, tmp_path / "daemon.log")
     try:
         # As on Windows: no AF_UNIX. The control socket is not served and not asked...
-        monkeypatch.setattr(control, "HAS_UNIX", False)
-        assert asyncio.run(control.query(tmp_path / "state")) is None
+        monkeypatch.setattr(control, "HAS_UNIX", False)  # the daemon's side
+        monkeypatch.setattr(client, "HAS_UNIX", False)  # the CLI's side
+        assert asyncio.run(client.query(tmp_path / "state")) is None
         server_sock = control.ControlServer(None, tmp_path / "elsewhere")  # type: ignore[arg-type]
 
         async def enter_exit() -> None:

@@ -633,7 +633,7 @@ async def test_a_held_path_waits_and_a_vanished_restore_releases_it(
     from syncd import config as cfgmod
     from syncd.manifest import scope_of
     from syncd.remotes.kinds import KINDS
-    from syncd.status.control import RestoreSession
+    from syncd.status.client import RestoreSession
 
     assert isinstance(nginx, DavServer)
     folder = tmp_path / "folder"

@@ -177,7 +177,7 @@ async def test_a_daemon_gone_during_a_restore_says_run_it_again(tmp_path: Path) 
     import asyncio
 
     from syncd.errors import SyncdError
-    from syncd.status.control import SOCKET_NAME, RestoreSession
+    from syncd.status.client import SOCKET_NAME, RestoreSession
 
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readline()  # "restore"

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from syncd.logs import REDACTOR
 from syncd.status.board import StatusBoard
-from syncd.status.control import split_listen
+from syncd.status.client import split_listen
 from syncd.status.prometheus import render_metrics
 from syncd.types import is_loopback
 
