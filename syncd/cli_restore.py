@@ -20,7 +20,8 @@ from syncd.cli_io import EXIT_FAILED, EXIT_OK, EXIT_USAGE, load, say, show
 if TYPE_CHECKING:
     from syncd.config import Config
     from syncd.remotes.base import Remote
-    from syncd.restore import Keeper, Outcome, Request
+    from syncd.restore_jobs import Outcome, Request
+    from syncd.restore_keep import Keeper
 
 
 LIST_AT_MOST = 100  # `--all` names the files it restored only up to this many
@@ -33,7 +34,7 @@ def _usage(message: str) -> int:
 
 def _request(args: argparse.Namespace, cfg: Config) -> Request:
     """The command line as a ``Request``; RestoreError/BadTime/ValueError say what is wrong."""
-    from syncd.restore import Request, RestoreError, folder_spots, spots
+    from syncd.restore_jobs import Request, RestoreError, folder_spots, spots
     from syncd.timespec import parse_time
 
     paths: list[Path] = list(args.paths)
@@ -82,7 +83,7 @@ def _request(args: argparse.Namespace, cfg: Config) -> Request:
 def restore(args: argparse.Namespace) -> int:
     import asyncio
 
-    from syncd.restore import RestoreError
+    from syncd.restore_jobs import RestoreError
     from syncd.restore_plan import PlanError
     from syncd.timespec import BadTime
 
@@ -108,7 +109,7 @@ async def _keeper(cfg: Config, req: Request) -> Keeper:
     import asyncio
 
     from syncd.errors import SyncdError
-    from syncd.restore import ManifestKeeper, NoKeeper
+    from syncd.restore_keep import ManifestKeeper, NoKeeper
     from syncd.statelock import AlreadyRunning
     from syncd.status.client import RestoreSession
 
@@ -224,7 +225,7 @@ def _doc(out: Outcome, req: Request) -> dict[str, Any]:
 def versions(args: argparse.Namespace) -> int:
     import asyncio
 
-    from syncd.restore import RestoreError, locate
+    from syncd.restore_jobs import RestoreError, locate
 
     cfg = load(args)
     try:
@@ -245,12 +246,11 @@ async def _versions(cfg: Config, spot: Any) -> dict[str, Any]:
 
     from syncd.errors import RemoteError
     from syncd.remotes.base import Versions
-    from syncd.restore import Restorer, file_histories
+    from syncd.restore_jobs import Finder, file_histories
 
     remote = _open_remote(cfg)
     try:
-        restorer = Restorer(cfg, remote)
-        found = await file_histories(restorer, spot)
+        found = await file_histories(Finder(cfg, remote), spot)
         retention = None
         if isinstance(remote, Versions) and remote.features.versions:
             try:
