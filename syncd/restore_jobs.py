@@ -23,6 +23,7 @@ from syncd.config import Config, FolderConfig
 from syncd.errors import SyncdError
 from syncd.manifest import scope_of
 from syncd.remotes.base import Remote, Version, Versions
+from syncd.remotes.kinds import KINDS
 from syncd.restore_files import sha256_of
 from syncd.types import RemoteEntry
 
@@ -158,10 +159,11 @@ class Finder:
         return rp.history(found, folder.remote_path)
 
     def _no_versions(self, asked: str) -> RestoreError:
+        with_trash = ", ".join(k.name for k in KINDS if "trash" in k.options)
         return RestoreError(
             f"{self.remote.description} keeps no versions, so {asked} cannot be brought back: "
             "only current copies can (`syncd restore PATH`); for versions from now on, use "
-            'syncd serve or set [remote] trash = "PREFIX" (webdav, s3)'
+            f'syncd serve or set [remote] trash = "PREFIX" ({with_trash})'
         )
 
     async def jobs(self, req: Request, out: Outcome) -> list[Job]:

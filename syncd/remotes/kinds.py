@@ -14,6 +14,7 @@ So it imports only the config layer; the implementations are named, not imported
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,9 @@ if TYPE_CHECKING:
     from syncd.remotes.base import Remote
 
 
+NO_VERSIONS = "versions: none — deleted files cannot be brought back"
+
+
 @dataclass(frozen=True, kw_only=True)
 class RemoteKind(KindSpec):
     """One remote kind: its config keys (``KindSpec``), its implementation, its test servers."""
@@ -44,6 +48,9 @@ class RemoteKind(KindSpec):
     #: The servers of tests/remote_servers.py (``STARTERS``) the conformance suite runs this
     #: kind against; empty for a kind with its own section there (``http``).
     conformance: tuple[str, ...] = ()
+    #: What ``config check`` and ``syncd status`` say of kept versions, from the config alone
+    #: (no request), given ``remote.trash`` ("" where unset or not a key of the kind).
+    kept: Callable[[str], str] = lambda trash: NO_VERSIONS
 
     def remote_class(self) -> type[Any]:
         """The class that implements the kind (its module is imported now)."""
@@ -108,6 +115,9 @@ SYNCD = RemoteKind(
     credentials="syncd serve takes a bearer token: put it in a file named by remote.token_file",
     implementation="syncd.remotes.syncd:SyncdRemote",
     conformance=("syncd",),
+    kept=lambda trash: (
+        "versions: kept by syncd serve (for as long as its --keep and --keep-space say)"
+    ),
 )
 WEBDAV = RemoteKind(
     name="webdav",
@@ -123,6 +133,9 @@ WEBDAV = RemoteKind(
     "remote.password_file",
     implementation="syncd.remotes.webdav:WebDAVRemote",
     conformance=("nginx", "wsgidav"),
+    kept=lambda trash: (
+        f"versions: trash at {trash}" if trash else f"{NO_VERSIONS} (set remote.trash to keep them)"
+    ),
 )
 S3 = RemoteKind(
     name="s3",
@@ -143,6 +156,12 @@ S3 = RemoteKind(
     credentials=_S3_CREDENTIALS,
     implementation="syncd.remotes.s3:S3Remote",
     conformance=("s3",),
+    kept=lambda trash: (
+        f"versions: S3 bucket versioning where the bucket has it on, else trash at {trash}"
+        if trash
+        else "versions: S3 bucket versioning if the bucket has it on; otherwise none — deleted "
+        "files cannot be brought back (turn versioning on, or set remote.trash)"
+    ),
 )
 HTTP = RemoteKind(
     name="http",
@@ -171,23 +190,11 @@ NAMES = tuple(kind.name for kind in KINDS)
 
 def versions_line(cfg: RemoteConfig) -> str:
     """What ``syncd config check`` and ``syncd status`` say of kept versions, from the config
-    alone (no request): who keeps them, or that nothing does."""
-    trash = cfg.options.get("trash") if cfg.kind in ("webdav", "s3") else ""
-    if cfg.kind == "syncd":
-        return "versions: kept by syncd serve (for as long as its --keep and --keep-space say)"
-    if cfg.kind == "s3":
-        if trash:
-            return (
-                f"versions: S3 bucket versioning where the bucket has it on, else trash at {trash}"
-            )
-        return (
-            "versions: S3 bucket versioning if the bucket has it on; otherwise none — deleted "
-            "files cannot be brought back (turn versioning on, or set remote.trash)"
-        )
-    if trash:
-        return f"versions: trash at {trash}"
-    hint = " (set remote.trash to keep them)" if cfg.kind == "webdav" else ""
-    return f"versions: none — deleted files cannot be brought back{hint}"
+    alone (no request): who keeps them, or that nothing does (the kind's ``kept``)."""
+    for kind in KINDS:
+        if kind.name == cfg.kind:
+            return kind.kept(cfg.options.get("trash") or "")
+    return NO_VERSIONS
 
 
 def open_remote(cfg: RemoteConfig, concurrency: int) -> Remote:
