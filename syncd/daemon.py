@@ -42,6 +42,7 @@ from syncd.status.web import StatusSite
 from syncd.types import LocalFile
 from syncd.uploader import FolderCtx
 from syncd.watching import Watching
+from syncd.watchlimit import poll_interval
 
 log = logging.getLogger("syncd.daemon")
 
@@ -71,6 +72,7 @@ class Daemon:
             wake=self._wake.set,
             rescan=self._request_rescan,
             stopping=self._stopping,
+            poll_every=poll_interval(config.sync.rescan_interval),
         )
         self.watchers = self.watching.watchers  # (the status board reads their state)
         self.ready = asyncio.Event()

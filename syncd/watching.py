@@ -18,6 +18,7 @@ from syncd.outbox import Key
 from syncd.scanner import FolderUnavailable
 from syncd.uploader import FolderCtx
 from syncd.watcher import Change, FolderWatcher, UndecodableName
+from syncd.watchlimit import POLL_INTERVAL
 
 log = logging.getLogger("syncd.daemon")  # (the name its log lines have always carried)
 
@@ -33,9 +34,15 @@ class Watching:
         wake: Callable[[], None],
         rescan: Callable[[int], None],
         stopping: asyncio.Event,
+        poll_every: float = POLL_INTERVAL,
     ) -> None:
+        """``poll_every``: seconds between polls of the directories inotify cannot watch (its
+        limit; ``syncd.watchlimit.poll_interval``)."""
         self.folders = folders
-        self.watchers = [FolderWatcher(ctx.root, _ignorer(ctx)) for ctx in folders]
+        self.watchers = [
+            FolderWatcher(ctx.root, _ignorer(ctx), poll_every=poll_every, on_gap=_gap(rescan, i))
+            for i, ctx in enumerate(folders)
+        ]
         self.debouncer = debouncer
         self._wake = wake
         self._rescan = rescan
@@ -105,6 +112,12 @@ class Watching:
                 self._rescan(i)
             self.debouncer.touch((i, rel), now)
         self._wake()
+
+
+def _gap(rescan: Callable[[int], None], i: int) -> Callable[[], None]:
+    """The watches of folder ``i`` were replaced (part of it polled, or all watched again):
+    what changed meanwhile is found by a rescan."""
+    return lambda: rescan(i)
 
 
 def _ignorer(ctx: FolderCtx) -> Callable[[str, bool], bool]:
