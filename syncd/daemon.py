@@ -42,7 +42,6 @@ from syncd.status.web import StatusSite
 from syncd.types import LocalFile
 from syncd.uploader import FolderCtx
 from syncd.watching import Watching
-from syncd.watchlimit import poll_interval
 
 log = logging.getLogger("syncd.daemon")
 
@@ -72,7 +71,7 @@ class Daemon:
             wake=self._wake.set,
             rescan=self._request_rescan,
             stopping=self._stopping,
-            poll_every=poll_interval(config.sync.rescan_interval),
+            rescan_interval=config.sync.rescan_interval,
         )
         self.watchers = self.watching.watchers  # (the status board reads their state)
         self.ready = asyncio.Event()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import errno
 import logging
@@ -22,12 +23,12 @@ from pathlib import Path
 import watchfiles
 
 from syncd.watchlimit import (
-    POLL_INTERVAL,
     Poller,
     WatchPlan,
     budget,
     current_limit,
     plan_watch,
+    poll_interval,
     read_limits,
     room_for_one_more,
     suggested_limit,
@@ -133,7 +134,7 @@ class FolderWatcher:
     """Watches one folder. ``started`` is set once the OS watches are in place.
 
     Where inotify cannot watch every directory (its limit), the subtrees that fit are watched
-    and the rest is polled every ``poll_every`` seconds (syncd.watchlimit): the polled
+    and the rest is polled (syncd.watchlimit.poll_interval; at most ``rescan_interval``): the polled
     directories that changed come as ``modified`` events. ``on_gap`` is called once the
     watches are replaced while running (what changed meanwhile is found by a rescan)."""
 
@@ -142,13 +143,14 @@ class FolderWatcher:
         root: Path,
         ignored: Callable[[str, bool], bool],
         *,
-        poll_every: float = POLL_INTERVAL,
+        rescan_interval: float = 0.0,
         on_gap: Callable[[], None] = lambda: None,
     ) -> None:
         self.root = root
         self.ignored = ignored
         self.filter = WatchFilter(root, ignored)
-        self.poll_every = poll_every
+        self.rescan_interval = rescan_interval
+        self.poll_every = poll_interval(rescan_interval)
         self.on_gap = on_gap
         self.stop_event = asyncio.Event()
         self.started = asyncio.Event()
@@ -163,7 +165,10 @@ class FolderWatcher:
         self._told = False
 
     async def events(self) -> AsyncIterator[list[tuple[Change, str]]]:
-        """Batches of (change, rel) until ``stop()``. Raises when the folder cannot be watched."""
+        """Batches of (change, rel) until ``stop()``. Raises when the folder cannot be watched.
+        Each call tries to watch the whole folder first: a restart (the folder replaced, the
+        watch broken) plans again, for the tree as it is now."""
+        self._plan = self._poller = self.degraded = None
         while not self.stop_event.is_set():
             self._again = None
             paths = (
@@ -273,6 +278,7 @@ class FolderWatcher:
             self._again = "full"
             return []
         rels = await asyncio.to_thread(self._poller.poll)
+        self._every(self._poller.cost)
         if rels:
             log.debug(
                 "polling %s: %d path(s) changed: %s%s",
@@ -282,6 +288,12 @@ class FolderWatcher:
                 ", ..." if len(rels) > 5 else "",
             )
         return [(Change.modified, rel) for rel in rels]
+
+    def _every(self, cost: float) -> None:
+        """The poll interval, for what the last poll cost."""
+        self.poll_every = poll_interval(self.rescan_interval, cost)
+        if self.degraded is not None and self.degraded.poll_interval != self.poll_every:
+            self.degraded = dataclasses.replace(self.degraded, poll_interval=self.poll_every)
 
     def _new_dirs(self, batch: list[tuple[Change, str]]) -> bool:
         return any(c == Change.added and os.path.isdir(self.root / rel) for c, rel in batch)
@@ -302,6 +314,7 @@ class FolderWatcher:
             plan = await asyncio.to_thread(plan_watch, self.root, plan.directories // 2)
         poller = Poller(self.root, plan.flat, list(plan.polled), self.ignored)
         await asyncio.to_thread(poller.poll)  # what is there now, before the watches start
+        self.poll_every = poll_interval(self.rescan_interval, poller.cost)
         self._next_poll = time.monotonic() + self.poll_every
         self._gap = self._gap or self.started.is_set()
         instances = e is not None and _no_instance(e)

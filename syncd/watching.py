@@ -18,7 +18,6 @@ from syncd.outbox import Key
 from syncd.scanner import FolderUnavailable
 from syncd.uploader import FolderCtx
 from syncd.watcher import Change, FolderWatcher, UndecodableName
-from syncd.watchlimit import POLL_INTERVAL
 
 log = logging.getLogger("syncd.daemon")  # (the name its log lines have always carried)
 
@@ -34,13 +33,15 @@ class Watching:
         wake: Callable[[], None],
         rescan: Callable[[int], None],
         stopping: asyncio.Event,
-        poll_every: float = POLL_INTERVAL,
+        rescan_interval: float = 0.0,
     ) -> None:
-        """``poll_every``: seconds between polls of the directories inotify cannot watch (its
-        limit; ``syncd.watchlimit.poll_interval``)."""
+        """``rescan_interval``: the longest the directories inotify cannot watch (its limit)
+        wait between polls (``syncd.watchlimit.poll_interval``)."""
         self.folders = folders
         self.watchers = [
-            FolderWatcher(ctx.root, _ignorer(ctx), poll_every=poll_every, on_gap=_gap(rescan, i))
+            FolderWatcher(
+                ctx.root, _ignorer(ctx), rescan_interval=rescan_interval, on_gap=_gap(rescan, i)
+            )
             for i, ctx in enumerate(folders)
         ]
         self.debouncer = debouncer

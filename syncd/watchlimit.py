@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import time
 from array import array
 from bisect import bisect_left
 from collections import deque
@@ -22,9 +23,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-#: Seconds between polls of the directories inotify cannot watch, when ``rescan_interval``
-#: (which caps it) is longer or off.
+#: Seconds between polls of the directories inotify cannot watch, at least; longer where one
+#: poll costs more than ``POLL_SHARE`` of a core over it; never longer than ``rescan_interval``.
 POLL_INTERVAL = 60.0
+POLL_SHARE = 0.01
 
 LIMIT_FILES = (
     ("fs.inotify.max_user_watches", "/proc/sys/fs/inotify/max_user_watches"),
@@ -34,10 +36,12 @@ LIMIT_FILES = (
 _MASK = (1 << 63) - 1
 
 
-def poll_interval(rescan_interval: float) -> float:
-    """Every change in a polled directory is mirrored within this: the rescan interval, at
-    most ``POLL_INTERVAL``."""
-    return min(rescan_interval, POLL_INTERVAL) if rescan_interval > 0 else POLL_INTERVAL
+def poll_interval(rescan_interval: float, cost: float = 0.0) -> float:
+    """Every change in a polled directory is mirrored within this: ``POLL_INTERVAL``, or
+    longer where a poll takes ``cost`` CPU seconds (idle stays under ``POLL_SHARE`` of a core),
+    at most the rescan interval (when rescans are on)."""
+    every = max(POLL_INTERVAL, cost / POLL_SHARE)
+    return min(every, rescan_interval) if rescan_interval > 0 else every
 
 
 def read_limits() -> dict[str, int]:
@@ -166,7 +170,10 @@ def _tree(root: Path) -> tuple[list[str], array[int], array[int], array[int]]:
 class Poller:
     """Polls the directories of a plan that inotify does not watch. ``poll()`` returns the
     paths to look at again: the changed entries of a ``flat`` directory, and the polled
-    directories whose own entries changed (the look scans a directory and all below it)."""
+    directories whose own entries changed (the look scans a directory and all below it).
+    Ignored directories are not walked; ignored files count (a change to one costs a look at
+    its directory, which finds nothing to do) -- checking every file would cost a third more
+    on each poll. ``cost``: CPU seconds the last poll took."""
 
     root: Path
     flat: list[str]
@@ -177,11 +184,13 @@ class Poller:
     _sigs: array[int] = field(default_factory=lambda: array("q"))
 
     _primed: bool = False
+    cost: float = 0.0
 
     def poll(self) -> list[str]:
         """Blocking (a stat walk of the polled part): run it in a thread. The first call
         records what is there and returns nothing."""
         first, self._primed = not self._primed, True
+        started = time.thread_time()
         changed: list[str] = []
         for d in self.flat:
             now = self._own_entries(d)
@@ -208,6 +217,7 @@ class Poller:
                 changed.append(rel)
         self._keys = array("q", (p[0] for p in pairs))
         self._sigs = array("q", (p[1] for p in pairs))
+        self.cost = time.thread_time() - started
         return [] if first else outermost(changed)
 
     def _own_entries(self, d: str) -> dict[str, int]:
@@ -239,11 +249,9 @@ class Poller:
         for e in entries:
             rel = f"{d}/{e.name}" if d else e.name
             try:
-                is_dir = e.is_dir(follow_symlinks=False)
-                if self.ignored(rel, is_dir):
-                    continue
-                if is_dir:
-                    yield e.name, _dir_sig(e.name), True
+                if e.is_dir(follow_symlinks=False):
+                    if not self.ignored(rel, True):
+                        yield e.name, _dir_sig(e.name), True
                     continue
                 st = e.stat(follow_symlinks=False)
             except OSError:
@@ -266,6 +274,7 @@ def outermost(rels: Iterable[str]) -> list[str]:
 
 __all__ = [
     "POLL_INTERVAL",
+    "POLL_SHARE",
     "Poller",
     "WatchPlan",
     "budget",

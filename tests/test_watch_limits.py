@@ -22,7 +22,15 @@ from pathlib import Path
 
 import pytest
 
-from syncd.watchlimit import Poller, outermost, plan_watch, suggested_limit
+from syncd.watchlimit import (
+    POLL_INTERVAL,
+    POLL_SHARE,
+    Poller,
+    outermost,
+    plan_watch,
+    poll_interval,
+    suggested_limit,
+)
 from tests.conftest import ServerProc, mirror_config, run_syncd, wait_for
 from tests.test_ops import get, parse_metrics, status_url
 
@@ -209,6 +217,50 @@ def test_under_the_limit_the_whole_folder_is_watched(
     assert "cannot watch all of" not in d.log()
 
 
+def test_new_directories_past_the_limit_then_the_limit_raised(
+    userns: None, tmp_path: Path, server: ServerProc, tree: Path
+) -> None:
+    """All watched at first; new directories take it past the limit (notify drops their
+    watches without a word): part of it is polled from then on, said once. The limit raised
+    (from outside, as an administrator would): all of it is watched again at the next poll."""
+    remote = server.root / "docs"
+    d = LimitedDaemon(config(tmp_path, server, tree), tmp_path / "daemon.log", 250)
+    url = status_url_of(d) + "metrics"
+    try:
+        assert parse_metrics(get(url)[2])['syncd_watch_degraded{folder="docs"}'] == 0
+        for i in range(60):
+            (tree / "c" / f"new{i}").mkdir()
+        wait_for(lambda: "cannot watch all of" in d.log(), 30, "the message")
+        assert "reached the inotify watch limit" in d.log()
+        assert parse_metrics(get(url)[2])['syncd_watch_degraded{folder="docs"}'] == 1
+        (tree / "c" / "new59" / "after.txt").write_text("after\n")
+        wait_for(lambda: (remote / "c" / "new59" / "after.txt").is_file(), 60, "mirrored")
+        raised = subprocess.run(
+            [
+                "nsenter",
+                "-U",
+                "-t",
+                str(d.proc.pid),
+                "sh",
+                "-c",
+                "echo 1000 > /proc/sys/user/max_inotify_watches",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert raised.returncode == 0, raised.stderr
+        wait_for(lambda: "with inotify again" in d.log(), 30, "watched again")
+        wait_for(
+            lambda: parse_metrics(get(url)[2])['syncd_watch_degraded{folder="docs"}'] == 0,
+            what="the gauge back to 0",
+        )
+        (tree / "c" / "new58" / "later.txt").write_text("later\n")
+        wait_for(lambda: (remote / "c" / "new58" / "later.txt").is_file(), what="mirrored")
+    finally:
+        assert d.stop() == 0, d.log()
+    assert d.log().count("cannot watch all of") == 1
+
+
 def polled(log: str) -> set[str]:
     """The paths the poller found changed, in the daemon's debug log."""
     found: set[str] = set()
@@ -236,11 +288,12 @@ def test_plan_fits_the_largest_subtrees_and_polls_the_rest(tree: Path) -> None:
 
 def test_poller_names_the_directories_that_changed(tree: Path) -> None:
     plan = plan_watch(tree, 84)
-    p = Poller(tree, plan.flat, list(plan.polled), lambda rel, is_dir: rel.endswith(".swp"))
+    p = Poller(tree, plan.flat, list(plan.polled), lambda rel, is_dir: rel.endswith(".cache"))
     assert p.poll() == []  # the first poll records what is there
-    assert p.poll() == []
+    assert p.poll() == [] and p.cost > 0
     (tree / "c" / "5" / "old.txt").write_text("edited, longer\n")
-    (tree / "c" / "9" / "x.swp").write_text("ignored\n")
+    (tree / "c" / "9" / "x.cache").mkdir()  # an ignored directory: not walked
+    (tree / "c" / "9" / "x.cache" / "f").write_text("ignored\n")
     (tree / "c" / "7" / "sub").mkdir()
     (tree / "c" / "7" / "sub" / "f").write_text("f\n")
     (tree / "new-top").mkdir()  # in a flat directory: looked at, and polled from now on
@@ -250,8 +303,11 @@ def test_poller_names_the_directories_that_changed(tree: Path) -> None:
     assert p.poll() == ["new-top"]
 
 
-def test_outermost_and_suggested_limit() -> None:
+def test_outermost_suggested_limit_and_poll_interval() -> None:
     assert outermost(["a/b", "a", "a b", "a/c/d", "b"]) == ["a", "a b", "b"]
+    assert poll_interval(3600) == POLL_INTERVAL and poll_interval(2) == 2
+    assert poll_interval(0, cost=5.0) == 5.0 / POLL_SHARE  # idle under POLL_SHARE of a core
+    assert poll_interval(3600, cost=100.0) == 3600
     assert suggested_limit(100) == 524288
     assert suggested_limit(300_000) == 1 << 20
 
