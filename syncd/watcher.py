@@ -134,9 +134,9 @@ class FolderWatcher:
     """Watches one folder. ``started`` is set once the OS watches are in place.
 
     Where inotify cannot watch every directory (its limit), the subtrees that fit are watched
-    and the rest is polled (syncd.watchlimit.poll_interval; at most ``rescan_interval``): the polled
-    directories that changed come as ``modified`` events. ``on_gap`` is called once the
-    watches are replaced while running (what changed meanwhile is found by a rescan)."""
+    and the rest is polled (every ``watchlimit.poll_interval``, at most ``rescan_interval``):
+    the polled directories that changed come as ``modified`` events. ``on_gap`` is called once
+    the watches are replaced while running (what changed meanwhile is found by a rescan)."""
 
     def __init__(
         self,
