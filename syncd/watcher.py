@@ -40,6 +40,9 @@ log = logging.getLogger("syncd.watcher")
 # Kept short: syncd settles each path itself (see debounce.py).
 STEP_MS = 10
 DEBOUNCE_MS = 100
+# Seconds a degraded start may take before the daemon's first scan (which waits 10 s for the
+# watches, the failed attempt at all of them included) may have begun without the baseline.
+START_WAIT = 5.0
 
 
 class Change(enum.IntEnum):
@@ -302,6 +305,7 @@ class FolderWatcher:
         """Watch what fits under the limit, poll the rest; say so once. ``e``: adding the
         watches failed (with a plan already: the user's other programs took more watches
         meanwhile, and half as many are tried); None: new directories reached the limit."""
+        began = time.monotonic()
         limit = current_limit()
         if e is not None and _no_instance(e):
             watches = 0
@@ -316,7 +320,9 @@ class FolderWatcher:
         await asyncio.to_thread(poller.poll)  # what is there now, before the watches start
         self.poll_every = poll_interval(self.rescan_interval, poller.cost)
         self._next_poll = time.monotonic() + self.poll_every
-        self._gap = self._gap or self.started.is_set()
+        # Replaced while running, or so slow at the start that the daemon's first scan did not
+        # wait for the baseline (START_WAIT): what changed meanwhile is found by a rescan.
+        self._gap = self._gap or self.started.is_set() or time.monotonic() - began > START_WAIT
         instances = e is not None and _no_instance(e)
         knob = "fs.inotify.max_user_instances" if instances else "fs.inotify.max_user_watches"
         value = 1024 if instances else suggested_limit(plan.directories)
