@@ -71,6 +71,17 @@ def status_text(doc: dict[str, Any], *, as_json: bool) -> str:
     return "\n".join(show(line) for line in human_status(doc))
 
 
+def watch_line(wd: dict[str, Any]) -> str:
+    """A folder watched in part: how much is polled, how often, and the sysctl that ends it."""
+    every = wd["poll_interval"]
+    limit = "unknown" if wd["limit"] is None else f"{wd['limit']:,}"
+    total = wd["watched_dirs"] + wd["polled_dirs"]
+    return (
+        f"    watch: degraded -- {wd['polled_dirs']:,} of {total:,} directories polled every "
+        f"{every:g} s (inotify limit {limit}); raise it: {wd['sysctl']}"
+    )
+
+
 def human_status(doc: dict[str, Any]) -> list[str]:
     """The human view of the status document (the same figures as --json)."""
     from syncd.report import human as _human
@@ -119,6 +130,8 @@ def human_status(doc: dict[str, Any]) -> list[str]:
         lines.append(head)
         if f.get("unavailable"):
             lines.append(f"    FOLDER UNAVAILABLE: {f['unavailable']}")
+        if wd := f.get("watch_degraded"):
+            lines.append(watch_line(wd))
         held = f.get("held_deletions")
         if held:
             lines.append(

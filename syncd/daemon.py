@@ -71,6 +71,7 @@ class Daemon:
             wake=self._wake.set,
             rescan=self._request_rescan,
             stopping=self._stopping,
+            rescan_interval=config.sync.rescan_interval,
         )
         self.watchers = self.watching.watchers  # (the status board reads their state)
         self.ready = asyncio.Event()

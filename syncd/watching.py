@@ -33,9 +33,17 @@ class Watching:
         wake: Callable[[], None],
         rescan: Callable[[int], None],
         stopping: asyncio.Event,
+        rescan_interval: float = 0.0,
     ) -> None:
+        """``rescan_interval``: the longest the directories inotify cannot watch (its limit)
+        wait between polls (``syncd.watchlimit.poll_interval``)."""
         self.folders = folders
-        self.watchers = [FolderWatcher(ctx.root, _ignorer(ctx)) for ctx in folders]
+        self.watchers = [
+            FolderWatcher(
+                ctx.root, _ignorer(ctx), rescan_interval=rescan_interval, on_gap=_gap(rescan, i)
+            )
+            for i, ctx in enumerate(folders)
+        ]
         self.debouncer = debouncer
         self._wake = wake
         self._rescan = rescan
@@ -105,6 +113,12 @@ class Watching:
                 self._rescan(i)
             self.debouncer.touch((i, rel), now)
         self._wake()
+
+
+def _gap(rescan: Callable[[int], None], i: int) -> Callable[[], None]:
+    """The watches of folder ``i`` were replaced (part of it polled, or all watched again):
+    what changed meanwhile is found by a rescan."""
+    return lambda: rescan(i)
 
 
 def _ignorer(ctx: FolderCtx) -> Callable[[str, bool], bool]:

@@ -56,13 +56,21 @@ class TransferView(Protocol):
     def started(self) -> float: ...  # time.monotonic()
 
 
+class DegradedView(Protocol):
+    """A folder watched in part, the rest polled (the inotify limit: ``watcher.Degraded``)."""
+
+    def doc(self) -> dict[str, object]: ...  # the folder's ``watch_degraded`` (docs/status.md)
+
+
 class WatcherView(Protocol):
     """One folder's watch (``FolderWatcher``)."""
 
     @property
-    def state(self) -> str: ...  # "watching", "polling", "folder unavailable: ...", ...
+    def state(self) -> str: ...  # "watching", "degraded", "folder unavailable: ...", ...
     @property
     def restarts(self) -> int: ...
+    @property
+    def degraded(self) -> DegradedView | None: ...  # None: every directory is watched
 
 
 class EngineView(Protocol):
@@ -287,6 +295,7 @@ class StatusBoard:
                     "in_flight": inflight,
                     "watcher": watcher,
                     "watcher_restarts": w.restarts if w else 0,
+                    "watch_degraded": w.degraded.doc() if w and w.degraded else None,
                     "errors": errors,
                     "unavailable": watcher.split(": ", 1)[-1] if unavailable else None,
                     "held_deletions": hold,
@@ -350,6 +359,7 @@ class StatusBoard:
 
 
 __all__ = [
+    "DegradedView",
     "EngineView",
     "FailedLog",
     "FolderView",

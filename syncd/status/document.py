@@ -51,6 +51,7 @@ def manifest_snapshot(config: Config, manifest: Manifest) -> dict[str, Any]:
                 "in_flight": [],
                 "watcher": "stopped",
                 "watcher_restarts": 0,
+                "watch_degraded": None,
                 "errors": None,
                 "unavailable": problem,
                 "held_deletions": hold,

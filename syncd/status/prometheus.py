@@ -101,6 +101,24 @@ def render_metrics(doc: dict[str, Any], m: Metrics) -> str:
             per_folder(lambda f: f["watcher_restarts"]),
         ),
         (
+            "watch_degraded",
+            "gauge",
+            "1 while part of the folder is polled: inotify's watch limit is below its directories.",
+            per_folder(lambda f: f.get("watch_degraded") is not None),
+        ),
+        (
+            "polled_directories",
+            "gauge",
+            "Directories polled instead of watched (0: all watched).",
+            per_folder(lambda f: (f.get("watch_degraded") or {}).get("polled_dirs", 0)),
+        ),
+        (
+            "watched_directories",
+            "gauge",
+            "Directories watched with inotify while part of the folder is polled (0: not counted).",
+            per_folder(lambda f: (f.get("watch_degraded") or {}).get("watched_dirs", 0)),
+        ),
+        (
             "last_success_timestamp_seconds",
             "gauge",
             "Last time every folder was seen fully mirrored (unix time; 0: not yet).",
