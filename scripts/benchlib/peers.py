@@ -39,16 +39,18 @@ class Servers:
 
 
 def start_syncd_serve(
-    run_dir: Path, store: Path, syncd: list[str]
+    run_dir: Path, store: Path, syncd: list[str], tag: str = "", env: dict[str, str] | None = None
 ) -> tuple[int, str, Path, str, Path]:
-    root = store / "serve-root"
+    """``syncd serve`` (``syncd`` is its command, ``env`` its environment) on a free port, its
+    root ``store/serve-root<tag>``; returns its pid, URL, root, token and token file."""
+    root = store / f"serve-root{tag}"
     root.mkdir(parents=True)
     token = secrets.token_urlsafe(24)
-    token_file = run_dir / "token"
+    token_file = run_dir / f"token{tag}"
     token_file.write_text(token + "\n")
     token_file.chmod(0o600)
-    out = run_dir / "logs" / "syncd-serve.out"
-    err = run_dir / "logs" / "syncd-serve.log"
+    out = run_dir / "logs" / f"syncd-serve{tag}.out"
+    err = run_dir / "logs" / f"syncd-serve{tag}.log"
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("wb") as o, err.open("wb") as e:
         proc = subprocess.Popen(
@@ -57,8 +59,9 @@ def start_syncd_serve(
             stderr=e,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            env=env,
         )
-    PROCS.add("syncd serve", proc)
+    PROCS.add(f"syncd serve{tag}", proc)
     found: list[str] = []
 
     def listening() -> bool:
