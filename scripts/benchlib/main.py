@@ -49,9 +49,14 @@ USES = {"baseline": {"small"}, "syncthing": {"small"}}
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="scripts/bench", description=package_doc.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="small data sets (about a minute)")
+    p.add_argument("--quick", action="store_true", help="small data sets (a few minutes)")
     p.add_argument("--dir", type=Path, default=ROOT / "bench-out", help="data and results")
-    p.add_argument("--only", default="", help=f"comma-separated subset of {WORKLOADS}")
+    p.add_argument(
+        "--only",
+        default="",
+        help=f"comma-separated subset of {', '.join(WORKLOADS)} (million: the 1,000,000-file "
+        "tree; baseline: the small files by syncd at --baseline; syncthing: Syncthing as a peer)",
+    )
     p.add_argument("--reps", type=int, default=0, help="repetitions (median kept)")
     p.add_argument("--debounce", type=float, default=0.2, help="syncd run's debounce (s)")
     p.add_argument("--no-webdav", action="store_true", help="skip syncd's webdav remote")

@@ -21,19 +21,12 @@ from typing import Any
 
 from .measure_live import syncd_latency
 from .measure_small import first_syncs
+from .peers import netns
 from .procs import BenchError
 from .report import Result
 from .session import Session
 from .syncd_runs import ROOT
 from .workloads import tree_size
-
-IN_NAMESPACE = 'ip link set lo up && exec "$@"'
-
-
-def netns(cmd: list[str]) -> list[str]:
-    """``cmd`` in a new network namespace holding only loopback (up)."""
-    unshare = ["unshare", "-n"] if os.geteuid() == 0 else ["unshare", "-r", "-n"]
-    return [*unshare, "sh", "-c", IN_NAMESPACE, "sh", *cmd]
 
 
 def run_peer(s: Session, folder: Path, writes: int) -> dict[str, Any]:

@@ -242,6 +242,16 @@ def lsyncd_started(log: Path) -> bool:
     return log.exists() and "finished" in log.read_text(errors="replace")
 
 
+IN_NAMESPACE = 'ip link set lo up && exec "$@"'
+
+
+def netns(cmd: Sequence[str]) -> list[str]:
+    """``cmd`` in a new network namespace holding only loopback (up): ``unshare -n``, with
+    ``-r`` (a user namespace) when not root. Syncthing never runs otherwise."""
+    unshare = ["unshare", "-n"] if os.geteuid() == 0 else ["unshare", "-r", "-n"]
+    return [*unshare, "sh", "-c", IN_NAMESPACE, "sh", *cmd]
+
+
 def versions(syncd: list[str]) -> dict[str, str]:
     return {
         "syncd": version_of([*syncd, "--version"]),
@@ -250,5 +260,6 @@ def versions(syncd: list[str]) -> dict[str, str]:
         "rsync": version_of(["rsync", "--version"]),
         "nginx": version_of(["nginx", "-v"]),
         "lsyncd": version_of(["lsyncd", "--version"]),
+        "syncthing": version_of(netns(["syncthing", "--version"])),
         "aiohttp": version_of([sys.executable, "-c", "import aiohttp; print(aiohttp.__version__)"]),
     }

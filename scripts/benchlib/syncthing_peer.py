@@ -13,6 +13,7 @@ The measuring runs in the namespace too, since the REST APIs are on its loopback
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .measure_live import measure_latency
-from .procs import PROCS, BenchError, cpu_seconds, free_port, proc_status, spawn, wait_until
+from .procs import BenchError, cpu_seconds, free_port, proc_status, wait_until
 from .workloads import tree_size
 
 FOLDER = "bench"
@@ -132,21 +133,18 @@ class Instance:
         (self.folder / ".stfolder").mkdir(parents=True, exist_ok=True)
 
     def start(self, logs: Path) -> None:
+        """In this process's group (not a session of its own, unlike the bench's servers), so
+        that the bench's deadline, which kills the group, takes Syncthing with it."""
         env = {**os.environ, "STNOUPGRADE": "1", "STNORESTART": "1", "STNODEFAULTFOLDER": "1"}
-        self.proc = spawn(
-            f"syncthing {self.name}",
-            [
-                "syncthing",
-                "serve",
-                f"--home={self.home}",
-                "--no-browser",
-                "--no-restart",
-                "--no-upgrade",
-                "--logflags=3",
-            ],
-            logs / f"syncthing-{self.name}.log",
-            env=env,
-        )
+        cmd = ["syncthing", "serve", f"--home={self.home}", "--no-browser", "--no-restart"]
+        with (logs / f"syncthing-{self.name}.log").open("ab") as out:
+            self.proc = subprocess.Popen(
+                [*cmd, "--no-upgrade", "--logflags=3"],
+                stdout=out,
+                stderr=out,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
 
     def rest(self, path: str, method: str = "GET") -> Any:
         req = urllib.request.Request(
@@ -168,12 +166,13 @@ class Instance:
     def stop(self) -> None:
         if self.proc is None:
             return
-        try:
+        with contextlib.suppress(OSError):
             self.rest("/rest/system/shutdown", "POST")
+        try:
             self.proc.wait(20)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-        PROCS.stop(self.proc)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
 
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
@@ -226,8 +225,6 @@ def main(argv: list[str]) -> int:
     except BenchError as e:
         print(f"syncthing peer: {e}", file=sys.stderr)
         return 1
-    finally:
-        PROCS.stop_all()
     Path(spec["result"]).write_text(json.dumps(result))
     return 0
 
