@@ -125,7 +125,7 @@ def warm_start(
     window = min(IDLE_CPU_WINDOW, idle)
     debounce_ms = s.args.debounce * 1000
     t0 = time.perf_counter()
-    with running(s, "syncd run million", "syncd-run-million", cfg) as (proc, log):
+    with running(s, "syncd run million", "syncd-run-million", cfg, 300) as (proc, log):
         t1 = wait_ready(log, 900, "syncd run ready on the million tree", poll=0.01)
         cpu0, at_ready = cpu_seconds(proc.pid), proc_status(proc.pid)
         time.sleep(window)

@@ -51,9 +51,10 @@ class Session:
         # Room for the largest file three times over (two servers and rclone's temp) and the
         # small files; containers often give /dev/shm only 64 MiB: then the disk it is.
         need = 3 * max(self.sizes.big, self.sizes.huge) + self.sizes.medium_files * 5 * MiB
-        need += 512 * MiB
         if not self.args.only or "million" in self.args.only.split(","):
-            need += million_store_bytes(self.sizes)
+            # The big files are removed after their step; the million tree comes later.
+            need = max(need, million_store_bytes(self.sizes))
+        need += 512 * MiB
         if self.args.disk or not (shm.is_dir() and os.access(shm, os.W_OK)):
             return self.run_dir / "store", "disk"
         if shutil.disk_usage(shm).free < need:

@@ -83,15 +83,16 @@ def sync(s: Session, cfg: Path, name: str, timeout: float) -> Ran:
 
 @contextlib.contextmanager
 def running(
-    s: Session, label: str, log_name: str, cfg: Path
+    s: Session, label: str, log_name: str, cfg: Path, stop_timeout: float = 15
 ) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
-    """``syncd run`` for the time of the block (stopped with TERM after it); it must exit 0."""
+    """``syncd run`` for the time of the block (stopped with TERM after it, KILL after
+    ``stop_timeout`` seconds); it must exit 0."""
     log = s.log(log_name)
     proc = spawn(label, [*s.syncd, "run", "-c", cfg], log, env=s.env)
     try:
         yield proc, log
     finally:
-        code = PROCS.stop(proc)
+        code = PROCS.stop(proc, stop_timeout)
     if code != 0:
         raise BenchError(f"syncd run exited {code} (log: {log})")
 
