@@ -137,6 +137,8 @@ def bench(s: Session, only: set[str]) -> int:
         "versions": peers.versions(s.syncd),
         "sizes": asdict(s.sizes),
         "debounce": s.args.debounce,
+        "idle_s": s.idle,
+        "baseline": s.args.baseline,
         "server_store": s.store_kind,
         "webdav_remote": s.webdav,
     }

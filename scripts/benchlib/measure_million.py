@@ -121,7 +121,7 @@ def warm_start(
     """``syncd run`` on the tree with its manifest complete: ready, RSS, idle CPU, latency."""
     files = s.sizes.million_files
     n = f"{files:,}"
-    idle = s.args.idle if s.args.idle is not None else (20.0 if s.args.quick else 300.0)
+    idle = s.idle
     window = min(IDLE_CPU_WINDOW, idle)
     debounce_ms = s.args.debounce * 1000
     t0 = time.perf_counter()

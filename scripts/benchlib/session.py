@@ -66,6 +66,16 @@ class Session:
             return self.run_dir / "store", "disk"
         return shm / f"syncd-bench-{os.getpid()}", "tmpfs"
 
+    @property
+    def idle(self) -> float:
+        """How long `syncd run` idles on the million tree: --idle, else 300 s (20 s with
+        --quick)."""
+        return (
+            float(self.args.idle)
+            if self.args.idle is not None
+            else (20.0 if self.args.quick else 300.0)
+        )
+
     def log(self, name: str) -> Path:
         self._n += 1
         return self.logs / f"{self._n:03d}-{name}.log"
