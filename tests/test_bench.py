@@ -33,6 +33,22 @@ WORKLOADS = {
     "latency_max",
     "tree_ready",
     "tree_rss",
+    "big_cpu_client",
+    "big_cpu_serve",
+    "small_run_rss",
+    "small_vs_baseline",
+    "syncthing_first",
+    "syncthing_latency_median",
+    "syncthing_latency_max",
+    "million_first",
+    "million_ready",
+    "million_rss_ready",
+    "million_rss_idle",
+    "million_idle_cpu",
+    "million_latency_median",
+    "million_latency_max",
+    "million_noop_rsync",
+    "million_noop_rclone",
 }
 WEBDAV_WORKLOADS = {"big_nginx", "small_first_nginx", "noop_nginx", "medium_nginx"}
 

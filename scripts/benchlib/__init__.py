@@ -1,4 +1,5 @@
-"""syncd's performance bench: syncd and its peers (curl, rclone, rsync, lsyncd) side by side.
+"""syncd's performance bench: syncd and its peers (curl, rclone, rsync, lsyncd, Syncthing, and
+syncd itself at a baseline commit) side by side.
 
 Run it through ``scripts/bench`` (which sets up the venv and the peers); ``--quick`` scales
 every data set down so the whole run takes about a minute. Everything runs against servers the
@@ -19,7 +20,16 @@ Rooms, bottom to top:
     report       Result and Floor, the table, ratios, pass / MISS, results.json
     session      one bench run's directories, logs, timed commands and results
     syncd_runs   how syncd itself is driven: its config files, `syncd sync`, `syncd run`
-    measure_big, measure_small, measure_live
-                 the measurements: one big file and medium files; many small files; `syncd run`
+    gentree      the million-file tree, written fast (one process per core)
+    measure_big, measure_cpu, measure_small, measure_live
+                 the measurements: one big file (wall clock; CPU against its floor) and medium
+                 files; many small files; `syncd run`
+    measure_baseline
+                 the small files' first sync by syncd at the baseline commit (--baseline REV)
+    measure_syncthing, syncthing_peer
+                 Syncthing, two instances in a loopback-only network namespace (`unshare -n`)
+    measure_million
+                 the million-file tree: first sync, `syncd run` warm start, idle, latency,
+                 no-op against rsync and rclone
     main         the command line and the order of the workloads
 """

@@ -15,7 +15,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import __doc__ as package_doc
-from . import measure_big, measure_live, measure_small, peers, report
+from . import (
+    measure_baseline,
+    measure_big,
+    measure_live,
+    measure_million,
+    measure_small,
+    measure_syncthing,
+    peers,
+    report,
+)
 from .procs import PROCS, BenchError, stopping_at_exit
 from .session import Session
 from .syncd_runs import ROOT, compile_syncd, has_webdav_remote
@@ -26,18 +35,28 @@ STEPS: dict[str, Callable[[Session], None]] = {
     "big": measure_big.big_upload,
     "huge": measure_big.huge_rss,
     "small": measure_small.small_files,
+    "baseline": measure_baseline.baseline,
     "medium": measure_big.medium_files,
     "latency": measure_live.latency,
+    "syncthing": measure_syncthing.syncthing,
     "tree": measure_live.tree_start,
+    "million": measure_million.million,
 }
 WORKLOADS = tuple(STEPS)
+# The data sets a step uses besides its own (ensure_data generates only what is wanted).
+USES = {"baseline": {"small"}, "syncthing": {"small"}}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="scripts/bench", description=package_doc.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="small data sets (about a minute)")
+    p.add_argument("--quick", action="store_true", help="small data sets (a few minutes)")
     p.add_argument("--dir", type=Path, default=ROOT / "bench-out", help="data and results")
-    p.add_argument("--only", default="", help=f"comma-separated subset of {WORKLOADS}")
+    p.add_argument(
+        "--only",
+        default="",
+        help=f"comma-separated subset of {', '.join(WORKLOADS)} (million: the 1,000,000-file "
+        "tree; baseline: the small files by syncd at --baseline; syncthing: Syncthing as a peer)",
+    )
     p.add_argument("--reps", type=int, default=0, help="repetitions (median kept)")
     p.add_argument("--debounce", type=float, default=0.2, help="syncd run's debounce (s)")
     p.add_argument("--no-webdav", action="store_true", help="skip syncd's webdav remote")
@@ -49,6 +68,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--check", action="store_true", help="exit 3 when a floor is missed (default: report only)"
     )
+    p.add_argument(
+        "--baseline",
+        default=measure_baseline.BASELINE,
+        metavar="REV",
+        help="the commit whose syncd (client and server) the small-file first sync is "
+        f"compared with, in the same run (default {measure_baseline.BASELINE}: before "
+        "issue 16's work)",
+    )
+    p.add_argument(
+        "--idle",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long `syncd run` idles on the million tree before its RSS is taken again "
+        "(default 300; 20 with --quick); its idle CPU is taken over the first 60 s of it",
+    )
+    # Development runs of the million rows on a smaller tree (N files in N/10 directories).
+    p.add_argument("--million-files", type=int, default=0, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -58,7 +95,7 @@ def setup(s: Session, only: set[str]) -> None:
     s.logs.mkdir(parents=True)
     s.store_dir.mkdir(parents=True, exist_ok=True)
     compile_syncd()
-    s.data = ensure_data(s.data_dir, s.sizes, only)
+    s.data = ensure_data(s.data_dir, s.sizes, only.union(*(USES.get(w, set()) for w in only)))
     s.srv = peers.start_servers(s.run_dir, s.store_dir, s.syncd)
     s.webdav = has_webdav_remote() and not s.args.no_webdav
     print(
@@ -100,6 +137,8 @@ def bench(s: Session, only: set[str]) -> int:
         "versions": peers.versions(s.syncd),
         "sizes": asdict(s.sizes),
         "debounce": s.args.debounce,
+        "idle_s": s.idle,
+        "baseline": s.args.baseline,
         "server_store": s.store_kind,
         "webdav_remote": s.webdav,
     }

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import peers
+from .measure_cpu import cpu_rows
 from .procs import BenchError, Ran
 from .report import Floor, Result, median_mbps, throughput_extra
 from .session import Session
@@ -173,6 +174,7 @@ def big_upload(s: Session) -> None:
     syncd_rss = max(r.maxrss_kib for r in runs["syncd_serve"]) / 1024
     rclone_rss = max(r.maxrss_kib for r in runs["rclone"]) / 1024
     s.add(rss_result("rss_big", f"peak RSS sending {label}", syncd_rss, rclone_rss))
+    cpu_rows(s, runs, src, label)
 
 
 def huge_rss(s: Session) -> None:

@@ -17,16 +17,21 @@ from .syncd_runs import config, running, sync, wait_ready
 from .workloads import tree_size
 
 
+def syncd_latency(s: Session, name: str = "live") -> list[float]:
+    """`syncd run` on a one-file folder: ``s.sizes.writes`` change latencies, in ms."""
+    live = s.run_dir / name
+    live.mkdir()
+    (live / "seed.txt").write_text("seed\n")
+    cfg = config(s, name, live, name, debounce=s.args.debounce)
+    with running(s, "syncd run", f"syncd-run-{name}", cfg) as (_proc, log):
+        wait_ready(log, 60, "syncd run ready")
+        return measure_latency(live, s.srv.serve_root / name, s.sizes.writes)
+
+
 def latency(s: Session) -> None:
     """`syncd run` change latency vs lsyncd (delay = 0, rsync to a local folder)."""
     debounce = s.args.debounce
-    live = s.run_dir / "live"
-    live.mkdir()
-    (live / "seed.txt").write_text("seed\n")
-    cfg = config(s, "live", live, "live", debounce=debounce)
-    with running(s, "syncd run", "syncd-run-live", cfg) as (_proc, log):
-        wait_ready(log, 60, "syncd run ready")
-        syncd = measure_latency(live, s.srv.serve_root / "live", s.sizes.writes)
+    syncd = syncd_latency(s)
 
     src = s.run_dir / "lsyncd-src"
     dst = s.store_dir / "lsyncd-dst"  # on the same filesystem as the servers

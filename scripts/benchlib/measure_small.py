@@ -9,10 +9,10 @@ import statistics
 from pathlib import Path
 
 from . import peers
-from .procs import BenchError, Ran
-from .report import Floor, Result
+from .procs import BenchError, Ran, proc_status
+from .report import Floor, Result, run_rss_result
 from .session import Session
-from .syncd_runs import config, sync
+from .syncd_runs import config, running, sync, wait_ready
 from .workloads import edit, tree_size
 
 
@@ -124,10 +124,13 @@ def small_files(s: Session) -> None:
     s.cmd(peers.rsync(work, mirror), "rsync-small-first", t)
     noop: dict[str, list[float]] = {"syncd": [], "rclone": [], "rsync": [], "syncd_nginx": []}
     reps = max(5, s.sizes.reps)  # seconds each; medians of 5 steady the ratios
+    rsync_kib = 0
     for _ in range(reps):
         noop["syncd"].append(sync(s, cfg, "syncd-small-noop", 120).seconds)
         noop["rclone"].append(s.cmd(rclone_sync, "rclone-small-noop", 300).seconds)
-        noop["rsync"].append(s.cmd(peers.rsync(work, mirror), "rsync-small-noop", 120).seconds)
+        rs = s.cmd(peers.rsync(work, mirror), "rsync-small-noop", 120)
+        noop["rsync"].append(rs.seconds)
+        rsync_kib = max(rsync_kib, rs.maxrss_kib)
         if dav_cfg is not None:
             noop["syncd_nginx"].append(sync(s, dav_cfg, "syncd-small-noop-webdav", 120).seconds)
     med = {k: statistics.median(v) for k, v in noop.items() if v}
@@ -169,6 +172,8 @@ def small_files(s: Session) -> None:
                 noop_floor(med["syncd_nginx"], med["rclone"]),
             )
         )
+
+    run_rss(s, cfg, files, rsync_kib / 1024)
 
     # One upload on its own: a one-file folder, synced, then that file edited.
     one = s.run_dir / "one"
@@ -218,5 +223,24 @@ def small_files(s: Session) -> None:
                 "rsync_s": round(statistics.median(changed["rsync"]), 4),
                 "rclone_missed_edits": rclone_missed,
             },
+        )
+    )
+
+
+def run_rss(s: Session, cfg: Path, files: int, rsync_mib: float) -> None:
+    """`syncd run` started on the small set, its manifest complete: RSS at ready (the issue's
+    floor: ≤ 25 MiB at 10,000 files)."""
+    with running(s, "syncd run small", "syncd-run-small", cfg) as (proc, log):
+        wait_ready(log, 120, "syncd run ready on the small files", poll=0.01)
+        st = proc_status(proc.pid)
+    kib = max(st.get("VmHWM", 0), st.get("VmRSS", 0))
+    s.add(
+        run_rss_result(
+            "small_run_rss",
+            f"`syncd run` on {files:,} files, manifest complete: RSS at ready (peak)",
+            files,
+            kib,
+            rsync_mib,
+            "rsync -a no-op, peak",
         )
     )

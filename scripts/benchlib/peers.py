@@ -39,16 +39,18 @@ class Servers:
 
 
 def start_syncd_serve(
-    run_dir: Path, store: Path, syncd: list[str]
+    run_dir: Path, store: Path, syncd: list[str], tag: str = "", env: dict[str, str] | None = None
 ) -> tuple[int, str, Path, str, Path]:
-    root = store / "serve-root"
+    """``syncd serve`` (``syncd`` is its command, ``env`` its environment) on a free port, its
+    root ``store/serve-root<tag>``; returns its pid, URL, root, token and token file."""
+    root = store / f"serve-root{tag}"
     root.mkdir(parents=True)
     token = secrets.token_urlsafe(24)
-    token_file = run_dir / "token"
+    token_file = run_dir / f"token{tag}"
     token_file.write_text(token + "\n")
     token_file.chmod(0o600)
-    out = run_dir / "logs" / "syncd-serve.out"
-    err = run_dir / "logs" / "syncd-serve.log"
+    out = run_dir / "logs" / f"syncd-serve{tag}.out"
+    err = run_dir / "logs" / f"syncd-serve{tag}.log"
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("wb") as o, err.open("wb") as e:
         proc = subprocess.Popen(
@@ -57,8 +59,9 @@ def start_syncd_serve(
             stderr=e,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            env=env,
         )
-    PROCS.add("syncd serve", proc)
+    PROCS.add(f"syncd serve{tag}", proc)
     found: list[str] = []
 
     def listening() -> bool:
@@ -239,6 +242,16 @@ def lsyncd_started(log: Path) -> bool:
     return log.exists() and "finished" in log.read_text(errors="replace")
 
 
+IN_NAMESPACE = 'ip link set lo up && exec "$@"'
+
+
+def netns(cmd: Sequence[str]) -> list[str]:
+    """``cmd`` in a new network namespace holding only loopback (up): ``unshare -n``, with
+    ``-r`` (a user namespace) when not root. Syncthing never runs otherwise."""
+    unshare = ["unshare", "-n"] if os.geteuid() == 0 else ["unshare", "-r", "-n"]
+    return [*unshare, "sh", "-c", IN_NAMESPACE, "sh", *cmd]
+
+
 def versions(syncd: list[str]) -> dict[str, str]:
     return {
         "syncd": version_of([*syncd, "--version"]),
@@ -247,5 +260,6 @@ def versions(syncd: list[str]) -> dict[str, str]:
         "rsync": version_of(["rsync", "--version"]),
         "nginx": version_of(["nginx", "-v"]),
         "lsyncd": version_of(["lsyncd", "--version"]),
+        "syncthing": version_of(netns(["syncthing", "--version"])),
         "aiohttp": version_of([sys.executable, "-c", "import aiohttp; print(aiohttp.__version__)"]),
     }

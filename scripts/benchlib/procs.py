@@ -166,7 +166,8 @@ def proc_status(pid: int) -> dict[str, int]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its children still running (0 if gone)."""
+    """User + system CPU time of a process and of its children, running (their own stat) or
+    reaped (the parent's cutime + cstime); 0 if gone."""
     total = 0.0
     tick = os.sysconf("SC_CLK_TCK")
     pids = [pid]
@@ -176,7 +177,7 @@ def cpu_seconds(pid: int) -> float:
     for p in pids:
         with contextlib.suppress(OSError, IndexError, ValueError):
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
+            total += sum(int(f) for f in fields[11:15]) / tick  # utime stime cutime cstime
     return total
 
 

@@ -53,6 +53,28 @@ class Result:
         return d
 
 
+def rss_floor(files: int) -> tuple[float, str]:
+    """The issue's RSS floors: 25 MiB at 10,000 files, 250 MiB at a million."""
+    return (25.0, "≤ 25 MiB") if files <= 10_000 else (250.0, "≤ 250 MiB")
+
+
+def run_rss_result(id: str, name: str, files: int, kib: int, peer: float, peer_name: str) -> Result:
+    """An RSS row with its floor and the bytes per file (shown next to syncd's figure)."""
+    mib = kib / 1024
+    limit, text = rss_floor(files)
+    return Result(
+        id,
+        name,
+        "MiB",
+        mib,
+        peer,
+        peer_name,
+        "lower",
+        [Floor(text, mib <= limit)],
+        {"bytes_per_file": round(kib * 1024 / files)},
+    )
+
+
 def fmt(v: float, unit: str) -> str:
     if unit == "s":
         return f"{v:.3f} s" if v < 10 else f"{v:.1f} s"
@@ -70,7 +92,7 @@ def table(results: list[Result]) -> str:
         rows.append(
             (
                 r.name,
-                fmt(r.syncd, r.unit),
+                syncd_cell(r),
                 f"{fmt(r.peer, r.unit)} ({r.peer_name})",
                 f"{r.ratio:.2f}",
                 floor,
@@ -86,6 +108,12 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def syncd_cell(r: Result) -> str:
+    """syncd's figure, with the bytes per file for the memory rows."""
+    per = r.extra.get("bytes_per_file")
+    return fmt(r.syncd, r.unit) + (f" ({per:,} B/file)" if per else "")
+
+
 def verdict(r: Result) -> str:
     return {True: "pass", False: "MISS", None: ""}[r.passed]
 
@@ -93,7 +121,7 @@ def verdict(r: Result) -> str:
 def line(r: Result) -> str:
     """The line printed as soon as a result is in."""
     return (
-        f"  {r.name}: syncd {fmt(r.syncd, r.unit)}, {r.peer_name} {fmt(r.peer, r.unit)}"
+        f"  {r.name}: syncd {syncd_cell(r)}, {r.peer_name} {fmt(r.peer, r.unit)}"
         f" (ratio {r.ratio:.2f}) {verdict(r)}"
     )
 

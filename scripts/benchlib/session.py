@@ -14,7 +14,7 @@ from pathlib import Path
 from .peers import Servers
 from .procs import Ran, cpu_seconds, run
 from .report import Result, line
-from .workloads import FULL, QUICK, MiB, Sizes
+from .workloads import FULL, QUICK, MiB, Sizes, million_store_bytes
 
 
 class Session:
@@ -23,6 +23,11 @@ class Session:
         self.sizes = QUICK if args.quick else FULL
         if args.reps:
             self.sizes = Sizes(**{**asdict(self.sizes), "reps": args.reps})
+        if args.million_files:  # development runs: a smaller "million" tree
+            n = args.million_files
+            self.sizes = Sizes(
+                **{**asdict(self.sizes), "million_files": n, "million_dirs": max(1, n // 10)}
+            )
         self.dir: Path = args.dir.resolve()
         self.data_dir = self.dir / "data" / ("quick" if args.quick else "full")
         self.run_dir: Path = self.dir / "run"
@@ -46,6 +51,9 @@ class Session:
         # Room for the largest file three times over (two servers and rclone's temp) and the
         # small files; containers often give /dev/shm only 64 MiB: then the disk it is.
         need = 3 * max(self.sizes.big, self.sizes.huge) + self.sizes.medium_files * 5 * MiB
+        if not self.args.only or "million" in self.args.only.split(","):
+            # The big files are removed after their step; the million tree comes later.
+            need = max(need, million_store_bytes(self.sizes))
         need += 512 * MiB
         if self.args.disk or not (shm.is_dir() and os.access(shm, os.W_OK)):
             return self.run_dir / "store", "disk"
@@ -58,18 +66,35 @@ class Session:
             return self.run_dir / "store", "disk"
         return shm / f"syncd-bench-{os.getpid()}", "tmpfs"
 
+    @property
+    def idle(self) -> float:
+        """How long `syncd run` idles on the million tree: --idle, else 300 s (20 s with
+        --quick)."""
+        return (
+            float(self.args.idle)
+            if self.args.idle is not None
+            else (20.0 if self.args.quick else 300.0)
+        )
+
     def log(self, name: str) -> Path:
         self._n += 1
         return self.logs / f"{self._n:03d}-{name}.log"
 
-    def cmd(self, cmd: Sequence[str | Path], name: str, timeout: float) -> Ran:
-        """``run`` with a log of its own, also noting the CPU time each server used meanwhile.
-        Dirty pages of earlier runs are written out first (``sync``), so that no run pays for
-        the writeback of the one before it."""
+    def cmd(
+        self,
+        cmd: Sequence[str | Path],
+        name: str,
+        timeout: float,
+        env: dict[str, str] | None = None,
+        servers: dict[str, int] | None = None,
+    ) -> Ran:
+        """``run`` with a log of its own, also noting the CPU time each server (``servers``,
+        default: syncd serve and nginx) used meanwhile. Dirty pages of earlier runs are written
+        out first (``sync``), so that no run pays for the writeback of the one before it."""
         os.sync()
-        pids = {"serve": self.srv.serve_pid, "nginx": self.srv.nginx_pid}
+        pids = servers or {"serve": self.srv.serve_pid, "nginx": self.srv.nginx_pid}
         before = {k: cpu_seconds(p) for k, p in pids.items()}
-        ran = run(cmd, self.log(name), timeout=timeout, env=self.env)
+        ran = run(cmd, self.log(name), timeout=timeout, env=env or self.env)
         ran.server_cpu = {k: cpu_seconds(p) - before[k] for k, p in pids.items()}
         return ran
 

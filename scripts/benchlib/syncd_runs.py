@@ -16,11 +16,11 @@ from .session import Session
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
-def compile_syncd() -> None:
+def compile_syncd(package: Path = ROOT / "syncd") -> None:
     """As `pip install` does: syncd's modules compiled once, not at every command's start
     (PYTHONDONTWRITEBYTECODE or a read-only checkout would otherwise cost ~50 ms a run)."""
     subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", str(ROOT / "syncd")],
+        [sys.executable, "-m", "compileall", "-q", str(package)],
         check=False,
         capture_output=True,
         timeout=120,
@@ -48,12 +48,15 @@ def config(
     kind: str = "syncd",
     debounce: float | None = None,
     concurrency: int | None = None,
+    serve: tuple[str, Path] | None = None,
 ) -> Path:
-    """A syncd config with its own state_dir (fresh: no manifest yet)."""
+    """A syncd config with its own state_dir (fresh: no manifest yet). ``serve`` is another
+    ``syncd serve``'s URL and token file (default: the bench's)."""
     srv = s.srv
     state = s.run_dir / "state" / name
     if kind == "syncd":
-        remote = f'url = "{srv.serve_url}"\ntoken_file = "{srv.token_file}"\n'
+        url, token_file = serve or (srv.serve_url, srv.token_file)
+        remote = f'url = "{url}"\ntoken_file = "{token_file}"\n'
     else:
         remote = (
             f'kind = "webdav"\nurl = "{srv.dav_url}"\nusername = "{DAV_USER}"\n'
@@ -80,15 +83,16 @@ def sync(s: Session, cfg: Path, name: str, timeout: float) -> Ran:
 
 @contextlib.contextmanager
 def running(
-    s: Session, label: str, log_name: str, cfg: Path
+    s: Session, label: str, log_name: str, cfg: Path, stop_timeout: float = 15
 ) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
-    """``syncd run`` for the time of the block (stopped with TERM after it); it must exit 0."""
+    """``syncd run`` for the time of the block (stopped with TERM after it, KILL after
+    ``stop_timeout`` seconds); it must exit 0."""
     log = s.log(log_name)
     proc = spawn(label, [*s.syncd, "run", "-c", cfg], log, env=s.env)
     try:
         yield proc, log
     finally:
-        code = PROCS.stop(proc)
+        code = PROCS.stop(proc, stop_timeout)
     if code != 0:
         raise BenchError(f"syncd run exited {code} (log: {log})")
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .gentree import gen_tree
+
 MiB = 1 << 20
 GiB = 1 << 30
 SEED = 20260701
@@ -35,10 +37,18 @@ class Sizes:
     tree_dirs: int
     writes: int  # change-latency samples
     reps: int  # repetitions of the throughput and no-op measurements (median kept)
+    million_files: int  # the million-file tree (--only million) ...
+    million_dirs: int  # ... in this many directories
 
 
-FULL = Sizes(GiB, 4 * GiB, 10_000, 100, 200, 100_000, 1000, 20, 3)
-QUICK = Sizes(256 * MiB, 0, 500, 10, 20, 3_000, 30, 10, 1)
+FULL = Sizes(GiB, 4 * GiB, 10_000, 100, 200, 100_000, 1000, 20, 3, 1_000_000, 100_000)
+QUICK = Sizes(256 * MiB, 0, 500, 10, 20, 3_000, 30, 10, 1, 10_000, 1_000)
+
+
+def million_store_bytes(s: Sizes) -> int:
+    """Room the million tree takes where the servers store: syncd serve's copy and the copy
+    rsync and rclone keep (a 4 KiB page per file and per directory on a tmpfs, each)."""
+    return 2 * (s.million_files + s.million_dirs) * 4096 + 64 * MiB
 
 
 def _rng(name: str) -> random.Random:
@@ -102,6 +112,11 @@ def ensure_data(data: Path, s: Sizes, wanted: set[str]) -> dict[str, Path]:
             lambda p: gen_many(p, s.tree_files, s.tree_dirs, lambda r: r.randint(64, 2048), "t"),
         ),
     }
+    if s.million_files:
+        sets["million"] = (
+            {"files": s.million_files, "dirs": s.million_dirs, "size": "64..2048", "v": 1},
+            lambda p: gen_tree(p, s.million_files, s.million_dirs, SEED),
+        )
     if s.huge:
         sets["huge"] = ({"size": s.huge}, lambda p: gen_file(p / "huge.bin", s.huge, "huge"))
     out: dict[str, Path] = {}
