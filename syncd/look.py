@@ -1,7 +1,8 @@
 """The Look step: what is there locally, as the planner takes it (``Looked``).
 
 Every way in looks here: a pass (and the daemon's start-up, rescans, reconnects) scans the whole
-folder (``first_look``: ``syncd sync``'s prescan and the engine share it), a live batch looks at
+folder and compares it with the manifest as two sorted streams (``first_look``: ``syncd
+sync``'s prescan and the engine share it), a live batch looks at
 its settled paths (``look_at``: a directory that appeared is scanned, a path that is gone stands
 for everything that was below it). Nothing is decided here: that is the planner's.
 """
@@ -10,58 +11,123 @@ from __future__ import annotations
 
 import os
 import stat
-import threading
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
+from syncd.manifestdb import decoded
 from syncd.planner import Looked
 from syncd.scanner import FolderUnavailable, Scanner, ScanResult
-from syncd.types import LocalFile, Problem
+from syncd.types import LocalFile, Problem, Row
 
 if TYPE_CHECKING:
     from syncd.manifest import Manifest
     from syncd.uploader import FolderCtx
 
 
+@dataclass
+class FirstLook:
+    """A look at the whole folder, compared with the manifest's rows as two sorted streams
+    (``first_look``): the differences, and counts of the rest.
+
+    ``scan.files`` holds only the files that are new or not as their rows say; ``gone`` the
+    rows whose file was not found; ``unchanged`` and ``found`` count the files that matched
+    and every file. Problems, incomplete directories and skips are the scan's, in full."""
+
+    scan: ScanResult
+    gone: list[Row]
+    unchanged: int
+    found: int
+
+    @property
+    def in_sync(self) -> bool:
+        """Does the folder match its rows exactly?"""
+        return not self.scan.files and not self.gone
+
+    def looked(self) -> Looked:
+        """The look as the planner takes it: its differences (``Looked.gone``)."""
+        return Looked(
+            self.scan.files,
+            incomplete=self.scan.incomplete,
+            folder_empty=self.found == 0,
+            gone=self.gone,
+            unchanged=self.unchanged,
+        )
+
+    @property
+    def every_file(self) -> bool:
+        """Does ``scan.files`` hold every file found (none matched a row)?"""
+        return self.unchanged == 0
+
+
 def first_look(
-    scanner: Scanner, manifest: Manifest, scope: str, *, overlap: bool = True
-) -> tuple[ScanResult, bool]:
-    """Scan the whole folder; and whether it matches the manifest's rows exactly. The first
-    look at a folder (rows not loaded) reads the rows' states (while the folder is scanned,
-    with ``overlap``); if they agree the rows need not be loaded at all. Blocking (``syncd
-    sync``'s prescan calls it before any event loop, the engine in a thread); raises
-    FolderUnavailable.
+    scanner: Scanner,
+    manifest: Manifest,
+    scope: str,
+    staged: Mapping[str, Row | None] | None = None,
+) -> FirstLook:
+    """Scan the whole folder and compare it with the rows of ``scope``, walk and rows both in
+    path order (``Scanner.walk``, ``Manifest.sorted_rows``): memory for the differences only,
+    however many files match. ``staged``: the changes not committed yet
+    (``Manifest.staged_rows``, taken on the thread that makes them: the caller's, when this
+    runs in a worker thread). Blocking; raises FolderUnavailable."""
+    if staged is None:
+        staged = manifest.staged_rows(scope)
+    result = ScanResult()
+    files = result.files
+    gone: list[Row] = []
+    unchanged = found = 0
+    rows = _with_staged(manifest.sorted_rows(scope), staged)
+    r = next(rows, None)
+    for lf in scanner.walk(result):
+        found += 1
+        rel = lf.rel
+        while r is not None and r[0] < rel:
+            gone.append(decoded(r))
+            r = next(rows, None)
+        if r is not None and r[0] == rel:
+            # (size, mtime, ctime, inode): ``LocalFile.same``; wide values are decoded first
+            if (r[1], r[2], r[5], r[6]) == lf.same or decoded(r).same == lf.same:
+                unchanged += 1
+            else:
+                files[rel] = lf
+            r = next(rows, None)
+        else:
+            files[rel] = lf
+    while r is not None:
+        gone.append(decoded(r))
+        r = next(rows, None)
+    return FirstLook(result, gone, unchanged, found)
 
-    ``overlap=False`` reads them after the scan: in a process doing nothing else (the
-    prescan) the two threads only contend for the GIL, which made a no-op ``syncd sync`` of
-    10,000 files 25 ms (13 %) slower."""
-    if manifest.loaded(scope):
-        return scanner.scan(), False
-    if not overlap:
-        scan = scanner.scan()
-        return scan, manifest.states(scope) == _states(scan)
-    got: list[object] = []
 
-    def read() -> None:
-        try:
-            got.append(manifest.states(scope))
-        except BaseException as e:  # raised on the caller's thread below
-            got.append(e)
-
-    reader = threading.Thread(target=read, name="syncd-rows", daemon=True)
-    reader.start()
-    try:
-        scan = scanner.scan()
-    finally:
-        reader.join()
-    states = got[0]
-    if isinstance(states, BaseException):
-        raise states
-    return scan, not manifest.loaded(scope) and states == _states(scan)
+def _with_staged(
+    committed: Iterator[tuple[object, ...]], staged: Mapping[str, Row | None]
+) -> Iterator[tuple[Any, ...]]:
+    """The committed rows (in path order) with the staged changes applied, in path order."""
+    if not staged:
+        yield from committed
+        return
+    changes = sorted(staged.items())
+    i = 0
+    for t in committed:
+        rel = cast(str, t[0])
+        while i < len(changes) and changes[i][0] < rel:
+            if (row := changes[i][1]) is not None:
+                yield row
+            i += 1
+        if i < len(changes) and changes[i][0] == rel:
+            if (row := changes[i][1]) is not None:
+                yield row
+            i += 1
+            continue
+        yield t
+    for _rel, row in changes[i:]:
+        if row is not None:
+            yield row
 
 
 def whole(scan: ScanResult) -> Looked:
-    """A scan of the whole folder, as the planner takes it."""
+    """A scan of the whole folder (every file), as the planner takes it."""
     return Looked(scan.files, incomplete=scan.incomplete)
 
 
@@ -125,10 +191,4 @@ def _lstat_exact(ctx: FolderCtx, rel: str) -> os.stat_result | None:
     return st
 
 
-__all__ = ["first_look", "look_at", "whole"]
-
-
-def _states(scan: ScanResult) -> set[tuple[str, int, int, int, int]]:
-    """The scan's files as :meth:`Manifest.states` gives rows: (path, size, mtime, ctime,
-    inode). The executable bit is left out: a ``chmod`` changes the ctime."""
-    return {f[:5] for f in scan.files.values()}
+__all__ = ["FirstLook", "first_look", "look_at", "whole"]

@@ -17,7 +17,7 @@ import sqlite3
 from pathlib import Path
 
 from syncd.errors import ManifestError
-from syncd.types import shown
+from syncd.types import Row, shown
 
 log = logging.getLogger("syncd.manifest")  # (the name its log lines have always carried)
 
@@ -98,6 +98,25 @@ def number(value: int | bytes) -> int:
     return value if isinstance(value, int) else int(value)
 
 
+def decoded(t: tuple[object, ...]) -> Row:
+    """A row as SQLite gives it (``COLUMNS``), as a Row: wide integers made ints again."""
+    if type(t[2]) is int and type(t[5]) is int and type(t[6]) is int:
+        return Row._make(t)
+    row = Row._make(t)
+    return row._replace(
+        mtime_ns=number(row.mtime_ns), ctime_ns=number(row.ctime_ns), inode=number(row.inode)
+    )
+
+
+def reader(path: Path) -> sqlite3.Connection:
+    """A second connection to the manifest, for reading only: in WAL mode it reads the last
+    commit while the writer commits (a commit running in a thread does not block it)."""
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA busy_timeout=5000")
+    db.execute("PRAGMA query_only=1")
+    return db
+
+
 def _statements(script: str) -> list[str]:
     lines = [ln for ln in script.splitlines() if not ln.lstrip().startswith("--")]
     return [st.strip() for st in "\n".join(lines).split(";") if st.strip()]
@@ -174,9 +193,11 @@ __all__ = [
     "COLUMNS",
     "SCHEMA_VERSION",
     "WIDE_ROWS",
+    "decoded",
     "named",
     "number",
     "open_db",
+    "reader",
     "reason",
     "stored",
 ]

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from syncd.look import first_look
+from syncd.look import FirstLook, first_look
 from syncd.manifest import Manifest, scope_of
-from syncd.scanner import FolderUnavailable, Scanner, ScanResult
+from syncd.scanner import FolderUnavailable, Scanner
 
 if TYPE_CHECKING:
     from syncd.config import Config
@@ -26,7 +26,7 @@ UNLISTED = ("http",)
 
 
 class Prescan:
-    """The manifest (open), one scanner per folder, and each folder's scan by scope.
+    """The manifest (open), one scanner per folder, and each folder's look by scope.
 
     ``settled`` is true when every folder was scanned without a problem, matches its manifest
     rows exactly, and the server's holdings are known to be those rows. The manifest is closed
@@ -36,7 +36,7 @@ class Prescan:
     def __init__(self, config: Config) -> None:
         self.manifest = Manifest.in_state_dir(config.sync.state_dir)
         self.scanners: list[Scanner] = []
-        self.scans: dict[str, ScanResult] = {}
+        self.looks: dict[str, FirstLook] = {}
         self.unchanged = 0
         self.settled = True
         try:
@@ -45,22 +45,20 @@ class Prescan:
                 self.scanners.append(scanner)
                 scope = scope_of(config, folder)
                 try:
-                    if self.settled:
-                        scan, in_sync = first_look(scanner, self.manifest, scope, overlap=False)
-                    else:  # the engine plans it anyway: the rows are not compared here
-                        scan, in_sync = scanner.scan(), False
+                    look = first_look(scanner, self.manifest, scope)
                 except FolderUnavailable:
                     self.settled = False  # the engine scans it again and says why
                     continue
-                self.scans[scope] = scan
+                self.looks[scope] = look
                 if (
-                    not in_sync
-                    or scan.problems
+                    not self.settled
+                    or not look.in_sync
+                    or look.scan.problems
                     or not self._server_unchanged(config, scope, folder.remote_path)
                 ):
                     self.settled = False  # the engine plans it
                     continue
-                self.unchanged += len(scan.files)
+                self.unchanged += look.unchanged
         except BaseException:
             self.manifest.close()
             raise
