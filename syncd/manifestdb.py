@@ -6,8 +6,8 @@ Every time and inode a filesystem can hold is stored exactly. SQLite's integers 
 nanosecond times are not: ext4 keeps mtimes up to the year 2446 (1.5e19 ns), tmpfs and btrfs
 up to 64-bit seconds (9.2e27 ns), and inode numbers are unsigned 64-bit. A value outside the
 int64 range is stored as a BLOB of its decimal digits (a BLOB, because SQLite would turn a TEXT
-of digits into a lossy REAL in an INTEGER column) and read back as the same int; a partial
-index finds those rows without a look at the others.
+of digits into a lossy REAL in an INTEGER column) and read back as the same int (``decoded``).
+(Manifests of an earlier syncd carry an index of those rows, ``files_wide``: harmless.)
 """
 
 from __future__ import annotations
@@ -80,13 +80,6 @@ ALTER TABLE files ADD COLUMN executable INTEGER NOT NULL DEFAULT 0;
 COLUMNS = "path, size, mtime_ns, sha256, synced_at, ctime_ns, inode, executable"
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_WIDE = "typeof(mtime_ns) = 'blob' OR typeof(ctime_ns) = 'blob' OR typeof(inode) = 'blob'"
-# Not part of the schema version: an index changes no row, and an older syncd ignores it.
-_WIDE_INDEX = f"CREATE INDEX IF NOT EXISTS files_wide ON files (scope) WHERE {_WIDE}"
-# `+scope`: not the primary key, so that SQLite takes the (tiny) partial index.
-WIDE_ROWS = (
-    f"SELECT path, size, mtime_ns, ctime_ns, inode FROM files WHERE +scope = ? AND ({_WIDE})"
-)
 
 
 def stored(n: int) -> int | bytes:
@@ -153,10 +146,6 @@ def open_db(path: Path) -> sqlite3.Connection:
             db.execute("COMMIT")
         for table in ("files", "outbox", "held", "mirrors"):
             db.execute(f"SELECT count(*) FROM {table}").fetchone()
-        try:
-            db.execute(_WIDE_INDEX)
-        except sqlite3.OperationalError as e:  # read-only, busy: the rows are found anyway
-            log.debug("manifest: no index of wide values (%s)", e)
     except BaseException:
         db.close()
         raise
@@ -192,7 +181,6 @@ __all__ = [
     "BAD_VALUE",
     "COLUMNS",
     "SCHEMA_VERSION",
-    "WIDE_ROWS",
     "decoded",
     "named",
     "number",
