@@ -9,13 +9,19 @@ for everything that was below it). Nothing is decided here: that is the planner'
 
 from __future__ import annotations
 
+import logging
 import os
+import pickle
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from syncd.manifestdb import decoded
+from syncd.config import FolderConfig
+from syncd.manifestdb import decoded, reader, sorted_rows
 from syncd.planner import Looked
 from syncd.scanner import FolderUnavailable, Scanner, ScanResult
 from syncd.types import LocalFile, Problem, Row
@@ -65,21 +71,197 @@ def first_look(
     manifest: Manifest,
     scope: str,
     staged: Mapping[str, Row | None] | None = None,
+    *,
+    parts: int | None = None,
 ) -> FirstLook:
     """Scan the whole folder and compare it with the rows of ``scope``, walk and rows both in
-    path order (``Scanner.walk``, ``Manifest.sorted_rows``): memory for the differences only,
-    however many files match. ``staged``: the changes not committed yet
+    path order (``Scanner.walk``, ``manifestdb.sorted_rows``): memory for the differences
+    only, however many files match. ``staged``: the changes not committed yet
     (``Manifest.staged_rows``, taken on the thread that makes them: the caller's, when this
-    runs in a worker thread). Blocking; raises FolderUnavailable."""
+    runs in a worker thread). Blocking; raises FolderUnavailable.
+
+    A folder of ``PARALLEL_MIN`` rows or more is walked in two parts on two cores, the second
+    by a process of its own (``parts``: how many, default the CPUs, at most 2): the walk is
+    Python and stat calls, which one core cannot do faster. Each part compares its own range
+    of paths; put together they are exactly the look of one walk."""
     if staged is None:
         staged = manifest.staged_rows(scope)
+    split = _split(manifest.path, scope, parts)
+    if split is None:
+        result = ScanResult()
+        look = _compare(
+            scanner.walk(result, summarise=False),
+            _with_staged(sorted_rows(manifest.path, scope), staged),
+            result,
+        )
+        scanner.summarise(look.scan)
+        return look
+    theirs_staged = {rel: row for rel, row in staged.items() if rel >= split}
+    mine_staged = {rel: row for rel, row in staged.items() if rel < split}
+    level = logging.getLogger("syncd").getEffectiveLevel()
+    job = (scanner.folder, manifest.path, scope, theirs_staged, split, level)
+    theirs = _Part.start(job)
     result = ScanResult()
+    mine = _compare(
+        scanner.walk(result, part=("", split), summarise=False),
+        _with_staged(sorted_rows(manifest.path, scope, "", split), mine_staged),
+        result,
+    )
+    got = theirs.result() if theirs is not None else None
+    if isinstance(got, FolderUnavailable):
+        raise got
+    if not isinstance(got, tuple):  # no second process here: the rest is walked by this one
+        log.debug("the second part of the walk runs here: %s", got)
+        got = _look_part(*job, keep_logs=False)
+    other, records = got
+    for name, levelno, message in records:
+        logging.getLogger(name).log(levelno, "%s", message)
+    look = _joined(mine, other)
+    scanner.summarise(look.scan)
+    return look
+
+
+PARALLEL_MIN = 200_000
+"""Rows from which a folder is walked in two processes: below, starting the second one costs
+about what it saves."""
+
+log = logging.getLogger("syncd.scanner")
+
+
+def _split(path: Path, scope: str, parts: int | None) -> str | None:
+    """Where the second part of the walk starts: the sort key of the top-level entry that
+    holds the middle row (None: one part -- one CPU, few rows, or every row in one entry)."""
+    if (parts if parts is not None else min(2, os.cpu_count() or 1)) < 2:
+        return None
+    db = reader(path)
+    try:
+        (n,) = db.execute("SELECT count(*) FROM files WHERE scope = ?", (scope,)).fetchone()
+        if n < PARALLEL_MIN and parts is None:
+            return None
+        if n < 2:
+            return None
+        first, middle = (
+            cast(
+                str,
+                db.execute(
+                    "SELECT path FROM files WHERE scope = ? ORDER BY path LIMIT 1 OFFSET ?",
+                    (scope, k),
+                ).fetchone()[0],
+            )
+            for k in (0, n // 2)
+        )
+    finally:
+        db.close()
+    key = _top_key(middle)
+    return None if key <= _top_key(first) else key
+
+
+def _top_key(rel: str) -> str:
+    """The sort key of the top-level entry holding ``rel`` (``Scanner.walk``'s order)."""
+    top, sep, _rest = rel.partition("/")
+    return top + "/" if sep else top
+
+
+Job = tuple[FolderConfig, Path, str, Mapping[str, "Row | None"], str, int]
+"""What the second part of a walk needs: the folder, the manifest's path, the scope, the
+staged changes of its paths, where it starts, the log level."""
+
+
+class _Part:
+    """The second part of a walk, in a process of its own: ``python -m syncd.lookpart``, its
+    job and its answer pickled through its stdin and stdout (a child started this way runs
+    nothing of the parent's ``__main__``, however the parent was started)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+
+    @classmethod
+    def start(cls, job: Job) -> _Part | None:
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "syncd.lookpart"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
+            assert proc.stdin is not None
+            proc.stdin.write(pickle.dumps(job))
+            proc.stdin.close()
+        except (OSError, pickle.PicklingError) as e:
+            log.debug("no second process for the walk: %s", e)
+            return None
+        return cls(proc)
+
+    def result(self) -> tuple[FirstLook, list[tuple[str, int, str]]] | BaseException | str:
+        """The part's look and log, the error it raised, or why there is neither."""
+        assert self.proc.stdout is not None
+        try:
+            data = self.proc.stdout.read()
+        finally:
+            self.proc.stdout.close()
+            code = self.proc.wait()
+        try:
+            got = pickle.loads(data)
+        except Exception as e:  # it died: no answer, or half of one
+            return f"the second process ended ({code}) without an answer ({e})"
+        if isinstance(got, BaseException | tuple):
+            return got
+        return f"an answer of type {type(got).__name__}"
+
+
+def _look_part(
+    folder: FolderConfig,
+    path: Path,
+    scope: str,
+    staged: Mapping[str, Row | None],
+    low: str,
+    level: int,
+    *,
+    keep_logs: bool = True,
+) -> tuple[FirstLook, list[tuple[str, int, str]]]:
+    """The second part of a walk: its look, and what it logged (in its own process, kept for
+    the parent to log, as if it had walked that part itself)."""
+    records: list[tuple[str, int, str]] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append((record.name, record.levelno, record.getMessage()))
+
+    if keep_logs:
+        top = logging.getLogger("syncd")
+        top.handlers[:] = [Keep()]
+        top.setLevel(level)
+        top.propagate = False
+    scanner = Scanner(folder)
+    result = ScanResult()
+    look = _compare(
+        scanner.walk(result, part=(low, None), summarise=False),
+        _with_staged(sorted_rows(path, scope, low), staged),
+        result,
+    )
+    return look, records
+
+
+def _joined(a: FirstLook, b: FirstLook) -> FirstLook:
+    """Two parts' looks (``a`` the lower paths) as one."""
+    scan = a.scan
+    scan.files.update(b.scan.files)
+    scan.problems += b.scan.problems
+    scan.incomplete += b.scan.incomplete
+    scan.skipped += b.scan.skipped
+    scan.skips.update(b.scan.skips)
+    return FirstLook(scan, a.gone + b.gone, a.unchanged + b.unchanged, a.found + b.found)
+
+
+def _compare(
+    walk: Iterator[LocalFile], rows: Iterator[tuple[Any, ...]], result: ScanResult
+) -> FirstLook:
+    """Merge the walk with the rows (both in path order): what differs, and counts."""
     files = result.files
     gone: list[Row] = []
     unchanged = found = 0
-    rows = _with_staged(manifest.sorted_rows(scope), staged)
     r = next(rows, None)
-    for lf in scanner.walk(result):
+    for lf in walk:
         found += 1
         rel = lf.rel
         while r is not None and r[0] < rel:
@@ -87,7 +269,9 @@ def first_look(
             r = next(rows, None)
         if r is not None and r[0] == rel:
             # (size, mtime, ctime, inode): ``LocalFile.same``; wide values are decoded first
-            if (r[1], r[2], r[5], r[6]) == lf.same or decoded(r).same == lf.same:
+            if (r[1] == lf[1] and r[2] == lf[2] and r[5] == lf[3] and r[6] == lf[4]) or decoded(
+                r
+            ).same == lf.same:
                 unchanged += 1
             else:
                 files[rel] = lf

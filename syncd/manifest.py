@@ -30,6 +30,7 @@ from syncd.manifestdb import (
     open_db,
     reader,
     reason,
+    sorted_rows,
     stored,
 )
 from syncd.types import DictRows, LocalFile, Row, Rows
@@ -194,16 +195,8 @@ class Manifest:
         return {rel: row for rel, (row, _stamp) in self._overlay.get(scope, {}).items()}
 
     def sorted_rows(self, scope: str) -> Iterator[tuple[object, ...]]:
-        """Every committed row of ``scope`` as SQLite holds it (``COLUMNS``; wide integers as
-        bytes: ``decoded`` makes a Row), in path order -- the order of ``Scanner.walk``. Its
-        own connection and read transaction: safe in any thread, one consistent snapshot."""
-        db = reader(self.path)
-        try:
-            yield from db.execute(
-                f"SELECT {COLUMNS} FROM files WHERE scope = ? ORDER BY path", (scope,)
-            )
-        finally:
-            db.close()
+        """Every committed row of ``scope``, in path order (``manifestdb.sorted_rows``)."""
+        return sorted_rows(self.path, scope)
 
     def get(self, scope: str, rel: str) -> Row | None:
         staged = self._overlay.get(scope)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 from syncd.errors import ManifestError
@@ -110,6 +111,25 @@ def reader(path: Path) -> sqlite3.Connection:
     return db
 
 
+def sorted_rows(
+    path: Path, scope: str, low: str = "", high: str | None = None
+) -> Iterator[tuple[object, ...]]:
+    """The committed rows of ``scope`` with ``low <= path < high`` as SQLite holds them
+    (``COLUMNS``; wide integers as bytes: ``decoded``), in path order -- the order of
+    ``Scanner.walk``. Its own connection and read transaction: safe in any thread or process,
+    one consistent snapshot."""
+    db = reader(path)
+    try:
+        sql = f"SELECT {COLUMNS} FROM files WHERE scope = ? AND path >= ?"
+        args: tuple[object, ...] = (scope, low)
+        if high is not None:
+            sql += " AND path < ?"
+            args += (high,)
+        yield from db.execute(sql + " ORDER BY path", args)
+    finally:
+        db.close()
+
+
 def _statements(script: str) -> list[str]:
     lines = [ln for ln in script.splitlines() if not ln.lstrip().startswith("--")]
     return [st.strip() for st in "\n".join(lines).split(";") if st.strip()]
@@ -187,5 +207,6 @@ __all__ = [
     "open_db",
     "reader",
     "reason",
+    "sorted_rows",
     "stored",
 ]

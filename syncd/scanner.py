@@ -173,7 +173,7 @@ class Scanner:
         self._warn_once(rel, reason)
         return None
 
-    def _summarise(self, result: ScanResult, under: str) -> None:
+    def summarise(self, result: ScanResult, under: str = "") -> None:
         """One warning for the paths this scan skipped that no warning has named yet."""
         found = result.skips
         if under:
@@ -223,15 +223,29 @@ class Scanner:
         result.files = {lf.rel: lf for lf in self.walk(result, under)}
         return result
 
-    def walk(self, result: ScanResult, under: str = "") -> Iterator[LocalFile]:
+    def walk(
+        self,
+        result: ScanResult,
+        under: str = "",
+        *,
+        part: tuple[str, str | None] = ("", None),
+        summarise: bool = True,
+    ) -> Iterator[LocalFile]:
         """Every mirrorable file of the folder (or of ``under``), in path order: the order of
         Python's ``str`` comparison, which is SQLite's for UTF-8 text, so that the walk and the
         manifest's rows (``Manifest.sorted_rows``) can be compared as two sorted streams,
         neither held in memory. ``result`` gets the problems, incomplete directories and
-        skips (not the files). Raises FolderUnavailable before the first file."""
+        skips (not the files). Raises FolderUnavailable before the first file.
+
+        ``part``: only the folder's entries whose sort key (a directory's is "name/") is in
+        ``[low, high)`` (``high`` None: no end), so that two processes can walk one folder
+        in two parts (``syncd.look``). ``summarise``: log the scan's one warning about skips
+        (a walk in parts leaves it to whoever puts the parts together: ``summarise``)."""
         self.check_root()
         self.reload_ignores()
-        result.problems += self.ignorer.problems
+        low, high = part
+        if not low:  # (the first part says what is wrong with the ignore rules, once)
+            result.problems += self.ignorer.problems
         # The loop below runs once per file (a million times for a large folder): what it uses
         # is looked up once, and the common case -- a regular file -- is tested first.
         file_ignored = self.ignorer.file_ignored
@@ -245,6 +259,8 @@ class Scanner:
         # Depth first, each directory's entries sorted with a directory's name as "name/": so
         # "a.txt" < "a/b" < "a0", as the paths compare.
         listing = self._listing(result, under, under)
+        if listing is not None and (low or high is not None):
+            listing = [e for e in listing if low <= e[0] and (high is None or e[0] < high)]
         stack = [(under, iter(listing))] if listing is not None else []
         while stack:
             rel_dir, entries = stack[-1]
@@ -296,7 +312,8 @@ class Scanner:
                     self._skip(result, rel, _special(mode))
             else:
                 stack.pop()
-        self._summarise(result, under)
+        if summarise:
+            self.summarise(result, under)
 
     def _listing(
         self, result: ScanResult, rel_dir: str, under: str

@@ -4,12 +4,14 @@ checked against the plain in-memory answer."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from syncd import look
 from syncd.config import FolderConfig
 from syncd.look import first_look
 from syncd.manifest import FILENAME, Manifest
@@ -163,3 +165,70 @@ def test_the_walk_is_in_the_order_sqlite_sorts_paths(tmp_path: Path) -> None:
             m.put("s", row(rel, 1))
         m.flush()
         assert [decoded(t).rel for t in m.sorted_rows("s")] == walked == sorted(walked)
+
+
+@given(
+    files=st.lists(REL, min_size=2, max_size=30),
+    rows=st.lists(st.tuples(REL, st.booleans()), min_size=2, max_size=30),
+)
+@settings(SETTINGS, max_examples=max(3, settings().max_examples // 10))
+def test_a_walk_in_two_processes_is_the_walk_in_one(
+    tmp_path_factory: pytest.TempPathFactory, files: list[str], rows: list[tuple[str, bool]]
+) -> None:
+    base = tmp_path_factory.mktemp("p")
+    folder = base / "folder"
+    folder.mkdir()
+    for i, rel in enumerate(_no_clash(files)):
+        p = folder / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"y" * (i % 3))
+    (folder / "z\udcff").write_bytes(b"")  # skipped (not UTF-8): in one part
+    os.mkfifo(folder / "fifo")  # skipped too: counted once, whichever part met it
+    cfg = FolderConfig(
+        path=folder, remote_path="p", ignore=(), use_default_ignores=False, delete=True
+    )
+    one, two = Scanner(cfg), Scanner(cfg)
+    full = one.scan().files
+    with Manifest(base / FILENAME) as m:
+        for rel, matches in rows:
+            lf = full.get(rel)
+            if matches and lf is not None:
+                m.put("s", Row(rel, lf.size, lf.mtime_ns, SHA, 1.0, lf.ctime_ns, lf.inode))
+            else:
+                m.put("s", row(rel, 4))
+        m.flush()
+        a = first_look(one, m, "s", parts=1)
+        b = first_look(two, m, "s", parts=2)
+        # A second process that cannot start or dies: the rest is walked by the first.
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(look.sys, "executable", "/bin/false")
+            c = first_look(Scanner(cfg), m, "s", parts=2)
+    for other in (b, c):
+        assert other.scan.files == a.scan.files and list(other.scan.files) == list(a.scan.files)
+        assert other.gone == a.gone and (other.unchanged, other.found) == (a.unchanged, a.found)
+        assert sorted(other.scan.skips) == sorted(a.scan.skips)
+        assert other.scan.skipped == a.scan.skipped
+        assert sorted(other.scan.problems) == sorted(a.scan.problems)
+
+
+def test_a_folder_of_many_entries_is_split_and_each_part_counts(tmp_path: Path) -> None:
+    folder = tmp_path / "folder"
+    for d in "abcdefghij":
+        for i in range(3):
+            (folder / d).mkdir(parents=True, exist_ok=True)
+            (folder / d / f"{i}.txt").write_bytes(b"z" * i)
+    (folder / "b" / "1.txt").write_bytes(b"changed")  # after the rows below are made
+    cfg = FolderConfig(
+        path=folder, remote_path="p", ignore=(), use_default_ignores=False, delete=True
+    )
+    with Manifest(tmp_path / FILENAME) as m:
+        for rel, lf in Scanner(cfg).scan().files.items():
+            m.put("s", Row(rel, lf.size, lf.mtime_ns, SHA, 1.0, lf.ctime_ns, lf.inode))
+        m.put("s", row("h/gone.txt", 1))
+        m.put("s", row("b/1.txt", 1))
+        m.flush()
+        split = look._split(tmp_path / FILENAME, "s", 2)
+        assert split is not None and "a/" < split <= "j/"
+        two = first_look(Scanner(cfg), m, "s", parts=2)
+    assert (two.found, two.unchanged) == (30, 29)
+    assert list(two.scan.files) == ["b/1.txt"] and [r.rel for r in two.gone] == ["h/gone.txt"]
