@@ -21,17 +21,17 @@ from syncd.config import Config
 from syncd.errors import RemoteError, Silent, SourceError, Unreachable
 from syncd.guard import Guard
 from syncd.hashing import ReadStats
-from syncd.look import first_look, whole
+from syncd.look import FirstLook, first_look, whole
 from syncd.manifest import Manifest, scope_of
 from syncd.planner import NOTHING_HELD, GuardState, Looked, Plan, Rules, Server, plan
 from syncd.pool import Batch, Fatal, Job, LiveJobs, Pool, Stops, left_undone
 from syncd.recorder import Recorder
 from syncd.report import Progress, Report, VerifyReport
 from syncd.retry import RetryPolicy
-from syncd.scanner import FolderUnavailable, Scanner, ScanResult
+from syncd.scanner import FolderUnavailable, Scanner
 from syncd.serverview import ServerView
 from syncd.status.metrics import Metrics
-from syncd.types import Op, Problem
+from syncd.types import Op, Problem, Rows
 from syncd.uploader import FolderCtx, Throttle, Uploader
 from syncd.verify import Verifier
 
@@ -75,7 +75,7 @@ class Engine:
         self._view: ServerView | None = None
         if prescan is not None:
             self._open(prescan.manifest)
-        self._prescanned: dict[str, ScanResult] = prescan.scans if prescan is not None else {}
+        self._prescanned: dict[str, FirstLook] = prescan.looks if prescan is not None else {}
         scanners = prescan.scanners if prescan is not None else [Scanner(f) for f in config.folders]
         self.folders = [
             FolderCtx(f.path, f.remote_path, scope_of(config, f), scanner)
@@ -243,13 +243,21 @@ class Engine:
         nothing, the held deletions included.
         """
         try:
-            prescanned = self._prescanned.pop(ctx.scope, None)
-            if prescanned is not None:
-                scan, in_sync = prescanned, False
-            else:
-                scan, in_sync = await asyncio.to_thread(
-                    first_look, ctx.scanner, self.manifest, ctx.scope
+            first = self._prescanned.pop(ctx.scope, None)
+            if first is None:
+                staged = self.manifest.staged_rows(ctx.scope)  # (taken here, on the loop)
+                first = await asyncio.to_thread(
+                    first_look, ctx.scanner, self.manifest, ctx.scope, staged
                 )
+            scan = first.scan
+            self.metrics.scanned(ctx.remote_path)
+            view: Server | None = None
+            if (server or (server is None and not first.in_sync)) and self.stopped() is None:
+                view = await self.view.look(ctx)
+            if view is not None and not first.every_file:
+                # A listing is compared with every file, not with the differences: the
+                # folder is scanned again, whole (the server changed since the last pass).
+                scan = await asyncio.to_thread(ctx.scanner.scan)
         except FolderUnavailable as e:
             self.metrics.error("folder", ctx.remote_path)
             report.failed.append(Problem(ctx.remote_path, f"{e}: nothing sent, nothing deleted"))
@@ -260,20 +268,20 @@ class Engine:
                 extra={"event": "failed", "folder": ctx.remote_path, "result": "folder"},
             )
             return None
-        self.metrics.scanned(ctx.remote_path)
-        view: Server | None = None
-        if (server or (server is None and not in_sync)) and self.stopped() is None:
-            view = await self.view.look(ctx)
         # A pass that cannot go on plans from the manifest only to count what it leaves
         # undone: it records nothing (no hold either).
         stopped = self.stopped() is not None
-        if in_sync and view is None:
-            plan = Plan(unchanged=len(scan.files))  # in sync, as the manifest says
+        if first.in_sync and view is None:
+            plan = Plan(unchanged=first.unchanged)  # in sync, as the manifest says
         else:
             # (A one-shot pass has no earlier deletions; the daemon's rescans and reconnects
             # count the ones its live batches and earlier looks made, as a live batch does.)
             guard = self.guard.whole_state(force=force or self.force_delete)
-            plan = self.planner(ctx, whole(scan), server=view, guard=guard)
+            if view is None:
+                plan = self.planner(ctx, first.looked(), guard=guard)
+            else:
+                rows = self.manifest.snapshot(ctx.scope)
+                plan = self.planner(ctx, whole(scan), server=view, guard=guard, rows=rows)
             if not dry_run and not stopped:
                 self.recorder.hold(ctx.scope, plan, whole=True)
         if not dry_run:
@@ -295,12 +303,14 @@ class Engine:
         *,
         server: Server | None = None,
         guard: GuardState = NOTHING_HELD,
+        rows: Rows | None = None,
     ) -> Plan:
-        """The one planner, with this folder's rules and rows."""
+        """The one planner, with this folder's rules and rows (read from the manifest as the
+        planner asks, unless ``rows`` is a snapshot of them)."""
         folder = ctx.scanner.folder
         return plan(
             looked,
-            self.manifest.rows(ctx.scope),
+            self.manifest.rows(ctx.scope) if rows is None else rows,
             Rules(
                 ignored=ctx.scanner.ignorer.ignored,
                 delete=folder.delete,

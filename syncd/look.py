@@ -1,67 +1,317 @@
 """The Look step: what is there locally, as the planner takes it (``Looked``).
 
 Every way in looks here: a pass (and the daemon's start-up, rescans, reconnects) scans the whole
-folder (``first_look``: ``syncd sync``'s prescan and the engine share it), a live batch looks at
+folder and compares it with the manifest as two sorted streams (``first_look``: ``syncd
+sync``'s prescan and the engine share it), a live batch looks at
 its settled paths (``look_at``: a directory that appeared is scanned, a path that is gone stands
 for everything that was below it). Nothing is decided here: that is the planner's.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import pickle
 import stat
-import threading
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
+from syncd.config import FolderConfig
+from syncd.manifestdb import decoded, reader, sorted_rows
 from syncd.planner import Looked
 from syncd.scanner import FolderUnavailable, Scanner, ScanResult
-from syncd.types import LocalFile, Problem
+from syncd.types import LocalFile, Problem, Row
 
 if TYPE_CHECKING:
     from syncd.manifest import Manifest
     from syncd.uploader import FolderCtx
 
 
+@dataclass
+class FirstLook:
+    """A look at the whole folder, compared with the manifest's rows as two sorted streams
+    (``first_look``): the differences, and counts of the rest.
+
+    ``scan.files`` holds only the files that are new or not as their rows say; ``gone`` the
+    rows whose file was not found; ``unchanged`` and ``found`` count the files that matched
+    and every file. Problems, incomplete directories and skips are the scan's, in full."""
+
+    scan: ScanResult
+    gone: list[Row]
+    unchanged: int
+    found: int
+
+    @property
+    def in_sync(self) -> bool:
+        """Does the folder match its rows exactly?"""
+        return not self.scan.files and not self.gone
+
+    def looked(self) -> Looked:
+        """The look as the planner takes it: its differences (``Looked.gone``)."""
+        return Looked(
+            self.scan.files,
+            incomplete=self.scan.incomplete,
+            folder_empty=self.found == 0,
+            gone=self.gone,
+            unchanged=self.unchanged,
+        )
+
+    @property
+    def every_file(self) -> bool:
+        """Does ``scan.files`` hold every file found (none matched a row)?"""
+        return self.unchanged == 0
+
+
 def first_look(
-    scanner: Scanner, manifest: Manifest, scope: str, *, overlap: bool = True
-) -> tuple[ScanResult, bool]:
-    """Scan the whole folder; and whether it matches the manifest's rows exactly. The first
-    look at a folder (rows not loaded) reads the rows' states (while the folder is scanned,
-    with ``overlap``); if they agree the rows need not be loaded at all. Blocking (``syncd
-    sync``'s prescan calls it before any event loop, the engine in a thread); raises
-    FolderUnavailable.
+    scanner: Scanner,
+    manifest: Manifest,
+    scope: str,
+    staged: Mapping[str, Row | None] | None = None,
+    *,
+    parts: int | None = None,
+) -> FirstLook:
+    """Scan the whole folder and compare it with the rows of ``scope``, walk and rows both in
+    path order (``Scanner.walk``, ``manifestdb.sorted_rows``): memory for the differences
+    only, however many files match. ``staged``: the changes not committed yet
+    (``Manifest.staged_rows``, taken on the thread that makes them: the caller's, when this
+    runs in a worker thread). Blocking; raises FolderUnavailable.
 
-    ``overlap=False`` reads them after the scan: in a process doing nothing else (the
-    prescan) the two threads only contend for the GIL, which made a no-op ``syncd sync`` of
-    10,000 files 25 ms (13 %) slower."""
-    if manifest.loaded(scope):
-        return scanner.scan(), False
-    if not overlap:
-        scan = scanner.scan()
-        return scan, manifest.states(scope) == _states(scan)
-    got: list[object] = []
+    A folder of ``PARALLEL_MIN`` rows or more is walked in two parts on two cores, the second
+    by a process of its own (``parts``: how many, default the CPUs, at most 2): the walk is
+    Python and stat calls, which one core cannot do faster. Each part compares its own range
+    of paths; put together they are exactly the look of one walk."""
+    if staged is None:
+        staged = manifest.staged_rows(scope)
+    split = _split(manifest.path, scope, parts)
+    if split is None:
+        result = ScanResult()
+        look = _compare(
+            scanner.walk(result, summarise=False),
+            _with_staged(sorted_rows(manifest.path, scope), staged),
+            result,
+        )
+        scanner.summarise(look.scan)
+        return look
+    theirs_staged = {rel: row for rel, row in staged.items() if rel >= split}
+    mine_staged = {rel: row for rel, row in staged.items() if rel < split}
+    level = logging.getLogger("syncd").getEffectiveLevel()
+    job = (scanner.folder, manifest.path, scope, theirs_staged, split, level)
+    theirs = _Part.start(job)
+    result = ScanResult()
+    mine = _compare(
+        scanner.walk(result, part=("", split), summarise=False),
+        _with_staged(sorted_rows(manifest.path, scope, "", split), mine_staged),
+        result,
+    )
+    got = theirs.result() if theirs is not None else None
+    if isinstance(got, FolderUnavailable):
+        raise got
+    if not isinstance(got, tuple):  # no second process here: the rest is walked by this one
+        log.debug("the second part of the walk runs here: %s", got)
+        got = _look_part(*job, keep_logs=False)
+    other, records = got
+    for name, levelno, message in records:
+        logging.getLogger(name).log(levelno, "%s", message)
+    look = _joined(mine, other)
+    scanner.summarise(look.scan)
+    return look
 
-    def read() -> None:
-        try:
-            got.append(manifest.states(scope))
-        except BaseException as e:  # raised on the caller's thread below
-            got.append(e)
 
-    reader = threading.Thread(target=read, name="syncd-rows", daemon=True)
-    reader.start()
+PARALLEL_MIN = 200_000
+"""Rows from which a folder is walked in two processes: below, starting the second one costs
+about what it saves."""
+
+log = logging.getLogger("syncd.scanner")
+
+
+def _split(path: Path, scope: str, parts: int | None) -> str | None:
+    """Where the second part of the walk starts: the sort key of the top-level entry that
+    holds the middle row (None: one part -- one CPU, few rows, or every row in one entry)."""
+    if (parts if parts is not None else min(2, os.cpu_count() or 1)) < 2:
+        return None
+    db = reader(path)
     try:
-        scan = scanner.scan()
+        (n,) = db.execute("SELECT count(*) FROM files WHERE scope = ?", (scope,)).fetchone()
+        if n < PARALLEL_MIN and parts is None:
+            return None
+        if n < 2:
+            return None
+        first, middle = (
+            cast(
+                str,
+                db.execute(
+                    "SELECT path FROM files WHERE scope = ? ORDER BY path LIMIT 1 OFFSET ?",
+                    (scope, k),
+                ).fetchone()[0],
+            )
+            for k in (0, n // 2)
+        )
     finally:
-        reader.join()
-    states = got[0]
-    if isinstance(states, BaseException):
-        raise states
-    return scan, not manifest.loaded(scope) and states == _states(scan)
+        db.close()
+    key = _top_key(middle)
+    return None if key <= _top_key(first) else key
+
+
+def _top_key(rel: str) -> str:
+    """The sort key of the top-level entry holding ``rel`` (``Scanner.walk``'s order)."""
+    top, sep, _rest = rel.partition("/")
+    return top + "/" if sep else top
+
+
+Job = tuple[FolderConfig, Path, str, Mapping[str, "Row | None"], str, int]
+"""What the second part of a walk needs: the folder, the manifest's path, the scope, the
+staged changes of its paths, where it starts, the log level."""
+
+
+class _Part:
+    """The second part of a walk, in a process of its own: ``python -m syncd.lookpart``, its
+    job and its answer pickled through its stdin and stdout (a child started this way runs
+    nothing of the parent's ``__main__``, however the parent was started)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+
+    @classmethod
+    def start(cls, job: Job) -> _Part | None:
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "syncd.lookpart"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
+            assert proc.stdin is not None
+            proc.stdin.write(pickle.dumps(job))
+            proc.stdin.close()
+        except (OSError, pickle.PicklingError) as e:
+            log.debug("no second process for the walk: %s", e)
+            return None
+        return cls(proc)
+
+    def result(self) -> tuple[FirstLook, list[tuple[str, int, str]]] | BaseException | str:
+        """The part's look and log, the error it raised, or why there is neither."""
+        assert self.proc.stdout is not None
+        try:
+            data = self.proc.stdout.read()
+        finally:
+            self.proc.stdout.close()
+            code = self.proc.wait()
+        try:
+            got = pickle.loads(data)
+        except Exception as e:  # it died: no answer, or half of one
+            return f"the second process ended ({code}) without an answer ({e})"
+        if isinstance(got, BaseException | tuple):
+            return got
+        return f"an answer of type {type(got).__name__}"
+
+
+def _look_part(
+    folder: FolderConfig,
+    path: Path,
+    scope: str,
+    staged: Mapping[str, Row | None],
+    low: str,
+    level: int,
+    *,
+    keep_logs: bool = True,
+) -> tuple[FirstLook, list[tuple[str, int, str]]]:
+    """The second part of a walk: its look, and what it logged (in its own process, kept for
+    the parent to log, as if it had walked that part itself)."""
+    records: list[tuple[str, int, str]] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append((record.name, record.levelno, record.getMessage()))
+
+    if keep_logs:
+        top = logging.getLogger("syncd")
+        top.handlers[:] = [Keep()]
+        top.setLevel(level)
+        top.propagate = False
+    scanner = Scanner(folder)
+    result = ScanResult()
+    look = _compare(
+        scanner.walk(result, part=(low, None), summarise=False),
+        _with_staged(sorted_rows(path, scope, low), staged),
+        result,
+    )
+    return look, records
+
+
+def _joined(a: FirstLook, b: FirstLook) -> FirstLook:
+    """Two parts' looks (``a`` the lower paths) as one."""
+    scan = a.scan
+    scan.files.update(b.scan.files)
+    scan.problems += b.scan.problems
+    scan.incomplete += b.scan.incomplete
+    scan.skipped += b.scan.skipped
+    scan.skips.update(b.scan.skips)
+    return FirstLook(scan, a.gone + b.gone, a.unchanged + b.unchanged, a.found + b.found)
+
+
+def _compare(
+    walk: Iterator[LocalFile], rows: Iterator[tuple[Any, ...]], result: ScanResult
+) -> FirstLook:
+    """Merge the walk with the rows (both in path order): what differs, and counts."""
+    files = result.files
+    gone: list[Row] = []
+    unchanged = found = 0
+    r = next(rows, None)
+    for lf in walk:
+        found += 1
+        rel = lf.rel
+        while r is not None and r[0] < rel:
+            gone.append(decoded(r))
+            r = next(rows, None)
+        if r is not None and r[0] == rel:
+            # (size, mtime, ctime, inode): ``LocalFile.same``; wide values are decoded first
+            if (r[1] == lf[1] and r[2] == lf[2] and r[5] == lf[3] and r[6] == lf[4]) or decoded(
+                r
+            ).same == lf.same:
+                unchanged += 1
+            else:
+                files[rel] = lf
+            r = next(rows, None)
+        else:
+            files[rel] = lf
+    while r is not None:
+        gone.append(decoded(r))
+        r = next(rows, None)
+    return FirstLook(result, gone, unchanged, found)
+
+
+def _with_staged(
+    committed: Iterator[tuple[object, ...]], staged: Mapping[str, Row | None]
+) -> Iterator[tuple[Any, ...]]:
+    """The committed rows (in path order) with the staged changes applied, in path order."""
+    if not staged:
+        yield from committed
+        return
+    changes = sorted(staged.items())
+    i = 0
+    for t in committed:
+        rel = cast(str, t[0])
+        while i < len(changes) and changes[i][0] < rel:
+            if (row := changes[i][1]) is not None:
+                yield row
+            i += 1
+        if i < len(changes) and changes[i][0] == rel:
+            if (row := changes[i][1]) is not None:
+                yield row
+            i += 1
+            continue
+        yield t
+    for _rel, row in changes[i:]:
+        if row is not None:
+            yield row
 
 
 def whole(scan: ScanResult) -> Looked:
-    """A scan of the whole folder, as the planner takes it."""
+    """A scan of the whole folder (every file), as the planner takes it."""
     return Looked(scan.files, incomplete=scan.incomplete)
 
 
@@ -125,10 +375,4 @@ def _lstat_exact(ctx: FolderCtx, rel: str) -> os.stat_result | None:
     return st
 
 
-__all__ = ["first_look", "look_at", "whole"]
-
-
-def _states(scan: ScanResult) -> set[tuple[str, int, int, int, int]]:
-    """The scan's files as :meth:`Manifest.states` gives rows: (path, size, mtime, ctime,
-    inode). The executable bit is left out: a ``chmod`` changes the ctime."""
-    return {f[:5] for f in scan.files.values()}
+__all__ = ["FirstLook", "first_look", "look_at", "whole"]

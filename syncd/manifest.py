@@ -1,10 +1,11 @@
 """The manifest: what the remote is known to hold, per folder and relative path (SQLite, WAL).
 
-A row changes only after the remote confirmed the bytes. Rows are kept in memory per folder
-(loaded once) and changes are staged, then written in one transaction per batch
-(``synchronous=FULL``): a crash loses at most the last batch, which costs a re-check, never a
-wrong row. A change that cannot be stored is left out of its batch with one warning; the rest
-of the batch is written. Only ``syncd.recorder`` writes it; everyone may read it.
+A row changes only after the remote confirmed the bytes. Rows are read from the file when
+asked for, not held in memory (``ManifestRows``), and changes are staged, then written in one
+transaction per batch (``synchronous=FULL``): a crash loses at most the last batch, which
+costs a re-check, never a wrong row. A change that cannot be stored is left out of its batch
+with one warning; the rest of the batch is written. Only ``syncd.recorder`` writes it;
+everyone may read it.
 
 How the file is laid out, opened and migrated, and how wide integers are kept: ``syncd.manifestdb``.
 """
@@ -15,6 +16,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import ItemsView, Iterable, Iterator, ValuesView
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,14 +25,15 @@ from syncd.errors import ManifestError
 from syncd.manifestdb import (
     BAD_VALUE,
     COLUMNS,
-    WIDE_ROWS,
+    decoded,
     named,
-    number,
     open_db,
+    reader,
     reason,
+    sorted_rows,
     stored,
 )
-from syncd.types import LocalFile, Row
+from syncd.types import DictRows, LocalFile, Row, Rows
 
 if TYPE_CHECKING:
     from syncd.config import Config, FolderConfig
@@ -52,14 +55,81 @@ class Totals:
     last_synced: float | None
 
 
+class ManifestRows(Rows):
+    """One folder's rows, read from the manifest when asked (``Manifest.rows``)."""
+
+    __slots__ = ("_m", "scope")
+
+    def __init__(self, manifest: Manifest, scope: str) -> None:
+        self._m = manifest
+        self.scope = scope
+
+    def __getitem__(self, rel: str) -> Row:
+        row = self._m.get(self.scope, rel)
+        if row is None:
+            raise KeyError(rel)
+        return row
+
+    def get(self, rel: str, default: Row | None = None) -> Row | None:  # type: ignore[override]
+        row = self._m.get(self.scope, rel)
+        return default if row is None else row
+
+    def __contains__(self, rel: object) -> bool:
+        return isinstance(rel, str) and self._m.get(self.scope, rel) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return (row.rel for row in self._m.under(self.scope, ""))
+
+    def __len__(self) -> int:
+        return self._m.count(self.scope)
+
+    def under(self, rel_dir: str) -> Iterable[Row]:
+        return self._m.under(self.scope, rel_dir)
+
+    def count_under(self, dirs: Iterable[str]) -> dict[str, int]:
+        return {d: self._m.count_under(self.scope, d) for d in dirs}
+
+    def items(self) -> ItemsView[str, Row]:
+        return _Items(self)
+
+    def values(self) -> ValuesView[Row]:
+        return _Values(self)
+
+
+class _Items(ItemsView[str, Row]):
+    """(rel, row) pairs read in one stream, not a query per key."""
+
+    _mapping: ManifestRows
+
+    def __iter__(self) -> Iterator[tuple[str, Row]]:
+        return ((row.rel, row) for row in self._mapping.under(""))
+
+
+class _Values(ValuesView[Row]):
+    _mapping: ManifestRows
+
+    def __iter__(self) -> Iterator[Row]:
+        return iter(self._mapping.under(""))
+
+
 class Manifest:
-    """One SQLite file in the state dir. Use as a context manager; one writer per process."""
+    """One SQLite file in the state dir. Use as a context manager; one writer per process.
+
+    Rows are read from SQLite when asked for (a point query by path, a range of paths below a
+    directory, a sorted stream for the scan's comparison: ``syncd.look``), never all held in
+    memory: a million rows would be half a gigabyte of Python objects. Changes are staged and
+    committed together (``flush``); until then they live in a small overlay that every read
+    looks at first, so a read sees every change made, committed or not. Reads go through a
+    second connection, which a commit running in a thread (``aflush``) does not block."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.Lock()
-        self._cache: dict[str, dict[str, Row]] = {}
-        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()  # the writer connection
+        self._read_lock = threading.Lock()  # the reader connection
+        # Changes not committed yet: scope -> path -> (the row, or None: deleted; its stamp).
+        self._overlay: dict[str, dict[str, tuple[Row | None, int]]] = {}
+        self._stamp = 0
+        self._counts: dict[str, int] = {}  # rows per scope, staged changes included, once known
         self._staged: list[tuple[str, tuple[object, ...]]] = []
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -81,6 +151,7 @@ class Manifest:
                 self._db = open_db(self.path)
             except sqlite3.DatabaseError as e2:
                 raise ManifestError(f"{path}: cannot open the manifest: {e2}") from e2
+        self._rd = reader(self.path)
 
     @classmethod
     def in_state_dir(cls, state_dir: Path) -> Manifest:
@@ -94,62 +165,110 @@ class Manifest:
 
     def close(self) -> None:
         self.flush()
+        with self._read_lock:
+            self._rd.close()
         with self._lock:
             self._db.close()
 
     # -- reading ----------------------------------------------------------------------------
-    def rows(self, scope: str) -> dict[str, Row]:
-        """Every row of one folder, by relative path (loaded once, then kept current)."""
-        cached = self._cache.get(scope)
-        if cached is None:
-            with self._lock:
-                cur = self._db.execute(f"SELECT {COLUMNS} FROM files WHERE scope = ?", (scope,))
-                cached = {row.rel: row for row in map(Row._make, cur)}
-                for rel, _size, mtime, ctime, inode in self._db.execute(WIDE_ROWS, (scope,)):
-                    cached[rel] = cached[rel]._replace(
-                        mtime_ns=number(mtime), ctime_ns=number(ctime), inode=number(inode)
-                    )
-            self._cache[scope] = cached
-        return cached
+    def rows(self, scope: str) -> ManifestRows:
+        """The rows of one folder, by relative path: a view that reads them when asked."""
+        return ManifestRows(self, scope)
 
-    def loaded(self, scope: str) -> bool:
-        """Are the rows of ``scope`` in memory (``rows`` was called)?"""
-        return scope in self._cache
+    def snapshot(self, scope: str) -> DictRows:
+        """Every row of one folder, in memory: for a plan against a whole listing, which
+        holds every path of the folder anyway. Not kept: a later change is not in it."""
+        with self._read_lock:
+            cur = self._rd.execute(f"SELECT {COLUMNS} FROM files WHERE scope = ?", (scope,))
+            rows = {t[0]: decoded(t) for t in cur}
+        for rel, (row, _stamp) in self._overlay.get(scope, {}).items():
+            if row is None:
+                rows.pop(rel, None)
+            else:
+                rows[rel] = row
+        return DictRows(rows)
 
-    def states(self, scope: str) -> set[tuple[str, int, int, int, int]]:
-        """``(path, size, mtime_ns, ctime_ns, inode)`` of every row of ``scope``, read from the
-        table without loading the rows: when a scan's files (``LocalFile`` tuples) are exactly
-        these, the folder matches the rows and the rows are not needed (a folder in sync is
-        known to be so sooner, with less memory). Only while the rows are not loaded:
-        loaded rows may hold changes not written yet. Safe to call from a worker thread."""
-        with self._lock:
-            cur = self._db.execute(
-                "SELECT path, size, mtime_ns, ctime_ns, inode FROM files WHERE scope = ?",
-                (scope,),
-            )
-            states = set(cur)
-            wide = list(self._db.execute(WIDE_ROWS, (scope,)))
-        for rel, size, mtime, ctime, inode in wide:
-            states.discard((rel, size, mtime, ctime, inode))
-            states.add((rel, size, number(mtime), number(ctime), number(inode)))
-        return states
+    def staged_rows(self, scope: str) -> dict[str, Row | None]:
+        """The changes of ``scope`` not committed yet (None: deleted): what a reader of the
+        committed file (``sorted_rows``, in another thread) must apply. Call it on the thread
+        that makes the changes."""
+        return {rel: row for rel, (row, _stamp) in self._overlay.get(scope, {}).items()}
+
+    def sorted_rows(self, scope: str) -> Iterator[tuple[object, ...]]:
+        """Every committed row of ``scope``, in path order (``manifestdb.sorted_rows``)."""
+        return sorted_rows(self.path, scope)
+
+    def get(self, scope: str, rel: str) -> Row | None:
+        staged = self._overlay.get(scope)
+        if staged is not None and rel in staged:
+            return staged[rel][0]
+        with self._read_lock:
+            t = self._rd.execute(
+                f"SELECT {COLUMNS} FROM files WHERE scope = ? AND path = ?", (scope, rel)
+            ).fetchone()
+        return decoded(t) if t is not None else None
+
+    def under(self, scope: str, rel_dir: str, *, chunk: int = 5000) -> Iterator[Row]:
+        """The rows strictly below directory ``rel_dir`` ('' for all): the committed ones in
+        path order, then the staged ones. Read ``chunk`` rows at a time, so that no lock is
+        held while the caller works with them."""
+        prefix = rel_dir + "/" if rel_dir else ""
+        # Below "d": after "d/" (no path is "d/" itself) and before "d0" ('0' follows '/').
+        sql = f"SELECT {COLUMNS} FROM files WHERE scope = ? AND path > ?"
+        sql += " AND path < ? ORDER BY path LIMIT ?" if prefix else " ORDER BY path LIMIT ?"
+        bound = (rel_dir + "0",) if prefix else ()
+        staged = self._overlay.get(scope, {})
+        after = prefix
+        while True:
+            with self._read_lock:
+                got = self._rd.execute(sql, (scope, after, *bound, chunk)).fetchall()
+            for t in got:
+                if t[0] not in staged:
+                    yield decoded(t)
+            if len(got) < chunk:
+                break
+            after = got[-1][0]
+        for rel, (row, _stamp) in list(staged.items()):
+            if row is not None and rel.startswith(prefix):
+                yield row
 
     def count(self, scope: str) -> int:
-        """``len(rows(scope))``, without loading the rows."""
-        cached = self._cache.get(scope)
-        if cached is not None:
-            return len(cached)
+        """How many rows ``scope`` has, staged changes included."""
         n = self._counts.get(scope)
-        if n is None:  # while the rows are not loaded, nothing changes them
-            with self._lock:
-                (n,) = self._db.execute(
+        if n is None:
+            with self._read_lock:
+                (n,) = self._rd.execute(
                     "SELECT count(*) FROM files WHERE scope = ?", (scope,)
                 ).fetchone()
+            for rel, (row, _stamp) in self._overlay.get(scope, {}).items():
+                n += (row is not None) - (self._committed(scope, rel))
             self._counts[scope] = n
         return n
 
-    def get(self, scope: str, rel: str) -> Row | None:
-        return self.rows(scope).get(rel)
+    def count_under(self, scope: str, rel_dir: str) -> int:
+        """How many rows are strictly below directory ``rel_dir`` ('' for all), staged changes
+        included (a range of the index is counted, not read)."""
+        if not rel_dir:
+            return self.count(scope)
+        prefix = rel_dir + "/"
+        with self._read_lock:
+            (n,) = self._rd.execute(
+                "SELECT count(*) FROM files WHERE scope = ? AND path >= ? AND path < ?",
+                (scope, prefix, rel_dir + "0"),
+            ).fetchone()
+        for rel, (row, _stamp) in self._overlay.get(scope, {}).items():
+            if rel.startswith(prefix):
+                n += (row is not None) - self._committed(scope, rel)
+        return int(n)
+
+    def _committed(self, scope: str, rel: str) -> bool:
+        with self._read_lock:
+            return (
+                self._rd.execute(
+                    "SELECT 1 FROM files WHERE scope = ? AND path = ?", (scope, rel)
+                ).fetchone()
+                is not None
+            )
 
     def totals(self, scope: str) -> Totals:
         with self._lock:
@@ -160,10 +279,17 @@ class Manifest:
             ).fetchone()
         return Totals(n, size, last)
 
-    # -- staging changes (visible at once in memory, durable at the next flush) -------------
+    # -- staging changes (visible at once to every read, durable at the next flush) --------
+    def _stage(self, scope: str, rel: str, row: Row | None) -> None:
+        n = self._counts.get(scope)
+        if n is not None:
+            self._counts[scope] = n + (row is not None) - (self.get(scope, rel) is not None)
+        self._stamp += 1
+        self._overlay.setdefault(scope, {})[rel] = (row, self._stamp)
+
     def put(self, scope: str, row: Row) -> None:
-        self.rows(scope)[row.rel] = row
         rel, size, mtime, sha, synced, ctime, inode, exe = row
+        self._stage(scope, rel, row)
         self._staged.append(
             (
                 f"INSERT OR REPLACE INTO files (scope, {COLUMNS}) "
@@ -183,14 +309,12 @@ class Manifest:
         )
 
     def delete(self, scope: str, rel: str) -> None:
-        self.rows(scope).pop(rel, None)
+        self._stage(scope, rel, None)
         self._staged.append(("DELETE FROM files WHERE scope = ? AND path = ?", (scope, rel)))
 
     def delete_tree(self, scope: str, rel_dir: str) -> list[Row]:
         """Drop every row under directory ``rel_dir``; returns the rows dropped."""
-        rows = self.rows(scope)
-        prefix = rel_dir.rstrip("/") + "/"
-        gone = [r for p, r in rows.items() if p.startswith(prefix)]
+        gone = list(self.under(scope, rel_dir.rstrip("/")))
         for r in gone:
             self.delete(scope, r.rel)
         return gone
@@ -198,7 +322,7 @@ class Manifest:
     def move(self, scope: str, src: str, dst: str, local: LocalFile | None = None) -> None:
         """The row at ``src`` becomes ``dst``; ``local``: the file now at ``dst`` (a rename
         changes its ctime), else the identity stays as it was (a file in a renamed directory)."""
-        row = self.rows(scope).get(src)
+        row = self.get(scope, src)
         if row is None:
             return
         self.delete(scope, src)
@@ -216,9 +340,8 @@ class Manifest:
                 self._db.execute(f"DELETE FROM {table} WHERE scope = ?", (new,))
                 self._db.execute(f"UPDATE {table} SET scope = ? WHERE scope = ?", (new, old))
             self._db.execute("COMMIT")
-        for cache in (self._cache, self._counts):
-            cache.pop(old, None)
-            cache.pop(new, None)
+        for scope in (old, new):
+            self._counts.pop(scope, None)
         return n
 
     # -- which mirror, and the server's state --------------------------------------------------
@@ -282,20 +405,32 @@ class Manifest:
 
     def flush(self) -> None:
         """Write every staged change in one transaction (blocking)."""
-        self._write(self._take())
+        staged, stamp = self._take()
+        self._write(staged)
+        self._committed_up_to(stamp)
 
     async def aflush(self) -> None:
         """``flush`` without blocking the event loop: the commit's fsync runs in a thread."""
         import asyncio
 
-        staged = self._take()
+        staged, stamp = self._take()
         if staged:
             await asyncio.to_thread(self._write, staged)
+        self._committed_up_to(stamp)
 
-    def _take(self) -> list[tuple[str, tuple[object, ...]]]:
+    def _take(self) -> tuple[list[tuple[str, tuple[object, ...]]], int]:
         # Called on the thread that stages (the event loop), so nothing staged is lost.
         staged, self._staged = self._staged, []
-        return staged
+        return staged, self._stamp
+
+    def _committed_up_to(self, stamp: int) -> None:
+        """The staged rows up to ``stamp`` are in the file now: reads find them there (a row
+        staged again since stays in the overlay)."""
+        for scope, staged in list(self._overlay.items()):
+            for rel in [rel for rel, (_row, st) in staged.items() if st <= stamp]:
+                del staged[rel]
+            if not staged:
+                del self._overlay[scope]
 
     def _write(self, staged: list[tuple[str, tuple[object, ...]]]) -> None:
         if not staged:

@@ -6,18 +6,19 @@ Every time and inode a filesystem can hold is stored exactly. SQLite's integers 
 nanosecond times are not: ext4 keeps mtimes up to the year 2446 (1.5e19 ns), tmpfs and btrfs
 up to 64-bit seconds (9.2e27 ns), and inode numbers are unsigned 64-bit. A value outside the
 int64 range is stored as a BLOB of its decimal digits (a BLOB, because SQLite would turn a TEXT
-of digits into a lossy REAL in an INTEGER column) and read back as the same int; a partial
-index finds those rows without a look at the others.
+of digits into a lossy REAL in an INTEGER column) and read back as the same int (``decoded``).
+(Manifests of an earlier syncd carry an index of those rows, ``files_wide``: harmless.)
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 from syncd.errors import ManifestError
-from syncd.types import shown
+from syncd.types import Row, shown
 
 log = logging.getLogger("syncd.manifest")  # (the name its log lines have always carried)
 
@@ -80,13 +81,6 @@ ALTER TABLE files ADD COLUMN executable INTEGER NOT NULL DEFAULT 0;
 COLUMNS = "path, size, mtime_ns, sha256, synced_at, ctime_ns, inode, executable"
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_WIDE = "typeof(mtime_ns) = 'blob' OR typeof(ctime_ns) = 'blob' OR typeof(inode) = 'blob'"
-# Not part of the schema version: an index changes no row, and an older syncd ignores it.
-_WIDE_INDEX = f"CREATE INDEX IF NOT EXISTS files_wide ON files (scope) WHERE {_WIDE}"
-# `+scope`: not the primary key, so that SQLite takes the (tiny) partial index.
-WIDE_ROWS = (
-    f"SELECT path, size, mtime_ns, ctime_ns, inode FROM files WHERE +scope = ? AND ({_WIDE})"
-)
 
 
 def stored(n: int) -> int | bytes:
@@ -96,6 +90,44 @@ def stored(n: int) -> int | bytes:
 
 def number(value: int | bytes) -> int:
     return value if isinstance(value, int) else int(value)
+
+
+def decoded(t: tuple[object, ...]) -> Row:
+    """A row as SQLite gives it (``COLUMNS``), as a Row: wide integers made ints again."""
+    if type(t[2]) is int and type(t[5]) is int and type(t[6]) is int:
+        return Row._make(t)
+    row = Row._make(t)
+    return row._replace(
+        mtime_ns=number(row.mtime_ns), ctime_ns=number(row.ctime_ns), inode=number(row.inode)
+    )
+
+
+def reader(path: Path) -> sqlite3.Connection:
+    """A second connection to the manifest, for reading only: in WAL mode it reads the last
+    commit while the writer commits (a commit running in a thread does not block it)."""
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA busy_timeout=5000")
+    db.execute("PRAGMA query_only=1")
+    return db
+
+
+def sorted_rows(
+    path: Path, scope: str, low: str = "", high: str | None = None
+) -> Iterator[tuple[object, ...]]:
+    """The committed rows of ``scope`` with ``low <= path < high`` as SQLite holds them
+    (``COLUMNS``; wide integers as bytes: ``decoded``), in path order -- the order of
+    ``Scanner.walk``. Its own connection and read transaction: safe in any thread or process,
+    one consistent snapshot."""
+    db = reader(path)
+    try:
+        sql = f"SELECT {COLUMNS} FROM files WHERE scope = ? AND path >= ?"
+        args: tuple[object, ...] = (scope, low)
+        if high is not None:
+            sql += " AND path < ?"
+            args += (high,)
+        yield from db.execute(sql + " ORDER BY path", args)
+    finally:
+        db.close()
 
 
 def _statements(script: str) -> list[str]:
@@ -134,10 +166,6 @@ def open_db(path: Path) -> sqlite3.Connection:
             db.execute("COMMIT")
         for table in ("files", "outbox", "held", "mirrors"):
             db.execute(f"SELECT count(*) FROM {table}").fetchone()
-        try:
-            db.execute(_WIDE_INDEX)
-        except sqlite3.OperationalError as e:  # read-only, busy: the rows are found anyway
-            log.debug("manifest: no index of wide values (%s)", e)
     except BaseException:
         db.close()
         raise
@@ -173,10 +201,12 @@ __all__ = [
     "BAD_VALUE",
     "COLUMNS",
     "SCHEMA_VERSION",
-    "WIDE_ROWS",
+    "decoded",
     "named",
     "number",
     "open_db",
+    "reader",
     "reason",
+    "sorted_rows",
     "stored",
 ]

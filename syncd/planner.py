@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from syncd.config_checks import DeleteLimit
 from syncd.planshape import ancestors, deletes, dir_moves, ordered_moves, within
-from syncd.types import LocalFile, Op, OpKind, Problem, RemoteEntry, Row
+from syncd.types import DictRows, LocalFile, Op, OpKind, Problem, RemoteEntry, Row, Rows, as_rows
 
 FORCE_HINT = "`syncd sync --force-delete`"
 
@@ -56,12 +56,19 @@ class Looked:
     ``files``: every mirrorable file found there. ``incomplete``: directories that could not
     be read completely (nothing under them is deleted). ``folder_empty``: whether the folder
     holds nothing at all (for a whole scan: no file found).
+
+    A look at the whole folder may come as its differences from the rows (``gone`` given,
+    ``syncd.look.first_look``): ``files`` then holds only the files that are new or not as
+    their rows say, ``gone`` the rows whose file was not found, ``unchanged`` how many files
+    matched their rows -- a million unchanged files are counted, not held.
     """
 
     files: Mapping[str, LocalFile]
     under: Sequence[str] = ("",)
     incomplete: Sequence[str] = ()
     folder_empty: bool | None = None
+    gone: Sequence[Row] | None = None
+    unchanged: int = 0
 
     @property
     def whole(self) -> bool:
@@ -142,22 +149,19 @@ class Plan:
         return out
 
 
-def _rows_under(
-    roots: Sequence[str], rows: Mapping[str, Row], files: Mapping[str, LocalFile]
-) -> list[Row]:
+def _rows_under(roots: Sequence[str], rows: Rows, files: Mapping[str, LocalFile]) -> list[Row]:
     """The rows at or below ``roots`` whose file is not in ``files``. A root that is a file
-    with a row can have no rows below it: when every root is one, no row is looked at."""
-    open_roots = {r for r in roots if not (r in files and r in rows)}
-    out = [rows[r] for r in roots if r in rows and r not in files]
-    if not open_roots:
-        return out
-    for rel, row in rows.items():
-        if (
-            rel not in files
-            and rel not in open_roots
-            and any(a in open_roots for a in ancestors(rel))
-        ):
-            out.append(row)
+    with a row can have no rows below it: when every root is one, no row is looked at; else
+    only the rows below the roots are read."""
+    had = {r: row for r in dict.fromkeys(roots) if (row := rows.get(r)) is not None}
+    open_roots = {r for r in roots if not (r in files and r in had)}
+    out = [row for r, row in had.items() if r not in files]
+    # Each row once: a root below another open root is read with it.
+    tops = [r for r in open_roots if not any(a in open_roots for a in ancestors(r))]
+    for top in sorted(tops):
+        out += [
+            row for row in rows.under(top) if row.rel not in files and row.rel not in open_roots
+        ]
     return out
 
 
@@ -171,22 +175,24 @@ def plan(
 ) -> Plan:
     """Compare what was looked at with the rows (and the server's listing, when given), under
     the deletion guard (``guard``: what it knows beyond this look)."""
-    p = Plan(remote_checked=server is not None)
+    p = Plan(remote_checked=server is not None, unchanged=looked.unchanged)
     force, held, held_rels = guard.force, guard.held, guard.held_rels
     whole = looked.whole
     files = looked.files
+    # (A listing names every path: it is compared with every file, not with differences.)
+    assert server is None or looked.gone is None, "a listing needs the whole scan"
 
     # 1. The server's truth: rows it no longer backs are forgotten (their files sent again).
-    backed: Mapping[str, Row] = rows
+    backed: Rows = as_rows(rows)
     if server is not None:
         entries = server.entries
-        for rel, row in rows.items():
+        for rel, row in backed.items():
             e = entries.get(rel)
             if e is None or e.size != row.size or e.sha256 not in (None, row.sha256):
                 p.forget.append(rel)
         if p.forget:
             lost = set(p.forget)
-            backed = {rel: row for rel, row in rows.items() if rel not in lost}
+            backed = DictRows({rel: row for rel, row in backed.items() if rel not in lost})
 
     # 2. Local files: unchanged, changed, or new.  (Runs once per file of a whole scan.)
     #     Where the remote keeps times or exec bits, a file whose mtime or exec bit is not
@@ -227,7 +233,13 @@ def plan(
         def keep(rel: str) -> bool:  # not to be deleted although the folder lacks it
             return rules.ignored(rel) or (bool(skip) and within(rel, skip))
 
-        if whole:
+        if looked.gone is not None:  # (the rows as they are now: a live batch may be done)
+            gone = [
+                now
+                for r in looked.gone
+                if not keep(r.rel) and (now := backed.get(r.rel)) is not None
+            ]
+        elif whole:
             if len(files) - len(new) < len(backed):  # some row has no file
                 gone = [r for rel, r in backed.items() if rel not in files and not keep(rel)]
         else:
@@ -296,7 +308,7 @@ def _guard(
     looked: Looked,
     rules: Rules,
     server: Server | None,
-    backed: Mapping[str, Row],
+    backed: Rows,
     gone: list[Row],
     extras: list[str],
     guard: GuardState,
@@ -363,7 +375,7 @@ def _guard(
 def _pair(
     gone: list[Row],
     new: dict[str, LocalFile],
-    rows: Mapping[str, Row],
+    rows: Rows,
     files: Mapping[str, LocalFile],
 ) -> tuple[list[Op], list[Row]]:
     """Pair gone rows with new files: (moves, the rows left to delete).

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from syncd.types import LocalFile, Op, OpKind, Row
+from syncd.types import LocalFile, Op, OpKind, Row, Rows
 
 
 def within(rel: str, dirs: Iterable[str]) -> bool:
@@ -24,7 +24,7 @@ def ancestors(rel: str) -> list[str]:
 
 def dir_moves(
     paired: dict[str, tuple[Row, LocalFile, bool]],
-    rows: Mapping[str, Row],
+    rows: Rows,
     files: Mapping[str, LocalFile],
 ) -> list[Op]:
     """Collapse confirmed moves of every file of a directory into one move of the directory
@@ -43,13 +43,12 @@ def dir_moves(
         return []
     srcs = {sd for sd, _ in cands}
     dsts = {dd for _, dd in cands}
-    rows_under: dict[str, int] = dict.fromkeys(srcs | dsts, 0)
+    rows_under = rows.count_under(srcs | dsts)
     files_under: dict[str, int] = dict.fromkeys(srcs | dsts, 0)
-    for counts, paths in ((rows_under, rows), (files_under, files)):
-        for rel in paths:
-            for a in ancestors(rel):
-                if a in counts:
-                    counts[a] += 1
+    for rel in files:
+        for a in ancestors(rel):
+            if a in files_under:
+                files_under[a] += 1
     out: list[Op] = []
     taken: set[str] = set()
     for (sd, dd), members in sorted(cands.items(), key=lambda c: c[0][0].count("/")):
@@ -68,9 +67,11 @@ def dir_moves(
     return out
 
 
-def deletes(gone: list[Row], rows: Mapping[str, Row], files: Mapping[str, LocalFile]) -> list[Op]:
+def deletes(gone: list[Row], rows: Rows, files: Mapping[str, LocalFile]) -> list[Op]:
     """Delete ops for ``gone``: one for a whole directory where every row under it is gone and
-    the folder holds no file there any more, one per file otherwise."""
+    the folder holds no file there any more, one per file otherwise. ``files`` may be the
+    differences of a whole look (``Looked.gone``): a directory whose rows are all gone holds
+    no unchanged file, so only a new file can keep it."""
     if not gone:
         return []
     doomed = {row.rel for row in gone}
@@ -82,11 +83,7 @@ def deletes(gone: list[Row], rows: Mapping[str, Row], files: Mapping[str, LocalF
     count_rows: dict[str, int] = {}
     live: set[str] = set()  # directories that still hold a local file
     if tops:
-        for rel in rows:
-            if rel.split("/", 1)[0] in tops:
-                for a in ancestors(rel):
-                    if a in count_gone:
-                        count_rows[a] = count_rows.get(a, 0) + 1
+        count_rows = rows.count_under(count_gone)
         for rel in files:
             if rel.split("/", 1)[0] in tops:
                 live.update(a for a in ancestors(rel) if a in count_gone)

@@ -12,11 +12,13 @@ plans each folder against the server's listing.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from syncd.look import first_look
+from syncd.look import FirstLook, first_look
 from syncd.manifest import Manifest, scope_of
-from syncd.scanner import FolderUnavailable, Scanner, ScanResult
+from syncd.scanner import FolderUnavailable, Scanner
 
 if TYPE_CHECKING:
     from syncd.config import Config
@@ -26,7 +28,7 @@ UNLISTED = ("http",)
 
 
 class Prescan:
-    """The manifest (open), one scanner per folder, and each folder's scan by scope.
+    """The manifest (open), one scanner per folder, and each folder's look by scope.
 
     ``settled`` is true when every folder was scanned without a problem, matches its manifest
     rows exactly, and the server's holdings are known to be those rows. The manifest is closed
@@ -36,7 +38,7 @@ class Prescan:
     def __init__(self, config: Config) -> None:
         self.manifest = Manifest.in_state_dir(config.sync.state_dir)
         self.scanners: list[Scanner] = []
-        self.scans: dict[str, ScanResult] = {}
+        self.looks: dict[str, FirstLook] = {}
         self.unchanged = 0
         self.settled = True
         try:
@@ -44,39 +46,49 @@ class Prescan:
                 scanner = Scanner(folder)
                 self.scanners.append(scanner)
                 scope = scope_of(config, folder)
+                # The server is asked while the folder is scanned (its answer costs it a
+                # walk of its own copy: on two cores the two walks take the time of one).
+                asked = self._ask_server(config, scope, folder.remote_path)
                 try:
-                    if self.settled:
-                        scan, in_sync = first_look(scanner, self.manifest, scope, overlap=False)
-                    else:  # the engine plans it anyway: the rows are not compared here
-                        scan, in_sync = scanner.scan(), False
+                    look = first_look(scanner, self.manifest, scope)
                 except FolderUnavailable:
                     self.settled = False  # the engine scans it again and says why
                     continue
-                self.scans[scope] = scan
-                if (
-                    not in_sync
-                    or scan.problems
-                    or not self._server_unchanged(config, scope, folder.remote_path)
-                ):
+                self.looks[scope] = look
+                if not self.settled or not look.in_sync or look.scan.problems or not asked():
                     self.settled = False  # the engine plans it
                     continue
-                self.unchanged += len(scan.files)
+                self.unchanged += look.unchanged
         except BaseException:
             self.manifest.close()
             raise
 
-    def _server_unchanged(self, config: Config, scope: str, remote_path: str) -> bool:
-        """Does the server still hold what the rows say? Known without a listing only from
-        `syncd serve`'s state token, and for remotes that cannot list at all."""
+    def _ask_server(self, config: Config, scope: str, remote_path: str) -> Callable[[], bool]:
+        """Start asking whether the server still holds what the rows say; the function
+        returned waits for the answer. Known without a listing only from `syncd serve`'s state
+        token, and for remotes that cannot list at all."""
         remote = config.remote
         if remote.kind in UNLISTED:
-            return True
+            return lambda: True
         known = self.manifest.mirror(scope)
         if remote.kind != "syncd" or known is None or known[1] is None:
-            return False
+            return lambda: False
         from syncd.remotes.quickstate import fetch_state
 
-        return fetch_state(remote, remote_path, remote.timeout) == known[1]
+        token = known[1]
+        got: list[str | None] = []
+        asking = threading.Thread(
+            target=lambda: got.append(fetch_state(remote, remote_path, remote.timeout)),
+            name="syncd-state",
+            daemon=True,
+        )
+        asking.start()
+
+        def answer() -> bool:
+            asking.join()
+            return bool(got) and got[0] == token
+
+        return answer
 
     def close(self) -> None:
         self.manifest.close()

@@ -42,9 +42,8 @@ class Recorder:
         if not tree:
             self.manifest.move(scope, src, dst, local)
             return
-        prefix = src + "/"
-        for rel in [r for r in self.manifest.rows(scope) if r.startswith(prefix)]:
-            self.manifest.move(scope, rel, dst + rel[len(src) :])
+        for row in list(self.manifest.under(scope, src)):
+            self.manifest.move(scope, row.rel, dst + row.rel[len(src) :])
 
     def deleted(self, scope: str, rel: str, *, tree: bool) -> int:
         """The remote deleted a file, or a whole directory (``tree``); returns how many files

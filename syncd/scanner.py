@@ -18,6 +18,7 @@ import logging
 import os
 import stat
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,6 +87,10 @@ class ScanResult:
     skipped: int = 0
     #: What was skipped: path -> (kind, a key of KINDS; the reason, in words).
     skips: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+def _first(pair: tuple[str, object]) -> str:
+    return pair[0]
 
 
 def _special(mode: int) -> str:
@@ -168,7 +173,7 @@ class Scanner:
         self._warn_once(rel, reason)
         return None
 
-    def _summarise(self, result: ScanResult, under: str) -> None:
+    def summarise(self, result: ScanResult, under: str = "") -> None:
         """One warning for the paths this scan skipped that no warning has named yet."""
         found = result.skips
         if under:
@@ -214,12 +219,35 @@ class Scanner:
 
     def scan(self, under: str = "") -> ScanResult:
         """Walk the folder (or the subdirectory ``under``) and return every mirrorable file."""
+        result = ScanResult()
+        result.files = {lf.rel: lf for lf in self.walk(result, under)}
+        return result
+
+    def walk(
+        self,
+        result: ScanResult,
+        under: str = "",
+        *,
+        part: tuple[str, str | None] = ("", None),
+        summarise: bool = True,
+    ) -> Iterator[LocalFile]:
+        """Every mirrorable file of the folder (or of ``under``), in path order: the order of
+        Python's ``str`` comparison, which is SQLite's for UTF-8 text, so that the walk and the
+        manifest's rows (``Manifest.sorted_rows``) can be compared as two sorted streams,
+        neither held in memory. ``result`` gets the problems, incomplete directories and
+        skips (not the files). Raises FolderUnavailable before the first file.
+
+        ``part``: only the folder's entries whose sort key (a directory's is "name/") is in
+        ``[low, high)`` (``high`` None: no end), so that two processes can walk one folder
+        in two parts (``syncd.look``). ``summarise``: log the scan's one warning about skips
+        (a walk in parts leaves it to whoever puts the parts together: ``summarise``)."""
         self.check_root()
         self.reload_ignores()
-        result = ScanResult(problems=list(self.ignorer.problems))
-        # The loop below runs once per file (100,000 times for a large folder): what it uses
+        low, high = part
+        if not low:  # (the first part says what is wrong with the ignore rules, once)
+            result.problems += self.ignorer.problems
+        # The loop below runs once per file (a million times for a large folder): what it uses
         # is looked up once, and the common case -- a regular file -- is tested first.
-        files = result.files
         file_ignored = self.ignorer.file_ignored
         name_ignored = self.ignorer.name_ignored
         is_reg, is_dir = stat.S_ISREG, stat.S_ISDIR
@@ -228,28 +256,18 @@ class Scanner:
         # A path of at most this many characters is short enough whatever they are (a
         # character is at most 4 bytes in UTF-8); a longer one is measured in bytes.
         short = longest // 4
-        stack = [under]
+        # Depth first, each directory's entries sorted with a directory's name as "name/": so
+        # "a.txt" < "a/b" < "a0", as the paths compare.
+        listing = self._listing(result, under, under)
+        if listing is not None and (low or high is not None):
+            listing = [e for e in listing if low <= e[0] and (high is None or e[0] < high)]
+        stack = [(under, iter(listing))] if listing is not None else []
         while stack:
-            rel_dir = stack.pop()
+            rel_dir, entries = stack[-1]
             abs_dir = os.path.join(root, rel_dir) if rel_dir else root
             prefix = rel_dir + "/" if rel_dir else ""
             dir_len = len(abs_dir) + 1
-            try:
-                with os.scandir(abs_dir) as it:
-                    entries = list(it)
-            except FileNotFoundError:
-                if rel_dir == under and under:
-                    continue  # the directory went away: nothing to scan
-                result.incomplete.append(rel_dir)
-                continue
-            except OSError as e:
-                result.incomplete.append(rel_dir)
-                result.problems.append(
-                    Problem(rel_dir or ".", f"cannot list directory: {e.strerror}")
-                )
-                log.warning("cannot list %s: %s", shown(abs_dir), e.strerror)
-                continue
-            for entry in entries:
+            for _key, entry in entries:
                 name = entry.name
                 rel = prefix + name
                 if not name.isascii() and not _utf8(name):
@@ -276,7 +294,7 @@ class Scanner:
                     if not (
                         file_ignored(rel, name) if name_ignored is None else name_ignored(name)
                     ):
-                        files[rel] = LocalFile(
+                        yield LocalFile(
                             rel,
                             st.st_size,
                             st.st_mtime_ns,
@@ -286,11 +304,40 @@ class Scanner:
                         )
                 elif is_dir(mode):
                     if not self.ignorer.ignored(rel, is_dir=True):
-                        stack.append(rel)
+                        below = self._listing(result, rel, under)
+                        if below is not None:
+                            stack.append((rel, iter(below)))
+                            break  # its files come now, the rest of this directory after
                 elif not self.ignorer.ignored(rel):
                     self._skip(result, rel, _special(mode))
-        self._summarise(result, under)
-        return result
+            else:
+                stack.pop()
+        if summarise:
+            self.summarise(result, under)
+
+    def _listing(
+        self, result: ScanResult, rel_dir: str, under: str
+    ) -> list[tuple[str, os.DirEntry[str]]] | None:
+        """The entries of directory ``rel_dir``, sorted as their paths compare; None where it
+        cannot be listed (then it is incomplete, with a Problem, unless it just went away)."""
+        root = str(self.folder.path)
+        abs_dir = os.path.join(root, rel_dir) if rel_dir else root
+        try:
+            with os.scandir(abs_dir) as it:
+                entries = [
+                    (e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e) for e in it
+                ]
+        except FileNotFoundError:
+            if not (rel_dir == under and under):  # (the directory scanned went away: nothing)
+                result.incomplete.append(rel_dir)
+            return None
+        except OSError as e:
+            result.incomplete.append(rel_dir)
+            result.problems.append(Problem(rel_dir or ".", f"cannot list directory: {e.strerror}"))
+            log.warning("cannot list %s: %s", shown(abs_dir), e.strerror)
+            return None
+        entries.sort(key=_first)
+        return entries
 
     def _too_long(self, result: ScanResult, entry: os.DirEntry[str], rel: str, size: int) -> None:
         """A path the system cannot be given (it cannot even be stat'ed): skipped, unless the

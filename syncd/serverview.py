@@ -70,12 +70,7 @@ class ServerView:
 
         async def read() -> Server | None:
             known = self.manifest.mirror(ctx.scope)
-            token = (
-                await cast(StateToken, remote).state(ctx.remote_path)
-                if remote.features.state_token
-                else None
-            )
-            if known is not None and token is not None and known[1] == token:
+            if await self._token_unchanged(ctx, known):
                 return None  # nothing changed on the server since it matched the rows
             first_contact = await self._identify(ctx, known)
             entries = {e.path: e async for e in remote.list(ctx.remote_path)}
@@ -90,6 +85,21 @@ class ServerView:
         except TransientError as e:
             log.warning("could not list %s (%s); planning from the manifest", ctx.remote_path, e)
             return None
+
+    async def unchanged(self, ctx: FolderCtx) -> bool:
+        """Does the server's state token say it holds what it held when the rows last matched
+        it? (False where it cannot say.) The daemon asks this after its start-up: a folder
+        found in sync with its rows then needs no second look."""
+        try:
+            return await self._token_unchanged(ctx, self.manifest.mirror(ctx.scope))
+        except RemoteError:
+            return False
+
+    async def _token_unchanged(self, ctx: FolderCtx, known: tuple[str, str | None] | None) -> bool:
+        remote = self.remote()
+        if known is None or known[1] is None or not remote.features.state_token:
+            return False
+        return await cast(StateToken, remote).state(ctx.remote_path) == known[1]
 
     async def _first_contact(
         self, fn: Callable[[], Awaitable[T]], *, any_answer: bool = False

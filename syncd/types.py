@@ -11,6 +11,8 @@ from __future__ import annotations
 import enum
 import ipaddress
 import os
+from abc import abstractmethod
+from collections.abc import ItemsView, Iterable, Iterator, Mapping, ValuesView
 from typing import NamedTuple
 
 RESERVED_PREFIX = ".~syncd-"
@@ -63,6 +65,76 @@ class Row(NamedTuple):
     @property
     def same(self) -> tuple[int, int, int, int]:
         return (self.size, self.mtime_ns, self.ctime_ns, self.inode)
+
+
+class Rows(Mapping[str, Row]):
+    """A folder's manifest rows by relative path, as the planner reads them: a ``Mapping``
+    that can also give the rows below a directory without looking at the others (the
+    manifest answers from SQLite's index; a million rows are never all in memory)."""
+
+    @abstractmethod
+    def under(self, rel_dir: str) -> Iterable[Row]:
+        """The rows strictly below directory ``rel_dir`` ('' for every row)."""
+
+    @abstractmethod
+    def count_under(self, dirs: Iterable[str]) -> dict[str, int]:
+        """How many rows are strictly below each directory of ``dirs``."""
+
+
+class DictRows(Rows):
+    """Rows held in a dict (a snapshot of the manifest, or a test's rows)."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self, rows: Mapping[str, Row] | None = None) -> None:
+        # (a dict is kept, not copied: a snapshot of a million rows is not made twice)
+        self._d: dict[str, Row] = (
+            rows if isinstance(rows, dict) else dict(rows) if rows is not None else {}
+        )
+
+    def __getitem__(self, rel: str) -> Row:
+        return self._d[rel]
+
+    def get(self, rel: str, default: Row | None = None) -> Row | None:  # type: ignore[override]
+        return self._d.get(rel, default)
+
+    def __contains__(self, rel: object) -> bool:
+        return rel in self._d
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._d)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def items(self) -> ItemsView[str, Row]:
+        return self._d.items()
+
+    def values(self) -> ValuesView[Row]:
+        return self._d.values()
+
+    def under(self, rel_dir: str) -> Iterable[Row]:
+        if not rel_dir:
+            return self._d.values()
+        prefix = rel_dir + "/"
+        return [row for rel, row in self._d.items() if rel.startswith(prefix)]
+
+    def count_under(self, dirs: Iterable[str]) -> dict[str, int]:
+        counts = dict.fromkeys(dirs, 0)
+        if "" in counts:
+            counts[""] = len(self._d)
+        for rel in self._d:  # one pass, each row counted for its ancestors asked about
+            parts = rel.split("/")
+            for n in range(1, len(parts)):
+                a = "/".join(parts[:n])
+                if a in counts:
+                    counts[a] += 1
+        return counts
+
+
+def as_rows(rows: Mapping[str, Row]) -> Rows:
+    """``rows`` as ``Rows`` (a plain mapping is wrapped)."""
+    return rows if isinstance(rows, Rows) else DictRows(rows)
 
 
 class RemoteEntry(NamedTuple):

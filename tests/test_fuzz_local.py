@@ -28,6 +28,7 @@ from syncd.config import FolderConfig
 from syncd.hashing import INLINE, SMALL
 from syncd.ignore import IGNORE_FILE
 from syncd.manifest import FILENAME, Manifest
+from syncd.manifestdb import decoded
 from syncd.remotes.body import PIECE, SENDFILE_MIN
 from syncd.scanner import Scanner
 from syncd.types import Row, shown
@@ -79,10 +80,9 @@ def test_manifest_stores_every_timestamp_exactly(
             m.put("s", row)
         m.flush()
     with Manifest(path) as m:
-        assert m.states("s") == {
-            (r.rel, r.size, r.mtime_ns, r.ctime_ns, r.inode) for r in want.values()
-        }
+        assert [decoded(t) for t in m.sorted_rows("s")] == sorted(want.values())
         assert m.rows("s") == want
+        assert m.snapshot("s") == want
         assert m.count("s") == len(want)
 
 

@@ -261,9 +261,9 @@ class StatusBoard:
                 rel for (fi, rel) in waiting if fi == i and (ctx.scope, rel) not in inflight_keys
             )
             inflight = self._in_flight(ctx.scope)
-            # The light view (the STATUS= line, every second) counts the rows without loading
-            # them: a folder found in sync at start-up may never need them.
-            rows = None if light else eng.manifest.rows(ctx.scope)
+            # The light view (the STATUS= line, every second) only counts the rows; the full
+            # one sums them in SQLite (committed rows: a second's worth may be missing).
+            sums = None if light else eng.manifest.totals(ctx.scope)
             w = d.watchers[i] if i < len(d.watchers) else None
             watcher = w.state if w else "stopped"
             errors = sum(1 for e in current if self._folder_of(e["name"])[0] == ctx.remote_path)
@@ -285,11 +285,9 @@ class StatusBoard:
                     "state": state,
                     "in_sync": in_sync,
                     "last_sync": self.last_sync.get(i),
-                    "files": eng.manifest.count(ctx.scope) if rows is None else len(rows),
-                    "bytes": None if rows is None else sum(r.size for r in rows.values()),
-                    "last_synced_file": None
-                    if rows is None
-                    else max((r.synced_at for r in rows.values()), default=None),
+                    "files": eng.manifest.count(ctx.scope),
+                    "bytes": None if sums is None else sums.bytes,
+                    "last_synced_file": None if sums is None else sums.last_synced,
                     "pending": pending[:100],
                     "pending_count": len(pending),
                     "in_flight": inflight,
