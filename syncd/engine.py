@@ -21,7 +21,7 @@ from syncd.config import Config
 from syncd.errors import RemoteError, Silent, SourceError, Unreachable
 from syncd.guard import Guard
 from syncd.hashing import ReadStats
-from syncd.look import FirstLook, first_look, whole
+from syncd.look import FirstLook, first_look, with_listing, with_staged
 from syncd.manifest import Manifest, scope_of
 from syncd.planner import NOTHING_HELD, GuardState, Looked, Plan, Rules, Server, plan
 from syncd.pool import Batch, Fatal, Job, LiveJobs, Pool, Stops, left_undone
@@ -249,15 +249,18 @@ class Engine:
                 first = await asyncio.to_thread(
                     first_look, ctx.scanner, self.manifest, ctx.scope, staged
                 )
-            scan = first.scan
             self.metrics.scanned(ctx.remote_path)
             view: Server | None = None
             if (server or (server is None and not first.in_sync)) and self.stopped() is None:
+                epoch = self.manifest.epoch
                 view = await self.view.look(ctx)
-            if view is not None and not first.every_file:
-                # A listing is compared with every file, not with the differences: the
-                # folder is scanned again, whole (the server changed since the last pass).
-                scan = await asyncio.to_thread(ctx.scanner.scan)
+                if view is not None and self.manifest.epoch != epoch:
+                    # Another scope's rows became this folder's (the same mirror under
+                    # another URL spelling): the look is compared with them again.
+                    staged = self.manifest.staged_rows(ctx.scope)
+                    first = await asyncio.to_thread(
+                        first_look, ctx.scanner, self.manifest, ctx.scope, staged
+                    )
         except FolderUnavailable as e:
             self.metrics.error("folder", ctx.remote_path)
             report.failed.append(Problem(ctx.remote_path, f"{e}: nothing sent, nothing deleted"))
@@ -280,8 +283,15 @@ class Engine:
             if view is None:
                 plan = self.planner(ctx, first.looked(), guard=guard)
             else:
-                rows = self.manifest.snapshot(ctx.scope)
-                plan = self.planner(ctx, whole(scan), server=view, guard=guard, rows=rows)
+                # The listing against every row, once, in a thread; the planner then plans
+                # the differences against what of the listing they need.
+                stream = with_staged(
+                    self.manifest.sorted_rows(ctx.scope), self.manifest.staged_rows(ctx.scope)
+                )
+                looked, view = await asyncio.to_thread(
+                    with_listing, first, view, stream, ctx.scanner.stat
+                )
+                plan = self.planner(ctx, looked, server=view, guard=guard)
             if not dry_run and not stopped:
                 self.recorder.hold(ctx.scope, plan, whole=True)
         if not dry_run:
@@ -289,8 +299,9 @@ class Engine:
             self.guard.looked_whole(ctx.scope, plan)
             if plan.held or was_held:
                 await self.recorder.flush()  # held, or released: `syncd status` says so
-        plan.problems = len(scan.problems)
-        report.failed += [Problem(f"{ctx.remote_path}/{p.path}", p.reason) for p in scan.problems]
+        problems = first.scan.problems
+        plan.problems = len(problems)
+        report.failed += [Problem(f"{ctx.remote_path}/{p.path}", p.reason) for p in problems]
         if not stopped:
             self.report_held(ctx, plan, report)
         report.unchanged += plan.unchanged

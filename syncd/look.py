@@ -15,16 +15,16 @@ import pickle
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from syncd.config import FolderConfig
 from syncd.manifestdb import decoded, reader, sorted_rows
-from syncd.planner import Looked
+from syncd.planner import Looked, Server
 from syncd.scanner import FolderUnavailable, Scanner, ScanResult
-from syncd.types import LocalFile, Problem, Row
+from syncd.types import LocalFile, Problem, RemoteEntry, Row
 
 if TYPE_CHECKING:
     from syncd.manifest import Manifest
@@ -91,7 +91,7 @@ def first_look(
         result = ScanResult()
         look = _compare(
             scanner.walk(result, summarise=False),
-            _with_staged(sorted_rows(manifest.path, scope), staged),
+            with_staged(sorted_rows(manifest.path, scope), staged),
             result,
         )
         scanner.summarise(look.scan)
@@ -104,7 +104,7 @@ def first_look(
     result = ScanResult()
     mine = _compare(
         scanner.walk(result, part=("", split), summarise=False),
-        _with_staged(sorted_rows(manifest.path, scope, "", split), mine_staged),
+        with_staged(sorted_rows(manifest.path, scope, "", split), mine_staged),
         result,
     )
     got = theirs.result() if theirs is not None else None
@@ -184,11 +184,18 @@ class _Part:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
             )
-            assert proc.stdin is not None
-            proc.stdin.write(pickle.dumps(job))
-            proc.stdin.close()
-        except (OSError, pickle.PicklingError) as e:
+        except OSError as e:
             log.debug("no second process for the walk: %s", e)
+            return None
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            with proc.stdin:
+                proc.stdin.write(pickle.dumps(job))
+        except (OSError, pickle.PicklingError) as e:  # it died at once (or cannot be told)
+            log.debug("no second process for the walk: %s", e)
+            proc.stdout.close()
+            proc.kill()
+            proc.wait()
             return None
         return cls(proc)
 
@@ -236,7 +243,7 @@ def _look_part(
     result = ScanResult()
     look = _compare(
         scanner.walk(result, part=(low, None), summarise=False),
-        _with_staged(sorted_rows(path, scope, low), staged),
+        with_staged(sorted_rows(path, scope, low), staged),
         result,
     )
     return look, records
@@ -284,7 +291,7 @@ def _compare(
     return FirstLook(result, gone, unchanged, found)
 
 
-def _with_staged(
+def with_staged(
     committed: Iterator[tuple[object, ...]], staged: Mapping[str, Row | None]
 ) -> Iterator[tuple[Any, ...]]:
     """The committed rows (in path order) with the staged changes applied, in path order."""
@@ -308,6 +315,54 @@ def _with_staged(
     for _rel, row in changes[i:]:
         if row is not None:
             yield row
+
+
+def with_listing(
+    first: FirstLook,
+    server: Server,
+    rows: Iterator[tuple[Any, ...]],
+    restat: Callable[[str], LocalFile | None],
+) -> tuple[Looked, Server]:
+    """The look and the server's listing, both reduced to what the planner needs to plan the
+    differences against the listing (``Server.forget``): the rows (``rows``, every one, in
+    path order, staged changes applied) are compared with the listing once here, and of the
+    listing only the entries the differences bear on are kept -- the listing itself is
+    consumed (``server.entries`` is emptied). A row the listing does not back whose file
+    was unchanged is looked at again (``restat``): its file is to be sent again.
+
+    Blocking (a stream of every row): run it in a thread."""
+    entries = cast(dict[str, RemoteEntry], server.entries)
+    total = len(entries)
+    files = dict(first.scan.files)
+    gone = {r.rel for r in first.gone}
+    unchanged = first.unchanged
+    forget: list[str] = []
+    kept: dict[str, RemoteEntry] = {}
+    for t in rows:
+        rel = t[0]
+        e = entries.pop(rel, None)
+        if e is None or e.size != t[1] or e.sha256 not in (None, t[3]):
+            forget.append(rel)
+            if e is not None:
+                kept[rel] = e
+            if rel not in files and rel not in gone:  # unchanged here, lost there
+                unchanged -= 1
+                if (lf := restat(rel)) is not None:
+                    files[rel] = lf
+        elif rel in files:
+            kept[rel] = e  # a changed file: what the server holds may be it already
+    kept.update(entries)  # what no row knows: new files' entries, files only the server has
+    entries.clear()
+    if len(files) != len(first.scan.files):  # (in path order, as a whole scan gives them)
+        files = dict(sorted(files.items()))
+    looked = Looked(
+        files,
+        incomplete=first.scan.incomplete,
+        folder_empty=first.found == 0,
+        gone=first.gone,
+        unchanged=unchanged,
+    )
+    return looked, Server(kept, server.first_contact, forget=forget, total=total)
 
 
 def whole(scan: ScanResult) -> Looked:
@@ -375,4 +430,4 @@ def _lstat_exact(ctx: FolderCtx, rel: str) -> os.stat_result | None:
     return st
 
 
-__all__ = ["FirstLook", "first_look", "look_at", "whole"]
+__all__ = ["FirstLook", "first_look", "look_at", "whole", "with_listing", "with_staged"]

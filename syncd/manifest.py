@@ -33,7 +33,7 @@ from syncd.manifestdb import (
     sorted_rows,
     stored,
 )
-from syncd.types import DictRows, LocalFile, Row, Rows
+from syncd.types import LocalFile, Row, Rows
 
 if TYPE_CHECKING:
     from syncd.config import Config, FolderConfig
@@ -131,6 +131,9 @@ class Manifest:
         self._stamp = 0
         self._counts: dict[str, int] = {}  # rows per scope, staged changes included, once known
         self._staged: list[tuple[str, tuple[object, ...]]] = []
+        #: bumped when rows change scope (``rekey``): a look compared with the rows before
+        #: is stale
+        self.epoch = 0
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as e:
@@ -174,19 +177,6 @@ class Manifest:
     def rows(self, scope: str) -> ManifestRows:
         """The rows of one folder, by relative path: a view that reads them when asked."""
         return ManifestRows(self, scope)
-
-    def snapshot(self, scope: str) -> DictRows:
-        """Every row of one folder, in memory: for a plan against a whole listing, which
-        holds every path of the folder anyway. Not kept: a later change is not in it."""
-        with self._read_lock:
-            cur = self._rd.execute(f"SELECT {COLUMNS} FROM files WHERE scope = ?", (scope,))
-            rows = {t[0]: decoded(t) for t in cur}
-        for rel, (row, _stamp) in self._overlay.get(scope, {}).items():
-            if row is None:
-                rows.pop(rel, None)
-            else:
-                rows[rel] = row
-        return DictRows(rows)
 
     def staged_rows(self, scope: str) -> dict[str, Row | None]:
         """The changes of ``scope`` not committed yet (None: deleted): what a reader of the
@@ -342,6 +332,7 @@ class Manifest:
             self._db.execute("COMMIT")
         for scope in (old, new):
             self._counts.pop(scope, None)
+        self.epoch += 1
         return n
 
     # -- which mirror, and the server's state --------------------------------------------------

@@ -25,13 +25,13 @@ Every safety rule lives here, so that no way in can skip one:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from syncd.config_checks import DeleteLimit
 from syncd.planshape import ancestors, deletes, dir_moves, ordered_moves, within
-from syncd.types import DictRows, LocalFile, Op, OpKind, Problem, RemoteEntry, Row, Rows, as_rows
+from syncd.types import LocalFile, Op, OpKind, Problem, RemoteEntry, Row, Rows, as_rows
 
 FORCE_HINT = "`syncd sync --force-delete`"
 
@@ -80,10 +80,17 @@ class Server:
     """What the server holds under the folder's remote path, as its listing said.
 
     ``first_contact``: the directory carries no mirror marker and the manifest knows nothing
-    of it: what it holds and the folder does not is not deleted until the user confirms."""
+    of it: what it holds and the folder does not is not deleted until the user confirms.
+
+    With a look given as its differences (``Looked.gone``), the listing comes reduced too
+    (``syncd.look.with_listing``): ``forget`` the rows it does not back, worked out already;
+    ``entries`` only what the differences need (the entries of those rows, of the files that
+    changed or are new, and every entry no row knows); ``total`` how many it listed."""
 
     entries: Mapping[str, RemoteEntry]
     first_contact: bool = False
+    forget: Sequence[str] | None = None
+    total: int | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +156,42 @@ class Plan:
         return out
 
 
+class Backed(Rows):
+    """The rows the server's listing backs: ``rows`` without the ``lost`` ones."""
+
+    def __init__(self, rows: Rows, lost: Sequence[str]) -> None:
+        self._rows = rows
+        self._lost = set(lost)
+
+    def __getitem__(self, rel: str) -> Row:
+        if rel in self._lost:
+            raise KeyError(rel)
+        return self._rows[rel]
+
+    def get(self, rel: str, default: Row | None = None) -> Row | None:  # type: ignore[override]
+        return default if rel in self._lost else self._rows.get(rel, default)
+
+    def __contains__(self, rel: object) -> bool:
+        return rel not in self._lost and rel in self._rows
+
+    def __iter__(self) -> Iterator[str]:
+        return (rel for rel in self._rows if rel not in self._lost)
+
+    def __len__(self) -> int:
+        return len(self._rows) - len(self._lost)
+
+    def under(self, rel_dir: str) -> Iterable[Row]:
+        return (row for row in self._rows.under(rel_dir) if row.rel not in self._lost)
+
+    def count_under(self, dirs: Iterable[str]) -> dict[str, int]:
+        counts = self._rows.count_under(dirs)
+        for rel in self._lost:
+            for a in ["", *ancestors(rel)]:
+                if a in counts:
+                    counts[a] -= 1
+        return counts
+
+
 def _rows_under(roots: Sequence[str], rows: Rows, files: Mapping[str, LocalFile]) -> list[Row]:
     """The rows at or below ``roots`` whose file is not in ``files``. A root that is a file
     with a row can have no rows below it: when every root is one, no row is looked at; else
@@ -179,20 +222,22 @@ def plan(
     force, held, held_rels = guard.force, guard.held, guard.held_rels
     whole = looked.whole
     files = looked.files
-    # (A listing names every path: it is compared with every file, not with differences.)
-    assert server is None or looked.gone is None, "a listing needs the whole scan"
+    # (A listing is compared with every file, or given reduced to the differences' needs.)
+    assert server is None or looked.gone is None or server.forget is not None
 
     # 1. The server's truth: rows it no longer backs are forgotten (their files sent again).
     backed: Rows = as_rows(rows)
     if server is not None:
-        entries = server.entries
-        for rel, row in backed.items():
-            e = entries.get(rel)
-            if e is None or e.size != row.size or e.sha256 not in (None, row.sha256):
-                p.forget.append(rel)
+        if server.forget is not None:
+            p.forget = list(server.forget)
+        else:
+            entries = server.entries
+            for rel, row in backed.items():
+                e = entries.get(rel)
+                if e is None or e.size != row.size or e.sha256 not in (None, row.sha256):
+                    p.forget.append(rel)
         if p.forget:
-            lost = set(p.forget)
-            backed = DictRows({rel: row for rel, row in backed.items() if rel not in lost})
+            backed = Backed(backed, p.forget)
 
     # 2. Local files: unchanged, changed, or new.  (Runs once per file of a whole scan.)
     #     Where the remote keeps times or exec bits, a file whose mtime or exec bit is not
@@ -320,7 +365,10 @@ def _guard(
         return
     held, recent = guard.held, guard.recent_deletes
     n = len(gone) + len(extras)
-    mirrored = max(len(backed), len(server.entries) if server is not None else 0)
+    listed = (
+        0 if server is None else server.total if server.total is not None else len(server.entries)
+    )
+    mirrored = max(len(backed), listed)
     empty = (
         looked.folder_empty
         if looked.folder_empty is not None

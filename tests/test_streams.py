@@ -13,12 +13,13 @@ from hypothesis import strategies as st
 
 from syncd import look
 from syncd.config import FolderConfig
-from syncd.look import first_look
+from syncd.config_checks import DeleteLimit
+from syncd.look import first_look, with_listing
 from syncd.manifest import FILENAME, Manifest
 from syncd.manifestdb import decoded
-from syncd.planner import Looked, Rules, plan
+from syncd.planner import Looked, Rules, Server, plan
 from syncd.scanner import Scanner
-from syncd.types import DictRows, Row
+from syncd.types import DictRows, RemoteEntry, Row
 
 SETTINGS = settings(suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
 
@@ -69,7 +70,7 @@ def test_rows_read_from_the_file_answer_as_a_dict_would(
                 m.flush()
             view = m.rows("s")
             assert view == model and len(view) == len(model) == m.count("s")
-            assert m.snapshot("s") == model
+            assert dict(m.rows("s").items()) == model
             for d in dirs:
                 below = sorted(r for r in model if r.startswith(d + "/"))
                 assert sorted(r.rel for r in view.under(d)) == below
@@ -127,7 +128,7 @@ def test_the_sorted_streams_find_what_a_whole_scan_finds(
                 m.put("s", Row(rel, lf.size, lf.mtime_ns, SHA, 1.0, lf.ctime_ns, lf.inode))
             else:
                 m.delete("s", rel)
-        rows_now = dict(m.snapshot("s").items())
+        rows_now = dict(m.rows("s").items())
         look = first_look(scanner, m, "s")
         # The naive answer: every file against every row.
         same = {r for r, lf in scan.files.items() if r in rows_now and rows_now[r].same == lf.same}
@@ -232,3 +233,75 @@ def test_a_folder_of_many_entries_is_split_and_each_part_counts(tmp_path: Path) 
         two = first_look(Scanner(cfg), m, "s", parts=2)
     assert (two.found, two.unchanged) == (30, 29)
     assert list(two.scan.files) == ["b/1.txt"] and [r.rel for r in two.gone] == ["h/gone.txt"]
+
+
+@given(
+    files=st.lists(REL, max_size=20),
+    rows=st.lists(st.tuples(REL, st.booleans()), max_size=20),
+    listed=st.lists(st.tuples(REL, st.sampled_from(["same", "size", "sha", "none"])), max_size=20),
+    first_contact=st.booleans(),
+    max_delete=st.sampled_from([None, "2", "50%"]),
+)
+@SETTINGS
+def test_a_listing_reduced_to_the_differences_plans_what_the_whole_listing_plans(
+    tmp_path_factory: pytest.TempPathFactory,
+    files: list[str],
+    rows: list[tuple[str, bool]],
+    listed: list[tuple[str, str]],
+    first_contact: bool,
+    max_delete: str | None,
+) -> None:
+    base = tmp_path_factory.mktemp("l")
+    folder = base / "folder"
+    folder.mkdir()
+    for i, rel in enumerate(_no_clash(files)):
+        p = folder / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"w" * (i % 4))
+    cfg = FolderConfig(
+        path=folder, remote_path="l", ignore=(), use_default_ignores=False, delete=True
+    )
+    scanner = Scanner(cfg)
+    scan = scanner.scan()
+    with Manifest(base / FILENAME) as m:
+        for rel, matches in rows:
+            lf = scan.files.get(rel)
+            if matches and lf is not None:
+                m.put("s", Row(rel, lf.size, lf.mtime_ns, SHA, 1.0, lf.ctime_ns, lf.inode))
+            else:
+                m.put("s", row(rel, 3))
+        m.flush()
+        rows_now = dict(m.rows("s").items())
+        entries: dict[str, RemoteEntry] = {}
+        for rel, how in listed:  # what the server holds: as the row says, or not
+            r = rows_now.get(rel)
+            size = r.size if r is not None else (lf.size if (lf := scan.files.get(rel)) else 2)
+            sha = r.sha256 if r is not None else "1" * 64
+            entries[rel] = RemoteEntry(
+                rel,
+                size + (how == "size"),
+                None if how == "none" else sha if how != "sha" else "2" * 64,
+            )
+        rules = Rules(
+            ignored=lambda rel, is_dir=False: False,
+            can_move=True,
+            max_delete=DeleteLimit.parse(max_delete) if max_delete else None,
+        )
+        whole_plan = plan(
+            Looked(scan.files), rows_now, rules, server=Server(dict(entries), first_contact)
+        )
+        first = first_look(scanner, m, "s")
+        looked, reduced = with_listing(
+            first, Server(dict(entries), first_contact), m.sorted_rows("s"), scanner.stat
+        )
+        delta_plan = plan(looked, m.rows("s"), rules, server=reduced)
+    assert delta_plan.ops == whole_plan.ops
+    assert sorted(delta_plan.forget) == sorted(whole_plan.forget)
+    assert delta_plan.hints == whole_plan.hints
+    assert (delta_plan.unchanged, delta_plan.held, delta_plan.held_new) == (
+        whole_plan.unchanged,
+        whole_plan.held,
+        whole_plan.held_new,
+    )
+    assert [p.reason for p in delta_plan.held_back] == [p.reason for p in whole_plan.held_back]
+    assert reduced.total == len(entries) and len(reduced.entries) <= len(entries)
