@@ -28,11 +28,13 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import cast
+from urllib.parse import unquote_to_bytes
 
 from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from syncd.digests import digest_header, sha256_members
+from syncd.faults import crash_point
 from syncd.server.errors import (
     BadRequest,
     ContentTooLarge,
@@ -88,7 +90,7 @@ class Part:
     """One file of a batch, and what became of it."""
 
     shown: str
-    """The path as the part named it (decoded), for the answer."""
+    """The path as the part named it (percent-decoded), for the answer."""
     rel: RelPath | None = None
     data: list[bytes] = field(default_factory=list)
     size: int = 0
@@ -124,7 +126,6 @@ def _part_meta(part: BodyPartReader, p: Part, base: RelPath) -> None:
     rel = parse_path("/" + raw.strip())
     if rel.trailing_slash or not rel.parts:
         raise BadRequest(f"{PATH}: an upload needs a file path, not a directory")
-    p.shown = rel.text
     p.rel = RelPath(base.parts + rel.parts)
     for value in part.headers.getall("Repr-Digest", ()):
         try:
@@ -225,6 +226,7 @@ def commit_all(store: Store, parts: Sequence[Part]) -> None:
             continue
         p.status = 204 if replaced else 201
         touched.append(p.rel.parent)
+        crash_point("server-mid-batch")
     try:
         _sync_dirs(store, dict.fromkeys(touched), whole_fs=True)
     except StoreError as e:
@@ -310,7 +312,8 @@ async def receive_batch(
         while (part := await _next_part(reader)) is not None:
             if len(parts) >= MAX_PARTS:
                 raise ContentTooLarge(f"a batch holds at most {MAX_PARTS} files")
-            p = Part(shown=part.headers.get(PATH, ""))
+            raw = part.headers.get(PATH, "")
+            p = Part(shown=unquote_to_bytes(raw.strip()).decode("utf-8", "replace"))
             parts.append(p)
             try:
                 _part_meta(part, p, base)
