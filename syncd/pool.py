@@ -181,7 +181,7 @@ class Pool:
         while True:
             job = self._take(await self._queue.get())
             jobs, rest = [job], list[Job]()
-            limits = await uploader.batch_limits() if _small(job, BATCH_FILE) else None
+            limits = uploader.batch_limits() if _small(job, BATCH_FILE) else None
             if limits is not None:
                 jobs, rest = self._gather(job, limits)
             results: list[BatchResult] = [None] * len(jobs)

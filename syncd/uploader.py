@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, cast
+from typing import Literal, Protocol, cast
 
 from syncd.errors import (
     AuthError,
@@ -133,6 +133,7 @@ class Uploader:
     throttle: Throttle
     on_bytes: Callable[[int], None] | None = None
     _changing: set[tuple[str, str]] = field(default_factory=set)
+    _limits: asyncio.Future[BatchLimits | Literal[False] | None] | None = None
 
     async def upload(
         self, ctx: FolderCtx, op: Op, progress: Callable[[int], None] | None = None
@@ -302,15 +303,28 @@ class Uploader:
                 results[i] = e
         return results
 
-    async def batch_limits(self) -> BatchLimits | None:
-        """What the remote takes in one batch; None if it takes none (or cannot say now: the
-        files then go alone, and meet whatever is wrong one by one)."""
+    def batch_limits(self) -> BatchLimits | None:
+        """What the remote takes in one batch; None if it takes none, or while that is not
+        known yet: the first call asks in the background (so no file waits for the answer)
+        and files go alone until it comes; a remote that could not say is asked again."""
         if not self.remote.features.batch:
             return None
+        asking = self._limits
+        if asking is None:
+            self._limits = asking = asyncio.ensure_future(self._ask_limits())
+        if not asking.done():
+            return None
+        limits = asking.result()
+        if limits is False:
+            self._limits = None  # (asked again by the next file)
+            return None
+        return limits
+
+    async def _ask_limits(self) -> BatchLimits | Literal[False] | None:
         try:
             return await cast(Batcher, self.remote).batch_limits()
         except RemoteError:
-            return None
+            return False  # (whatever is wrong, the files meet it one by one)
 
     @staticmethod
     def _still_there(

@@ -29,6 +29,7 @@ from syncd.remotes.base import (
     marker_body,
     marker_path,
 )
+from syncd.remotes.batchbody import multipart, parse_batch_limits
 from syncd.remotes.body import body_of
 from syncd.remotes.quickstate import read_token
 from syncd.remotes.webdav_xml import PROPFIND_BODY, read_multistatus
@@ -63,21 +64,6 @@ def listed_entry(line: bytes, prefix: str) -> RemoteEntry:
         )
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise TransientError(f"list {prefix}: unreadable listing line: {e}", path=prefix) from e
-
-
-def parse_batch_limits(value: str | None) -> BatchLimits | None:
-    """``X-Syncd-Batch: parts=<n>; bytes=<n>; part=<n>``; None if absent or unreadable."""
-    if not value:
-        return None
-    fields: dict[str, str] = {}
-    for item in value.split(";"):
-        k, _, v = item.strip().partition("=")
-        fields[k.strip()] = v.strip()
-    try:
-        limits = BatchLimits(int(fields["parts"]), int(fields["bytes"]), int(fields["part"]))
-    except (KeyError, ValueError):
-        return None
-    return limits if min(limits.parts, limits.bytes, limits.part) > 0 else None
 
 
 def parse_retention(value: str | None) -> str:
@@ -292,15 +278,18 @@ class SyncdRemote(HTTPRemote):
     async def batch_limits(self) -> BatchLimits | None:
         """``OPTIONS``' ``X-Syncd-Batch`` (asked once): None from a server without batches."""
         if not self._limits_asked:
-            async with self.request(
-                "OPTIONS", URL(self.base, encoded=True), "/", "ask about batches"
-            ) as resp:
-                if resp.status >= 400:
-                    await self.fail(resp, "/", "ask about batches")
-                await resp.read()
-                self._limits = parse_batch_limits(resp.headers.get("X-Syncd-Batch"))
+            answer = await self._options("X-Syncd-Batch", "ask about batches")
+            self._limits = parse_batch_limits(answer)
             self._limits_asked = True
         return self._limits
+
+    async def _options(self, header: str, what: str) -> str | None:
+        """One header of the server's answer to ``OPTIONS /`` (None if it has none)."""
+        async with self.request("OPTIONS", URL(self.base, encoded=True), "/", what) as resp:
+            if resp.status >= 400:
+                await self.fail(resp, "/", what)
+            await resp.read()
+            return resp.headers.get(header)
 
     async def put_batch(
         self, prefix: str, items: builtins.list[tuple[str, Source]]
@@ -311,24 +300,12 @@ class SyncdRemote(HTTPRemote):
         server that turns batches down: each is sent alone, and no batch is tried again)."""
         prefix = prefix.strip("/")
         where = f"{prefix}/"
-        boundary = uuid.uuid4().hex
-        pieces: list[bytes] = []
-        for rel, src in items:
-            assert src.data is not None and src.sha256 is not None
-            head = (
-                f"--{boundary}\r\nX-Syncd-Path: {self.quoted(rel)}\r\n"
-                f"Content-Length: {len(src.data)}\r\n"
-                f"Repr-Digest: {digest_header(src.sha256)}\r\n"
-                + "".join(f"{k}: {v}\r\n" for k, v in meta_headers(src).items())
-                + "\r\n"
-            )
-            pieces += [head.encode("ascii"), src.data, b"\r\n"]
-        pieces.append(f"--{boundary}--\r\n".encode("ascii"))
+        content_type, body = multipart(items, self.quoted, meta_headers)
         target = (self.quoted(prefix) + "/" if prefix else "") + "?batch"
         url = URL(self.base + target, encoded=True)
-        headers = {"Content-Type": f"multipart/mixed; boundary={boundary}"}
+        headers = {"Content-Type": content_type}
         async with self.request(
-            "POST", url, where, "upload batch", data=b"".join(pieces), headers=headers
+            "POST", url, where, "upload batch", data=body, headers=headers
         ) as resp:
             if resp.status in (400, 404, 405, 413, 415, 501):
                 await resp.read()  # (not a server that takes this batch: send them alone)
@@ -547,10 +524,4 @@ class SyncdRemote(HTTPRemote):
 
     async def retention(self) -> str:
         """How long and how much the server keeps (``OPTIONS``' ``X-Syncd-Versions``)."""
-        async with self.request(
-            "OPTIONS", URL(self.base, encoded=True), "/", "ask about versions"
-        ) as resp:
-            if resp.status >= 400:
-                await self.fail(resp, "/", "ask about versions")
-            await resp.read()
-            return parse_retention(resp.headers.get("X-Syncd-Versions"))
+        return parse_retention(await self._options("X-Syncd-Versions", "ask about versions"))

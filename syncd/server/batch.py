@@ -19,12 +19,13 @@ the answer or not.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import cast
@@ -243,16 +244,23 @@ def discard_all(parts: Iterable[Part]) -> None:
             p.up.discard()
 
 
-async def _next_part(reader: MultipartReader) -> BodyPartReader | None:
+@contextlib.asynccontextmanager
+async def _reading() -> AsyncIterator[None]:
+    """Reading the body: a stall is 408, a cut or a malformed body 400 (one line each)."""
     try:
         async with asyncio.timeout(READ_TIMEOUT):
-            part = await reader.next()
+            yield
     except TimeoutError:
         raise RequestTimeout(f"no body data for {READ_TIMEOUT:.0f} s") from None
     except (ConnectionError, HttpProcessingError):
         raise BadRequest("the body ended early (client disconnected)") from None
     except (ValueError, RuntimeError, AssertionError) as e:
         raise BadRequest(f"malformed multipart body: {str(e)[:120]}") from None
+
+
+async def _next_part(reader: MultipartReader) -> BodyPartReader | None:
+    async with _reading():
+        part = await reader.next()
     if part is not None and not isinstance(part, BodyPartReader):
         raise BadRequest("a batch part must be a file, not a nested multipart")
     return part
@@ -261,25 +269,18 @@ async def _next_part(reader: MultipartReader) -> BodyPartReader | None:
 async def _read_part(part: BodyPartReader, p: Part | None, budget: int) -> int:
     """The part's bytes into ``p.data`` (``p`` None: read and dropped); returns how many."""
     n = 0
-    try:
-        async with asyncio.timeout(READ_TIMEOUT):
-            while chunk := await part.read_chunk(1 << 16):
-                n += len(chunk)
-                if n > budget:
-                    raise ContentTooLarge(f"a batch holds at most {MAX_BYTES} bytes")
-                if p is not None:
-                    if n > MAX_PART:
-                        p.refuse(ContentTooLarge(f"a batch part holds at most {MAX_PART} bytes"))
-                        p.data = []
-                        p = None
-                        continue
-                    p.data.append(chunk)
-    except TimeoutError:
-        raise RequestTimeout(f"no body data for {READ_TIMEOUT:.0f} s") from None
-    except (ConnectionError, HttpProcessingError):
-        raise BadRequest("the body ended early (client disconnected)") from None
-    except (ValueError, RuntimeError, AssertionError) as e:
-        raise BadRequest(f"malformed multipart body: {str(e)[:120]}") from None
+    async with _reading():
+        while chunk := await part.read_chunk(1 << 16):
+            n += len(chunk)
+            if n > budget:
+                raise ContentTooLarge(f"a batch holds at most {MAX_BYTES} bytes")
+            if p is not None:
+                if n > MAX_PART:
+                    p.refuse(ContentTooLarge(f"a batch part holds at most {MAX_PART} bytes"))
+                    p.data = []
+                    p = None
+                    continue
+                p.data.append(chunk)
     if p is not None:
         p.size = n
     return n
