@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from syncd.config import FolderConfig, RemoteConfig, load
-from syncd.errors import PermanentError, SourceChanged
+from syncd.errors import PermanentError, SourceChanged, TransientError
 from syncd.hashing import ReadStats, Source
 from syncd.remotes.base import Batcher, BatchLimits
 from syncd.remotes.kinds import KINDS
@@ -31,6 +31,9 @@ from syncd.server.batch import MAX_BYTES, MAX_PARTS
 from syncd.types import LocalFile, Op, OpKind
 from syncd.uploader import FolderCtx, Outcome, Throttle, Uploader
 from tests.conftest import ServerProc, mirror_config, run_syncd, start_server, write_config
+from tests.test_server import tiny_disk as _tiny_disk
+
+tiny_disk = _tiny_disk  # (a fixture: a 2 MiB tmpfs, a real full disk)
 
 TEMP = re.compile(r"\.~syncd-.*\.tmp\Z")
 
@@ -386,5 +389,27 @@ def test_the_remote_asks_once_and_an_older_server_says_no(tmp_path: Path, token_
         limits, answers = asyncio.run(go())
         assert limits is None and answers == [None]
         assert not (tmp_path / "root" / "x").exists()
+    finally:
+        srv.stop()
+
+
+def test_disk_full_mid_batch_is_507_for_the_rest_no_temp_left(
+    tmp_path: Path, token_file: Path, tiny_disk: Path
+) -> None:
+    srv = start_server(tiny_disk, token_file)
+    try:
+        sizes = {"a": 1000, "b": 900_000, "c": 900_000, "d": 900_000, "e": 1000}
+        items = [(rel, source(rel, os.urandom(n))) for rel, n in sizes.items()]
+
+        async def go() -> list[object]:
+            async with SyncdRemote(remote_cfg(tmp_path, srv), 2) as remote:
+                return list(await remote.put_batch("full", items))
+
+        answers = asyncio.run(go())
+        assert answers[:3] == [src.sha256 for _, src in items[:3]]
+        for answer in answers[3:]:
+            assert isinstance(answer, TransientError) and answer.status == 507, answer
+        assert sorted(os.listdir(tiny_disk / "full")) == ["a", "b", "c"]
+        assert not temps(tiny_disk)
     finally:
         srv.stop()

@@ -7,6 +7,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 
+from aiohttp import payload
+from aiohttp.abc import AbstractStreamWriter
+
 from syncd.digests import digest_header
 from syncd.hashing import Source
 from syncd.remotes.base import BatchLimits
@@ -27,14 +30,37 @@ def parse_batch_limits(value: str | None) -> BatchLimits | None:
     return limits if min(limits.parts, limits.bytes, limits.part) > 0 else None
 
 
+class Pieces(payload.Payload):
+    """A body already in memory, in pieces (a batch's framing and files), written as they are:
+    never joined into one copy (aiohttp's bytes payload would, and warns from 1 MiB)."""
+
+    def __init__(self, pieces: list[bytes], content_type: str) -> None:
+        super().__init__(pieces, content_type=content_type)
+        self._pieces = pieces
+        self._size = sum(len(p) for p in pieces)
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        raise TypeError("a batch body has no text form")
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        for piece in self._pieces:
+            await writer.write(piece)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        await self.write(writer)
+
+
 def multipart(
     items: Sequence[tuple[str, Source]],
     quoted: Callable[[str], str],
     meta: Callable[[Source], dict[str, str]],
-) -> tuple[str, bytes]:
-    """The ``Content-Type`` and the body of a batch of ``(relative path, source)`` (each
-    source read already: ``data`` and ``sha256``); ``quoted`` percent-encodes a path, ``meta``
-    gives a file's metadata headers. The boundary is random: no file can hold it by design."""
+) -> Pieces:
+    """The body of a batch of ``(relative path, source)`` (each source read already:
+    ``data`` and ``sha256``), its ``content_type`` included; ``quoted`` percent-encodes a
+    path, ``meta`` gives a file's metadata headers. The boundary is random: no file can hold
+    it by design."""
     boundary = uuid.uuid4().hex
     pieces: list[bytes] = []
     for rel, src in items:
@@ -48,4 +74,4 @@ def multipart(
         )
         pieces += [head.encode("ascii"), src.data, b"\r\n"]
     pieces.append(f"--{boundary}--\r\n".encode("ascii"))
-    return f"multipart/mixed; boundary={boundary}", b"".join(pieces)
+    return Pieces(pieces, f"multipart/mixed; boundary={boundary}")

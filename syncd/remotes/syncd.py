@@ -300,10 +300,10 @@ class SyncdRemote(HTTPRemote):
         server that turns batches down: each is sent alone, and no batch is tried again)."""
         prefix = prefix.strip("/")
         where = f"{prefix}/"
-        content_type, body = multipart(items, self.quoted, meta_headers)
+        body = multipart(items, self.quoted, meta_headers)
         target = (self.quoted(prefix) + "/" if prefix else "") + "?batch"
         url = URL(self.base + target, encoded=True)
-        headers = {"Content-Type": content_type}
+        headers = {"Content-Type": body.content_type}
         async with self.request(
             "POST", url, where, "upload batch", data=body, headers=headers
         ) as resp:

@@ -384,11 +384,6 @@ class Upload:
             except OSError as e:
                 raise os_error(e, str(self.rel)) from e
 
-    def parent_fd(self) -> int:
-        """The descriptor of the target's directory (opened again if it was released)."""
-        with self._lock:
-            return self._parent_fd()
-
     def discard(self) -> None:
         """Remove the temp file and any directory this upload created (idempotent)."""
         with self._lock:
