@@ -7,7 +7,11 @@ beside its target, hashed while written, renamed into place, what it replaces ke
 version), except for the fsyncs: instead of two per file (the file, then its directory), the
 whole batch's data is flushed at once before any rename and each touched directory once after
 them (``syncfs`` where Linux has it, so one call per filesystem however many files). That is
-where the time of many small PUTs went (measured: see docs/performance.md).
+where the time of many small PUTs went: profiled on 10,000 4 KiB files, the two fsyncs were
+most of the server's busy time; batched, its CPU per file fell from ~1.4 ms to ~0.3-0.5 ms.
+``syncfs`` also writes out whatever else is dirty on that filesystem (measured here, on a disk
+shared with other writers, it still beat an fsync per file in every round: 1,007 vs 793
+files/s, median of three); where it is missing each file is fsynced before the renames.
 
 A part that is refused (its path, its digest, a directory in its way) is refused alone; the
 others go on. What a client sees of a batch cut short: nothing is renamed into place until the
