@@ -275,6 +275,8 @@ class Uploader:
             except (SourceError, RemoteError) as e:
                 results[i] = e
                 continue
+            if src.data is None:
+                continue  # (alone: it grew past what is read into memory since its scan)
             ready.append((i, prep, src, on_bytes))
         if not ready:
             return results
