@@ -195,6 +195,11 @@ COMMANDS: dict[str, Command] = {
                 help="at most this much for them, oldest pruned first (a share of the disk "
                 "like 10%%, or a size like 20GiB; default 10%%)",
             ),
+            opt(
+                "--no-batch",
+                action="store_true",
+                help="take no batch uploads (answer as a server from before them)",
+            ),
             opt("--prune-interval", type=float, default=600.0, help=argparse.SUPPRESS),
         ),
         config=False,

@@ -50,6 +50,7 @@ def serve(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         retention=Retention(keep_s, share, size),
         prune_interval=args.prune_interval,
+        batches=not args.no_batch,
     )
     asyncio.run(run_server(opts))
     return EXIT_OK

@@ -7,7 +7,8 @@ Steps: ``hashing`` (a file read and hashed, not sent), ``mid-body`` (a large upl
 sent), ``after-upload`` (the server confirmed, the manifest row not written), ``after-delete``,
 ``after-move`` (likewise), ``server-mid-body`` (the server has written part of a body),
 ``server-after-keep`` (the server has kept the file an upload replaces, not yet renamed the
-new one over it).
+new one over it), ``server-mid-batch`` (the server has renamed the first file of a batch into
+place, not the others).
 """
 
 from __future__ import annotations

@@ -26,10 +26,11 @@ from syncd.errors import (
     WrongProtocol,
     error_kind,
 )
+from syncd.remotes.base import BatchLimits
 from syncd.report import Progress, Report
 from syncd.status.metrics import Metrics
 from syncd.types import Op, OpKind, Problem
-from syncd.uploader import FolderCtx, Outcome, Uploader
+from syncd.uploader import BatchResult, FolderCtx, Outcome, Uploader
 
 log = logging.getLogger("syncd.engine")  # (the name its log lines have always carried)
 
@@ -38,6 +39,12 @@ log = logging.getLogger("syncd.engine")  # (the name its log lines have always c
 Fatal = AuthError | WrongProtocol
 
 CHANGED_RETRIES = 3  # a file that keeps changing while it is sent, in one pass
+#: Uploads of files up to BATCH_FILE bytes go in batches where the remote takes them: up to
+#: BATCH_FILES files and BATCH_BYTES bytes per request, taken from what is queued (no
+#: waiting for more). The server's own limits (``BatchLimits``) bound them too.
+BATCH_FILE = 256 << 10
+BATCH_FILES = 100
+BATCH_BYTES = 1 << 20
 
 
 @dataclass(eq=False)
@@ -145,7 +152,8 @@ class Pool:
         if self._workers:
             return
         self._uploader = self._make_uploader()
-        self._queue = asyncio.Queue(maxsize=2 * self.concurrency)
+        # Room for a batch per worker: small files are gathered from what is queued.
+        self._queue = asyncio.Queue(maxsize=(2 + BATCH_FILES) * self.concurrency)
         self._workers = [
             asyncio.create_task(self._work(), name=f"syncd-worker-{i}")
             for i in range(self.concurrency)
@@ -171,35 +179,86 @@ class Pool:
         uploader = self._uploader
         assert uploader is not None
         while True:
-            job = await self._queue.get()
-            key = (job.ctx.scope, job.op.rel)
-            self.inflight[key] = job
-            job.started = time.monotonic()
-            try:
-                await self._one(uploader, job)
-            except (AuthError, WrongProtocol) as e:
-                if self.stops.fatal is None:
-                    self.stops.fatal = e
-                    self.metrics.error(error_kind(e), f"{job.ctx.remote_path}/{job.op.rel}")
-                    # A pass says it once, at its end (``Report.outcome``); the daemon here.
-                    log.log(logging.DEBUG if self.stops.one_shot else logging.ERROR, "%s", e)
-                left_undone(job.ctx, job.op, job.report, e)
-            except Exception as e:  # a bug: say so, and keep the worker alive
-                name = f"{job.ctx.remote_path}/{job.op.rel}"
-                log.exception("%s: internal error: %r", name, e)
-                job.report.failed.append(Problem(name, f"internal error: {e!r}"))
-                self.metrics.error("internal", name)
-            finally:
-                self.inflight.pop(key, None)
-                if job.batch is not None:
-                    job.batch.failed += not job.ok
-                    job.batch.done()
-                if self.live is not None:
-                    self.live.done(job)
+            job = self._take(await self._queue.get())
+            jobs, rest = [job], list[Job]()
+            limits = uploader.batch_limits() if _small(job, BATCH_FILE) else None
+            if limits is not None:
+                jobs, rest = self._gather(job, limits)
+            results: list[BatchResult] = [None] * len(jobs)
+            if len(jobs) > 1 and self.stops.stopped() is None:
+                results = await self._send_batch(uploader, jobs)
+            for one, result in zip(jobs + rest, results + [None] * len(rest), strict=True):
+                await self._run(uploader, one, result)
 
-    async def _one(self, uploader: Uploader, job: Job) -> None:
+    def _take(self, job: Job) -> Job:
+        self.inflight[(job.ctx.scope, job.op.rel)] = job
+        job.started = time.monotonic()
+        return job
+
+    def _gather(self, first: Job, limits: BatchLimits) -> tuple[list[Job], list[Job]]:
+        """``first`` and the small uploads of its folder queued behind it, taken without
+        waiting, up to the batch's limits; and the job that ended the gathering, if any."""
+        assert self._queue is not None and first.op.local is not None
+        most_files = min(BATCH_FILES, limits.parts)
+        most_bytes = min(BATCH_BYTES, limits.bytes)
+        part = min(BATCH_FILE, limits.part)
+        jobs, size = [first], first.op.local.size
+        while len(jobs) < most_files:
+            try:
+                job = self._take(self._queue.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+            local = job.op.local
+            if job.ctx is not first.ctx or not _small(job, part) or local is None:
+                return jobs, [job]
+            if size + local.size > most_bytes:
+                return jobs, [job]
+            jobs.append(job)
+            size += local.size
+        return jobs, []
+
+    async def _send_batch(self, uploader: Uploader, jobs: list[Job]) -> list[BatchResult]:
+        """One request for ``jobs`` (small uploads of one folder); their results, for
+        :meth:`_one` to handle as if each had been sent alone."""
+        items = [(job.op, _sent_by(job)) for job in jobs]
+        try:
+            return await uploader.upload_batch(jobs[0].ctx, items)
+        except (AuthError, WrongProtocol) as e:
+            return [e] * len(jobs)
+        except Exception as e:  # a bug: each job reports it (see _run)
+            log.exception("internal error in a batch of %d files: %r", len(jobs), e)
+            return [None] * len(jobs)
+
+    async def _run(self, uploader: Uploader, job: Job, done: BatchResult) -> None:
+        """Carry out one job (``done``: what its batch made of it, if it went in one) and say
+        how it went: counts, the report, the daemon's bookkeeping."""
+        key = (job.ctx.scope, job.op.rel)
+        try:
+            await self._one(uploader, job, done)
+        except (AuthError, WrongProtocol) as e:
+            if self.stops.fatal is None:
+                self.stops.fatal = e
+                self.metrics.error(error_kind(e), f"{job.ctx.remote_path}/{job.op.rel}")
+                # A pass says it once, at its end (``Report.outcome``); the daemon here.
+                log.log(logging.DEBUG if self.stops.one_shot else logging.ERROR, "%s", e)
+            left_undone(job.ctx, job.op, job.report, e)
+        except Exception as e:  # a bug: say so, and keep the worker alive
+            name = f"{job.ctx.remote_path}/{job.op.rel}"
+            log.exception("%s: internal error: %r", name, e)
+            job.report.failed.append(Problem(name, f"internal error: {e!r}"))
+            self.metrics.error("internal", name)
+        finally:
+            self.inflight.pop(key, None)
+            if job.batch is not None:
+                job.batch.failed += not job.ok
+                job.batch.done()
+            if self.live is not None:
+                self.live.done(job)
+
+    async def _one(self, uploader: Uploader, job: Job, done: BatchResult = None) -> None:
         """Carry out one op; record its outcome in the report; never raise but AuthError or
-        WrongProtocol (nothing will work: the caller stops everything)."""
+        WrongProtocol (nothing will work: the caller stops everything). ``done``: what its
+        batch made of it (its outcome or its error, taken as the first attempt's)."""
         ctx, op, report = job.ctx, job.op, job.report
         name = f"{ctx.remote_path}/{op.rel}"
         stop = self.stops.stopped()
@@ -228,7 +287,13 @@ class Pool:
                     job.ok = True
                     self.metrics.done(job.ctx.remote_path, job.op, outcome, job.started)
                     return
-                outcome = await uploader.upload(ctx, op, progress=_sent_by(job))
+                if done is not None:
+                    result, done = done, None
+                    if isinstance(result, BaseException):
+                        raise result
+                    outcome = result
+                else:
+                    outcome = await uploader.upload(ctx, op, progress=_sent_by(job))
                 job.ok = True
                 self.progress.file_done(op.rel)
                 if outcome == Outcome.UPLOADED:
@@ -293,6 +358,12 @@ class Pool:
                     },
                 )
                 return
+
+
+def _small(job: Job, most: int) -> bool:
+    """Whether ``job`` may go in a batch: an upload of a file of at most ``most`` bytes."""
+    op = job.op
+    return op.kind is OpKind.UPLOAD and op.local is not None and op.local.size <= most
 
 
 def left_undone(ctx: FolderCtx, op: Op, report: Report, why: RemoteError) -> None:

@@ -5,6 +5,8 @@ reports each sent, moved or deleted file only after the remote said so), what a 
 (rows the server no longer backs, held deletions), which mirror a folder's rows describe, and
 the daemon's outbox. Changes are staged in the manifest and committed every ``FLUSH_EVERY``
 seconds while transfers run (``running``), or at once where a reader must see them (``flush``).
+The files of one batch upload are reported together, with no await between them
+(``Uploader.upload_batch``), so their rows are always committed in one transaction.
 """
 
 from __future__ import annotations

@@ -6,15 +6,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, cast
+from typing import Literal, Protocol, cast
 
-from syncd.errors import AuthError, PermanentError, SourceChanged, WrongProtocol
+from syncd.errors import (
+    AuthError,
+    PermanentError,
+    RemoteError,
+    SourceChanged,
+    SourceError,
+    SyncdError,
+    TransientError,
+    WrongProtocol,
+)
 from syncd.faults import crash_point
 from syncd.hashing import SMALL, ReadStats, Source, hash_path
-from syncd.remotes.base import Mover, Remote
+from syncd.remotes.base import Batcher, BatchLimits, Mover, Remote
 from syncd.retry import RetryPolicy
 from syncd.scanner import Scanner
 from syncd.types import LocalFile, Op, OpKind, RemoteEntry
@@ -76,6 +85,21 @@ class FolderCtx:
         return f"{self.remote_path}/{rel}"
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """A file about to be sent: as it is now, whether it is changing (a snapshot), and its
+    source if it was read already (to compare it with what the server may hold)."""
+
+    local: LocalFile
+    key: tuple[str, str]
+    snapshot: bool
+    first: Source | None
+
+
+BatchResult = str | SyncdError | None
+"""Per item of a batch: its outcome, the error it met, or None (send it alone)."""
+
+
 class Outcome:
     UPLOADED = "uploaded"
     REFRESHED = "refreshed"  # same bytes, new mtime: the row was refreshed, nothing sent
@@ -109,6 +133,7 @@ class Uploader:
     throttle: Throttle
     on_bytes: Callable[[int], None] | None = None
     _changing: set[tuple[str, str]] = field(default_factory=set)
+    _limits: asyncio.Future[BatchLimits | Literal[False] | None] | None = None
 
     async def upload(
         self, ctx: FolderCtx, op: Op, progress: Callable[[int], None] | None = None
@@ -119,8 +144,47 @@ class Uploader:
         a snapshot was sent, see the class; the caller queues it again), SourceError if it
         cannot be read, RemoteError from the remote.
         """
-        assert op.local is not None
         on_bytes = self._counter(progress)
+        prep = await self._prepare(ctx, op, on_bytes)
+        if isinstance(prep, str):
+            return prep
+        path, local, key = ctx.root / op.rel, prep.local, prep.key
+        snapshot, first = prep.snapshot, prep.first
+
+        async def attempt() -> str:
+            nonlocal first
+            if first is not None:
+                src, first = first, None
+            else:
+                src = await self._open(path, local, on_bytes, snapshot=snapshot)
+            sha = await self.remote.put(ctx.remote(op.rel), src)
+            if src.data is not None:
+                on_bytes(len(src.data))
+            return sha
+
+        started = time.monotonic()
+        what = f"upload {ctx.remote_path}/{op.rel}"
+        try:
+            sha = await self.policy.run(what, attempt)
+        except SourceChanged as e:
+            if snapshot:
+                raise
+            # It changed while it was read or sent: send what it holds now, as it is.
+            local = self._still_there(ctx, op.rel)
+            log.info("%s/%s: %s; sending it as it is now", ctx.remote_path, op.rel, e.problem)
+            self._mark_changing(key)
+            snapshot, first = True, None
+            sha = await self.policy.run(what, attempt)
+        return self._sent(ctx, op, local, sha, started)
+
+    async def _prepare(
+        self, ctx: FolderCtx, op: Op, on_bytes: Callable[[int], None]
+    ) -> _Prepared | str:
+        """What every upload does before sending, alone or in a batch: the file as it is now,
+        and, where the row or the server's listing may know its bytes, their comparison (an
+        outcome then: nothing to send). Raises SourceChanged (vanished), PermanentError (a
+        first contact that would replace other bytes)."""
+        assert op.local is not None
         local = self._still_there(ctx, op.rel, "vanished before it could be read")
         key = (ctx.scope, op.rel)
         snapshot = key in self._changing
@@ -157,31 +221,11 @@ class Uploader:
                 "`syncd sync --force-delete`",
                 path=op.rel,
             )
+        return _Prepared(local, key, snapshot, first)
 
-        async def attempt() -> str:
-            nonlocal first
-            if first is not None:
-                src, first = first, None
-            else:
-                src = await self._open(path, local, on_bytes, snapshot=snapshot)
-            sha = await self.remote.put(ctx.remote(op.rel), src)
-            if src.data is not None:
-                on_bytes(len(src.data))
-            return sha
-
-        started = time.monotonic()
-        what = f"upload {ctx.remote_path}/{op.rel}"
-        try:
-            sha = await self.policy.run(what, attempt)
-        except SourceChanged as e:
-            if snapshot:
-                raise
-            # It changed while it was read or sent: send what it holds now, as it is.
-            local = self._still_there(ctx, op.rel)
-            log.info("%s/%s: %s; sending it as it is now", ctx.remote_path, op.rel, e.problem)
-            self._mark_changing(key)
-            snapshot, first = True, None
-            sha = await self.policy.run(what, attempt)
+    def _sent(self, ctx: FolderCtx, op: Op, local: LocalFile, sha: str, started: float) -> str:
+        """The remote confirmed ``sha`` for the bytes read as ``local``: record exactly that,
+        then check the file is still what was read (SourceChanged if not: sent again)."""
         crash_point("after-upload")
         # The remote now holds the bytes read as `local`: record exactly that. If the file has
         # changed since, it no longer matches this row and is sent again.
@@ -202,8 +246,87 @@ class Uploader:
         )
         if ctx.stat(op.rel) != local:
             raise SourceChanged(op.rel, "changed while it was being sent; will send again")
-        self._changing.discard(key)
+        self._changing.discard((ctx.scope, op.rel))
         return Outcome.UPLOADED
+
+    async def upload_batch(
+        self, ctx: FolderCtx, items: Sequence[tuple[Op, Callable[[int], None] | None]]
+    ) -> list[BatchResult]:
+        """Send several small files of one folder in one request (``Batcher``), each prepared
+        and recorded as :meth:`upload` does it alone. Per item: its outcome, the error it met
+        (to be handled as if :meth:`upload` had raised it), or None (send it alone: it is
+        changing, or the server took it in no batch). The whole batch is retried under the
+        retry policy; a TransientError left after the tries is every item's error."""
+        batcher = cast(Batcher, self.remote)
+        results: list[BatchResult] = [None] * len(items)
+        ready: list[tuple[int, _Prepared, Source, Callable[[int], None]]] = []
+        for i, (op, progress) in enumerate(items):
+            on_bytes = self._counter(progress)
+            try:
+                prep = await self._prepare(ctx, op, on_bytes)
+                if isinstance(prep, str):
+                    results[i] = prep
+                    continue
+                if prep.snapshot:
+                    continue  # (alone: a changing file is sent as a snapshot)
+                src = prep.first or await self._open(ctx.root / op.rel, prep.local, on_bytes)
+            except SourceChanged:
+                continue  # (alone: it decides what a changing file becomes)
+            except (SourceError, RemoteError) as e:
+                results[i] = e
+                continue
+            if src.data is None:
+                continue  # (alone: it grew past what is read into memory since its scan)
+            ready.append((i, prep, src, on_bytes))
+        if not ready:
+            return results
+        parts = [(items[i][0].rel, src) for i, _, src, _ in ready]
+        for _, _, src, _ in ready:
+            await src.pace(len(src.data or b""))
+        started = time.monotonic()
+        what = f"upload {len(parts)} files to {ctx.remote_path}/"
+        try:
+            answers = await self.policy.run(what, lambda: batcher.put_batch(ctx.remote_path, parts))
+        except TransientError as e:
+            for i, _, _, _ in ready:
+                results[i] = e
+            return results
+        for (i, prep, src, on_bytes), answer in zip(ready, answers, strict=True):
+            op = items[i][0]
+            if isinstance(answer, TransientError):
+                continue  # (alone, under its own retries: a 507 or 503 for this file)
+            if not isinstance(answer, str):
+                results[i] = answer
+                continue
+            on_bytes(len(src.data or b""))
+            try:
+                results[i] = self._sent(ctx, op, prep.local, answer, started)
+            except SourceChanged as e:
+                results[i] = e
+        return results
+
+    def batch_limits(self) -> BatchLimits | None:
+        """What the remote takes in one batch; None if it takes none, or while that is not
+        known yet: the first call asks in the background (so no file waits for the answer)
+        and files go alone until it comes; a remote that could not say is asked again."""
+        if not self.remote.features.batch:
+            return None
+        asking = self._limits
+        if asking is None:
+            self._limits = asking = asyncio.ensure_future(self._ask_limits())
+        if not asking.done():
+            return None
+        limits = asking.result()
+        if limits is False:
+            self._limits = None  # (asked again by the next file)
+            return None
+        return limits
+
+    async def _ask_limits(self) -> BatchLimits | Literal[False] | None:
+        try:
+            return await cast(Batcher, self.remote).batch_limits()
+        except RemoteError:
+            return False  # (whatever is wrong, the files meet it one by one)
 
     @staticmethod
     def _still_there(

@@ -90,6 +90,7 @@ ABILITIES = {
     "size_of": base.Sizer,
     "versions": base.Versions,
     "stat": base.Stat,
+    "batch": base.Batcher,
 }
 
 

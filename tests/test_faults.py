@@ -72,8 +72,10 @@ def test_answer_lost_after_the_server_committed(
     dropped: dict[str, str] = {}
 
     def decide(n: int, method: str, target: str) -> Action:
-        # The first commit of the big file, and the first one-step PUT of small0.
-        kind = "commit" if "commit=" in target else "small0" if "small0" in target else None
+        # The first commit of the big file, and the first one-step PUT of small0 (or the
+        # first batch of small files).
+        small = "small0" in target or target.endswith("?batch")
+        kind = "commit" if "commit=" in target else "small0" if small else None
         if kind and method in ("POST", "PUT") and kind not in dropped:
             dropped[kind] = target
             return Action("drop_response")

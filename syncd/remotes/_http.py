@@ -23,6 +23,7 @@ from syncd import __version__
 from syncd.errors import (
     AuthError,
     PermanentError,
+    RemoteError,
     Silent,
     SourceError,
     TransientError,
@@ -269,23 +270,23 @@ class HTTPRemote:
         except (aiohttp.ClientError, TimeoutError):
             text = []
         detail = f"{resp.status} {resp.reason}" + (f": {text[0][:200]}" if text else "")
-        msg = f"{what} {path}: {detail}"
-        if resp.status == 401:
-            raise AuthError(
+        wait = retry_after(resp.headers.get("Retry-After"))
+        raise self.status_error(resp.status, f"{what} {path}: {detail}", path, wait)
+
+    def status_error(
+        self, status: int, msg: str, path: str, wait: float | None = None
+    ) -> RemoteError:
+        """The syncd error a non-2xx ``status`` means (an answer's, or one file's in a batch):
+        AuthError for 401, TransientError for what a retry may change, else PermanentError."""
+        if status == 401:
+            return AuthError(
                 f"{self.description} refused the credentials (401){self.auth_hint()}",
                 path=path,
                 status=401,
             )
-        if resp.status in TRANSIENT_STATUS or (
-            resp.status >= 500 and resp.status not in PERMANENT_5XX
-        ):
-            raise TransientError(
-                msg,
-                path=path,
-                status=resp.status,
-                retry_after=retry_after(resp.headers.get("Retry-After")),
-            )
-        raise PermanentError(msg, path=path, status=resp.status)
+        if status in TRANSIENT_STATUS or (status >= 500 and status not in PERMANENT_5XX):
+            return TransientError(msg, path=path, status=status, retry_after=wait)
+        return PermanentError(msg, path=path, status=status)
 
     def auth_hint(self) -> str:
         return ""

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
+from syncd.errors import RemoteError
 from syncd.hashing import Source
 from syncd.types import RESERVED_PREFIX, RemoteEntry
 
@@ -91,6 +92,9 @@ class Features:
     #: ``Stat``: one stored file's size, mtime and exec bit can be asked for (S3, whose
     #: listings carry no metadata: ``verify --times`` asks per file).
     stat: bool = False
+    #: ``Batcher``: several small files can go in one request, each checked by its own
+    #: digest (syncd serve; ``batch_limits()`` says whether this server takes them).
+    batch: bool = False
 
 
 @runtime_checkable
@@ -223,6 +227,38 @@ class Stat(Protocol):
 
     async def stat(self, path: str) -> RemoteEntry | None:
         """The stored file at ``path``, None if absent; Transient/Permanent/AuthError."""
+        ...
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """What one batch may hold, as the server says."""
+
+    parts: int
+    bytes: int
+    #: The largest file a batch may hold.
+    part: int
+
+
+BatchAnswer = str | RemoteError | None
+"""Per file of a batch: the sha-256 the remote stored (hex), the error that file met, or None
+(not tried: send it alone)."""
+
+
+@runtime_checkable
+class Batcher(Protocol):
+    """Ability: several small files in one request, each stored atomically and checked by its
+    own digest (the answer says per file what became of it)."""
+
+    async def batch_limits(self) -> BatchLimits | None:
+        """What this server takes in one batch; None if it takes no batches (an older server).
+        Asked once; Transient/AuthError."""
+        ...
+
+    async def put_batch(self, prefix: str, items: list[tuple[str, Source]]) -> list[BatchAnswer]:
+        """Store every ``(path relative to prefix, source)`` (each source's ``data`` and
+        ``sha256`` read already); one answer per item, in order. Raises for the whole batch:
+        TransientError (send it again), AuthError, WrongProtocol."""
         ...
 
 

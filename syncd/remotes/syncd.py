@@ -21,12 +21,15 @@ from syncd.errors import AuthError, PermanentError, TransientError
 from syncd.hashing import Source
 from syncd.remotes._http import HTTPRemote, needs_a_witness
 from syncd.remotes.base import (
+    BatchAnswer,
+    BatchLimits,
     Features,
     Version,
     is_reserved,
     marker_body,
     marker_path,
 )
+from syncd.remotes.batchbody import multipart, parse_batch_limits
 from syncd.remotes.body import body_of
 from syncd.remotes.quickstate import read_token
 from syncd.remotes.webdav_xml import PROPFIND_BODY, read_multistatus
@@ -102,8 +105,9 @@ def _size(n: int) -> str:
 
 class SyncdRemote(HTTPRemote):
     """`syncd serve`: one-request PUT with Repr-Digest for small files, upload + commit for
-    large ones, DELETE, MOVE, and an NDJSON listing with digests. Implements Remote, Mover,
-    Marker, StateToken, Reader and Versions; keeps the local mtime (ns) and exec bit."""
+    large ones, batches of small files, DELETE, MOVE, and an NDJSON listing with digests.
+    Implements Remote, Mover, Marker, StateToken, Reader, Versions and Batcher; keeps the
+    local mtime (ns) and exec bit."""
 
     features = Features(
         lists_digests=True,
@@ -114,10 +118,13 @@ class SyncdRemote(HTTPRemote):
         versions=True,
         keeps_times=True,
         keeps_exec=True,
+        batch=True,
     )
 
     def __init__(self, cfg: RemoteConfig, concurrency: int) -> None:
         super().__init__(cfg, concurrency)
+        self._limits: BatchLimits | None = None
+        self._limits_asked = False
         self.token_file: Path | None = cfg.options["token_file"]
         token = read_token(self.token_file)
         if token:
@@ -266,6 +273,77 @@ class SyncdRemote(HTTPRemote):
                 if is_reserved(entry.path):
                     continue  # an older server: never show syncd's own names
                 yield entry
+
+    # -- Batcher ----------------------------------------------------------------------------
+    async def batch_limits(self) -> BatchLimits | None:
+        """``OPTIONS``' ``X-Syncd-Batch`` (asked once): None from a server without batches."""
+        if not self._limits_asked:
+            answer = await self._options("X-Syncd-Batch", "ask about batches")
+            self._limits = parse_batch_limits(answer)
+            self._limits_asked = True
+        return self._limits
+
+    async def _options(self, header: str, what: str) -> str | None:
+        """One header of the server's answer to ``OPTIONS /`` (None if it has none)."""
+        async with self.request("OPTIONS", URL(self.base, encoded=True), "/", what) as resp:
+            if resp.status >= 400:
+                await self.fail(resp, "/", what)
+            await resp.read()
+            return resp.headers.get(header)
+
+    async def put_batch(
+        self, prefix: str, items: builtins.list[tuple[str, Source]]
+    ) -> builtins.list[BatchAnswer]:
+        """``POST /<prefix>/?batch``: one multipart body, a part per file with its path,
+        Content-Length, Repr-Digest, mtime and exec bit (docs/protocol.md, "Batch upload").
+        Per file: the sha-256 stored (checked against the one sent), its error, or None (a
+        server that turns batches down: each is sent alone, and no batch is tried again)."""
+        prefix = prefix.strip("/")
+        where = f"{prefix}/"
+        body = multipart(items, self.quoted, meta_headers)
+        target = (self.quoted(prefix) + "/" if prefix else "") + "?batch"
+        url = URL(self.base + target, encoded=True)
+        headers = {"Content-Type": body.content_type}
+        async with self.request(
+            "POST", url, where, "upload batch", data=body, headers=headers
+        ) as resp:
+            if resp.status in (400, 404, 405, 413, 415, 501):
+                await resp.read()  # (not a server that takes this batch: send them alone)
+                if resp.status != 413:
+                    self._limits = None
+                return [None] * len(items)
+            if resp.status != 200:
+                await self.fail(resp, where, "upload batch")
+            if resp.content_type != "application/x-ndjson":
+                raise self.wrong_protocol(resp, "an NDJSON answer")
+            lines = [line for line in (await resp.read()).splitlines() if line.strip()]
+        if len(lines) != len(items):
+            raise TransientError(
+                f"upload batch {where}: {len(lines)} answers for {len(items)} files", path=where
+            )
+        return [
+            self._answer(prefix, rel, src, line)
+            for (rel, src), line in zip(items, lines, strict=True)
+        ]
+
+    def _answer(self, prefix: str, rel: str, src: Source, line: bytes) -> BatchAnswer:
+        """One file's line of a batch's answer, checked: the digest stored, or its error."""
+        path = f"{prefix}/{rel}" if prefix else rel
+        try:
+            doc = json.loads(line)
+            status, shown = int(doc["status"]), doc["path"]
+            stored, message = parse_digest(doc.get("digest")), str(doc.get("message") or "")
+        except (ValueError, KeyError, TypeError) as e:
+            raise TransientError(f"upload {path}: unreadable batch answer: {e}", path=path) from e
+        if shown != rel:
+            raise TransientError(f"upload {path}: the batch's answers are out of order", path=path)
+        if status not in (201, 204):
+            return self.status_error(status, f"upload {path}: {status} {message}", path)
+        assert src.sha256 is not None
+        try:
+            return self._confirm(path, src.sha256, stored)
+        except TransientError as e:
+            return e
 
     # -- Marker -----------------------------------------------------------------------------
     async def write_marker(self, prefix: str, mirror_id: str) -> None:
@@ -446,10 +524,4 @@ class SyncdRemote(HTTPRemote):
 
     async def retention(self) -> str:
         """How long and how much the server keeps (``OPTIONS``' ``X-Syncd-Versions``)."""
-        async with self.request(
-            "OPTIONS", URL(self.base, encoded=True), "/", "ask about versions"
-        ) as resp:
-            if resp.status >= 400:
-                await self.fail(resp, "/", "ask about versions")
-            await resp.read()
-            return parse_retention(resp.headers.get("X-Syncd-Versions"))
+        return parse_retention(await self._options("X-Syncd-Versions", "ask about versions"))

@@ -18,7 +18,8 @@ from pathlib import Path
 from aiohttp import web
 
 from syncd.server import handlers
-from syncd.server.appkeys import BODY_POOL, INFLIGHT, STORE, TOKEN, UPLOADS
+from syncd.server.appkeys import BATCHES, BODY_POOL, INFLIGHT, STORE, TOKEN, UPLOADS
+from syncd.server.batch import ADVERTISED, BATCH_HEADER
 from syncd.server.errors import BadRequest, Forbidden, StoreError, Unavailable, printable
 from syncd.server.paths import Target, parse_path, parse_query, split_target
 from syncd.server.pending import UPLOAD_TTL, Pending, swept
@@ -37,11 +38,13 @@ async def _options(request: web.Request, target: Target) -> web.StreamResponse:
     retention = store.keeper.retention.header(store.root)
     # WebDAV class 1 (no locks: never class 2); MS-Author-Via for Windows' client
     headers = {"Allow": ALLOW, "DAV": "1", "MS-Author-Via": "DAV", "X-Syncd-Versions": retention}
+    if request.app[BATCHES]:
+        headers[BATCH_HEADER] = ADVERTISED
     return web.Response(status=204, headers=headers)
 
 
 ROUTES: dict[tuple[str, str | None], Endpoint] = {
-    # (method, query kind: None, "list", "state", "upload", "commit"): the endpoint
+    # (method, query kind: None, "list", "state", "upload", "commit", "batch"): the endpoint
     ("GET", None): handlers.get,
     ("HEAD", None): handlers.get,
     ("GET", "list"): handlers.listing,
@@ -49,6 +52,7 @@ ROUTES: dict[tuple[str, str | None], Endpoint] = {
     ("PUT", None): handlers.put,
     ("PUT", "upload"): handlers.put_upload,
     ("POST", "commit"): handlers.commit,
+    ("POST", "batch"): handlers.batch,
     ("DELETE", None): handlers.delete,
     ("DELETE", "upload"): handlers.abort,
     ("MOVE", None): handlers.move,
@@ -85,14 +89,17 @@ def make_app(
     upload_ttl: float = UPLOAD_TTL,
     retention: Retention | None = None,
     prune_interval: float = PRUNE_INTERVAL,
+    batches: bool = True,
 ) -> web.Application:
     """The aiohttp application serving ``root`` (with a bearer ``token``, if given), keeping
-    versions as ``retention`` says, pruned every ``prune_interval`` seconds."""
+    versions as ``retention`` says, pruned every ``prune_interval`` seconds; taking batch
+    uploads unless ``batches`` is False (it then answers as a server from before them)."""
     app = web.Application(middlewares=[_track_middleware, _auth_middleware, _error_middleware])
     app[STORE] = Store(root, retention)
     app[UPLOADS] = Pending(upload_ttl)
     app[BODY_POOL] = body_pool()  # (its threads start with the first body)
     app[INFLIGHT] = set()
+    app[BATCHES] = batches
     if token is not None:
         app[TOKEN] = token
     app.cleanup_ctx.append(_uploads_lifecycle)
@@ -134,6 +141,8 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
     if rel.in_versions and (method, query.kind) not in VERSION_READS and method in METHODS:
         raise Forbidden(f"{rel}: {handlers.READ_ONLY}")
     endpoint = ROUTES.get((method, query.kind))
+    if query.kind == "batch" and not request.app[BATCHES]:
+        endpoint = None  # (answered as by a server without batches)
     if endpoint is not None:
         return await endpoint(request, Target(rel, query.uid))
     if query.kind is not None and method in METHODS:

@@ -16,3 +16,5 @@ TOKEN = web.AppKey("token", str)
 BODY_POOL = web.AppKey("body_pool", ThreadPoolExecutor)
 INFLIGHT = web.AppKey("inflight", set)
 """The tasks of the requests being handled."""
+BATCHES = web.AppKey("batches", bool)
+"""Whether ``POST ?batch`` is served (``syncd serve --no-batch``: not)."""

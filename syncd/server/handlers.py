@@ -23,6 +23,7 @@ from aiohttp import web
 from syncd.digests import digest_header
 from syncd.server import dav
 from syncd.server.appkeys import BODY_POOL, STORE, UPLOADS
+from syncd.server.batch import receive_batch
 from syncd.server.copy import copy as copy_tree
 from syncd.server.errors import (
     BadRequest,
@@ -259,6 +260,24 @@ async def commit(request: web.Request, target: Target) -> web.StreamResponse:
     replaced = await asyncio.to_thread(up.commit, expected)
     log.info("stored %r (%d bytes, %s)", str(rel), up.size, "replaced" if replaced else "new")
     return _stored_response(request, replaced, up.digest)
+
+
+async def batch(request: web.Request, target: Target) -> web.StreamResponse:
+    """POST ?batch: many small files in one multipart body, each stored as a PUT would store
+    it, the fsyncs shared (:mod:`.batch`); the answer says per file what became of it."""
+    rel = target.rel
+    if not rel.trailing_slash and rel.parts:
+        raise BadRequest(f"{rel}: a batch is posted to a directory (its path ends with '/')")
+    parts = await receive_batch(request, rel, request.app[STORE], request.app[BODY_POOL])
+    stored = sum(p.status in (201, 204) for p in parts)
+    log.info("stored %d of %d files in a batch to %r", stored, len(parts), str(rel))
+    for p in parts:
+        if p.status not in (201, 204):
+            log.info(
+                "batch to %r: refused %r: %d %s", str(rel), p.shown, p.status, printable(p.message)
+            )
+    body = "".join(p.line() for p in parts).encode("utf-8")
+    return web.Response(body=body, content_type="application/x-ndjson")
 
 
 async def abort(request: web.Request, target: Target) -> web.StreamResponse:

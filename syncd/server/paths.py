@@ -67,7 +67,7 @@ class Query:
     """A request's query string: which kind of request on the path (None: the plain one) and,
     for the steps of a two-step upload, its id."""
 
-    kind: str | None  # None, "list", "state", "upload", "commit"
+    kind: str | None  # None, "list", "state", "upload", "commit", "batch"
     uid: str = ""
 
 
@@ -90,6 +90,8 @@ def parse_query(query: str | None) -> Query:
         return Query("list")
     if query in ("state", "state="):
         return Query("state")
+    if query in ("batch", "batch="):
+        return Query("batch")
     key, sep, value = query.partition("=")
     if key in ("upload", "commit") and sep:
         if not _ID.match(value):

@@ -54,6 +54,8 @@ class ServeOptions:
     retention: Retention = field(default_factory=Retention)
     """``--keep`` and ``--keep-space``: how long and how much the versions are kept."""
     prune_interval: float = PRUNE_INTERVAL
+    batches: bool = True
+    """``--no-batch``: False, and ``POST ?batch`` is answered as by a server without it."""
 
 
 def _ssl_context(opts: ServeOptions) -> ssl.SSLContext | None:
@@ -124,7 +126,13 @@ async def _serve_locked(
     removed = await asyncio.to_thread(remove_leftover_temps, root)
     log.info("removed %d leftover temporary file(s) under %s", removed, root)
 
-    app = make_app(root, opts.token, retention=opts.retention, prune_interval=opts.prune_interval)
+    app = make_app(
+        root,
+        opts.token,
+        retention=opts.retention,
+        prune_interval=opts.prune_interval,
+        batches=opts.batches,
+    )
     runner = web.AppRunner(
         app,
         handle_signals=False,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from syncd.digests import digest_header
 from syncd.faults import crash_point
 from syncd.server.errors import BadRequest, Conflict, Forbidden, NotFound, StoreError, os_error
-from syncd.server.fdio import O_TEMP, lstat_at, start_writeback, write_all
+from syncd.server.fdio import O_NOFOLLOW, O_TEMP, lstat_at, start_writeback, write_all
 from syncd.server.hashes import hash_at
 from syncd.server.ingest import receive_into
 from syncd.server.paths import TEMP_SUFFIX, RelPath
@@ -160,10 +160,11 @@ class Upload:
             self._written_back = self.size
         crash_point("server-mid-body")
 
-    def _finish(self) -> None:
+    def _finish(self, durable: bool = True) -> None:
         self._ready()
         try:
-            os.fsync(self._fd)
+            if durable:
+                os.fsync(self._fd)
             self._stat = os.fstat(self._fd)
         except OSError as e:
             raise os_error(e, str(self.rel)) from e
@@ -173,7 +174,7 @@ class Upload:
         self.digest = self._hash.digest()
         self._state = "finished"
 
-    def _commit(self) -> bool:
+    def _commit(self, sync_dir: bool = True) -> bool:
         if self._state != "finished" or self._stat is None:
             raise NotFound(f"{self.rel}: the upload was dropped")
         try:
@@ -204,7 +205,8 @@ class Upload:
         except OSError:
             pass
         try:
-            os.fsync(parent)
+            if sync_dir:
+                os.fsync(parent)
         except OSError as e:
             raise os_error(e, str(self.rel)) from e
         finally:
@@ -330,17 +332,20 @@ class Upload:
         length: int | None,
         expected: Sequence[bytes],
         commit: bool,
+        durable: bool = True,
     ) -> Stored:
         """Write ``rest``, fsync, check length and digests, then rename into place if ``commit``.
 
         Raises :class:`BadRequest` on a length or digest mismatch; discards the temp on any
         failure. Without ``commit`` the temp stays for :meth:`commit` (dir fds are released).
+        Without ``durable`` the temp is not fsynced: the caller flushes it before the commit
+        (a batch flushes all of its files at once, :mod:`.batch`).
         """
         with self._lock:
             try:
                 if rest:
                     self._write(rest)
-                self._finish()
+                self._finish(durable)
                 if length is not None and self.size != length:
                     raise BadRequest(f"body has {self.size} bytes but Content-Length says {length}")
                 self._check_digests(expected)
@@ -352,17 +357,32 @@ class Upload:
                 self._discard()
                 raise
 
-    def commit(self, expected: Sequence[bytes]) -> bool:
+    def commit(self, expected: Sequence[bytes], *, sync_dir: bool = True) -> bool:
         """Check the digests the commit names (as :meth:`complete` does: 400 on a mismatch),
         then rename a finished upload into place; True if it replaced a file. Discards the
-        temp on any failure."""
+        temp on any failure. Without ``sync_dir`` its directory is not fsynced: the caller
+        does it (a batch: once per directory)."""
         with self._lock:
             try:
                 self._check_digests(expected)
-                return self._commit()
+                return self._commit(sync_dir)
             except BaseException:
                 self._discard()
                 raise
+
+    def flush(self) -> None:
+        """fsync a finished temp file that :meth:`complete` left unsynced (``durable=False``)."""
+        with self._lock:
+            if self._state != "finished":
+                raise NotFound(f"{self.rel}: the upload was dropped")
+            try:
+                fd = os.open(self._tmp, os.O_RDONLY | O_NOFOLLOW, dir_fd=self._parent_fd())
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as e:
+                raise os_error(e, str(self.rel)) from e
 
     def discard(self) -> None:
         """Remove the temp file and any directory this upload created (idempotent)."""
