@@ -178,8 +178,12 @@ class _Part:
     @classmethod
     def start(cls, job: Job) -> _Part | None:
         try:
+            # -P and syncd's own location first: never code from the current directory.
+            here = str(Path(__file__).resolve().parent.parent)
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join([here, *_pythonpath()])}
             proc = subprocess.Popen(
-                [sys.executable, "-m", "syncd.lookpart"],
+                [sys.executable, "-P", "-m", "syncd.lookpart"],
+                env=env,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -240,6 +244,7 @@ def _look_part(
         top.setLevel(level)
         top.propagate = False
     scanner = Scanner(folder)
+    records.clear()  # (the parent warned about the ignore rules already)
     result = ScanResult()
     look = _compare(
         scanner.walk(result, part=(low, None), summarise=False),
@@ -247,6 +252,10 @@ def _look_part(
         result,
     )
     return look, records
+
+
+def _pythonpath() -> list[str]:
+    return [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
 
 
 def _joined(a: FirstLook, b: FirstLook) -> FirstLook:

@@ -278,12 +278,10 @@ def plan(
         def keep(rel: str) -> bool:  # not to be deleted although the folder lacks it
             return rules.ignored(rel) or (bool(skip) and within(rel, skip))
 
-        if looked.gone is not None:  # (the rows as they are now: a live batch may be done)
-            gone = [
-                now
-                for r in looked.gone
-                if not keep(r.rel) and (now := backed.get(r.rel)) is not None
-            ]
+        if looked.gone is not None:
+            # Only a row still as the look read it: one a live batch changed meanwhile (the
+            # file sent again while the walk passed it) is not the look's to delete.
+            gone = [r for r in looked.gone if not keep(r.rel) and backed.get(r.rel) == r]
         elif whole:
             if len(files) - len(new) < len(backed):  # some row has no file
                 gone = [r for rel, r in backed.items() if rel not in files and not keep(rel)]
