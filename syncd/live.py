@@ -3,12 +3,15 @@
 A batch of settled paths of one folder is looked at (``syncd.look.look_at``) and planned by
 the one planner under the guard (``Engine.plan_live``); its ops are submitted frees first. A
 path is claimed while an op for it is queued or running: an op for it, an ancestor or a
-descendant waits (``deferred``) and is looked at again once the op in the way is done. The
-engine's live jobs report back here (``changed``, ``done``).
+descendant waits (``deferred``) and is looked at again once the op in the way is done. An op of
+a pass (``syncd sync`` beside the daemon) that waits so stays in the pass (``waiting``): once
+the op in the way is done, its path is looked at again for that pass, which reports what came
+of it. The engine's live jobs report back here (``changed``, ``done``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -23,6 +26,9 @@ from syncd.report import Report
 from syncd.scanner import FolderUnavailable
 from syncd.types import Op
 from syncd.uploader import FolderCtx
+
+#: a pass's op held back by an op in the way: its batch, its report, its path(s)
+Waiting = tuple[Batch, Report, list[str]]
 
 log = logging.getLogger("syncd.daemon")  # (the name its log lines have always carried)
 
@@ -55,6 +61,9 @@ class Live:
         self.claims: dict[Key, Job] = {}
         #: paths an op in the way holds back, looked at again once it is done
         self.deferred: set[Key] = set()
+        #: a pass's paths an op in the way holds back: looked at again for that pass
+        self.waiting: dict[Key, list[Waiting]] = {}
+        self._again: set[asyncio.Task[None]] = set()
 
     @property
     def folders(self) -> list[FolderCtx]:
@@ -107,6 +116,9 @@ class Live:
         for op in plan.ops:
             await self._submit(i, op, batch, report)
 
+    def _waits(self, i: int, waiting: list[Waiting]) -> bool:
+        return any(self._busy(i, r) for _, _, rels in waiting for r in rels)
+
     def _busy(self, i: int, rel: str) -> bool:
         """Is an op for ``rel``, an ancestor or a descendant of it already queued or running?"""
         if (i, rel) in self.claims:
@@ -123,7 +135,12 @@ class Live:
     ) -> None:
         key = (i, op.rel)
         if self._busy(i, op.rel) or (op.dest is not None and self._busy(i, op.dest)):
-            self.deferred.add(key)  # looked at again once the op in the way is done
+            if batch is not None and report is not None:  # a pass: it waits for the outcome
+                batch.add()
+                rels = [op.rel] if op.dest is None else [op.rel, op.dest]
+                self.waiting.setdefault(key, []).append((batch, report, rels))
+            else:
+                self.deferred.add(key)  # looked at again once the op in the way is done
             return
         if self.outbox.down_since is not None:
             # The server is known to be down: straight to the outbox (sent when it is back),
@@ -152,12 +169,40 @@ class Live:
             self.claims.pop((i, job.op.dest), None)
         if self.engine.fatal is not None:
             self._stop()
+        for k in [k for k, w in self.waiting.items() if k[0] == i and not self._waits(i, w)]:
+            task = asyncio.create_task(self._look_again(k, self.waiting.pop(k)))
+            self._again.add(task)
+            task.add_done_callback(self._again.discard)
         if self.deferred:
             now = time.monotonic()
             for k in self.deferred:
                 self.debouncer.touch(k, now)
             self.deferred.clear()
             self._wake()
+
+    async def _look_again(self, key: Key, passes: list[Waiting]) -> None:
+        """The op in the way of a pass's path is done: the path (both ends of a move) is
+        looked at and planned again for each pass waiting on it (what the op did may leave
+        nothing to do)."""
+        i = key[0]
+        ctx = self.folders[i]
+        for batch, report, rels in passes:
+            try:
+                if any(self._busy(i, r) for r in rels):  # taken again meanwhile: wait more
+                    batch.add()
+                    self.waiting.setdefault(key, []).append((batch, report, rels))
+                    continue
+                looked, problems = await look_at(ctx, rels)
+                report.failed += problems
+                plan, recount = await self.engine.plan_live(ctx, looked, report)
+                report.unchanged += plan.unchanged
+                if recount:
+                    self._rescan(i)
+                await self.submit_plan(i, plan, batch, report)
+            except FolderUnavailable as e:
+                log.error("folder %s: %s; nothing sent, nothing deleted", ctx.remote_path, e)
+            finally:
+                batch.done()
 
     def changed(self, job: Job) -> None:
         """It changed while it was sent: sent again once it settles."""

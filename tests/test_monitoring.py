@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from tests.conftest import (
     run_syncd,
     wait_for,
 )
+from tests.faultproxy import FORWARD, Action, FaultProxy
 from tests.test_ops import chromium_dom, get, ops_config, parse_metrics, status_url
 from tests.test_ops import status_cli as status
 from tests.test_sync import tree_of
@@ -254,6 +256,56 @@ def test_sync_beside_a_running_daemon_is_done_by_the_daemon(
     wait_for(lambda: mirrored(server, folder), what="the daemon mirrors the rest")
     assert d.stop() == 0, d.log()
     assert read_holder(tmp_path / "state") == (None, ""), "released on a clean stop"
+
+
+def test_sync_beside_the_daemon_reports_what_its_live_op_in_flight_did(
+    tmp_path: Path, server: ServerProc, folder: Path, daemons: list[DaemonProc]
+) -> None:
+    """`syncd sync` while the daemon's live path is sending a file: the pass waits for that
+    op, looks at the file again, and reports it -- a refused file fails the pass (exit 1)
+    instead of being left out of it."""
+    slow = threading.Event()
+
+    def decide(n: int, method: str, target: str) -> Action:
+        if slow.is_set() and method in ("PUT", "POST"):
+            return Action("delay", seconds=1.5)
+        return FORWARD
+
+    proxy = FaultProxy(server.port, decide).start()
+    try:
+        cfg = config(tmp_path, server, folder)
+        cfg.write_text(cfg.read_text().replace(server.url, proxy.url))
+        d = start(daemons, cfg, tmp_path / "d.log")
+        wait_for(lambda: status_code(cfg) == 0, what="in sync")
+        slow.set()
+        sent = len(proxy.seen)
+        refused_by_the_server(server, folder)
+        wait_for(
+            lambda: any(s.method in ("PUT", "POST") for s in proxy.seen[sent:]),
+            what="the live path sending the refused file",
+        )
+        r = run_syncd("sync", config=cfg)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert f"the running daemon (pid {d.proc.pid}) made this pass" in r.stderr
+        assert "syncd: failed: docs/linked/refused.txt" in r.stderr, r.stderr
+        assert SUMMARY.match(r.stdout.strip()) and "failed 1" in r.stdout, r.stdout
+        # A file the live path sends fine: the pass waits for it and finds it in sync.
+        slow.set()
+        (folder / "linked" / "refused.txt").unlink()
+        (folder / "linked").rmdir()
+        sent = len(proxy.seen)
+        (folder / "fine.txt").write_text("fine")
+        wait_for(
+            lambda: any(s.method in ("PUT", "POST") for s in proxy.seen[sent:]),
+            what="the live path sending fine.txt",
+        )
+        r = run_syncd("sync", config=cfg)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "failed 0" in r.stdout, r.stdout
+        assert (server.root / "docs" / "fine.txt").read_text() == "fine"
+        assert d.stop() == 0, d.log()
+    finally:
+        proxy.stop()
 
 
 def test_second_worker_is_refused_naming_the_holder(
