@@ -3,8 +3,10 @@
 A row changes only after the remote confirmed the bytes. Rows are read from the file when
 asked for, not held in memory (``ManifestRows``), and changes are staged, then written in one
 transaction per batch (``synchronous=FULL``): a crash loses at most the last batch, which
-costs a re-check, never a wrong row. A change that cannot be stored is left out of its batch
-with one warning; the rest of the batch is written. Only ``syncd.recorder`` writes it;
+costs a re-check, never a wrong row. Batches are committed in the order they were taken; one
+whose commit failed (the file locked, the disk full) is kept and committed first by the next
+commit. A change that cannot be stored is left out of its batch with one warning; the rest of
+the batch is written. Only ``syncd.recorder`` writes it;
 everyone may read it.
 
 How the file is laid out, opened and migrated, and how wide integers are kept: ``syncd.manifestdb``.
@@ -46,6 +48,16 @@ FILENAME = "manifest.sqlite3"
 def scope_of(config: Config, folder: FolderConfig) -> str:
     """The manifest key of a folder: which remote, and where on it."""
     return f"{config.remote.kind}:{config.remote.url.rstrip('/')}/#{folder.remote_path}"
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """Staged statements taken for one commit: ``stamp``, the overlay's stamp when taken;
+    ``ticket``, its place in the order of commits."""
+
+    statements: list[tuple[str, tuple[object, ...]]]
+    stamp: int
+    ticket: int
 
 
 @dataclass(frozen=True)
@@ -125,7 +137,13 @@ class Manifest:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()  # the writer connection
-        self._read_lock = threading.Lock()  # the reader connection
+        self._read_lock = threading.RLock()  # the reader connection
+        # Commits in the order their batches were taken (``_take``): the tickets taken and
+        # not written yet, and the statements of failed commits, written first by the next.
+        self._order = threading.Condition(self._lock)
+        self._tickets: list[int] = []
+        self._next_ticket = 0
+        self._unwritten: list[tuple[str, tuple[object, ...]]] = []
         # Changes not committed yet: scope -> path -> (the row, or None: deleted; its stamp).
         self._overlay: dict[str, dict[str, tuple[Row | None, int]]] = {}
         self._stamp = 0
@@ -192,6 +210,8 @@ class Manifest:
         staged = self._overlay.get(scope)
         if staged is not None and rel in staged:
             return staged[rel][0]
+        if not _storable(rel):
+            return None  # (never in the file: SQLite takes UTF-8 only)
         with self._read_lock:
             t = self._rd.execute(
                 f"SELECT {COLUMNS} FROM files WHERE scope = ? AND path = ?", (scope, rel)
@@ -226,12 +246,7 @@ class Manifest:
         """How many rows ``scope`` has, staged changes included."""
         n = self._counts.get(scope)
         if n is None:
-            with self._read_lock:
-                (n,) = self._rd.execute(
-                    "SELECT count(*) FROM files WHERE scope = ?", (scope,)
-                ).fetchone()
-            for rel, (row, _stamp) in self._overlay.get(scope, {}).items():
-                n += (row is not None) - (self._committed(scope, rel))
+            n = self._counted(scope, "", "SELECT count(*) FROM files WHERE scope = ?", (scope,))
             self._counts[scope] = n
         return n
 
@@ -240,18 +255,31 @@ class Manifest:
         included (a range of the index is counted, not read)."""
         if not rel_dir:
             return self.count(scope)
-        prefix = rel_dir + "/"
+        return self._counted(
+            scope,
+            rel_dir + "/",
+            "SELECT count(*) FROM files WHERE scope = ? AND path >= ? AND path < ?",
+            (scope, rel_dir + "/", rel_dir + "0"),
+        )
+
+    def _counted(self, scope: str, prefix: str, sql: str, args: tuple[object, ...]) -> int:
+        """The committed rows ``sql`` counts, plus the staged changes to paths under
+        ``prefix``, in one read transaction (a commit landing meanwhile is seen by neither
+        read or by both)."""
         with self._read_lock:
-            (n,) = self._rd.execute(
-                "SELECT count(*) FROM files WHERE scope = ? AND path >= ? AND path < ?",
-                (scope, prefix, rel_dir + "0"),
-            ).fetchone()
-        for rel, (row, _stamp) in self._overlay.get(scope, {}).items():
-            if rel.startswith(prefix):
-                n += (row is not None) - self._committed(scope, rel)
+            self._rd.execute("BEGIN")
+            try:
+                (n,) = self._rd.execute(sql, args).fetchone()
+                for rel, (row, _stamp) in self._overlay.get(scope, {}).items():
+                    if rel.startswith(prefix):
+                        n += (row is not None) - self._committed(scope, rel)
+            finally:
+                self._rd.execute("COMMIT")
         return int(n)
 
     def _committed(self, scope: str, rel: str) -> bool:
+        if not _storable(rel):
+            return False
         with self._read_lock:
             return (
                 self._rd.execute(
@@ -392,27 +420,42 @@ class Manifest:
 
     @property
     def pending(self) -> int:
-        return len(self._staged)
+        """Statements not committed yet: staged, or kept from a commit that failed."""
+        return len(self._staged) + len(self._unwritten)
 
     def flush(self) -> None:
         """Write every staged change in one transaction (blocking)."""
-        staged, stamp = self._take()
-        self._write(staged)
-        self._committed_up_to(stamp)
+        batch = self._take()
+        if batch is not None:
+            self._done(self._write(batch), batch)
 
     async def aflush(self) -> None:
         """``flush`` without blocking the event loop: the commit's fsync runs in a thread."""
         import asyncio
 
-        staged, stamp = self._take()
-        if staged:
-            await asyncio.to_thread(self._write, staged)
-        self._committed_up_to(stamp)
+        batch = self._take()
+        if batch is not None:
+            self._done(await asyncio.to_thread(self._write, batch), batch)
 
-    def _take(self) -> tuple[list[tuple[str, tuple[object, ...]]], int]:
-        # Called on the thread that stages (the event loop), so nothing staged is lost.
-        staged, self._staged = self._staged, []
-        return staged, self._stamp
+    def _take(self) -> _Batch | None:
+        """The staged statements, for one commit (None: nothing to commit). Called on the
+        thread that stages (the event loop), so nothing staged is lost; its ticket orders the
+        commit after every batch taken before it."""
+        with self._order:
+            if not self._staged and not self._unwritten:
+                return None
+            staged, self._staged = self._staged, []
+            batch = _Batch(staged, self._stamp, self._next_ticket)
+            self._next_ticket += 1
+            self._tickets.append(batch.ticket)
+        return batch
+
+    def _done(self, left_out: int, batch: _Batch) -> None:
+        """The batch (and every one taken before it) is in the file: reads find its rows
+        there. A change left out of it was counted: the counts are taken again."""
+        self._committed_up_to(batch.stamp)
+        if left_out:
+            self._counts.clear()
 
     def _committed_up_to(self, stamp: int) -> None:
         """The staged rows up to ``stamp`` are in the file now: reads find them there (a row
@@ -423,28 +466,55 @@ class Manifest:
             if not staged:
                 del self._overlay[scope]
 
-    def _write(self, staged: list[tuple[str, tuple[object, ...]]]) -> None:
-        if not staged:
-            return
-        left_out = 0
-        with self._lock:
+    def _write(self, batch: _Batch) -> int:
+        """Commit ``batch`` once every batch taken before it is written (or failed), with
+        the statements of failed commits first. Returns how many changes were left out (a
+        value SQLite cannot take); raises ManifestError if the commit failed, its statements
+        kept for the next."""
+        with self._order:
+            self._order.wait_for(lambda: self._tickets[0] == batch.ticket)
+            statements = [*self._unwritten, *batch.statements]
             try:
-                self._db.execute("BEGIN")
-                for sql, args in staged:
-                    try:
-                        self._db.execute(sql, args)
-                    except BAD_VALUE as e:
-                        # This change only (a value SQLite cannot take): the rest of the batch
-                        # is written. Without its row the file is checked again next time.
-                        left_out += 1
-                        log.warning("manifest: %s not recorded: %s", named(args), reason(e))
-                self._db.execute("COMMIT")
-            except BaseException as e:
-                try:
-                    self._db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-                if isinstance(e, sqlite3.Error):
-                    raise ManifestError(f"{self.path}: cannot write the manifest: {e}") from e
+                left_out = self._commit(statements)
+            except ManifestError:
+                self._unwritten = statements
                 raise
-        log.debug("manifest: committed %d changes", len(staged) - left_out)
+            else:
+                self._unwritten = []
+            finally:
+                self._tickets.pop(0)
+                self._order.notify_all()
+        log.debug("manifest: committed %d changes", len(statements) - left_out)
+        return left_out
+
+    def _commit(self, statements: list[tuple[str, tuple[object, ...]]]) -> int:
+        left_out = 0
+        try:
+            self._db.execute("BEGIN")
+            for sql, args in statements:
+                try:
+                    self._db.execute(sql, args)
+                except BAD_VALUE as e:
+                    # This change only (a value SQLite cannot take): the rest of the batch
+                    # is written. Without its row the file is checked again next time.
+                    left_out += 1
+                    log.warning("manifest: %s not recorded: %s", named(args), reason(e))
+            self._db.execute("COMMIT")
+        except BaseException as e:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            if isinstance(e, sqlite3.Error):
+                raise ManifestError(f"{self.path}: cannot write the manifest: {e}") from e
+            raise
+        return left_out
+
+
+def _storable(rel: str) -> bool:
+    """Can SQLite hold ``rel`` (UTF-8: no lone surrogates)?"""
+    try:
+        rel.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

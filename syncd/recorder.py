@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Iterable
 
+from syncd.errors import ManifestError
 from syncd.manifest import Manifest
 from syncd.planner import Plan
 from syncd.types import LocalFile, Row
 
 FLUSH_EVERY = 0.5  # seconds between manifest commits while transfers run
+
+log = logging.getLogger("syncd.manifest")
 
 
 class Recorder:
@@ -28,6 +32,7 @@ class Recorder:
         self.manifest = manifest
         self._flusher: asyncio.Task[None] | None = None
         self._flush_stop: asyncio.Event | None = None
+        self._failing: str | None = None  # why the loop's last commit failed, said once
 
     # -- what the remote confirmed (``syncd.uploader.Records``) ------------------------------
     def sent(self, scope: str, local: LocalFile, sha: str) -> None:
@@ -97,7 +102,7 @@ class Recorder:
 
     def running(self) -> None:
         """Commit every FLUSH_EVERY seconds from now until ``stop``."""
-        if self._flusher is None:
+        if self._flusher is None or self._flusher.done():
             self._flush_stop = asyncio.Event()
             self._flusher = asyncio.create_task(self._flush_loop(self._flush_stop))
 
@@ -109,11 +114,24 @@ class Recorder:
             self._flusher = None
 
     async def _flush_loop(self, stop: asyncio.Event) -> None:
+        """A commit that fails (the file locked by another writer, the disk full) is said
+        once; its changes stay staged and go with the next commit, tried every FLUSH_EVERY
+        seconds (reads see them meanwhile)."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), FLUSH_EVERY)
-            if self.manifest.pending:
+            if not self.manifest.pending:
+                continue
+            try:
                 await self.manifest.aflush()
+            except ManifestError as e:
+                if self._failing is None:
+                    log.error("%s; its changes are kept and committed again", e)
+                self._failing = str(e)
+                continue
+            if self._failing is not None:
+                log.info("manifest: committed again, with the changes kept meanwhile")
+                self._failing = None
 
 
 __all__ = ["FLUSH_EVERY", "Recorder"]
