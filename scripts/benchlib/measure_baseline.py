@@ -98,11 +98,11 @@ def baseline(s: Session) -> None:
     rev = s.args.baseline
     folder = s.data["small"]
     files, nbytes = tree_size(folder)
-    name = f"{files:,} × 4 KiB first sync, vs the baseline commit"
+    row = f"{files:,} × 4 KiB first sync, vs the baseline commit"
     commit, peer_name = pick(ROOT, rev, s.args.quick)
     if commit is None:
         s.add(
-            unmeasured("small_vs_baseline", name, "files/s", f"syncd at {rev}", "higher", peer_name)
+            unmeasured("small_vs_baseline", row, "files/s", f"syncd at {rev}", "higher", peer_name)
         )
         return
     if not peer_name.startswith("syncd at"):
@@ -139,7 +139,7 @@ def baseline(s: Session) -> None:
     s.add(
         Result(
             "small_vs_baseline",
-            name,
+            row,
             "files/s",
             cur,
             old,
