@@ -51,6 +51,9 @@ WORKLOADS = {
     "million_noop_rclone",
 }
 WEBDAV_WORKLOADS = {"big_nginx", "small_first_nginx", "noop_nginx", "medium_nginx"}
+# Rows a machine may be unable to measure (no loopback-only network namespace): the bench says
+# why in results.json's "not_measured" instead of failing; every other row must have numbers.
+MAY_BE_UNMEASURED = {"syncthing_first", "syncthing_latency_median", "syncthing_latency_max"}
 
 
 def _number(x: object) -> bool:
@@ -86,7 +89,11 @@ def test_quick_bench_runs_every_workload(tmp_path: Path) -> None:
     by_id = {w["id"]: w for w in doc["workloads"]}
     expected = WORKLOADS | (WEBDAV_WORKLOADS if doc["webdav_remote"] else set())
     assert expected <= set(by_id), sorted(expected - set(by_id))
+    unmeasured = doc["not_measured"]
+    assert set(unmeasured) <= MAY_BE_UNMEASURED, unmeasured
     for w in doc["workloads"]:
+        if w["id"] in unmeasured:
+            continue
         for key in ("syncd", "peer", "ratio"):
             assert _number(w[key]), (w["id"], key, w[key])
         assert w["syncd"] > 0 and w["peer"] > 0, w

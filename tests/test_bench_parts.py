@@ -1,14 +1,17 @@
 """Pieces of the bench that can be checked without running it: the million-file tree is the same
-whatever the number of workers and within its sizes, the RSS floors, and the Syncthing driver's
-refusal to start outside a loopback-only network namespace."""
+whatever the number of workers and within its sizes, the RSS floors, the Syncthing driver's
+refusal to start outside a loopback-only network namespace, and what the bench does where it
+lacks something: a shallow clone without the baseline commit, no network namespace."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings
@@ -17,8 +20,8 @@ from hypothesis import strategies as st
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from benchlib import gentree  # noqa: E402
-from benchlib.report import rss_floor  # noqa: E402
+from benchlib import gentree, measure_baseline, measure_syncthing  # noqa: E402
+from benchlib.report import rss_floor, table, write_results  # noqa: E402
 from benchlib.syncthing_peer import isolated  # noqa: E402
 
 
@@ -67,3 +70,80 @@ def test_syncthing_driver_refuses_outside_a_namespace(tmp_path: Path) -> None:
     )
     assert p.returncode == 2
     assert "refusing to start Syncthing" in p.stderr
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.invalid",
+    }
+    p = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, env=env, check=True
+    )
+    return p.stdout.strip()
+
+
+def test_baseline_in_a_shallow_clone(tmp_path: Path) -> None:
+    full, shallow = tmp_path / "full", tmp_path / "shallow"
+    (full / "syncd").mkdir(parents=True)
+    git(full, "init", "-q")
+    for n in (1, 2):
+        (full / "syncd" / "__init__.py").write_text(f"VERSION = {n}\n")
+        (full / "syncd" / "__main__.py").write_text("print('syncd')\n")
+        git(full, "add", "-A")
+        git(full, "commit", "-q", "-m", f"commit {n}")
+    first, head = git(full, "rev-parse", "HEAD~1"), git(full, "rev-parse", "HEAD")
+    subprocess.run(
+        ["git", "clone", "-q", "--depth", "1", f"file://{full}", str(shallow)],
+        check=True,
+        capture_output=True,
+    )
+    rev = first[:7]
+
+    assert measure_baseline.pick(full, rev, quick=False)[0] == first
+    commit, name = measure_baseline.pick(shallow, rev, quick=True)
+    assert (commit, name) == (head, f"baseline: HEAD ({rev} not in this clone)")
+    commit, why = measure_baseline.pick(shallow, rev, quick=False)
+    assert commit is None and "git fetch --unshallow" in why and rev in why
+    assert measure_baseline.pick(tmp_path / "nowhere", rev, quick=True)[0] is None
+
+    tree = tmp_path / "baseline" / head
+    measure_baseline.extract(shallow, head, tree)
+    assert (tree / "syncd" / "__init__.py").read_text() == "VERSION = 2\n"
+
+
+def test_syncthing_rows_not_measured_without_a_namespace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "unshare"
+    fake.write_text(
+        "#!/bin/sh\necho 'unshare: unshare failed: Operation not permitted' >&2\nexit 1\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    folder = tmp_path / "small"
+    folder.mkdir()
+    (folder / "f.bin").write_bytes(b"x" * 4096)
+    s = SimpleNamespace(
+        data={"small": folder},
+        sizes=SimpleNamespace(writes=5),
+        args=SimpleNamespace(debounce=0.2),
+        results=[],
+    )
+    measure_syncthing.syncthing(s)  # type: ignore[arg-type]
+
+    said = capsys.readouterr().out.strip().splitlines()
+    assert len(said) == 1 and "Operation not permitted" in said[0], said
+    ids = [r.id for r in s.results]
+    assert ids == ["syncthing_first", "syncthing_latency_median", "syncthing_latency_max"]
+    assert all("Operation not permitted" in r.not_measured for r in s.results)
+    assert "not measured" in table(s.results)
+    write_results(tmp_path / "results.json", s.results, {}, [])
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert set(doc["not_measured"]) == set(ids)
+    assert all(w["syncd"] is None and w["pass"] is None for w in doc["workloads"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import random
+import signal
 from pathlib import Path
 
 POOL_BYTES = 4 << 20
@@ -45,6 +46,13 @@ def _write_dirs(args: tuple[str, int, int, int, int, int]) -> int:
     return written
 
 
+def _worker_signals() -> None:
+    """A worker does not inherit the bench's SIGTERM/SIGINT handlers (SystemExit, meant to
+    stop the bench's own subprocesses): the default, dying at once, is right for it."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def gen_tree(folder: Path, files: int, dirs: int, seed: int) -> None:
     """``files`` files in ``dirs`` directories under ``folder`` (which exists and is empty)."""
     per = -(-files // dirs)
@@ -55,7 +63,11 @@ def gen_tree(folder: Path, files: int, dirs: int, seed: int) -> None:
     if workers == 1 or len(jobs) == 1:
         done = sum(map(_write_dirs, jobs))
     else:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        with multiprocessing.get_context("fork").Pool(workers, _worker_signals) as pool:
             done = sum(pool.imap_unordered(_write_dirs, jobs))
+            # Workers leave on their own (close + join), not by the SIGTERM of the pool's
+            # exit: a worker signalled while it held the task queue's lock hung the bench.
+            pool.close()
+            pool.join()
     if done != files:
         raise RuntimeError(f"gen_tree wrote {done} files, not {files}")

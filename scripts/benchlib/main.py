@@ -49,7 +49,11 @@ USES = {"baseline": {"small"}, "syncthing": {"small"}}
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="scripts/bench", description=package_doc.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="small data sets (a few minutes)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="small data sets, one rep each: about a minute (a smoke test of the bench)",
+    )
     p.add_argument("--dir", type=Path, default=ROOT / "bench-out", help="data and results")
     p.add_argument(
         "--only",
@@ -82,7 +86,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         metavar="SECONDS",
         help="how long `syncd run` idles on the million tree before its RSS is taken again "
-        "(default 300; 20 with --quick); its idle CPU is taken over the first 60 s of it",
+        "(default 300; 5 with --quick); its idle CPU is taken over the first 60 s of it",
     )
     # Development runs of the million rows on a smaller tree (N files in N/10 directories).
     p.add_argument("--million-files", type=int, default=0, help=argparse.SUPPRESS)
@@ -108,8 +112,11 @@ def setup(s: Session, only: set[str]) -> None:
 
 def bench(s: Session, only: set[str]) -> int:
     started = time.time()
+    took: dict[str, float] = {}  # seconds, per step (and the setup), for the report
     try:
+        t0 = time.perf_counter()
         setup(s, only)
+        took["setup"] = time.perf_counter() - t0
         for name, step in STEPS.items():
             if name not in only:
                 continue
@@ -120,7 +127,8 @@ def bench(s: Session, only: set[str]) -> int:
             except BenchError as e:
                 s.errors.append(f"{name}: {e}")
                 print(f"  FAILED: {e}", flush=True)
-            print(f"  ({time.perf_counter() - t0:.1f} s)", flush=True)
+            took[name] = time.perf_counter() - t0
+            print(f"  ({took[name]:.1f} s)", flush=True)
     finally:
         PROCS.stop_all()
         if s.store_kind == "tmpfs":
@@ -141,10 +149,12 @@ def bench(s: Session, only: set[str]) -> int:
         "baseline": s.args.baseline,
         "server_store": s.store_kind,
         "webdav_remote": s.webdav,
+        "step_seconds": {k: round(v, 1) for k, v in took.items()},
     }
     report.write_results(out, s.results, head, s.errors)
     print()
     print(report.floors_line(s.results))
+    print(report.steps_line(took, time.time() - started))
     if s.args.quick:
         print("--quick: scaled-down data; the floors are meant for the full sizes")
     print(f"results: {out}")

@@ -77,7 +77,7 @@ def noop_runs(s: Session, cfg: Path, folder: Path, copy: Path) -> dict[str, list
     )
     s.cmd(rclone, "rclone-million-warmup", 3600)  # nothing to copy, but it must say so
     runs: dict[str, list[Ran]] = {"syncd": [], "rsync": [], "rclone": []}
-    for _ in range(max(3, s.sizes.reps)):
+    for _ in range(s.reps_at_least(3)):
         runs["syncd"].append(sync(s, cfg, "syncd-million-noop", 1800))
         runs["rsync"].append(s.cmd(rsync_mirror(folder, copy), "rsync-million-noop", 1800))
         runs["rclone"].append(s.cmd(rclone, "rclone-million-noop", 3600))

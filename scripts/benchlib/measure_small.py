@@ -22,7 +22,7 @@ def first_syncs(s: Session, name: str, folder: Path, remote_path: str, root: Pat
     of 10,000 small files swung between 550 and 1,135 files/s on this shared VM."""
     kind = "webdav" if root == s.srv.dav_root else "syncd"
     runs: list[Ran] = []
-    for i in range(max(3, s.sizes.reps)):
+    for i in range(s.reps_at_least(3)):
         if i:
             shutil.rmtree(root / remote_path, ignore_errors=True)
             shutil.rmtree(s.run_dir / "state" / name, ignore_errors=True)
@@ -123,7 +123,7 @@ def small_files(s: Session) -> None:
     rclone_sync = peers.rclone(srv, ["sync", work, "dav:small", "--checkers", "16"])
     s.cmd(peers.rsync(work, mirror), "rsync-small-first", t)
     noop: dict[str, list[float]] = {"syncd": [], "rclone": [], "rsync": [], "syncd_nginx": []}
-    reps = max(5, s.sizes.reps)  # seconds each; medians of 5 steady the ratios
+    reps = s.reps_at_least(5)  # seconds each; medians of 5 steady the ratios
     rsync_kib = 0
     for _ in range(reps):
         noop["syncd"].append(sync(s, cfg, "syncd-small-noop", 120).seconds)

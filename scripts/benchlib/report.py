@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
 import statistics
@@ -34,23 +35,38 @@ class Result:
     better: str  # "higher" or "lower": for syncd's and the peer's figure
     floors: list[Floor] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    # Why the row could not be measured here (the machine lacks what it needs), or "": such a
+    # row stays in the table and results.json, without figures, instead of failing the bench.
+    not_measured: str = ""
 
     @property
     def ratio(self) -> float:
         """syncd relative to the peer, the higher the better."""
+        if self.not_measured:
+            return math.nan
         if self.better == "higher":
             return self.syncd / self.peer if self.peer else float("inf")
         return self.peer / self.syncd if self.syncd else float("inf")
 
     @property
     def passed(self) -> bool | None:
-        return all(f.passed for f in self.floors) if self.floors else None
+        if self.not_measured or not self.floors:
+            return None
+        return all(f.passed for f in self.floors)
 
     def as_json(self) -> dict[str, Any]:
         d = asdict(self)
-        d["ratio"] = round(self.ratio, 3)
+        if self.not_measured:
+            d["syncd"] = d["peer"] = d["ratio"] = None
+        else:
+            d["ratio"] = round(self.ratio, 3)
         d["pass"] = self.passed
         return d
+
+
+def unmeasured(id: str, name: str, unit: str, peer_name: str, better: str, why: str) -> Result:
+    """A row that could not be measured on this machine (``why``): no figures, no floors."""
+    return Result(id, name, unit, math.nan, math.nan, peer_name, better, not_measured=why)
 
 
 def rss_floor(files: int) -> tuple[float, str]:
@@ -89,12 +105,13 @@ def table(results: list[Result]) -> str:
     rows = [("workload", "syncd", "peer", "ratio", "floor", "")]
     for r in results:
         floor = "; ".join(f.text for f in r.floors) or "-"
+        peer = f"({r.peer_name})" if r.not_measured else f"{fmt(r.peer, r.unit)} ({r.peer_name})"
         rows.append(
             (
                 r.name,
                 syncd_cell(r),
-                f"{fmt(r.peer, r.unit)} ({r.peer_name})",
-                f"{r.ratio:.2f}",
+                peer,
+                "-" if r.not_measured else f"{r.ratio:.2f}",
                 floor,
                 verdict(r),
             )
@@ -110,6 +127,8 @@ def table(results: list[Result]) -> str:
 
 def syncd_cell(r: Result) -> str:
     """syncd's figure, with the bytes per file for the memory rows."""
+    if r.not_measured:
+        return "not measured"
     per = r.extra.get("bytes_per_file")
     return fmt(r.syncd, r.unit) + (f" ({per:,} B/file)" if per else "")
 
@@ -120,6 +139,8 @@ def verdict(r: Result) -> str:
 
 def line(r: Result) -> str:
     """The line printed as soon as a result is in."""
+    if r.not_measured:
+        return f"  {r.name}: not measured ({r.not_measured})"
     return (
         f"  {r.name}: syncd {syncd_cell(r)}, {r.peer_name} {fmt(r.peer, r.unit)}"
         f" (ratio {r.ratio:.2f}) {verdict(r)}"
@@ -190,6 +211,7 @@ def write_results(
         **head,
         "workloads": [r.as_json() for r in results],
         "floors_missed": missed(results),
+        "not_measured": {r.id: r.not_measured for r in results if r.not_measured},
         "errors": errors,
     }
     out.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
@@ -201,6 +223,14 @@ def missed(results: list[Result]) -> list[str]:
 
 def floors_line(results: list[Result]) -> str:
     miss = missed(results)
-    return f"floors: {sum(r.passed is True for r in results)} met, {len(miss)} missed" + (
-        f" ({', '.join(miss)})" if miss else ""
+    unknown = [r.id for r in results if r.not_measured]
+    return (
+        f"floors: {sum(r.passed is True for r in results)} met, {len(miss)} missed"
+        + (f" ({', '.join(miss)})" if miss else "")
+        + (f"; not measured: {', '.join(unknown)}" if unknown else "")
     )
+
+
+def steps_line(took: Mapping[str, float], total: float) -> str:
+    """Where the run's time went: each step's seconds (``setup``: data sets and servers)."""
+    return f"time: {total:.1f} s: " + ", ".join(f"{k} {v:.1f} s" for k, v in took.items())

@@ -68,13 +68,19 @@ class Session:
 
     @property
     def idle(self) -> float:
-        """How long `syncd run` idles on the million tree: --idle, else 300 s (20 s with
+        """How long `syncd run` idles on the million tree: --idle, else 300 s (5 s with
         --quick)."""
         return (
             float(self.args.idle)
             if self.args.idle is not None
-            else (20.0 if self.args.quick else 300.0)
+            else (5.0 if self.args.quick else 300.0)
         )
+
+    def reps_at_least(self, n: int) -> int:
+        """Repetitions of a measurement whose single samples swing on a shared machine: at
+        least ``n`` in a full run (medians), the --reps given (default 1) with --quick, which
+        only checks that the bench runs."""
+        return self.sizes.reps if self.args.quick else max(n, self.sizes.reps)
 
     def log(self, name: str) -> Path:
         self._n += 1
