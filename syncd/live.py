@@ -116,8 +116,11 @@ class Live:
         for op in plan.ops:
             await self._submit(i, op, batch, report)
 
-    def _waits(self, i: int, waiting: list[Waiting]) -> bool:
-        return any(self._busy(i, r) for _, _, rels in waiting for r in rels)
+    def _any_busy(self, i: int, rels: list[str]) -> bool:
+        return any(self._busy(i, r) for r in rels)
+
+    def _waits_on(self, i: int, waiting: list[Waiting]) -> bool:
+        return any(self._any_busy(i, rels) for _, _, rels in waiting)
 
     def _busy(self, i: int, rel: str) -> bool:
         """Is an op for ``rel``, an ancestor or a descendant of it already queued or running?"""
@@ -134,10 +137,10 @@ class Live:
         self, i: int, op: Op, batch: Batch | None = None, report: Report | None = None
     ) -> None:
         key = (i, op.rel)
-        if self._busy(i, op.rel) or (op.dest is not None and self._busy(i, op.dest)):
+        rels = [op.rel] if op.dest is None else [op.rel, op.dest]
+        if self._any_busy(i, rels):
             if batch is not None and report is not None:  # a pass: it waits for the outcome
                 batch.add()
-                rels = [op.rel] if op.dest is None else [op.rel, op.dest]
                 self.waiting.setdefault(key, []).append((batch, report, rels))
             else:
                 self.deferred.add(key)  # looked at again once the op in the way is done
@@ -169,7 +172,7 @@ class Live:
             self.claims.pop((i, job.op.dest), None)
         if self.engine.fatal is not None:
             self._stop()
-        for k in [k for k, w in self.waiting.items() if k[0] == i and not self._waits(i, w)]:
+        for k in [k for k, w in self.waiting.items() if k[0] == i and not self._waits_on(i, w)]:
             task = asyncio.create_task(self._look_again(k, self.waiting.pop(k)))
             self._again.add(task)
             task.add_done_callback(self._again.discard)
@@ -188,7 +191,7 @@ class Live:
         ctx = self.folders[i]
         for batch, report, rels in passes:
             try:
-                if any(self._busy(i, r) for r in rels):  # taken again meanwhile: wait more
+                if self._any_busy(i, rels):  # taken again meanwhile: wait more
                     batch.add()
                     self.waiting.setdefault(key, []).append((batch, report, rels))
                     continue

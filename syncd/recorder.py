@@ -32,7 +32,7 @@ class Recorder:
         self.manifest = manifest
         self._flusher: asyncio.Task[None] | None = None
         self._flush_stop: asyncio.Event | None = None
-        self._failing: str | None = None  # why the loop's last commit failed, said once
+        self._failing = False  # the loop's last commit failed (said once)
 
     # -- what the remote confirmed (``syncd.uploader.Records``) ------------------------------
     def sent(self, scope: str, local: LocalFile, sha: str) -> None:
@@ -125,13 +125,13 @@ class Recorder:
             try:
                 await self.manifest.aflush()
             except ManifestError as e:
-                if self._failing is None:
+                if not self._failing:
                     log.error("%s; its changes are kept and committed again", e)
-                self._failing = str(e)
+                self._failing = True
                 continue
-            if self._failing is not None:
+            if self._failing:
                 log.info("manifest: committed again, with the changes kept meanwhile")
-                self._failing = None
+                self._failing = False
 
 
 __all__ = ["FLUSH_EVERY", "Recorder"]
