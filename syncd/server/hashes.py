@@ -8,61 +8,93 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import struct
 import threading
 
 from syncd.server.errors import check_stop
 from syncd.server.fdio import CHUNK, O_READ
 
+_ID = struct.Struct("<QqqQ")  # size, mtime_ns, ctime_ns, inode: the stat a digest is valid for
+
+_Node = dict[str, "bytes | _Node"]
+
 
 class DigestCache:
     """sha-256 of stored files keyed by relative path, valid while (size, mtime, ctime, inode)
-    match: an edit behind the server's back with the mtime put back still changes the ctime."""
+    match: an edit behind the server's back with the mtime put back still changes the ctime.
+
+    Held as a tree of dicts, one per directory, each file's entry one 64-byte value (its stat
+    packed, then the digest): about 200 bytes a file, where a dict of full paths to tuples
+    took 450 (a million stored files: 500 MiB); and dropping or moving a directory touches
+    that directory only, not every entry."""
 
     def __init__(self) -> None:
-        self._items: dict[str, tuple[int, int, int, int, str]] = {}
+        self._root: _Node = {}
         self._lock = threading.Lock()
 
     @staticmethod
-    def _id(st: os.stat_result) -> tuple[int, int, int, int]:
-        return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    def _id(st: os.stat_result) -> bytes:
+        return _ID.pack(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+    def _parent(self, key: str) -> tuple[_Node, str] | None:
+        """The directory node holding ``key``, and its name there (None: not cached)."""
+        *dirs, name = key.split("/")
+        node = self._root
+        for d in dirs:
+            below = node.get(d)
+            if not isinstance(below, dict):
+                return None
+            node = below
+        return node, name
+
+    def _place(self, key: str, value: bytes | _Node) -> None:
+        """Put ``value`` at ``key``, making its directories (or replacing a file in the way)."""
+        *dirs, name = key.split("/")
+        node = self._root
+        for d in dirs:
+            below = node.get(d)
+            if not isinstance(below, dict):
+                below = node[d] = {}
+            node = below
+        node[name] = value
 
     def get(self, key: str, st: os.stat_result) -> str | None:
         """The cached hex digest of ``key`` if ``st`` still matches it."""
-        item = self._items.get(key)  # one dict lookup of an immutable tuple: no lock needed
-        if item is None or item[:4] != self._id(st):
+        # Dict lookups and an immutable value: no lock needed.
+        found = self._parent(key)
+        item = found[0].get(found[1]) if found is not None else None
+        if not isinstance(item, bytes) or item[: _ID.size] != self._id(st):
             return None
-        return item[4]
+        return item[_ID.size :].hex()
 
     def put(self, key: str, st: os.stat_result, hexdigest: str) -> None:
         """Remember ``key``'s digest for this stat."""
         with self._lock:
-            self._items[key] = (*self._id(st), hexdigest)
+            self._place(key, self._id(st) + bytes.fromhex(hexdigest))
 
     def restat(self, key: str, st: os.stat_result) -> None:
         """``key`` was renamed by the server itself (its ctime changed, not its bytes)."""
         with self._lock:
-            item = self._items.get(key)
-            if item is not None:
-                self._items[key] = (*self._id(st), item[4])
+            found = self._parent(key)
+            if found is not None and isinstance(item := found[0].get(found[1]), bytes):
+                found[0][found[1]] = self._id(st) + item[_ID.size :]
 
     def drop(self, key: str) -> None:
         """Forget ``key`` and everything below it."""
         with self._lock:
-            self._drop(key)
+            self._pop(key)
 
     def move(self, src: str, dst: str) -> None:
         """Carry the entries of ``src`` (and below) over to ``dst``."""
-        prefix = src + "/"
         with self._lock:
-            self._drop(dst)
-            for k in [k for k in self._items if k == src or k.startswith(prefix)]:
-                self._items[dst + k[len(src) :]] = self._items.pop(k)
+            self._pop(dst)
+            moved = self._pop(src)
+            if moved is not None:
+                self._place(dst, moved)
 
-    def _drop(self, key: str) -> None:
-        prefix = key + "/"
-        self._items.pop(key, None)
-        for k in [k for k in self._items if k.startswith(prefix)]:
-            del self._items[k]
+    def _pop(self, key: str) -> bytes | _Node | None:
+        found = self._parent(key)
+        return found[0].pop(found[1], None) if found is not None else None
 
 
 def hash_fd(fd: int, stop: threading.Event | None = None) -> str:
