@@ -8,17 +8,18 @@ import hashlib
 import itertools
 import os
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from syncd.server.hashes import DigestCache
 
 NAMES = st.sampled_from(["a", "b", "a.txt", "ä", "a b"])  # (NAME_LIST)
 KEYS = st.lists(NAMES, min_size=1, max_size=3).map("/".join)
+TIMES = st.integers(-(2**62), 2**62) | st.integers(-(2**80), 2**80)  # (past 64 bits too)
 STATS = st.tuples(
     st.integers(0, 2**40),
-    st.integers(-(2**62), 2**62),
-    st.integers(0, 2**62),
+    TIMES,
+    TIMES,
     st.integers(1, 2**63),
 )
 OPS = st.one_of(
@@ -30,9 +31,11 @@ OPS = st.one_of(
 
 
 def fake_stat(size: int, mtime: int, ctime: int, ino: int) -> os.stat_result:
-    # st_mtime_ns and st_ctime_ns are fields 17 and 18 of the full tuple form
-    fields = [0o100644, ino, 0, 1, 0, 0, size, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, mtime, ctime]
-    return os.stat_result(fields)
+    # the ten fields of the tuple form, the three float times, then atime_ns, mtime_ns, ctime_ns
+    fields = [0o100644, ino, 0, 1, 0, 0, size, 0, 0, 0, 0.0, 0.0, 0.0, 0, mtime, ctime]
+    st = os.stat_result(fields)
+    assert (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) == (size, mtime, ctime, ino)
+    return st
 
 
 class Model:
@@ -83,6 +86,7 @@ EVERY_KEY = [
 
 
 @given(st.lists(OPS, max_size=30))
+@example([("put", "a/b", (1, 2**70, -(2**70), 3), b"x"), ("move", "a", "b")])
 def test_the_cache_answers_as_a_dict_of_paths(ops: list[tuple]) -> None:
     cache, model = DigestCache(), Model()
     idents: set[tuple[int, ...]] = set()  # every stat put or restated: none may answer

@@ -15,6 +15,7 @@ from syncd.server.errors import check_stop
 from syncd.server.fdio import CHUNK, O_READ
 
 _ID = struct.Struct("<QqqQ")  # size, mtime_ns, ctime_ns, inode: the stat a digest is valid for
+_DIGEST = 32  # the sha-256, last in each entry
 
 _Node = dict[str, "bytes | _Node"]
 
@@ -24,9 +25,9 @@ class DigestCache:
     match: an edit behind the server's back with the mtime put back still changes the ctime.
 
     Held as a tree of dicts, one per directory, each file's entry one 64-byte value (its stat
-    packed, then the digest): about 200 bytes a file, where a dict of full paths to tuples
-    took 450 (a million stored files: 500 MiB); and dropping or moving a directory touches
-    that directory only, not every entry."""
+    packed, then the digest; a stat too wide to pack is written out): about 200 bytes a file,
+    where a dict of full paths to tuples took 450 (a million stored files: 500 MiB); and
+    dropping or moving a directory touches that directory only, not every entry."""
 
     def __init__(self) -> None:
         self._root: _Node = {}
@@ -34,7 +35,11 @@ class DigestCache:
 
     @staticmethod
     def _id(st: os.stat_result) -> bytes:
-        return _ID.pack(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        fields = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        try:
+            return _ID.pack(*fields)
+        except struct.error:  # a time past 64 bits of nanoseconds (a fuzzer's, or a broken clock)
+            return " ".join(map(str, fields)).encode()
 
     def _parent(self, key: str) -> tuple[_Node, str] | None:
         """The directory node holding ``key``, and its name there (None: not cached)."""
@@ -63,9 +68,9 @@ class DigestCache:
         # Dict lookups and an immutable value: no lock needed.
         found = self._parent(key)
         item = found[0].get(found[1]) if found is not None else None
-        if not isinstance(item, bytes) or item[: _ID.size] != self._id(st):
+        if not isinstance(item, bytes) or item[:-_DIGEST] != self._id(st):
             return None
-        return item[_ID.size :].hex()
+        return item[-_DIGEST:].hex()
 
     def put(self, key: str, st: os.stat_result, hexdigest: str) -> None:
         """Remember ``key``'s digest for this stat."""
@@ -77,7 +82,7 @@ class DigestCache:
         with self._lock:
             found = self._parent(key)
             if found is not None and isinstance(item := found[0].get(found[1]), bytes):
-                found[0][found[1]] = self._id(st) + item[_ID.size :]
+                found[0][found[1]] = self._id(st) + item[-_DIGEST:]
 
     def drop(self, key: str) -> None:
         """Forget ``key`` and everything below it."""
