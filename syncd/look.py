@@ -102,11 +102,16 @@ def first_look(
     job = (scanner.folder, manifest.path, scope, theirs_staged, split, level)
     theirs = _Part.start(job)
     result = ScanResult()
-    mine = _compare(
-        scanner.walk(result, part=("", split), summarise=False),
-        with_staged(sorted_rows(manifest.path, scope, "", split), mine_staged),
-        result,
-    )
+    try:
+        mine = _compare(
+            scanner.walk(result, part=("", split), summarise=False),
+            with_staged(sorted_rows(manifest.path, scope, "", split), mine_staged),
+            result,
+        )
+    except BaseException:  # (the folder went away, a stop): the second part is not needed
+        if theirs is not None:
+            theirs.abandon()
+        raise
     got = theirs.result() if theirs is not None else None
     if isinstance(got, FolderUnavailable):
         raise got
@@ -202,6 +207,13 @@ class _Part:
             proc.wait()
             return None
         return cls(proc)
+
+    def abandon(self) -> None:
+        """Stop the part and wait for it (no process left behind)."""
+        assert self.proc.stdout is not None
+        self.proc.kill()
+        self.proc.stdout.close()
+        self.proc.wait()
 
     def result(self) -> tuple[FirstLook, list[tuple[str, int, str]]] | BaseException | str:
         """The part's look and log, the error it raised, or why there is neither."""

@@ -5,6 +5,7 @@ checked against the plain in-memory answer."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,8 @@ from syncd.look import first_look, with_listing
 from syncd.manifest import FILENAME, Manifest
 from syncd.manifestdb import decoded
 from syncd.planner import Looked, Rules, Server, plan
-from syncd.scanner import Scanner
-from syncd.types import DictRows, RemoteEntry, Row
+from syncd.scanner import FolderUnavailable, Scanner
+from syncd.types import DictRows, LocalFile, RemoteEntry, Row
 
 SETTINGS = settings(suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
 
@@ -305,3 +306,40 @@ def test_a_listing_reduced_to_the_differences_plans_what_the_whole_listing_plans
     )
     assert [p.reason for p in delta_plan.held_back] == [p.reason for p in whole_plan.held_back]
     assert reduced.total == len(entries) and len(reduced.entries) <= len(entries)
+
+
+def test_a_walk_in_two_parts_whose_first_part_fails_leaves_no_process_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder goes away while the first part walks: the error reaches the caller, and the
+    second part's process is stopped and waited for (it was left a zombie)."""
+    folder = tmp_path / "folder"
+    for d in "abcd":
+        (folder / d).mkdir(parents=True)
+        (folder / d / "x.txt").write_bytes(b"x")
+    cfg = FolderConfig(
+        path=folder, remote_path="p", ignore=(), use_default_ignores=False, delete=True
+    )
+    started: list[look._Part] = []
+    start = look._Part.start
+
+    def keep(job: look.Job) -> look._Part | None:
+        part = start(job)
+        assert part is not None
+        started.append(part)
+        return part
+
+    def gone(*args: object, **kwargs: object) -> Iterator[LocalFile]:
+        raise FolderUnavailable(folder, "gone")
+        yield  # (a generator, as Scanner.walk is)
+
+    with Manifest(tmp_path / FILENAME) as m:
+        for rel, lf in Scanner(cfg).scan().files.items():
+            m.put("s", Row(rel, lf.size, lf.mtime_ns, SHA, 1.0, lf.ctime_ns, lf.inode))
+        m.flush()
+        scanner = Scanner(cfg)
+        monkeypatch.setattr(look._Part, "start", keep)
+        monkeypatch.setattr(scanner, "walk", gone)
+        with pytest.raises(FolderUnavailable):
+            first_look(scanner, m, "s", parts=2)
+    assert len(started) == 1 and started[0].proc.returncode is not None
