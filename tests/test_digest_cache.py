@@ -1,6 +1,9 @@
 """The server's digest cache (syncd.server.hashes.DigestCache) against a plain model: generated
-sequences of puts, renames, drops and restats over a small tree of names, the same answers as a
-dict of full paths whose drop and move take every key under a prefix (what the cache was)."""
+sequences of puts, restats, drops and renames over a small tree of names, checked against a dict
+of full paths whose drop and move take every key under a prefix (the cache before it became a
+tree). Where the two could differ the model does what a file system does: a file put where a
+directory's entries were, or below a file, replaces them. Nothing dropped may leave an empty
+directory node behind (the server prunes emptied directories; the cache must not keep them)."""
 
 from __future__ import annotations
 
@@ -71,6 +74,12 @@ class Model:
             self.items[dst + k[len(src) :]] = v
 
 
+def empty_nodes(node: dict[str, object]) -> int:
+    """Directory nodes that hold nothing, at or below ``node`` (the root may be empty)."""
+    subs = [v for v in node.values() if isinstance(v, dict)]
+    return sum(not v for v in subs) + sum(empty_nodes(v) for v in subs)
+
+
 def nested(a: str, b: str) -> bool:
     """One path is the other or below it: not a rename a file system makes."""
     return a == b or a.startswith(b + "/") or b.startswith(a + "/")
@@ -87,6 +96,8 @@ EVERY_KEY = [
 
 @given(st.lists(OPS, max_size=30))
 @example([("put", "a/b", (1, 2**70, -(2**70), 3), b"x"), ("move", "a", "b")])
+@example([("put", "a/b", (1, 2, 3, 4), b"x"), ("drop", "a/b"), ("put", "b", (1, 2, 3, 4), b"x")])
+@example([("put", "a/b", (1, 2, 3, 4), b"x"), ("drop", "a/b"), ("move", "a", "b/a")])
 def test_the_cache_answers_as_a_dict_of_paths(ops: list[tuple]) -> None:
     cache, model = DigestCache(), Model()
     idents: set[tuple[int, ...]] = set()  # every stat put or restated: none may answer
@@ -116,8 +127,12 @@ def test_the_cache_answers_as_a_dict_of_paths(ops: list[tuple]) -> None:
             held = model.items.get(key)
             if held is not None:
                 assert cache.get(key, fake_stat(*held[0])) == held[1], (key, ops)
-                other = (held[0][0] + 1, *held[0][1:])
-                assert cache.get(key, fake_stat(*other)) is None  # another size: not valid
+                for i in range(4):  # another size, mtime, ctime or inode: not valid
+                    other = tuple(v + (j == i) for j, v in enumerate(held[0]))
+                    assert cache.get(key, fake_stat(*other)) is None, (key, i, ops)
+                for ident in idents - {held[0]}:  # (a stat it had before a restat, above all)
+                    assert cache.get(key, fake_stat(*ident)) is None, (key, ops)
             else:
                 for ident in idents:
                     assert cache.get(key, fake_stat(*ident)) is None, (key, ops)
+        assert empty_nodes(cache._root) == 0, ops  # what was dropped leaves nothing behind

@@ -94,12 +94,25 @@ class DigestCache:
         with self._lock:
             self._pop(dst)
             moved = self._pop(src)
-            if moved is not None:
+            if moved:  # (an empty directory node is never placed: it holds nothing)
                 self._place(dst, moved)
 
     def _pop(self, key: str) -> bytes | _Node | None:
-        found = self._parent(key)
-        return found[0].pop(found[1], None) if found is not None else None
+        """Take ``key`` out, and the directory nodes it leaves empty (the server removes
+        emptied directories too: kept, they would add up without bound)."""
+        *dirs, name = key.split("/")
+        chain = [self._root]
+        for d in dirs:
+            below = chain[-1].get(d)
+            if not isinstance(below, dict):
+                return None
+            chain.append(below)
+        taken = chain[-1].pop(name, None)
+        for parent, d in zip(reversed(chain[:-1]), reversed(dirs), strict=True):
+            if parent[d]:
+                break
+            del parent[d]
+        return taken
 
 
 def hash_fd(fd: int, stop: threading.Event | None = None) -> str:
