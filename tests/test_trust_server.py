@@ -349,8 +349,21 @@ def test_state_token_follows_every_change(tmp_path: Path, srv: ServerProc) -> No
     changed("a MOVE")
     assert request(srv, "MKCOL", "/docs/empty/")[0] == 201
     changed("a MKCOL")
+    # Another mirror's changes leave this one's token as it is (but not ROOT's); a MOVE or a
+    # COPY from there into this mirror changes it.
+    root_before = state("")
     assert request(srv, "PUT", "/other/x.txt", b"x")[0] == 201
-    changed("a PUT elsewhere in ROOT")
+    assert request(srv, "PUT", "/other/y.txt", b"y")[0] == 201
+    assert request(srv, "DELETE", "/other/y.txt")[0] == 204
+    assert request(srv, "MKCOL", "/other/d/")[0] == 201
+    assert state() == seen[-1], "another mirror's PUT, DELETE or MKCOL changed this one's token"
+    assert state("") != root_before, "ROOT's token did not change after a PUT below it"
+    assert request(srv, "MOVE", "/other/x.txt", headers={"Destination": "/docs/x.txt"})[0] == 201
+    changed("a MOVE from another mirror")
+    assert request(srv, "COPY", "/docs/x.txt", headers={"Destination": "/other/x2.txt"})[0] == 201
+    assert state() == seen[-1], "a COPY out of this mirror changed its token"
+    assert request(srv, "COPY", "/other/x2.txt", headers={"Destination": "/docs/x2.txt"})[0] == 201
+    changed("a COPY from another mirror")
     (srv.root / "docs" / "sub" / "b.txt").unlink()  # behind the server's back
     changed("rm on the server's disk")
     (srv.root / "docs" / "sub" / "b.txt").write_bytes(b"b")

@@ -54,7 +54,7 @@ def copy(store: Store, src: RelPath, dst: RelPath, *, deep: bool, overwrite: boo
     try:
         return _copy(store, src, dst, deep=deep, overwrite=overwrite)
     finally:
-        store.changed()
+        store.changed(dst)
 
 
 def _copy(store: Store, src: RelPath, dst: RelPath, *, deep: bool, overwrite: bool) -> bool:

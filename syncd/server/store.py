@@ -120,15 +120,16 @@ class Live:
 def _mutation(
     method: Callable[Concatenate[Store, _P], _R],
 ) -> Callable[Concatenate[Store, _P], _R]:
-    """A :class:`Store` method that changes the tree: counted (:meth:`Store.changed`) once it
-    has run, whether it succeeded or not, so that the next state token differs."""
+    """A :class:`Store` method that changes the tree: counted (:meth:`Store.changed`, for the
+    paths it was given) once it has run, whether it succeeded or not, so that the next state
+    token of what it touched differs."""
 
     @functools.wraps(method)
     def counted(self: Store, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return method(self, *args, **kwargs)
         finally:
-            self.changed()
+            self.changed(*(a for a in args if isinstance(a, RelPath)))
 
     return counted
 
@@ -154,13 +155,29 @@ class Store:
         """The uploads whose temp files exist (removed by :meth:`stop` if still there)."""
         self.stopping = threading.Event()
         """Set when the server stops: long work (receiving, hashing, walking) ends soon after."""
-        self._changes = 0
+        self._changes = 0  # every mutation: the token of ROOT itself
+        self._changes_anywhere = 0  # those whose path is not known: every token
+        self._changes_under: dict[str, int] = {}  # by top-level directory (a mirror)
         self._changes_lock = threading.Lock()
 
-    def changed(self) -> None:
-        """Count a mutation (called after it, whether it succeeded or not)."""
+    def changed(self, *paths: RelPath) -> None:
+        """Count a mutation of ``paths`` (called after it, whether it succeeded or not): the
+        next state token of a directory in the same top-level directory differs, and that of
+        ROOT; another mirror's stays (two machines' folders on one server do not make each
+        other's no-op pass list everything). No path: every token differs."""
         with self._changes_lock:
             self._changes += 1
+            if not paths or not all(p.parts for p in paths):
+                self._changes_anywhere += 1
+                return
+            for top in {p.parts[0] for p in paths}:
+                self._changes_under[top] = self._changes_under.get(top, 0) + 1
+
+    def _changes_of(self, rel: RelPath) -> tuple[int, int]:
+        """The counts a state token of ``rel`` includes."""
+        if not rel.parts:
+            return self._changes, 0
+        return self._changes_anywhere, self._changes_under.get(rel.parts[0], 0)
 
     def check_running(self) -> None:
         """Raise :class:`Unavailable` (503) once the server is stopping."""
@@ -175,8 +192,9 @@ class Store:
     def state(self, rel: RelPath) -> str:
         """An opaque token that changes whenever anything under directory ``rel`` may have.
 
-        It hashes the start-up id, the count of mutations so far (read first, so that one
-        finishing during the walk changes the next token) and the (path, mtime, inode) of every
+        It hashes the start-up id, the count of mutations so far in ``rel``'s top-level
+        directory (all of them for ROOT; read first, so that one finishing during the walk
+        changes the next token) and the (path, mtime, inode) of every
         directory and the (name, size, mtime, ctime, inode) of every file under ``rel``, so
         that files added, removed or edited behind the server's back change it too (an edit
         with its mtime put back still changes the ctime). Temporary files are left out.
@@ -184,12 +202,12 @@ class Store:
         :class:`Forbidden` for a symlink, like a listing. A tree moved about while it is walked
         gives a fresh random token: it has changed, whatever it holds now.
         """
-        changes = self._changes
+        anywhere, under = self._changes_of(rel)
         try:
             dirs = Dirs(self.root, rel.parts)
         except NotFound:
             return "absent"
-        h = hashlib.sha256(f"{self.boot}:{changes}".encode())
+        h = hashlib.sha256(f"{self.boot}:{anywhere}:{under}".encode())
         # The versions (ROOT/.~syncd-versions) are not the mirrors': keeping or pruning one
         # changes no mirror's token.
         descend = None if rel.in_versions else _not_versions

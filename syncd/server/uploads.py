@@ -196,7 +196,7 @@ class Upload:
             except OSError as e:
                 raise os_error(e, str(self.rel)) from e
             finally:
-                store.changed()
+                store.changed(self.rel)
         self._state = "done"
         store.live.discard(self)
         try:  # the rename changed the file's ctime: remember the stat it has now
