@@ -41,16 +41,22 @@ class DigestCache:
         except struct.error:  # a time past 64 bits of nanoseconds (a fuzzer's, or a broken clock)
             return " ".join(map(str, fields)).encode()
 
-    def _parent(self, key: str) -> tuple[_Node, str] | None:
-        """The directory node holding ``key``, and its name there (None: not cached)."""
+    def _chain(self, key: str) -> tuple[list[_Node], list[str], str] | None:
+        """The directory nodes from the root down to the one holding ``key``, the names of
+        the directories, and ``key``'s name (None: a directory on the way is not cached)."""
         *dirs, name = key.split("/")
-        node = self._root
+        chain = [self._root]
         for d in dirs:
-            below = node.get(d)
+            below = chain[-1].get(d)
             if not isinstance(below, dict):
                 return None
-            node = below
-        return node, name
+            chain.append(below)
+        return chain, dirs, name
+
+    def _parent(self, key: str) -> tuple[_Node, str] | None:
+        """The directory node holding ``key``, and its name there (None: not cached)."""
+        found = self._chain(key)
+        return (found[0][-1], found[2]) if found is not None else None
 
     def _place(self, key: str, value: bytes | _Node) -> None:
         """Put ``value`` at ``key``, making its directories (or replacing a file in the way)."""
@@ -100,13 +106,10 @@ class DigestCache:
     def _pop(self, key: str) -> bytes | _Node | None:
         """Take ``key`` out, and the directory nodes it leaves empty (the server removes
         emptied directories too: kept, they would add up without bound)."""
-        *dirs, name = key.split("/")
-        chain = [self._root]
-        for d in dirs:
-            below = chain[-1].get(d)
-            if not isinstance(below, dict):
-                return None
-            chain.append(below)
+        found = self._chain(key)
+        if found is None:
+            return None
+        chain, dirs, name = found
         taken = chain[-1].pop(name, None)
         for parent, d in zip(reversed(chain[:-1]), reversed(dirs), strict=True):
             if parent[d]:

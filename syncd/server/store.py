@@ -170,7 +170,8 @@ class Store:
             if not paths or not all(p.parts for p in paths):
                 self._changes_anywhere += 1
                 return
-            for top in {p.parts[0] for p in paths}:
+            # (the versions too: any mutation may keep what it replaces there)
+            for top in {p.parts[0] for p in paths} | {VERSIONS_DIR}:
                 self._changes_under[top] = self._changes_under.get(top, 0) + 1
 
     def _changes_of(self, rel: RelPath) -> tuple[int, int]:
