@@ -22,9 +22,10 @@ def check(args: argparse.Namespace) -> int:
     raw = tomllib.loads(path.read_text(encoding="utf-8"))
 
     print(REDACTOR.scrub(effective_text(cfg, raw)))  # (a URL is shown without its userinfo)
-    from syncd.remotes.kinds import versions_line
+    from syncd.remotes.kinds import large_files_line, versions_line
 
     say(f"# {versions_line(cfg.remote)}")
+    say(f"# {large_files_line(cfg.remote)}")
     for f in cfg.remote.secret_files:
         if f is not None and os.name == "posix" and f.stat().st_mode & 0o077:
             say(f"# warning: {f} is readable by other users: chmod 600 {f}")

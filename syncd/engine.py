@@ -151,7 +151,9 @@ class Engine:
         if self._remote is None:
             from syncd.remotes.kinds import open_remote
 
-            self._remote = open_remote(self.config.remote, self.config.sync.concurrency)
+            self._remote = open_remote(
+                self.config.remote, self.config.sync.concurrency, self.config.sync.state_dir
+            )
         return self._remote
 
     def _uploader(self) -> Uploader:

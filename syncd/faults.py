@@ -8,7 +8,8 @@ sent), ``after-upload`` (the server confirmed, the manifest row not written), ``
 ``after-move`` (likewise), ``server-mid-body`` (the server has written part of a body),
 ``server-after-keep`` (the server has kept the file an upload replaces, not yet renamed the
 new one over it), ``server-mid-batch`` (the server has renamed the first file of a batch into
-place, not the others).
+place, not the others), ``server-mid-append`` (the server has appended a piece of a resumable
+upload).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from syncd.chunking import Changed, Chunks, chunk_fd
 from syncd.errors import SourceChanged, SourceError
 from syncd.faults import crash_point
 from syncd.types import LocalFile
@@ -113,6 +114,13 @@ class Source:
     on_bytes: Callable[[int], None] | None = None
     throttle: Callable[[int], float] | None = None
     snapshot: bool = False
+    #: The sha-256 of the server's copy this file replaces (its manifest row), and that
+    #: copy's chunk list if the manifest keeps one: a large file may go as a delta of it.
+    base_sha256: str | None = None
+    base_chunks: bytes | None = None
+    #: Set by a remote that cut the file into chunks: (the sha-256 of the bytes cut, their
+    #: list), for the manifest once the remote confirms those bytes.
+    new_chunks: tuple[str, bytes] | None = field(default=None, init=False)
     error: SourceError | None = field(default=None, init=False)
     _sent: int = field(default=0, init=False)
 
@@ -240,6 +248,41 @@ class Source:
                     pending.exception()  # retrieved: the read-ahead is not needed any more
             if fd >= 0:
                 os.close(fd)
+
+    def chunk_list(self) -> Chunks:
+        """Cut the file into chunks and hash them and the whole (blocking: a worker thread;
+        :mod:`syncd.chunking`). Raises SourceChanged if it is not, or no longer, the file
+        ``local`` describes."""
+        fd, st = _open(self.path, self.local)
+        try:
+            if not _same(st, self.local):
+                raise SourceChanged(self.rel, "changed since it was scanned")
+            try:
+                found = chunk_fd(fd, self.local.size)
+            except Changed:
+                raise SourceChanged(self.rel, "changed while it was being read") from None
+            after = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if self.stats is not None:
+            self.stats.files += 1
+            self.stats.bytes += self.local.size
+        if not _same(after, self.local):
+            raise SourceChanged(self.rel, "changed while it was being read")
+        return found
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        """``size`` bytes of the file from ``offset`` (blocking); SourceChanged if fewer."""
+        fd, st = _open(self.path, self.local)
+        try:
+            if not _same(st, self.local):
+                raise SourceChanged(self.rel, "changed while it was being sent")
+            data = os.pread(fd, size, offset)
+        finally:
+            os.close(fd)
+        if len(data) != size:
+            raise SourceChanged(self.rel, "shrank while it was being sent")
+        return data
 
     async def check_unchanged(self) -> None:
         """Raise SourceChanged unless the file still has the size and mtime it had when read

@@ -149,6 +149,9 @@ class Manifest:
         self._stamp = 0
         self._counts: dict[str, int] = {}  # rows per scope, staged changes included, once known
         self._staged: list[tuple[str, tuple[object, ...]]] = []
+        # Paths given a chunk list by this process (a delete drops it; older lists are
+        # dropped when replaced, or found stale by their sha-256)
+        self._chunked: set[str] = set()
         #: bumped when rows change scope (``rekey``): a look compared with the rows before
         #: is stale
         self.epoch = 0
@@ -329,6 +332,34 @@ class Manifest:
     def delete(self, scope: str, rel: str) -> None:
         self._stage(scope, rel, None)
         self._staged.append(("DELETE FROM files WHERE scope = ? AND path = ?", (scope, rel)))
+        if rel in self._chunked:
+            self._chunked.discard(rel)
+            self._staged.append(("DELETE FROM chunks WHERE scope = ? AND path = ?", (scope, rel)))
+
+    # -- chunk lists of large files (delta uploads) ------------------------------------------
+    def put_chunks(self, scope: str, rel: str, sha256: str, blob: bytes) -> None:
+        """Keep the chunk list of the bytes ``sha256`` the server now holds at ``rel``."""
+        self._chunked.add(rel)
+        self._staged.append(
+            (
+                "INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?)",
+                (scope, rel, sha256, blob),
+            )
+        )
+
+    def chunks(self, scope: str, rel: str, sha256: str) -> bytes | None:
+        """The chunk list kept for ``rel`` if it describes the bytes ``sha256`` (committed
+        lists only: a list staged since is found after the next flush)."""
+        with self._read_lock:
+            try:
+                found = self._rd.execute(
+                    "SELECT sha256, list FROM chunks WHERE scope = ? AND path = ?", (scope, rel)
+                ).fetchone()
+            except BAD_VALUE:
+                return None
+        if found is None or found[0] != sha256:
+            return None
+        return bytes(found[1])
 
     def delete_tree(self, scope: str, rel_dir: str) -> list[Row]:
         """Drop every row under directory ``rel_dir``; returns the rows dropped."""

@@ -22,7 +22,7 @@ from syncd.types import Row, shown
 
 log = logging.getLogger("syncd.manifest")  # (the name its log lines have always carried)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS files (
@@ -76,6 +76,18 @@ ALTER TABLE outbox ADD COLUMN dest TEXT;
 # Schema 3: the exec bit the row's file had when it was sent (remotes that keep it).
 _MIGRATE_2 = """
 ALTER TABLE files ADD COLUMN executable INTEGER NOT NULL DEFAULT 0;
+"""
+
+# Schema 4: the chunk list of the server's copy of a large file (delta uploads), by the
+# sha-256 of the bytes it describes: a cache of what the server holds, like every row.
+_DDL_4 = """
+CREATE TABLE IF NOT EXISTS chunks (
+    scope     TEXT NOT NULL,
+    path      TEXT NOT NULL,
+    sha256    TEXT NOT NULL,
+    list      BLOB NOT NULL,
+    PRIMARY KEY (scope, path)
+) WITHOUT ROWID;
 """
 
 COLUMNS = "path, size, mtime_ns, sha256, synced_at, ctime_ns, inode, executable"
@@ -154,17 +166,19 @@ def open_db(path: Path) -> sqlite3.Connection:
             # One transaction (executescript would commit after each statement): a crash
             # mid-way leaves the old schema, and the next start migrates again.
             if version == 0:
-                script = _DDL + _DDL_2
+                script = _DDL + _DDL_2 + _DDL_4
             elif version == 1:
-                script = _MIGRATE_1 + _DDL_2 + _MIGRATE_2
+                script = _MIGRATE_1 + _DDL_2 + _MIGRATE_2 + _DDL_4
+            elif version == 2:
+                script = _MIGRATE_2 + _DDL_4  # the rows' exec bits are not known (0)
             else:
-                script = _MIGRATE_2  # the rows' exec bits are not known (0)
+                script = _DDL_4
             db.execute("BEGIN")
             for stmt in _statements(script):
                 db.execute(stmt)  # version 1: the rows' ctime and inode are not known (0)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             db.execute("COMMIT")
-        for table in ("files", "outbox", "held", "mirrors"):
+        for table in ("files", "outbox", "held", "mirrors", "chunks"):
             db.execute(f"SELECT count(*) FROM {table}").fetchone()
     except BaseException:
         db.close()

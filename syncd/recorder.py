@@ -43,6 +43,14 @@ class Recorder:
             row._replace(ctime_ns=local.ctime_ns, inode=local.inode, executable=local.executable),
         )
 
+    def chunks_sent(self, scope: str, rel: str, sha: str, blob: bytes) -> None:
+        """The remote holds the bytes ``sha`` at ``rel``, cut as ``blob`` says (a delta)."""
+        self.manifest.put_chunks(scope, rel, sha, blob)
+
+    def chunks(self, scope: str, rel: str, sha: str) -> bytes | None:
+        """The chunk list kept for the bytes ``sha`` at ``rel``, if any."""
+        return self.manifest.chunks(scope, rel, sha)
+
     def moved(self, scope: str, src: str, dst: str, local: LocalFile | None, *, tree: bool) -> None:
         """The remote moved ``src`` to ``dst``: a file (``local``: the file now at ``dst``), or
         a directory (``tree``: every row under it, each keeping its file's identity)."""

@@ -58,6 +58,10 @@ class Records(Protocol):
 
     def deleted(self, scope: str, rel: str, *, tree: bool) -> int: ...
 
+    def chunks_sent(self, scope: str, rel: str, sha: str, blob: bytes) -> None: ...
+
+    def chunks(self, scope: str, rel: str, sha: str) -> bytes | None: ...
+
 
 @dataclass
 class FolderCtx:
@@ -157,9 +161,16 @@ class Uploader:
                 src, first = first, None
             else:
                 src = await self._open(path, local, on_bytes, snapshot=snapshot)
+            row = op.row
+            if row is not None and src.data is None and self.remote.features.delta:
+                # (a delta of the server's copy, if the row still names it: it checks)
+                src.base_sha256 = row.sha256
+                src.base_chunks = self.records.chunks(ctx.scope, op.rel, row.sha256)
             sha = await self.remote.put(ctx.remote(op.rel), src)
             if src.data is not None:
                 on_bytes(len(src.data))
+            if src.new_chunks is not None and src.new_chunks[0] == sha:
+                self.records.chunks_sent(ctx.scope, op.rel, sha, src.new_chunks[1])
             return sha
 
         started = time.monotonic()

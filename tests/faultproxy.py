@@ -38,6 +38,8 @@ class Seen:
     method: str
     target: str
     action: str
+    body: int = 0  # bytes of the request's body forwarded to the server
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -96,12 +98,15 @@ class FaultProxy:
         lines = head.decode("latin-1").split("\r\n")
         method, target = lines[0].split(" ")[:2]
         length = 0
+        headers: dict[str, str] = {}
         for ln in lines[1:]:
             name, _, value = ln.partition(":")
+            headers[name.strip().lower()] = value.strip()
             if name.strip().lower() == "content-length":
                 length = int(value.strip())
         action = self.decide(len(self.seen), method, target)
-        self.seen.append(Seen(time.monotonic(), method, target, action.kind))
+        seen = Seen(time.monotonic(), method, target, action.kind, headers=headers)
+        self.seen.append(seen)
         try:
             if action.kind == "respond":
                 await reader.readexactly(length)  # take the body, so the client reads the answer
@@ -125,6 +130,7 @@ class FaultProxy:
                     break
                 if action.kind == "reset_after" and sent + len(chunk) >= action.nbytes:
                     up_w.write(chunk[: max(0, action.nbytes - sent)])
+                    seen.body = action.nbytes
                     await up_w.drain()
                     writer.transport.abort()
                     up_w.transport.abort()
@@ -132,6 +138,7 @@ class FaultProxy:
                 up_w.write(chunk)
                 await up_w.drain()
                 sent += len(chunk)
+                seen.body = sent
             answer = await up_r.read()  # the server closes after its answer (Connection: close)
             up_w.close()
             if action.kind == "drop_response":

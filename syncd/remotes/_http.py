@@ -31,7 +31,7 @@ from syncd.errors import (
     WrongProtocol,
 )
 from syncd.remotes.base import marker_id, marker_path
-from syncd.remotes.body import UploadBody
+from syncd.remotes.body import StreamBody, UploadBody
 from syncd.remotes.quickstate import quote_path
 from syncd.remotes.silence import silence_limit
 
@@ -196,7 +196,7 @@ class HTTPRemote:
         path: str,
         what: str,
         *,
-        body: UploadBody | None = None,
+        body: UploadBody | StreamBody | None = None,
         **kw: Any,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """One request, its answer inside the block; every failure of the transport (a

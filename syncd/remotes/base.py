@@ -18,6 +18,7 @@ from typing import Protocol, runtime_checkable
 
 from syncd.errors import RemoteError
 from syncd.hashing import Source
+from syncd.resumes import Resumes
 from syncd.types import RESERVED_PREFIX, RemoteEntry
 
 MARKER_NAME = ".~syncd-mirror"
@@ -95,6 +96,12 @@ class Features:
     #: ``Batcher``: several small files can go in one request, each checked by its own
     #: digest (syncd serve; ``batch_limits()`` says whether this server takes them).
     batch: bool = False
+    #: ``Resumer``: an interrupted upload of a large file goes on from where the server's copy
+    #: of it stopped, after a dropped connection or a restart of either end (its records in
+    #: ``resumes``: the state dir's ``uploads/``); syncd serve, S3 multipart uploads.
+    resumes: bool = False
+    #: Changed large files go as deltas: only the chunks the server's copy lacks (syncd serve).
+    delta: bool = False
 
 
 @runtime_checkable
@@ -128,6 +135,13 @@ class Remote(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Resumer(Protocol):
+    """Ability: uploads in progress are recorded in ``resumes`` and resumed from them."""
+
+    resumes: Resumes
 
 
 @runtime_checkable

@@ -156,8 +156,9 @@ class FileBody(_Body):
     a connection error; ``body_of`` raises ``error`` instead).
     """
 
-    def __init__(self, source: Source, fd: int, st: os.stat_result) -> None:
-        super().__init__(source, source.size)
+    def __init__(self, source: Source, fd: int, st: os.stat_result, start: int = 0) -> None:
+        super().__init__(source, source.size - start)
+        self._start = start  # (a resumed upload sends from here; the digest is the whole's)
         self._fd = fd
         self._st = st
         self._hash: asyncio.Future[str] | None = None
@@ -166,9 +167,10 @@ class FileBody(_Body):
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, source: Source) -> AsyncIterator[FileBody]:
+    async def open(cls, source: Source, start: int = 0) -> AsyncIterator[FileBody]:
+        """The file from byte ``start`` on as the body (its digest still that of all of it)."""
         fd, st = await asyncio.to_thread(_open, source.path, source.local)
-        body = cls(source, fd, st)
+        body = cls(source, fd, st, start)
         try:
             if not _same(st, source.local):
                 raise SourceChanged(source.rel, "changed since it was scanned")
@@ -197,7 +199,9 @@ class FileBody(_Body):
     ) -> None:
         self._attach(writer)
         src = self._source
-        size = src.size if content_length is None else min(src.size, content_length)
+        size = src.size
+        if content_length is not None:
+            size = min(size, self._start + content_length)
         if self._hash is None:
             self._hash = asyncio.ensure_future(
                 asyncio.to_thread(_hash_fd, self._fd, size, src.rel, self._stop)
@@ -223,7 +227,7 @@ class FileBody(_Body):
             native = False
         # loop.sendfile wants a file object; a dup keeps our fd's offset and lifetime our own.
         with open(os.dup(self._fd), "rb", buffering=0) as f:
-            sent = 0
+            sent = self._start
             while sent < size:
                 n = min(piece, size - sent)
                 if native:
@@ -348,6 +352,28 @@ class ChunkedBody(_Body):
         if src.sha256 is None:
             raise SourceChanged(src.rel, "was not sent completely")
         return src.sha256
+
+
+class StreamBody(_Body):
+    """A body of ``size`` bytes made as it is sent (a delta's steps: :mod:`.syncd_large`),
+    watched by ``silence_limit`` as every body is; ``pieces`` does its own pacing."""
+
+    def __init__(self, source: Source, size: int, pieces: AsyncIterator[bytes]) -> None:
+        super().__init__(source, size)
+        self._pieces = pieces
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        self._attach(writer)
+        while True:
+            with self._ours():
+                try:
+                    piece = await anext(self._pieces)
+                except StopAsyncIteration:
+                    break
+            await writer.write(piece)
+            self._moved(len(piece))
 
 
 UploadBody = FileBody | ChunkedBody | MemoryBody

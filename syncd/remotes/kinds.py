@@ -51,6 +51,12 @@ class RemoteKind(KindSpec):
     #: What ``config check`` and ``syncd status`` say of kept versions, from the config alone
     #: (no request), given ``remote.trash`` ("" where unset or not a key of the kind).
     kept: Callable[[str], str] = lambda trash: NO_VERSIONS
+    #: What ``config check`` says of large files: resumed after an interruption, sent as
+    #: deltas when changed, or neither.
+    large: str = (
+        "large files: not resumable (an interrupted upload starts again from its first"
+        " byte); a changed file is sent whole"
+    )
 
     def remote_class(self) -> type[Any]:
         """The class that implements the kind (its module is imported now)."""
@@ -114,6 +120,10 @@ SYNCD = RemoteKind(
     url=URLForm(own_names=True),
     credentials="syncd serve takes a bearer token: put it in a file named by remote.token_file",
     implementation="syncd.remotes.syncd:SyncdRemote",
+    large=(
+        "large files: resumed after an interruption (from 16 MiB, resumable uploads), and a"
+        " changed one sends only its changed chunks (deltas)"
+    ),
     conformance=("syncd",),
     kept=lambda trash: (
         "versions: kept by syncd serve (for as long as its --keep and --keep-space say)"
@@ -155,6 +165,10 @@ S3 = RemoteKind(
     url_help='"s3://bucket/prefix/"',
     credentials=_S3_CREDENTIALS,
     implementation="syncd.remotes.s3:S3Remote",
+    large=(
+        "large files: multipart uploads resumed after an interruption (the parts the"
+        " server has are not sent again); a changed file is sent whole"
+    ),
     conformance=("s3",),
     kept=lambda trash: (
         f"versions: S3 bucket versioning where the bucket has it on, else trash at {trash}"
@@ -197,10 +211,25 @@ def versions_line(cfg: RemoteConfig) -> str:
     return NO_VERSIONS
 
 
-def open_remote(cfg: RemoteConfig, concurrency: int) -> Remote:
-    """Create the remote for ``cfg.kind`` (used as an async context manager or closed)."""
+def large_files_line(cfg: RemoteConfig) -> str:
+    """What ``syncd config check`` says of large files for the configured kind."""
+    for kind in KINDS:
+        if kind.name == cfg.kind:
+            return kind.large
+    return RemoteKind.large
+
+
+def open_remote(cfg: RemoteConfig, concurrency: int, state_dir: Path | None = None) -> Remote:
+    """Create the remote for ``cfg.kind`` (used as an async context manager or closed); one
+    that resumes uploads keeps its records in ``state_dir``'s ``uploads/`` (in memory
+    without one)."""
+    from syncd.remotes.base import Resumer
+    from syncd.resumes import Resumes
+
     for kind in KINDS:
         if kind.name == cfg.kind:
             remote: Remote = kind.remote_class()(cfg, concurrency)
+            if state_dir is not None and isinstance(remote, Resumer):
+                remote.resumes = Resumes(state_dir / "uploads")
             return remote
     raise ConfigError("config", "remote.kind", f"{cfg.kind!r} is not supported by this build")

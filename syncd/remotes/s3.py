@@ -4,23 +4,22 @@ Needs the optional extra ``syncd[s3]`` (aiobotocore). ``url = "s3://bucket/prefi
 ``a/b.txt`` of a folder with ``remote_path = "docs"`` is the key ``prefix/docs/a/b.txt``.
 Credentials come from the standard AWS chain (environment, ``~/.aws``, ``profile``, instance
 roles). Every upload carries ``ChecksumSHA256`` (per part for multipart uploads), so the server
-checks the bytes it received. botocore's own retries are turned off: retrying is
-``syncd.retry``'s job.
+checks the bytes it received; an interrupted multipart upload resumes (``s3_resume``).
+botocore's own retries are turned off: retrying is ``syncd.retry``'s job.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 from syncd.errors import AuthError, PermanentError, TransientError
 from syncd.hashing import Source
 from syncd.remotes.base import Features, is_reserved, marker_body, marker_id, marker_path
-from syncd.remotes.s3_bucket import MiB, b64, part_size_for
+from syncd.remotes.s3_bucket import b64
 from syncd.remotes.s3_client import Counted
+from syncd.remotes.s3_resume import S3Uploads
 from syncd.remotes.s3_versions import S3Versions
 from syncd.types import RemoteEntry
 
@@ -61,10 +60,11 @@ def parse_mode(text: str | None) -> bool | None:
         return None
 
 
-class S3Remote(S3Versions):
-    """An S3 bucket (and key prefix). Implements Remote, Mover, Reader, Marker and Versions
-    (bucket versioning, else the ``trash`` prefix: ``S3Versions``), on the object operations
-    of ``S3Bucket``.
+class S3Remote(S3Uploads, S3Versions):
+    """An S3 bucket (and key prefix). Implements Remote, Mover, Reader, Marker, Versions
+    (bucket versioning, else the ``trash`` prefix: ``S3Versions``) and Resumer (multipart
+    uploads that go on where they stopped: ``S3Uploads``), on the object operations of
+    ``S3Bucket``.
 
     The local mtime and exec bit go in the user metadata as rclone stores them (``mtime``,
     float seconds; ``mode``, octal): ListObjectsV2 carries no metadata, so listings leave
@@ -79,11 +79,8 @@ class S3Remote(S3Versions):
         keeps_times=True,
         keeps_exec=True,
         stat=True,
+        resumes=True,
     )
-
-    #: Objects larger than this are sent as multipart uploads of ``part_size`` parts.
-    multipart_threshold = 8 * MiB
-    part_size = 8 * MiB
 
     async def __aenter__(self) -> S3Remote:
         return self
@@ -94,12 +91,13 @@ class S3Remote(S3Versions):
     # -- put --------------------------------------------------------------------------------
     async def put(self, path: str, source: Source) -> str:
         """Store the file at its key: one PutObject up to ``multipart_threshold``, else a
-        multipart upload with parts streamed from disk. Every body carries ChecksumSHA256.
-        Raises SourceChanged if the file changed while it was read (nothing is stored then),
-        TransientError/PermanentError/AuthError from the server."""
+        multipart upload with parts streamed from disk, resumed where an earlier try left it
+        (``S3Uploads``). Every body carries ChecksumSHA256. Raises SourceChanged if the file
+        changed while it was read (nothing is stored then), TransientError (a multipart
+        upload is kept to resume)/PermanentError/AuthError from the server."""
         await self._keep(path, "replaced", source.sha256)
         if source.size > self.multipart_threshold:
-            return await self._put_multipart(path, source)
+            return await self._put_multipart(path, source, self._metadata(source))
         if source.data is not None:
             data = source.data
             await source.pace(len(data))  # bwlimit holds for small files too
@@ -124,58 +122,6 @@ class S3Remote(S3Versions):
         if got is not None and got != want:
             raise TransientError(f"upload {path}: the server stored different bytes", path=path)
         return source.sha256
-
-    async def _put_multipart(self, path: str, source: Source) -> str:
-        key = self.key(path)
-        size = part_size_for(source.size, self.part_size)
-
-        async def send(upload_id: str) -> list[dict[str, Any]]:
-            # One part in memory at a time: read from the file, sent, dropped.
-            parts: list[dict[str, Any]] = []
-            pending: list[bytes] = []
-            have = 0
-            async for chunk in source.chunks():
-                pending.append(chunk)
-                have += len(chunk)
-                while have >= size:
-                    body = b"".join(pending)
-                    pending = [body[size:]] if have > size else []
-                    have -= size
-                    body = body[:size] if pending else body
-                    parts.append(await self._part(path, key, upload_id, len(parts) + 1, body))
-                    del body
-            if have or not parts:
-                body = b"".join(pending)
-                parts.append(await self._part(path, key, upload_id, len(parts) + 1, body))
-            del pending
-            # Commit only what was read from an unchanged file.
-            await source.check_unchanged()
-            return parts
-
-        await self._multipart("upload", path, key, send, self._metadata(source))
-        assert source.sha256 is not None
-        return source.sha256
-
-    async def _part(
-        self, path: str, key: str, upload_id: str, number: int, body: bytes
-    ) -> dict[str, Any]:
-        """Send one part. The body goes as a file object over the bytes (no copy), which
-        aiohttp writes in pieces: a bytes body would be copied into the transport's buffer."""
-        digest = b64(await asyncio.to_thread(lambda: hashlib.sha256(body).digest()))
-        resp = await self._s3.call(
-            "upload",
-            path,
-            "upload_part",
-            Bucket=self.bucket,
-            Key=key,
-            UploadId=upload_id,
-            PartNumber=number,
-            Body=Counted(body),  # shares ``body``'s memory
-            ContentLength=len(body),
-            ChecksumAlgorithm="SHA256",
-            ChecksumSHA256=digest,
-        )
-        return {"ETag": resp["ETag"], "PartNumber": number, "ChecksumSHA256": digest}
 
     # -- delete, list -----------------------------------------------------------------------
     async def delete(self, path: str) -> None:

@@ -19,7 +19,7 @@ from syncd.config import RemoteConfig
 from syncd.digests import digest_header, parse_digest
 from syncd.errors import AuthError, PermanentError, TransientError
 from syncd.hashing import Source
-from syncd.remotes._http import HTTPRemote, needs_a_witness
+from syncd.remotes._http import needs_a_witness
 from syncd.remotes.base import (
     BatchAnswer,
     BatchLimits,
@@ -32,7 +32,9 @@ from syncd.remotes.base import (
 from syncd.remotes.batchbody import multipart, parse_batch_limits
 from syncd.remotes.body import body_of
 from syncd.remotes.quickstate import read_token
+from syncd.remotes.syncd_large import LargeUploads
 from syncd.remotes.webdav_xml import PROPFIND_BODY, read_multistatus
+from syncd.resumes import Resumes
 from syncd.types import RemoteEntry
 from syncd.versioning import VERSION_PREFIX, VERSIONS_DIR, split_version_path
 
@@ -103,7 +105,7 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-class SyncdRemote(HTTPRemote):
+class SyncdRemote(LargeUploads):
     """`syncd serve`: one-request PUT with Repr-Digest for small files, upload + commit for
     large ones, batches of small files, DELETE, MOVE, and an NDJSON listing with digests.
     Implements Remote, Mover, Marker, StateToken, Reader, Versions and Batcher; keeps the
@@ -119,12 +121,15 @@ class SyncdRemote(HTTPRemote):
         keeps_times=True,
         keeps_exec=True,
         batch=True,
+        resumes=True,
+        delta=True,
     )
 
     def __init__(self, cfg: RemoteConfig, concurrency: int) -> None:
         super().__init__(cfg, concurrency)
         self._limits: BatchLimits | None = None
         self._limits_asked = False
+        self.resumes = Resumes()
         self.token_file: Path | None = cfg.options["token_file"]
         token = read_token(self.token_file)
         if token:
@@ -165,6 +170,13 @@ class SyncdRemote(HTTPRemote):
                 return await self._put_whole(
                     path, "upload", source.sha256, body=body, headers=meta_headers(source)
                 )
+        meta = meta_headers(source)
+        if await self.delta_possible(source):
+            sha = await self.put_delta(path, source, meta)
+            if sha is not None:
+                return sha
+        if await self.resumable(source):
+            return await self.put_resumable(path, source, meta)
         upload_id = uuid.uuid4().hex
         query = f"upload={upload_id}"
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import hmac
 import logging
@@ -17,13 +18,15 @@ from pathlib import Path
 
 from aiohttp import web
 
-from syncd.server import handlers
+from syncd import chunking
+from syncd.server import delta, handlers, resumable
 from syncd.server.appkeys import BATCHES, BODY_POOL, INFLIGHT, STORE, TOKEN, UPLOADS
 from syncd.server.batch import ADVERTISED, BATCH_HEADER
 from syncd.server.errors import BadRequest, Forbidden, StoreError, Unavailable, printable
 from syncd.server.paths import Target, parse_path, parse_query, split_target
 from syncd.server.pending import UPLOAD_TTL, Pending, swept
 from syncd.server.receive import CLOSE, body_pool, check_body_headers
+from syncd.server.resumable_state import Parts
 from syncd.server.store import Store
 from syncd.server.versions import PRUNE_INTERVAL, Pruner, PruneThread, Retention
 
@@ -40,6 +43,10 @@ async def _options(request: web.Request, target: Target) -> web.StreamResponse:
     headers = {"Allow": ALLOW, "DAV": "1", "MS-Author-Via": "DAV", "X-Syncd-Versions": retention}
     if request.app[BATCHES]:
         headers[BATCH_HEADER] = ADVERTISED
+    headers[delta.CHUNKING] = chunking.PARAMS  # (delta uploads: ?chunks, ?delta)
+    # (resumable uploads: the draft's OPTIONS answer names the limits, "min-size=0" for none)
+    headers["Upload-Limit"] = resumable.limit(request.app[resumable.PARTS], None)
+    headers["Upload-Draft-Interop-Version"] = resumable.INTEROP
     return web.Response(status=204, headers=headers)
 
 
@@ -53,6 +60,8 @@ ROUTES: dict[tuple[str, str | None], Endpoint] = {
     ("PUT", "upload"): handlers.put_upload,
     ("POST", "commit"): handlers.commit,
     ("POST", "batch"): handlers.batch,
+    ("GET", "chunks"): delta.chunks,
+    ("POST", "delta"): delta.delta,
     ("DELETE", None): handlers.delete,
     ("DELETE", "upload"): handlers.abort,
     ("MOVE", None): handlers.move,
@@ -65,6 +74,8 @@ METHODS = tuple(dict.fromkeys(method for method, _ in ROUTES))
 ALLOW = ", ".join(METHODS)
 """The methods served, for ``Allow`` (GET, HEAD, PUT, POST, DELETE, MOVE, MKCOL, OPTIONS,
 PROPFIND, COPY)."""
+CREATES = ("POST", "PUT")
+"""The methods that create a resumable upload when they carry ``Upload-Complete``."""
 MARKER_METHODS = ("GET", "HEAD", "PUT")
 """The plain requests that may name the mirror marker (to read or write it)."""
 VERSION_READS = {
@@ -100,9 +111,12 @@ def make_app(
     app[BODY_POOL] = body_pool()  # (its threads start with the first body)
     app[INFLIGHT] = set()
     app[BATCHES] = batches
+    app[resumable.PARTS] = Parts(root)
+    app[resumable.REGISTRY] = resumable.Registry()
     if token is not None:
         app[TOKEN] = token
     app.cleanup_ctx.append(_uploads_lifecycle)
+    app.cleanup_ctx.append(_parts_lifecycle)
     app.cleanup_ctx.append(_pool_lifecycle)
     app.cleanup_ctx.append(functools.partial(_prune_lifecycle, interval=prune_interval))
     app.router.add_route("*", ANY_PATH, _dispatch, expect_handler=_expect)
@@ -124,6 +138,25 @@ async def _prune_lifecycle(app: web.Application, *, interval: float) -> AsyncIte
     await asyncio.to_thread(thread.join, 2.0)
 
 
+async def _parts_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """Resumable uploads left for longer than their ``max-age`` are removed at start, then
+    every hour."""
+
+    async def sweep() -> None:
+        while True:
+            try:
+                await asyncio.to_thread(app[resumable.PARTS].sweep)
+            except OSError as e:
+                log.warning("cannot sweep the resumable uploads: %s", e)
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(sweep())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def _uploads_lifecycle(app: web.Application) -> AsyncIterator[None]:
     async with swept(app[UPLOADS]):
         yield
@@ -132,14 +165,18 @@ async def _uploads_lifecycle(app: web.Application) -> AsyncIterator[None]:
 async def _dispatch(request: web.Request) -> web.StreamResponse:
     check_body_headers(request)
     raw_path, raw_query = split_target(request.raw_path)
-    query = parse_query(raw_query)
     method = request.method
+    if raw_path.startswith(resumable.PREFIX) and raw_query is None:
+        return await resumable.resource(request, raw_path[len(resumable.PREFIX) :])
+    query = parse_query(raw_query)
     # The mirror marker is the one reserved name a request may name: to read or write it.
     rel = parse_path(
         raw_path, marker=query.kind is None and method in MARKER_METHODS, versions=True
     )
     if rel.in_versions and (method, query.kind) not in VERSION_READS and method in METHODS:
         raise Forbidden(f"{rel}: {handlers.READ_ONLY}")
+    if "Upload-Complete" in request.headers and query.kind is None and method in CREATES:
+        return await resumable.create(request, Target(rel))
     endpoint = ROUTES.get((method, query.kind))
     if query.kind == "batch" and not request.app[BATCHES]:
         endpoint = None  # (answered as by a server without batches)

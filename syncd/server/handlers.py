@@ -13,8 +13,6 @@ import email.utils
 import functools
 import json
 import logging
-import re
-from decimal import Decimal, InvalidOperation
 from json.encoder import encode_basestring
 from urllib.parse import urlsplit
 
@@ -22,6 +20,7 @@ from aiohttp import web
 
 from syncd.digests import digest_header
 from syncd.server import dav
+from syncd.server.answers import EXECUTABLE, MTIME, meta_headers, request_meta, stored_response
 from syncd.server.appkeys import BODY_POOL, STORE, UPLOADS
 from syncd.server.batch import receive_batch
 from syncd.server.copy import copy as copy_tree
@@ -49,12 +48,6 @@ WRITE_TIMEOUT = 60.0
 READ_ONLY = "versions are read-only: read them (GET, HEAD, ?list, PROPFIND) or COPY one back"
 """The 403 of any change under /.~syncd-versions/."""
 
-MTIME = "X-Syncd-Mtime"
-EXECUTABLE = "X-Syncd-Executable"
-OC_MTIME = "X-OC-Mtime"
-_INT = re.compile(r"-?\d{1,20}\Z")
-_SECONDS = re.compile(r"-?\d{1,12}(\.\d{1,9})?\Z")
-
 
 def _file_headers(opened: Opened) -> dict[str, str]:
     digest = bytes.fromhex(opened.sha256)
@@ -67,45 +60,6 @@ def _file_headers(opened: Opened) -> dict[str, str]:
         MTIME: str(opened.mtime_ns),
         EXECUTABLE: "?1" if opened.executable else "?0",
     }
-
-
-def request_meta(request: web.Request) -> tuple[int | None, bool | None]:
-    """The mtime (ns) and executable bit a request gives its file: ``X-Syncd-Mtime``
-    (integer ns since the epoch; it wins over ``X-OC-Mtime``, seconds, int or decimal) and
-    ``X-Syncd-Executable`` (``?1``/``?0``); None for what it does not say; 400 naming the
-    header for a value that is not one."""
-    mtime_ns: int | None = None
-    raw = request.headers.get(MTIME)
-    if raw is not None:
-        if not _INT.match(raw.strip()):
-            raise BadRequest(f"{MTIME} must be an integer count of nanoseconds since the epoch")
-        mtime_ns = int(raw.strip())
-    else:
-        raw = request.headers.get(OC_MTIME)
-        if raw is not None:
-            if not _SECONDS.match(raw.strip()):
-                raise BadRequest(f"{OC_MTIME} must be seconds since the epoch (like 1700000000.5)")
-            try:
-                mtime_ns = int(Decimal(raw.strip()) * 1_000_000_000)
-            except InvalidOperation:
-                raise BadRequest(f"{OC_MTIME} must be seconds since the epoch") from None
-    # Any time a 64-bit time_t holds (the filesystem clamps it to its own range, as it does
-    # for the client's own files, which can hold such times too).
-    if mtime_ns is not None and not -(2**63) * 10**9 <= mtime_ns < 2**63 * 10**9:
-        raise BadRequest(f"{MTIME if MTIME in request.headers else OC_MTIME} is out of range")
-    executable: bool | None = None
-    raw = request.headers.get(EXECUTABLE)
-    if raw is not None:
-        flag = raw.strip()
-        if flag not in ("?1", "?0"):
-            raise BadRequest(f"{EXECUTABLE} must be ?1 or ?0 (an RFC 8941 boolean)")
-        executable = flag == "?1"
-    return mtime_ns, executable
-
-
-def _meta_headers(request: web.Request) -> dict[str, str]:
-    """ownCloud's answer to ``X-OC-Mtime`` (rclone reads it: the mtime was set)."""
-    return {OC_MTIME: "accepted"} if OC_MTIME in request.headers else {}
 
 
 async def get(request: web.Request, target: Target) -> web.StreamResponse:
@@ -202,20 +156,13 @@ def _abort_stream(request: web.Request, what: str, e: BaseException) -> None:
         request.transport.abort()
 
 
-def _stored_response(request: web.Request, replaced: bool, digest: bytes) -> web.Response:
-    return web.Response(
-        status=204 if replaced else 201,
-        headers={"Repr-Digest": digest_header(digest), **_meta_headers(request)},
-    )
-
-
 async def put(request: web.Request, target: Target) -> web.StreamResponse:
     """PUT: a whole file in one request, stored once its length and digest check out."""
     rel = target.rel
     _, stored = await _receive(request, rel, commit=True)
     replaced = bool(stored.replaced)
     log.info("stored %r (%d bytes, %s)", str(rel), stored.size, "replaced" if replaced else "new")
-    return _stored_response(request, replaced, stored.digest)
+    return stored_response(request, replaced, stored.digest)
 
 
 async def put_upload(request: web.Request, target: Target) -> web.StreamResponse:
@@ -226,7 +173,7 @@ async def put_upload(request: web.Request, target: Target) -> web.StreamResponse
     if old is not None:
         await asyncio.to_thread(old.discard)
     log.debug("received %r for upload %s (%d bytes)", str(rel), uid, stored.size)
-    headers = {"Repr-Digest": digest_header(stored.digest), **_meta_headers(request)}
+    headers = {"Repr-Digest": digest_header(stored.digest), **meta_headers(request)}
     return web.Response(status=202, headers=headers)
 
 
@@ -259,7 +206,7 @@ async def commit(request: web.Request, target: Target) -> web.StreamResponse:
     # even if this request is cancelled.)
     replaced = await asyncio.to_thread(up.commit, expected)
     log.info("stored %r (%d bytes, %s)", str(rel), up.size, "replaced" if replaced else "new")
-    return _stored_response(request, replaced, up.digest)
+    return stored_response(request, replaced, up.digest)
 
 
 async def batch(request: web.Request, target: Target) -> web.StreamResponse:

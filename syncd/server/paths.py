@@ -92,6 +92,10 @@ def parse_query(query: str | None) -> Query:
         return Query("state")
     if query in ("batch", "batch="):
         return Query("batch")
+    if query in ("chunks", "chunks="):
+        return Query("chunks")
+    if query in ("delta", "delta="):
+        return Query("delta")
     key, sep, value = query.partition("=")
     if key in ("upload", "commit") and sep:
         if not _ID.match(value):

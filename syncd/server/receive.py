@@ -95,7 +95,7 @@ def request_digests(request: web.Request) -> list[bytes]:
     return found
 
 
-async def _read_chunk(request: web.Request) -> bytes:
+async def read_chunk(request: web.Request) -> bytes:
     """The next piece of the body as received (b"" at its end), without copying it again.
 
     ``readchunk()`` also reports the ends of HTTP chunks as ``(b"", True)``: skip those, but
@@ -161,7 +161,7 @@ async def receive(
     wrote = False
     ok = False
     try:
-        while chunk := await _read_chunk(request):
+        while chunk := await read_chunk(request):
             buf.append(chunk)
             buffered += len(chunk)
             if buffered >= CHUNK:
@@ -318,7 +318,7 @@ async def read_small(request: web.Request, limit: int) -> bytes:
         request[CLOSE] = True  # (the body is not read)
         raise ContentTooLarge(f"the body is larger than {limit} bytes")
     data = bytearray()
-    while chunk := await _read_chunk(request):
+    while chunk := await read_chunk(request):
         data += chunk
         if len(data) > limit:
             request[CLOSE] = True  # the rest is never read: this connection ends here

@@ -74,6 +74,12 @@ class Reader:
                 raise NotFound("the file was closed")
             return os.pread(self._fd, size, offset)
 
+    def fileno(self) -> int:
+        """The fd (for a whole-file read in one call: chunking maps it)."""
+        if self._fd < 0:
+            raise NotFound("the file was closed")
+        return self._fd
+
     def close(self) -> None:
         """Close the fd once no read is running (idempotent, blocking)."""
         with self._lock:

@@ -357,6 +357,29 @@ class Upload:
                 self._discard()
                 raise
 
+    def adopt(self, src_dir: int, name: str, size: int, digest: bytes) -> None:
+        """Take the finished, fsynced file ``name`` in ``src_dir`` (a resumable upload's
+        data, hashed as it came: ``digest``) as this upload's temp, renamed beside the
+        target; :meth:`commit` then puts it in place as it does any upload."""
+        with self._lock:
+            try:
+                self._ready()
+                os.close(self._fd)
+                self._fd = -1
+                parent = self._parent_fd()
+                try:
+                    os.rename(name, self._tmp, src_dir_fd=src_dir, dst_dir_fd=parent)
+                    self._stat = os.stat(self._tmp, dir_fd=parent, follow_symlinks=False)
+                except OSError as e:
+                    raise os_error(e, str(self.rel)) from e
+                self._mode = -1  # (the data's own mode: set to the one asked for at commit)
+                self.size = size
+                self.digest = digest
+                self._state = "finished"
+            except BaseException:
+                self._discard()
+                raise
+
     def commit(self, expected: Sequence[bytes], *, sync_dir: bool = True) -> bool:
         """Check the digests the commit names (as :meth:`complete` does: 400 on a mismatch),
         then rename a finished upload into place; True if it replaced a file. Discards the
