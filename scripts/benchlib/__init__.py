@@ -31,5 +31,10 @@ Rooms, bottom to top:
     measure_million
                  the million-file tree: first sync, `syncd run` warm start, idle, latency,
                  no-op against rsync and rclone
+    countproxy   a counting TCP proxy (bytes each way, per connection): resets, stalls, pacing
+    measure_bigfile, bigfile_peers
+                 one large file over a link that fails or is slow: resumed uploads (syncd
+                 serve, S3 on moto_server), deltas (a 4 KiB insert, a 1 MiB append), chunking
+                 speed; vs an rsync daemon and rclone, bytes counted by countproxy
     main         the command line and the order of the workloads
 """

@@ -18,6 +18,7 @@ from . import __doc__ as package_doc
 from . import (
     measure_baseline,
     measure_big,
+    measure_bigfile,
     measure_live,
     measure_million,
     measure_small,
@@ -37,6 +38,7 @@ STEPS: dict[str, Callable[[Session], None]] = {
     "small": measure_small.small_files,
     "baseline": measure_baseline.baseline,
     "medium": measure_big.medium_files,
+    "bigfile": measure_bigfile.bigfile,
     "latency": measure_live.latency,
     "syncthing": measure_syncthing.syncthing,
     "tree": measure_live.tree_start,
@@ -59,7 +61,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--only",
         default="",
         help=f"comma-separated subset of {', '.join(WORKLOADS)} (million: the 1,000,000-file "
-        "tree; baseline: the small files by syncd at --baseline; syncthing: Syncthing as a peer)",
+        "tree; baseline: the small files by syncd at --baseline; syncthing: Syncthing as a peer; "
+        "bigfile: resumed uploads and deltas of one large file, bytes counted by a proxy)",
     )
     p.add_argument("--reps", type=int, default=0, help="repetitions (median kept)")
     p.add_argument("--debounce", type=float, default=0.2, help="syncd run's debounce (s)")

@@ -98,6 +98,12 @@ def fmt(v: float, unit: str) -> str:
         return f"{v:.1f} ms"
     if unit == "MiB":
         return f"{v:.1f} MiB"
+    if unit == "× size":
+        return f"{v:.3f} × size"
+    if unit == "% of size":
+        return f"{v:.2f} {unit}" if v >= 1 else f"{v:.2g} {unit}"
+    if unit == "GB/s":
+        return f"{v:.2f} {unit}"
     return f"{v:,.0f} {unit}" if v >= 100 else f"{v:.1f} {unit}"
 
 
