@@ -13,11 +13,12 @@ import asyncio
 import hashlib
 import os
 import stat
+import threading
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from syncd.chunking import Changed, Chunks, chunk_fd
+from syncd.chunking import Changed, Chunks, Cutter
 from syncd.errors import SourceChanged, SourceError
 from syncd.faults import crash_point
 from syncd.types import LocalFile
@@ -249,16 +250,21 @@ class Source:
             if fd >= 0:
                 os.close(fd)
 
-    def chunk_list(self) -> Chunks:
-        """Cut the file into chunks and hash them and the whole (blocking: a worker thread;
-        :mod:`syncd.chunking`). Raises SourceChanged if it is not, or no longer, the file
-        ``local`` describes."""
+    def cut(
+        self, stop: threading.Event, emit: Callable[[list[tuple[int, int, bytes]]], None]
+    ) -> Chunks:
+        """Cut the file into chunks (blocking: a worker thread; :mod:`syncd.chunking`), each
+        batch of (offset, length, xxh3-128) handed to ``emit`` as it is cut; returns the list
+        and the whole sha-256. Raises SourceChanged if it is not, or no longer, the file
+        ``local`` describes; stops early (an incomplete result) once ``stop`` is set."""
         fd, st = _open(self.path, self.local)
         try:
             if not _same(st, self.local):
                 raise SourceChanged(self.rel, "changed since it was scanned")
+            cutter = Cutter(fd, self.local.size)
             try:
-                found = chunk_fd(fd, self.local.size)
+                for batch in cutter.batches(stop):
+                    emit(batch)
             except Changed:
                 raise SourceChanged(self.rel, "changed while it was being read") from None
             after = os.fstat(fd)
@@ -269,7 +275,9 @@ class Source:
             self.stats.bytes += self.local.size
         if not _same(after, self.local):
             raise SourceChanged(self.rel, "changed while it was being read")
-        return found
+        if cutter.chunks is None:
+            raise SourceChanged(self.rel, "was not read completely")
+        return cutter.chunks
 
     def read_at(self, offset: int, size: int) -> bytes:
         """``size`` bytes of the file from ``offset`` (blocking); SourceChanged if fewer."""

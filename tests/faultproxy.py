@@ -89,6 +89,31 @@ class FaultProxy:
     def requests(self, method: str | None = None) -> list[Seen]:
         return [s for s in self.seen if method is None or s.method == method]
 
+    async def _chunked(
+        self,
+        reader: asyncio.StreamReader,
+        up_w: asyncio.StreamWriter,
+        seen: Seen,
+        action: Action,
+    ) -> int:
+        """Forward a chunked body as it comes; its data bytes (-1: reset as ``action`` says)."""
+        sent = 0
+        while True:
+            line = await reader.readuntil(b"\r\n")
+            size = int(line.split(b";")[0].strip(), 16)
+            data = await reader.readexactly(size + 2) if size else await reader.readuntil(b"\r\n")
+            if action.kind == "reset_after" and sent + size >= action.nbytes:
+                up_w.write(line + data[: max(0, action.nbytes - sent)])
+                seen.body = action.nbytes
+                await up_w.drain()
+                return -1
+            up_w.write(line + data)
+            await up_w.drain()
+            sent += size
+            seen.body = sent
+            if not size:
+                return sent
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -124,6 +149,12 @@ class FaultProxy:
             head_lines = [ln for ln in lines if ln and not ln.lower().startswith("connection:")]
             up_w.write(("\r\n".join([*head_lines, "Connection: close"]) + "\r\n\r\n").encode())
             sent = 0
+            if headers.get("transfer-encoding", "").lower() == "chunked":
+                sent = await self._chunked(reader, up_w, seen, action)
+                if sent < 0:
+                    writer.transport.abort()
+                    up_w.transport.abort()
+                    return
             while sent < length:
                 chunk = await reader.read(min(1 << 16, length - sent))
                 if not chunk:

@@ -166,7 +166,12 @@ async def test_hostile_delta_bodies_change_nothing(server: ServerProc) -> None:
     (server.root / "d/f.bin").write_bytes(base)
     etag = f'"{hashlib.sha256(base).hexdigest()}"'
     new = base[:1000] + b"new" + base[1000:]
-    h = {**server.headers(), "Content-Type": "application/x-syncd-delta", "If-Match": etag}
+    h = {
+        **server.headers(),
+        "Content-Type": "application/x-syncd-delta",
+        "If-Match": etag,
+        "X-Syncd-Length": str(len(new)),
+    }
     step = chunking.STEP.pack
     good = step(b"C", 0, 1000) + step(b"L", 0, 3) + b"new" + step(b"C", 1000, len(base) - 1000)
     bad_bodies = {
@@ -174,6 +179,9 @@ async def test_hostile_delta_bodies_change_nothing(server: ServerProc) -> None:
         "unknown step": struct.pack(">cQQ", b"X", 0, 1),
         "literal cut short": step(b"L", 0, 100) + b"abc",
         "head cut short": good[:-5],
+        "more than X-Syncd-Length": good + step(b"C", 0, 10),
+        "less than X-Syncd-Length": good[: -chunking.STEP.size],
+        "a D step not last": step(b"D", 0, 32) + hashlib.sha256(new).digest() + good,
     }
     async with aiohttp.ClientSession(server.url) as s:
         for name, body in bad_bodies.items():

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from yarl import URL
 
 from tests.conftest import ServerProc, mirror_config, run_syncd, start_server, wait_for
 from tests.faultproxy import FORWARD, Action, FaultProxy
@@ -167,6 +168,11 @@ def session_headers(server: ServerProc) -> dict[str, str]:
     return {"Authorization": f"Bearer {server.token}", "Upload-Draft-Interop-Version": "8"}
 
 
+def _resolved(target: str, location: str) -> str:
+    """A Location (relative to the request's URL) as an absolute path."""
+    return str(URL(target).join(URL(location)))
+
+
 def _sha_header(data: bytes) -> str:
     return "sha-256=:" + base64.b64encode(hashlib.sha256(data).digest()).decode() + ":"
 
@@ -184,7 +190,8 @@ async def test_the_protocol_on_the_wire(
         ) as r:
             assert r.status == 201, await r.text()
             assert r.headers["Upload-Complete"] == "?0"
-            loc = r.headers["Location"]
+            assert r.headers["Location"].startswith("../.~syncd-uploads/")  # (relative)
+            loc = _resolved("/w/f.bin", r.headers["Location"])
         assert loc.startswith("/.~syncd-uploads/")
         patch = {**h, "Content-Type": "application/partial-upload"}
         async with s.patch(
@@ -224,7 +231,7 @@ async def test_the_protocol_on_the_wire(
         assert (server.root / "w/f.bin").read_bytes() == data
         # cancellation
         async with s.post("/w/g.bin", headers={**h, "Upload-Complete": "?0"}) as r:
-            loc = r.headers["Location"]
+            loc = _resolved("/w/g.bin", r.headers["Location"])
         async with s.delete(loc, headers=h) as r:
             assert r.status == 204
         async with s.head(loc, headers=h) as r:
@@ -233,7 +240,7 @@ async def test_the_protocol_on_the_wire(
         async with s.post(
             "/w/h.bin", headers={**h, "Upload-Complete": "?0", "Upload-Length": "10"}
         ) as r:
-            loc = r.headers["Location"]
+            loc = _resolved("/w/h.bin", r.headers["Location"])
         async with s.patch(
             loc, data=b"x" * 11, headers={**patch, "Upload-Offset": "0", "Upload-Complete": "?0"}
         ) as r:
@@ -263,7 +270,7 @@ def test_a_creation_with_content_gets_the_104_first(server: ServerProc) -> None:
     text = answer.decode("latin-1")
     assert text.startswith("HTTP/1.1 104 Upload Resumption Supported\r\n"), text
     interim, _, final = text.partition("\r\n\r\n")
-    assert "Location: /.~syncd-uploads/" in interim
+    assert "Location: ../.~syncd-uploads/" in interim
     assert final.startswith("HTTP/1.1 201"), final
     assert (server.root / "w/i.txt").read_bytes() == body
 
@@ -283,6 +290,7 @@ def test_uploads_survive_a_restart_and_expire(tmp_path: Path, token_file: Path) 
             )
             head = sock.recv(65536).decode()
         loc = next(ln.split(": ", 1)[1] for ln in head.split("\r\n") if ln.startswith("Location"))
+        loc = _resolved("/w/j.bin", loc)
     finally:
         server.stop()
     uid = loc.rsplit("/", 1)[1]

@@ -99,7 +99,7 @@ class _Body(payload.Payload):
     (how many times bytes were handed on, and how full the transport's and the kernel's send
     buffers are: any change is a sign of life)."""
 
-    def __init__(self, source: Source, size: int) -> None:
+    def __init__(self, source: Source, size: int | None) -> None:
         super().__init__(source, content_type="application/octet-stream")
         self.data = self
         self._source = source
@@ -358,8 +358,8 @@ class StreamBody(_Body):
     """A body of ``size`` bytes made as it is sent (a delta's steps: :mod:`.syncd_large`),
     watched by ``silence_limit`` as every body is; ``pieces`` does its own pacing."""
 
-    def __init__(self, source: Source, size: int, pieces: AsyncIterator[bytes]) -> None:
-        super().__init__(source, size)
+    def __init__(self, source: Source, size: int | None, pieces: AsyncIterator[bytes]) -> None:
+        super().__init__(source, size)  # (None: sent chunked)
         self._pieces = pieces
 
     async def write_with_length(

@@ -231,5 +231,6 @@ def open_remote(cfg: RemoteConfig, concurrency: int, state_dir: Path | None = No
             remote: Remote = kind.remote_class()(cfg, concurrency)
             if state_dir is not None and isinstance(remote, Resumer):
                 remote.resumes = Resumes(state_dir / "uploads")
+                remote.resumes.sweep()  # (records of files gone before they were resumed)
             return remote
     raise ConfigError("config", "remote.kind", f"{cfg.kind!r} is not supported by this build")

@@ -24,8 +24,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
 
+import aiohttp
 from yarl import URL
 
 from syncd import chunking
@@ -87,6 +91,13 @@ class LargeUploads(HTTPRemote):
                 found = await self._offset(record["url"], path)
                 if found is not None and found <= source.size:
                     url, offset = record["url"], found
+                elif (
+                    found is None and record.get("sha") and await self._held(path) == record["sha"]
+                ):
+                    # every byte was sent and the last append's answer was lost: the server
+                    # holds the file already
+                    self.resumes.drop(key)
+                    return str(record["sha"])
             if url is None:
                 await self._cancel(record["url"], path)
                 self.resumes.drop(key)
@@ -97,6 +108,7 @@ class LargeUploads(HTTPRemote):
             log.info("%s: resuming the upload at byte %d of %d", path, offset, source.size)
         try:
             sha = await self._append(url, path, source, offset)
+            self.resumes.put(key, {"url": url, "identity": ident, "sha": sha})
             return await self._complete(url, path, source.size, sha, meta)
         except (SourceChanged, AuthError):
             await self._cancel(url, path)
@@ -124,7 +136,8 @@ class LargeUploads(HTTPRemote):
             if resp.status != 201 or "Location" not in resp.headers:
                 await self.fail(resp, path, "create upload")
             await resp.read()
-            return str(URL(self.base, encoded=True).join(URL(resp.headers["Location"])))
+            # (relative to this request's URL, as any URI reference in an answer)
+            return str(self.url(path).join(URL(resp.headers["Location"], encoded=True)))
 
     async def _offset(self, url: str, path: str) -> int | None:
         """The server's offset of the upload (None: it no longer has it)."""
@@ -138,6 +151,13 @@ class LargeUploads(HTTPRemote):
                 await self.fail(resp, path, "ask upload offset")
             raw = resp.headers.get("Upload-Offset", "")
             return int(raw) if raw.isdigit() else None
+
+    async def _held(self, path: str) -> str | None:
+        """The sha-256 of the file the server holds at ``path`` (None: none)."""
+        async with self.request("HEAD", self.url(path), path, "ask the stored file") as resp:
+            if resp.status != 200:
+                return None
+            return parse_digest(resp.headers.get("Repr-Digest"))
 
     async def _cancel(self, url: str, path: str) -> None:
         with contextlib.suppress(TransientError, PermanentError):
@@ -158,7 +178,7 @@ class LargeUploads(HTTPRemote):
                 async with self.request(
                     "PATCH", URL(url, encoded=True), path, "upload", body=body, headers=headers
                 ) as resp:
-                    if resp.status == 409:
+                    if resp.status == 409 and _offset_moved(resp):
                         raise TransientError(
                             f"upload {path}: the server's offset moved; asking it again", path=path
                         )
@@ -183,7 +203,7 @@ class LargeUploads(HTTPRemote):
         async with self.request(
             "PATCH", URL(url, encoded=True), path, "commit", headers=headers, data=b""
         ) as resp:
-            if resp.status == 409:
+            if resp.status == 409 and _offset_moved(resp):
                 raise TransientError(
                     f"upload {path}: the server has less than was sent; sending the rest",
                     path=path,
@@ -199,40 +219,75 @@ class LargeUploads(HTTPRemote):
 
     # -- delta -------------------------------------------------------------------------------
     async def put_delta(self, path: str, source: Source, meta: dict[str, str]) -> str | None:
-        """Send ``source`` as a delta of the server's copy; None: send it whole instead."""
-        base_sha, blob = source.base_sha256, source.base_chunks
-        if blob is None or not chunking.valid_blob(blob):
-            # the server cuts its copy while this end cuts the file: the two overlap
-            asking = asyncio.ensure_future(self._server_chunks(path))
+        """Send ``source`` as a delta of the server's copy; None: send it whole instead.
+
+        The file is cut in a worker thread from the start (while the server's list, if the
+        manifest has none, is asked for), and the steps go on the wire as the chunks come: the
+        server builds the new file while this end still reads it. The whole file's sha-256
+        ends the body (its ``D`` step)."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        stop = threading.Event()
+
+        def emit(batch: list[tuple[int, int, bytes]]) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, ("batch", batch))
+
+        def cut() -> None:
             try:
-                new = await asyncio.to_thread(source.chunk_list)
-            except BaseException:
-                asking.cancel()
-                with contextlib.suppress(BaseException):
-                    await asking
-                raise
-            found = await asking
-            source.new_chunks = (new.sha256, new.blob)
-            if found is None:
+                done = source.cut(stop, emit)
+            except BaseException as e:
+                loop.call_soon_threadsafe(queue.put_nowait, ("error", e))
+            else:
+                loop.call_soon_threadsafe(queue.put_nowait, ("done", done))
+
+        cutting = loop.run_in_executor(None, cut)
+        state = _Delta()
+        try:
+            base_sha, blob = source.base_sha256, source.base_chunks
+            if blob is None or not chunking.valid_blob(blob):
+                found = await self._server_chunks(path)
+                if found is None:
+                    return None
+                base_sha, blob = found
+            assert base_sha is not None
+            base = chunking.Chunks(blob, base_sha)
+            headers = {
+                "If-Match": f'"{base_sha}"',
+                "X-Syncd-Chunking": chunking.PARAMS,
+                "X-Syncd-Length": str(source.size),
+                "Content-Type": "application/x-syncd-delta",
+                **meta,
+            }
+            steps = await _plan(base, queue, state)
+            if state.literal * 2 > source.size:
+                log.info("%s: mostly new bytes; sending it whole", path)
                 return None
-            base_sha, blob = found
-        else:
-            new = await asyncio.to_thread(source.chunk_list)
-            source.new_chunks = (new.sha256, new.blob)
-        assert base_sha is not None
-        plan = chunking.delta_plan(new, chunking.Chunks(blob, base_sha))
-        if plan.literal * 2 > plan.size:
-            return None  # mostly new bytes: the whole file (resumable) is the better way
-        length = chunking.body_length(plan)
-        headers = {
-            "If-Match": f'"{base_sha}"',
-            "Repr-Digest": digest_header(new.sha256),
-            "X-Syncd-Chunking": chunking.PARAMS,
-            "Content-Type": "application/x-syncd-delta",
-            "Content-Length": str(length),
-            **meta,
-        }
-        body = StreamBody(source, length, _steps(source, plan))
+            body = StreamBody(source, None, _body(source, steps, queue, state))
+            stored = await self._post_delta(path, body, headers)
+        finally:
+            stop.set()
+            with contextlib.suppress(BaseException):
+                await cutting
+        if stored is None:
+            return None
+        await source.check_unchanged()
+        assert state.chunks is not None
+        if stored != state.chunks.sha256:
+            raise TransientError(f"delta {path}: the server stored different bytes", path=path)
+        source.new_chunks = (state.chunks.sha256, state.chunks.blob)
+        log.info(
+            "%s: sent as a delta: %d of %d bytes (%d steps)",
+            path,
+            state.literal,
+            source.size,
+            state.steps,
+        )
+        if source.on_bytes is not None:
+            source.on_bytes(source.size)
+        return stored
+
+    async def _post_delta(self, path: str, body: StreamBody, headers: dict[str, str]) -> str | None:
+        """The delta request: the sha-256 the server stored, or None (it takes no delta)."""
         async with self.request(
             "POST", self.url(path, "delta"), path, "delta", body=body, headers=headers
         ) as resp:
@@ -249,20 +304,7 @@ class LargeUploads(HTTPRemote):
             if resp.status not in (200, 201, 204):
                 await self.fail(resp, path, "delta")
             await resp.read()
-            stored = parse_digest(resp.headers.get("Repr-Digest"))
-        await source.check_unchanged()
-        if stored != new.sha256:
-            raise TransientError(f"delta {path}: the server stored different bytes", path=path)
-        log.info(
-            "%s: sent as a delta: %d of %d bytes (%d steps)",
-            path,
-            plan.literal,
-            plan.size,
-            len(plan.steps),
-        )
-        if source.on_bytes is not None:
-            source.on_bytes(source.size)
-        return stored
+            return parse_digest(resp.headers.get("Repr-Digest"))
 
     async def _server_chunks(self, path: str) -> tuple[str, bytes] | None:
         """The server's chunk list of its copy and that copy's sha-256 (None: none)."""
@@ -278,14 +320,52 @@ class LargeUploads(HTTPRemote):
         return (etag, blob) if chunking.valid_blob(blob) else None
 
 
-async def _steps(source: Source, plan: chunking.Plan) -> AsyncIterator[bytes]:
-    """The delta body: each step's head, a literal's bytes read from the file as they go."""
-    pack = chunking.STEP.pack
-    for kind, start, length in plan.steps:
+@dataclass
+class _Delta:
+    """What a delta found on its way: the new list (once the whole file's hash is done), the
+    literal bytes it sends, its steps."""
+
+    chunks: chunking.Chunks | None = None
+    literal: int = 0
+    steps: int = 0
+
+
+async def _plan(
+    base: chunking.Chunks, queue: asyncio.Queue[tuple[str, Any]], state: _Delta
+) -> list[tuple[str, int, int]]:
+    """The steps, once the cut is complete (the whole file's sha-256 may still be running)."""
+    maker = chunking.Steps(base)
+    steps: list[tuple[str, int, int]] = []
+    while True:
+        kind, item = await queue.get()
+        if kind == "error":
+            raise item
+        if kind == "done":  # (a size-0 file: cut and hashed at once)
+            state.chunks = item
+            break
+        if not item:
+            break
+        steps.extend(step for entry in item if (step := maker.add(*entry)) is not None)
+    if (last := maker.finish()) is not None:
+        steps.append(last)
+    state.literal = maker.literal
+    state.steps = len(steps)
+    return steps
+
+
+async def _body(
+    source: Source,
+    steps: list[tuple[str, int, int]],
+    queue: asyncio.Queue[tuple[str, Any]],
+    state: _Delta,
+) -> AsyncIterator[bytes]:
+    """The delta body: the steps (literal bytes read from the file as they go), then, once
+    the whole file's hash is done, the ``D`` step."""
+    for kind, start, length in steps:
         if kind == "C":
-            yield pack(b"C", start, length)
+            yield chunking.STEP.pack(b"C", start, length)
             continue
-        yield pack(b"L", 0, length)
+        yield chunking.STEP.pack(b"L", 0, length)
         end = start + length
         while start < end:
             n = min(PIECE, end - start)
@@ -293,6 +373,19 @@ async def _steps(source: Source, plan: chunking.Plan) -> AsyncIterator[bytes]:
             await source.pace(n)
             yield data
             start += n
+    while state.chunks is None:
+        kind, item = await queue.get()
+        if kind == "error":
+            raise item
+        if kind == "done":
+            state.chunks = item
+    yield chunking.STEP.pack(b"D", 0, 32) + bytes.fromhex(state.chunks.sha256)
+
+
+def _offset_moved(resp: aiohttp.ClientResponse) -> bool:
+    """Is this 409 the draft's "mismatching upload offset" (another 409, such as a target
+    that is a directory, is the path's own permanent failure)?"""
+    return resp.content_type == "application/problem+json" and "Upload-Offset" in resp.headers
 
 
 def _whole_sha(source: Source) -> str:

@@ -146,6 +146,7 @@ async def _parts_lifecycle(app: web.Application) -> AsyncIterator[None]:
         while True:
             try:
                 await asyncio.to_thread(app[resumable.PARTS].sweep)
+                app[resumable.REGISTRY].forget_gone(app[resumable.PARTS])
             except OSError as e:
                 log.warning("cannot sweep the resumable uploads: %s", e)
             await asyncio.sleep(3600)

@@ -14,6 +14,7 @@ the whole file instead.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -24,7 +25,7 @@ from syncd.server.answers import request_meta, stored_response
 from syncd.server.appkeys import BODY_POOL, STORE
 from syncd.server.errors import BadRequest, PreconditionFailed, StoreError, UnsupportedMediaType
 from syncd.server.fdio import CHUNK
-from syncd.server.paths import RelPath, Target
+from syncd.server.paths import Target
 from syncd.server.receive import read_chunk, request_digests
 from syncd.server.store import Opened, Reader
 from syncd.server.uploads import Stored, Upload
@@ -33,6 +34,8 @@ log = logging.getLogger("syncd.server")
 
 DELTA_TYPE = "application/x-syncd-delta"
 CHUNKS_TYPE = "application/x-syncd-chunks"
+LENGTH = "X-Syncd-Length"
+"""The new file's length, which a delta's steps must make exactly (a bound on what they build)."""
 CHUNKING = "X-Syncd-Chunking"
 """The header naming the chunker's parameters (``chunking.PARAMS``), in OPTIONS and ?chunks."""
 
@@ -58,9 +61,9 @@ async def chunks(request: web.Request, target: Target) -> web.StreamResponse:
         if reader is None:  # (an empty file)
             found = chunking.Chunks(b"", opened.sha256)
         else:
-            found = await asyncio.get_running_loop().run_in_executor(
-                request.app[BODY_POOL], chunking.chunk_fd, reader.fileno(), opened.size
-            )
+            cut = functools.partial(chunking.chunk_fd, reader.fileno(), opened.size, whole=False)
+            found = await asyncio.get_running_loop().run_in_executor(request.app[BODY_POOL], cut)
+            found = chunking.Chunks(found.blob, opened.sha256)  # (the digest the cache has)
     except chunking.Changed as e:
         raise StoreError(f"{rel}: {e}") from None
     finally:
@@ -85,9 +88,11 @@ async def delta(request: web.Request, target: Target) -> web.StreamResponse:
         raise UnsupportedMediaType(f"a delta body is {DELTA_TYPE}")
     if request.headers.get(CHUNKING, chunking.PARAMS).strip() != chunking.PARAMS:
         raise BadRequest(f"{CHUNKING}: this server cuts with {chunking.PARAMS}")
-    expected = request_digests(request)
-    if not expected:
-        raise BadRequest("a delta needs Repr-Digest: sha-256=:<base64>: of the new file")
+    expected = request_digests(request)  # (or the body's last step: D)
+    raw = request.headers.get(LENGTH, "").strip()
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
+        raise BadRequest(f"a delta needs {LENGTH}: the new file's length in bytes")
+    size = int(raw)
     mtime_ns, executable = request_meta(request)
     store = request.app[STORE]
     try:
@@ -103,7 +108,7 @@ async def delta(request: web.Request, target: Target) -> web.StreamResponse:
             )
         up = Upload(store, rel)
         up.set_meta(mtime_ns=mtime_ns, executable=executable)
-        stored = await _build(request, up, opened, request.app[BODY_POOL], expected)
+        stored = await _build(request, up, opened, request.app[BODY_POOL], expected, size)
     finally:
         if opened.reader is not None:
             await asyncio.to_thread(opened.reader.close)
@@ -112,15 +117,20 @@ async def delta(request: web.Request, target: Target) -> web.StreamResponse:
     return stored_response(request, replaced, stored.digest)
 
 
-def _copy(up: Upload, reader: Reader | None, offset: int, length: int, rel: RelPath) -> None:
-    """Copy ``length`` bytes of the base from ``offset`` into the upload (a body thread)."""
-    end = offset + length
-    while offset < end:
-        piece = reader.read(offset, min(CHUNK, end - offset)) if reader is not None else b""
-        if not piece:
-            raise BadRequest(f"{rel}: the base shrank while the delta was applied")
-        up.write([piece])
-        offset += len(piece)
+def _apply(up: Upload, reader: Reader | None, ops: list[tuple[int, int, bytes]]) -> None:
+    """Write ``ops`` in order into the upload (a body thread): ``(offset, length, b"")`` copies
+    that range of the base, ``(0, 0, data)`` writes ``data``."""
+    for offset, length, data in ops:
+        if data:
+            up.write([data])
+            continue
+        end = offset + length
+        while offset < end:
+            piece = reader.read(offset, min(CHUNK, end - offset)) if reader is not None else b""
+            if not piece:
+                raise BadRequest(f"{up.rel}: the base shrank while the delta was applied")
+            up.write([piece])
+            offset += len(piece)
 
 
 async def _build(
@@ -129,12 +139,16 @@ async def _build(
     base: Opened,
     pool: ThreadPoolExecutor,
     expected: list[bytes],
+    size: int,
 ) -> Stored:
-    """Apply the body's steps to a new upload and commit it if its digest checks out."""
+    """Apply the body's steps to a new upload and commit it if its digest checks out (the
+    digests of ``expected`` and of a last ``D`` step: all must be the one of what was built)
+    and its length is ``size``. Steps are applied a MiB or more at a time, in body threads."""
     loop = asyncio.get_running_loop()
     buf = bytearray()
-    literal: list[bytes] = []
-    held = 0
+    ops: list[tuple[int, int, bytes]] = []
+    held = 0  # bytes in ops
+    built = 0  # bytes the steps so far make
     ok = False
 
     async def fill(n: int) -> None:
@@ -145,10 +159,17 @@ async def _build(
             buf.extend(data)
 
     async def flush() -> None:
-        nonlocal literal, held
-        if literal:
-            pieces, literal, held = literal, [], 0
-            await loop.run_in_executor(pool, up.write, pieces)
+        nonlocal ops, held
+        if ops:
+            todo, ops, held = ops, [], 0
+            await loop.run_in_executor(pool, _apply, up, base.reader, todo)
+
+    def grow(n: int) -> None:
+        nonlocal built, held
+        built += n
+        held += n
+        if built > size:
+            raise BadRequest(f"the steps make more than the {size} bytes X-Syncd-Length says")
 
     try:
         while True:
@@ -163,24 +184,37 @@ async def _build(
             if kind == b"C":
                 if length == 0 or offset + length > base.size:
                     raise BadRequest(f"a copy step past the base's end ({base.size} bytes)")
-                await flush()
-                await loop.run_in_executor(pool, _copy, up, base.reader, offset, length, up.rel)
+                grow(length)
+                ops.append((offset, length, b""))
+            elif kind == b"D":
+                if length != 32:
+                    raise BadRequest("a D step carries a sha-256 (32 bytes)")
+                await fill(32)
+                expected = [*expected, bytes(buf[:32])]
+                del buf[:32]
+                if buf or await read_chunk(request):
+                    raise BadRequest("the D step must be the delta body's last")
+                break
             elif kind == b"L":
                 while length:
                     if not buf:
                         await fill(1)
                     take = min(length, len(buf))
-                    literal.append(bytes(buf[:take]))
+                    grow(take)
+                    ops.append((0, 0, bytes(buf[:take])))
                     del buf[:take]
                     length -= take
-                    held += take
                     if held >= CHUNK:
                         await flush()
             else:
-                raise BadRequest(f"unknown delta step {kind!r} (C or L)")
+                raise BadRequest(f"unknown delta step {kind!r} (C, L or D)")
+            if held >= CHUNK:
+                await flush()
+        if not expected:
+            raise BadRequest("a delta needs the new file's sha-256: Repr-Digest or a D step")
         await flush()
         stored = await loop.run_in_executor(
-            pool, lambda: up.complete([], length=None, expected=expected, commit=True)
+            pool, lambda: up.complete([], length=size, expected=expected, commit=True)
         )
         ok = True
         return stored

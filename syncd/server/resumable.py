@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -38,7 +39,9 @@ from syncd.server.fdio import CHUNK, write_all
 from syncd.server.paths import RelPath, Target
 from syncd.server.receive import read_chunk
 from syncd.server.resumable_state import MAX_AGE, UPLOADS_DIR, Meta, Parts, valid_id
-from syncd.server.uploads import Upload
+from syncd.server.store import Store
+from syncd.server.tree import Dirs
+from syncd.server.uploads import Upload, check_file_target
 
 log = logging.getLogger("syncd.server")
 
@@ -48,6 +51,7 @@ PREFIX = f"/{UPLOADS_DIR}/"
 PARTIAL = "application/partial-upload"
 PROBLEM = "https://iana.org/assignments/http-problem-types#"
 TITLE_LENGTH = "Inconsistent Upload Length Values"
+_DIGITS = re.compile(r"[0-9]{1,19}")  # (ASCII only: str.isdigit() takes "²")
 
 
 class Registry:
@@ -59,6 +63,13 @@ class Registry:
 
     def get(self, uid: str) -> _Live:
         return self.items.setdefault(uid, _Live())
+
+    def forget_gone(self, parts: Parts) -> None:
+        """Drop the entries of uploads no longer on disk (the sweep removed them)."""
+        for uid in list(self.items):
+            live = self.items[uid]
+            if not live.lock.locked() and not parts.exists(uid):
+                del self.items[uid]
 
 
 @dataclass
@@ -85,7 +96,7 @@ def _int(request: web.Request, name: str) -> int | None:
     if raw is None:
         return None
     raw = raw.strip()
-    if not raw.isdigit() or len(raw) > 19:
+    if not _DIGITS.fullmatch(raw):
         raise BadRequest(f"{name} must be a non-negative integer")
     return int(raw)
 
@@ -130,10 +141,14 @@ async def create(request: web.Request, target: Target) -> web.StreamResponse:
         length = request.content_length
     mtime_ns, executable = request_meta(request)
     digests = tuple(d.hex() for d in _whole_digests(request))
+    # (a directory or a symlink at the path: refused now, not after the last byte)
+    await asyncio.to_thread(_check_target, request.app[STORE], rel)
     parts = request.app[PARTS]
     meta = Meta(rel.parts, length, mtime_ns, executable, digests)
     uid = await asyncio.to_thread(parts.create, meta)
-    location = PREFIX + uid
+    # Relative to the request's own URL, so that it stays right behind a reverse proxy that
+    # serves this server under a path prefix (an absolute path would leave the prefix out).
+    location = "../" * (len(rel.parts) - 1) + f"{UPLOADS_DIR}/{uid}"
     has_body = bool(request.content_length) or "Transfer-Encoding" in request.headers
     wants = request.headers.get("Upload-Draft-Interop-Version", "").strip() == INTEROP
     if has_body and wants and request.version >= (1, 1):
@@ -154,6 +169,7 @@ async def resource(request: web.Request, uid: str) -> web.StreamResponse:
         raise NotFound("no such upload")
     method = request.method
     parts = request.app[PARTS]
+    await asyncio.to_thread(parts.meta, uid)  # (404 for an unknown one: no entry made for it)
     live = request.app[REGISTRY].get(uid)
     _end_running(live)
     if method in ("HEAD", "GET"):
@@ -192,6 +208,14 @@ async def resource(request: web.Request, uid: str) -> web.StreamResponse:
     )
 
 
+def _check_target(store: Store, rel: RelPath) -> None:
+    try:
+        with Dirs(store.root, rel.parent) as dirs:
+            check_file_target(dirs.last, rel)
+    except NotFound:
+        return  # (its directories are made when it is stored)
+
+
 def _end_running(live: _Live) -> None:
     """A newer request ends the one still appending (its bytes so far are kept)."""
     task = live.task
@@ -227,6 +251,7 @@ async def _take(
                 received = await _append(request, parts, uid, live, have, meta.length)
             except _TooLong:
                 await asyncio.to_thread(parts.drop, uid)
+                request.app[REGISTRY].items.pop(uid, None)
                 return _problem(
                     400,
                     "inconsistent-upload-length",
@@ -235,6 +260,7 @@ async def _take(
                 )
             offset = have + received
             if complete:
+                live.task = None  # (past the last byte: a newer request waits, ends nothing)
                 return await _finish(request, uid, meta, live, offset)
             headers |= {
                 "Upload-Complete": "?0",
@@ -291,9 +317,10 @@ async def _append(
                     await asyncio.shield(fut)
                 except asyncio.CancelledError:
                     # (a newer request ends this one: the write running is waited for, so
-                    # the fd is closed, and the hash is counted, only once it is done)
-                    with contextlib.suppress(Exception):
-                        await fut
+                    # the fd is closed, and the hash is counted, only once it is done, even
+                    # if more cancellations come)
+                    await _settled(fut)
+                    if not fut.exception():
                         at += held
                     raise
                 at += held
@@ -305,6 +332,13 @@ async def _append(
     finally:
         live.hashed = at  # what is written is hashed: a lost piece was never written
         await asyncio.to_thread(_close_synced, fd)
+
+
+async def _settled(fut: asyncio.Future[None]) -> None:
+    """Wait until ``fut`` is done, whatever cancellations come meanwhile."""
+    while not fut.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([fut])
 
 
 def _close_synced(fd: int) -> None:
@@ -322,6 +356,7 @@ async def _finish(
     done = {"Upload-Complete": "?1", "Upload-Draft-Interop-Version": INTEROP}
     if meta.length is not None and size != meta.length:
         await asyncio.to_thread(parts.drop, uid)
+        request.app[REGISTRY].items.pop(uid, None)
         return _problem(400, "inconsistent-upload-length", TITLE_LENGTH, done)
     assert live.hasher is not None
     digest = live.hasher.digest()

@@ -106,6 +106,9 @@ class Parts:
         except (OSError, ValueError, KeyError, TypeError):
             raise NotFound("no such upload (unknown, finished, cancelled or expired)") from None
 
+    def exists(self, uid: str) -> bool:
+        return valid_id(uid) and self._path(uid, ".json").exists()
+
     def offset(self, uid: str) -> int:
         try:
             return os.stat(self._path(uid, ".part"), follow_symlinks=False).st_size
