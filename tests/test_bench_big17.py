@@ -210,7 +210,7 @@ def test_upstream_down_is_a_reset(mode: str) -> None:
 
 def test_insert_and_the_rows_floors(tmp_path: Path) -> None:
     """The bench's edit of the large file, and a resume row's floors (its figures' units)."""
-    from benchlib.measure_bigfile import Wire, insert, ratio_row
+    from benchlib.bigfile_rig import Wire, insert, ratio_row
     from benchlib.report import fmt
 
     data = os.urandom(100_000)

@@ -32,7 +32,7 @@ Rooms, bottom to top:
                  the million-file tree: first sync, `syncd run` warm start, idle, latency,
                  no-op against rsync and rclone
     countproxy   a counting TCP proxy (bytes each way, per connection): resets, stalls, pacing
-    measure_bigfile, bigfile_peers
+    measure_bigfile, measure_delta, measure_resume, bigfile_rig, bigfile_peers
                  one large file over a link that fails or is slow: resumed uploads (syncd
                  serve, S3 on moto_server), deltas (a 4 KiB insert, a 1 MiB append), chunking
                  speed; vs an rsync daemon and rclone, bytes counted by countproxy
