@@ -251,8 +251,3 @@ STEP = struct.Struct(">cQQ")
 """A delta body's record head: ``C`` + base offset + length, ``L`` + 0 + length followed by
 ``length`` bytes, or (last) ``D`` + 0 + 32 followed by the new file's sha-256
 (docs/protocol.md, "Delta upload")."""
-
-
-def body_length(plan: Plan) -> int:
-    """The delta body's length in bytes: a head per step, plus the literal bytes."""
-    return STEP.size * len(plan.steps) + plan.literal

@@ -29,6 +29,8 @@ from yarl import URL
 from syncd import chunking
 from tests.conftest import ServerProc, mirror_config, run_syncd, start_server, wait_for
 from tests.faultproxy import FORWARD, Action, FaultProxy, Seen
+from tests.test_resumable import _patched
+from tests.test_resumable import _proxy_config as _proxied
 
 MiB = 1 << 20
 BIG = 17 * MiB  # just above RESUMABLE_MIN / DELTA_MIN (16 MiB)
@@ -74,17 +76,6 @@ def _patch_head(server: ServerProc, loc: str, offset: str, complete: str, extra:
         f"Content-Type: application/partial-upload\r\nUpload-Offset: {offset}\r\n"
         f"Upload-Complete: {complete}\r\n{extra}Connection: close\r\n"
     )
-
-
-def _proxied(tmp_path: Path, server: ServerProc, proxy: FaultProxy, folder: Path) -> Path:
-    cfg = mirror_config(tmp_path, server, folder)
-    cfg.write_text(cfg.read_text().replace(server.url, proxy.url))
-    return cfg
-
-
-def _patched(proxy: FaultProxy) -> int:
-    """Bytes of PATCH bodies the proxy forwarded to the server."""
-    return sum(s.body for s in proxy.requests("PATCH"))
 
 
 @pytest.fixture
