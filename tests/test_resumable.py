@@ -138,6 +138,21 @@ def test_the_client_killed_mid_upload_resumes_when_run_again(
     _no_leftovers(server, tmp_path)
 
 
+def test_an_upload_is_resumed_under_another_spelling_of_the_url(
+    tmp_path: Path, server: ServerProc, folder: Path
+) -> None:
+    cfg = mirror_config(tmp_path, server, folder)
+    first = run_syncd("sync", config=cfg, env={"SYNCD_CRASH_AT": "mid-body"})
+    assert first.returncode == -9, first.stderr
+    # the same server, spelled otherwise: localhost, no trailing slash
+    cfg.write_text(cfg.read_text().replace(server.url, f"http://localhost:{server.port}"))
+    second = run_syncd("sync", config=cfg)
+    assert second.returncode == 0, second.stderr
+    assert "resuming the upload at byte" in second.stderr, second.stderr
+    assert (server.root / "docs/big.bin").read_bytes() == (folder / "big.bin").read_bytes()
+    _no_leftovers(server, tmp_path)
+
+
 def test_a_file_changed_between_two_appends_starts_again_and_no_mix_is_shown(
     tmp_path: Path, server: ServerProc, folder: Path
 ) -> None:

@@ -78,7 +78,16 @@ class LargeUploads(HTTPRemote):
 
     # -- resumable ---------------------------------------------------------------------------
     def _key(self, path: str) -> str:
-        return f"syncd {self.base} {path}"
+        # (not the URL's spelling: 127.0.0.1 or localhost, with a slash or without, the same
+        # server's upload is resumed; a record names its upload relative to the base)
+        return f"syncd {path}"
+
+    def _kept(self, url: str) -> str:
+        """An upload's URL as its record keeps it: relative to the base where it is under it."""
+        return url[len(self.base) :] if url.startswith(self.base) else url
+
+    def _absolute(self, kept: str) -> str:
+        return kept if "://" in kept else self.base + kept
 
     async def put_resumable(self, path: str, source: Source, meta: dict[str, str]) -> str:
         """Send (or go on sending) ``source`` as a resumable upload; the sha-256 stored."""
@@ -86,7 +95,8 @@ class LargeUploads(HTTPRemote):
         ident = identity(source.local)
         url, offset = None, 0
         record = self.resumes.get(key)
-        if record is not None:
+        if record is not None and isinstance(record.get("url"), str):
+            record["url"] = self._absolute(record["url"])
             if record.get("identity") == ident:
                 found = await self._offset(record["url"], path)
                 if found is not None and found <= source.size:
@@ -103,12 +113,12 @@ class LargeUploads(HTTPRemote):
                 self.resumes.drop(key)
         if url is None:
             url = await self._create(path, source, meta)
-            self.resumes.put(key, {"url": url, "identity": ident})
+            self.resumes.put(key, {"url": self._kept(url), "identity": ident})
         elif offset:
             log.info("%s: resuming the upload at byte %d of %d", path, offset, source.size)
         try:
             sha = await self._append(url, path, source, offset)
-            self.resumes.put(key, {"url": url, "identity": ident, "sha": sha})
+            self.resumes.put(key, {"url": self._kept(url), "identity": ident, "sha": sha})
             return await self._complete(url, path, source.size, sha, meta)
         except (SourceChanged, AuthError):
             await self._cancel(url, path)
