@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
+import os
+import queue
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
@@ -106,7 +110,7 @@ async def delta(request: web.Request, target: Target) -> web.StreamResponse:
             raise PreconditionFailed(
                 f"{rel}: the server's copy is not the base named (send the whole file)"
             )
-        up = Upload(store, rel)
+        up = Upload(store, rel, hashed=False)
         up.set_meta(mtime_ns=mtime_ns, executable=executable)
         stored = await _build(request, up, opened, request.app[BODY_POOL], expected, size)
     finally:
@@ -117,20 +121,76 @@ async def delta(request: web.Request, target: Target) -> web.StreamResponse:
     return stored_response(request, replaced, stored.digest)
 
 
-def _apply(up: Upload, reader: Reader | None, ops: list[tuple[int, int, bytes]]) -> None:
+class _Hasher:
+    """The sha-256 of what a delta builds, taken in a thread of its own while a body thread
+    writes it: the copies of the base's ranges (read again, from the page cache) and the
+    literal bytes, in the order they are written. One after the other the hash and the write
+    of a 1 GiB file took 1.0-1.1 s; side by side, 0.67 s (docs/performance.md)."""
+
+    def __init__(self, base_fd: int, rel: str) -> None:
+        self._fd = base_fd
+        self._rel = rel
+        self._todo: queue.Queue[bytes | tuple[int, int] | None] = queue.Queue(maxsize=64)
+        self._sha = hashlib.sha256()
+        self._error: str | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="syncd-delta-hash", daemon=True)
+        self._thread.start()
+
+    def add(self, item: bytes | tuple[int, int]) -> None:
+        """Hash literal bytes, or ``(offset, length)`` of the base, after what came before."""
+        if not self._closed:  # (a body thread left running by a cancelled request)
+            self._todo.put(item)
+
+    def _run(self) -> None:
+        while (item := self._todo.get()) is not None:
+            if self._error is not None:
+                continue  # (drained until the end, so that add() never blocks for good)
+            if isinstance(item, bytes):
+                self._sha.update(item)
+                continue
+            offset, end = item[0], item[0] + item[1]
+            try:
+                while offset < end:
+                    piece = os.pread(self._fd, min(4 * CHUNK, end - offset), offset)
+                    if not piece:
+                        self._error = "the base shrank while the delta was applied"
+                        break
+                    self._sha.update(piece)
+                    offset += len(piece)
+            except OSError as e:
+                self._error = f"the base could not be read: {e.strerror or e}"
+
+    def digest(self) -> bytes:
+        """The sha-256 of everything added (blocks until it is hashed)."""
+        self.close()
+        if self._error is not None:
+            raise StoreError(f"{self._rel}: {self._error}")
+        return self._sha.digest()
+
+    def close(self) -> None:
+        """Stop the thread (blocks until it has hashed what was added); idempotent."""
+        self._closed = True
+        if self._thread.is_alive():
+            self._todo.put(None)
+            self._thread.join()
+
+
+def _apply(
+    up: Upload, reader: Reader | None, hasher: _Hasher, ops: list[tuple[int, int, bytes]]
+) -> None:
     """Write ``ops`` in order into the upload (a body thread): ``(offset, length, b"")`` copies
-    that range of the base, ``(0, 0, data)`` writes ``data``."""
+    that range of the base, ``(0, 0, data)`` writes ``data``; each is handed to ``hasher``
+    first, so that it is hashed while it is written."""
     for offset, length, data in ops:
         if data:
+            hasher.add(data)
             up.write([data])
-            continue
-        end = offset + length
-        while offset < end:
-            piece = reader.read(offset, min(CHUNK, end - offset)) if reader is not None else b""
-            if not piece:
-                raise BadRequest(f"{up.rel}: the base shrank while the delta was applied")
-            up.write([piece])
-            offset += len(piece)
+        else:
+            if reader is None:  # (no copy step passes the check against an empty base)
+                raise BadRequest(f"{up.rel}: a copy step of an empty base")
+            hasher.add((offset, length))
+            up.copy_in(reader.fileno(), offset, length)
 
 
 async def _build(
@@ -150,6 +210,7 @@ async def _build(
     held = 0  # bytes in ops
     built = 0  # bytes the steps so far make
     ok = False
+    hasher = _Hasher(base.reader.fileno() if base.reader is not None else -1, str(up.rel))
 
     async def fill(n: int) -> None:
         while len(buf) < n:
@@ -162,7 +223,7 @@ async def _build(
         nonlocal ops, held
         if ops:
             todo, ops, held = ops, [], 0
-            await loop.run_in_executor(pool, _apply, up, base.reader, todo)
+            await loop.run_in_executor(pool, _apply, up, base.reader, hasher, todo)
 
     def grow(n: int) -> None:
         nonlocal built, held
@@ -214,10 +275,14 @@ async def _build(
             raise BadRequest("a delta needs the new file's sha-256: Repr-Digest or a D step")
         await flush()
         stored = await loop.run_in_executor(
-            pool, lambda: up.complete([], length=size, expected=expected, commit=True)
+            pool,
+            lambda: up.complete(
+                [], length=size, expected=expected, commit=True, digest=hasher.digest()
+            ),
         )
         ok = True
         return stored
     finally:
         if not ok:
             await asyncio.to_thread(up.discard)
+        await asyncio.to_thread(hasher.close)

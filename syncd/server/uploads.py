@@ -7,6 +7,7 @@ straight from the socket (:mod:`.ingest`) for a short slice of time at most.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from syncd.digests import digest_header
 from syncd.faults import crash_point
 from syncd.server.errors import BadRequest, Conflict, Forbidden, NotFound, StoreError, os_error
-from syncd.server.fdio import O_NOFOLLOW, O_TEMP, lstat_at, start_writeback, write_all
+from syncd.server.fdio import CHUNK, O_NOFOLLOW, O_TEMP, lstat_at, start_writeback, write_all
 from syncd.server.hashes import hash_at
 from syncd.server.ingest import receive_into
 from syncd.server.paths import TEMP_SUFFIX, RelPath
@@ -34,6 +35,9 @@ log = logging.getLogger("syncd.server.store")  # (the name the server's logs hav
 WRITEBACK = 8 << 20
 """A large upload starts the disk writeback of every this many bytes as soon as they are
 written (see :func:`.fdio.start_writeback`)."""
+
+_NO_KERNEL_COPY = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP}
+"""What copy_file_range says where it cannot copy these files (then they are read and written)."""
 
 
 @dataclass(frozen=True)
@@ -54,8 +58,11 @@ class Upload:
     stopping server can remove the temps of requests it had to abandon.
     """
 
-    def __init__(self, store: Store, rel: RelPath) -> None:
-        """A new upload to ``rel`` (nothing touches the disk until its first write)."""
+    def __init__(self, store: Store, rel: RelPath, *, hashed: bool = True) -> None:
+        """A new upload to ``rel`` (nothing touches the disk until its first write).
+
+        Without ``hashed`` the upload does not hash what is written: its caller does (in a
+        thread of its own, while this one writes) and names the digest to :meth:`complete`."""
         if not rel.parts or rel.trailing_slash:
             raise BadRequest(f"{rel}: an upload needs a file path, not a directory")
         self._store = store
@@ -80,6 +87,8 @@ class Upload:
         """What the file it replaces is kept as (a COPY onto a path: ``overwritten``)."""
         self._epoch = 0  # the store's dir_epoch when its directories were opened
         self._mode = 0o644  # the temp's mode now
+        self._hashing = hashed
+        self._kernel_copy = hasattr(os, "copy_file_range")  # (Linux; until it says it cannot)
 
     def set_meta(self, *, mtime_ns: int | None = None, executable: bool | None = None) -> None:
         """What the stored file carries besides its bytes, applied just before the rename
@@ -149,9 +158,40 @@ class Upload:
             n = write_all(self._fd, chunks)
         except OSError as e:
             raise os_error(e, str(self.rel)) from e
-        for c in chunks:
-            self._hash.update(c)
+        if self._hashing:
+            for c in chunks:
+                self._hash.update(c)
         self._wrote(n)
+
+    def _copy_in(self, fd: int, offset: int, length: int) -> None:
+        self._ready()
+        if self._hashing:
+            raise RuntimeError("copy_in is for an upload its caller hashes")
+        end = offset + length
+        while offset < end:
+            want = min(end - offset, WRITEBACK)
+            try:
+                n = self._copy_piece(fd, offset, want)
+            except OSError as e:
+                raise os_error(e, str(self.rel)) from e
+            if n == 0:
+                raise BadRequest(f"{self.rel}: the file copied from shrank while it was copied")
+            offset += n
+            self._wrote(n)
+
+    def _copy_piece(self, fd: int, offset: int, want: int) -> int:
+        """Copy up to ``want`` bytes at ``offset`` of ``fd`` to the temp's end: inside the
+        kernel where it can (no pass through Python; a reflink on filesystems that have
+        them), else read and written (a filesystem, or a kernel, without copy_file_range)."""
+        if self._kernel_copy:
+            try:
+                return os.copy_file_range(fd, self._fd, want, offset)
+            except OSError as e:
+                if e.errno not in _NO_KERNEL_COPY:
+                    raise
+                self._kernel_copy = False
+        data = os.pread(fd, min(want, CHUNK), offset)
+        return write_all(self._fd, [data]) if data else 0
 
     def _wrote(self, n: int) -> None:
         self.size += n
@@ -160,8 +200,10 @@ class Upload:
             self._written_back = self.size
         crash_point("server-mid-body")
 
-    def _finish(self, durable: bool = True) -> None:
+    def _finish(self, durable: bool = True, digest: bytes | None = None) -> None:
         self._ready()
+        if self._hashing == (digest is not None):
+            raise RuntimeError("an upload hashed by its caller is completed with its digest")
         try:
             if durable:
                 os.fsync(self._fd)
@@ -171,7 +213,7 @@ class Upload:
         finally:
             os.close(self._fd)
             self._fd = -1
-        self.digest = self._hash.digest()
+        self.digest = self._hash.digest() if digest is None else digest
         self._state = "finished"
 
     def _commit(self, sync_dir: bool = True) -> bool:
@@ -304,6 +346,12 @@ class Upload:
         with self._lock:
             self._write(chunks)
 
+    def copy_in(self, fd: int, offset: int, length: int) -> None:
+        """Append ``length`` bytes of the file ``fd`` from ``offset`` (an upload made
+        without ``hashed``: its caller hashes them); BadRequest if ``fd`` ends before."""
+        with self._lock:
+            self._copy_in(fd, offset, length)
+
     def receive_some(self, sock: socket.socket, remaining: int, stop: threading.Event) -> int:
         """Receive up to ``remaining`` bytes of the body straight from ``sock`` (non-blocking;
         the event loop must not be reading it) into the temp file; returns how many came.
@@ -333,19 +381,21 @@ class Upload:
         expected: Sequence[bytes],
         commit: bool,
         durable: bool = True,
+        digest: bytes | None = None,
     ) -> Stored:
         """Write ``rest``, fsync, check length and digests, then rename into place if ``commit``.
 
         Raises :class:`BadRequest` on a length or digest mismatch; discards the temp on any
         failure. Without ``commit`` the temp stays for :meth:`commit` (dir fds are released).
         Without ``durable`` the temp is not fsynced: the caller flushes it before the commit
-        (a batch flushes all of its files at once, :mod:`.batch`).
+        (a batch flushes all of its files at once, :mod:`.batch`). An upload made without
+        ``hashed`` is given the ``digest`` of what was written.
         """
         with self._lock:
             try:
                 if rest:
                     self._write(rest)
-                self._finish(durable)
+                self._finish(durable, digest)
                 if length is not None and self.size != length:
                     raise BadRequest(f"body has {self.size} bytes but Content-Length says {length}")
                 self._check_digests(expected)
