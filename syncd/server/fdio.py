@@ -6,6 +6,7 @@ Every function blocks: run it in a worker thread.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Sequence
@@ -66,6 +67,25 @@ def write_all(fd: int, chunks: Sequence[bytes | memoryview]) -> int:
         if n:
             views[0] = views[0][n:]
     return total
+
+
+_NO_KERNEL_COPY = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP}
+"""What copy_file_range says where it cannot copy these files (they are read and written)."""
+
+
+def copy_piece(src: int, dst: int, offset: int, want: int) -> int:
+    """Copy up to ``want`` bytes at ``offset`` of ``src`` to ``dst``'s position; returns how
+    many (0: ``src`` ends there). Inside the kernel where it can (the bytes never pass through
+    Python; a reflink on filesystems that have them), else read and written (a filesystem or
+    a kernel without copy_file_range, or not between these two files)."""
+    if hasattr(os, "copy_file_range"):
+        try:
+            return os.copy_file_range(src, dst, want, offset)
+        except OSError as e:
+            if e.errno not in _NO_KERNEL_COPY:
+                raise
+    data = os.pread(src, min(want, CHUNK), offset)
+    return write_all(dst, [data]) if data else 0
 
 
 def start_writeback(fd: int, offset: int, length: int) -> None:

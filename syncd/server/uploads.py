@@ -7,7 +7,6 @@ straight from the socket (:mod:`.ingest`) for a short slice of time at most.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 import os
@@ -21,7 +20,14 @@ from dataclasses import dataclass
 from syncd.digests import digest_header
 from syncd.faults import crash_point
 from syncd.server.errors import BadRequest, Conflict, Forbidden, NotFound, StoreError, os_error
-from syncd.server.fdio import CHUNK, O_NOFOLLOW, O_TEMP, lstat_at, start_writeback, write_all
+from syncd.server.fdio import (
+    O_NOFOLLOW,
+    O_TEMP,
+    copy_piece,
+    lstat_at,
+    start_writeback,
+    write_all,
+)
 from syncd.server.hashes import hash_at
 from syncd.server.ingest import receive_into
 from syncd.server.paths import TEMP_SUFFIX, RelPath
@@ -35,9 +41,6 @@ log = logging.getLogger("syncd.server.store")  # (the name the server's logs hav
 WRITEBACK = 8 << 20
 """A large upload starts the disk writeback of every this many bytes as soon as they are
 written (see :func:`.fdio.start_writeback`)."""
-
-_NO_KERNEL_COPY = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP}
-"""What copy_file_range says where it cannot copy these files (then they are read and written)."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,6 @@ class Upload:
         self._epoch = 0  # the store's dir_epoch when its directories were opened
         self._mode = 0o644  # the temp's mode now
         self._hashing = hashed
-        self._kernel_copy = hasattr(os, "copy_file_range")  # (Linux; until it says it cannot)
 
     def set_meta(self, *, mtime_ns: int | None = None, executable: bool | None = None) -> None:
         """What the stored file carries besides its bytes, applied just before the rename
@@ -171,27 +173,13 @@ class Upload:
         while offset < end:
             want = min(end - offset, WRITEBACK)
             try:
-                n = self._copy_piece(fd, offset, want)
+                n = copy_piece(fd, self._fd, offset, want)
             except OSError as e:
                 raise os_error(e, str(self.rel)) from e
             if n == 0:
                 raise BadRequest(f"{self.rel}: the file copied from shrank while it was copied")
             offset += n
             self._wrote(n)
-
-    def _copy_piece(self, fd: int, offset: int, want: int) -> int:
-        """Copy up to ``want`` bytes at ``offset`` of ``fd`` to the temp's end: inside the
-        kernel where it can (no pass through Python; a reflink on filesystems that have
-        them), else read and written (a filesystem, or a kernel, without copy_file_range)."""
-        if self._kernel_copy:
-            try:
-                return os.copy_file_range(fd, self._fd, want, offset)
-            except OSError as e:
-                if e.errno not in _NO_KERNEL_COPY:
-                    raise
-                self._kernel_copy = False
-        data = os.pread(fd, min(want, CHUNK), offset)
-        return write_all(self._fd, [data]) if data else 0
 
     def _wrote(self, n: int) -> None:
         self.size += n
