@@ -247,6 +247,10 @@ class Cutter:
         self.chunks = Chunks(bytes(out), whole)
 
 
+DELTA_MIN = 16 << 20
+"""Changed files from this size on go as deltas of the server's copy (where the remote takes
+them: ``Features.delta``); smaller ones cost little to send whole."""
+
 STEP = struct.Struct(">cQQ")
 """A delta body's record head: ``C`` + base offset + length, ``L`` + 0 + length followed by
 ``length`` bytes, or (last) ``D`` + 0 + 32 followed by the new file's sha-256

@@ -92,6 +92,45 @@ def hash_path(path: Path, expect: LocalFile, stats: ReadStats | None = None) -> 
     return h.hexdigest()
 
 
+CUT_BATCH = 512
+"""Chunk records handed on at a time while a file is cut."""
+
+
+def cut_path(
+    path: Path,
+    expect: LocalFile,
+    stats: ReadStats | None = None,
+    stop: threading.Event | None = None,
+    emit: Callable[[list[tuple[int, int, bytes]]], None] | None = None,
+) -> Chunks:
+    """The file's chunk list and whole sha-256 in one read (blocking: a worker thread; the
+    hash in a second one, :class:`~syncd.chunking.Cutter`), each batch of records handed to
+    ``emit`` as it is cut. Raises SourceChanged if it is not, or no longer, the file
+    ``expect`` describes; stops early (an incomplete result) once ``stop`` is set."""
+    fd, st = _open(path, expect)
+    try:
+        if not _same(st, expect):
+            raise SourceChanged(expect.rel, "changed since it was scanned")
+        cutter = Cutter(fd, expect.size)
+        try:
+            for batch in cutter.batches(stop or threading.Event(), CUT_BATCH):
+                if emit is not None:
+                    emit(batch)
+        except Changed:
+            raise SourceChanged(expect.rel, "changed while it was being read") from None
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if stats is not None:
+        stats.files += 1
+        stats.bytes += expect.size
+    if not _same(after, expect):
+        raise SourceChanged(expect.rel, "changed while it was being read")
+    if cutter.chunks is None:
+        raise SourceChanged(expect.rel, "was not read completely")
+    return cutter.chunks
+
+
 @dataclass
 class Source:
     """A local file being uploaded, as the remotes see it.
@@ -122,6 +161,9 @@ class Source:
     #: Set by a remote that cut the file into chunks: (the sha-256 of the bytes cut, their
     #: list), for the manifest once the remote confirms those bytes.
     new_chunks: tuple[str, bytes] | None = field(default=None, init=False)
+    #: The chunk list (and sha-256) of the file as ``local`` describes it, taken before the
+    #: upload began; ``cut`` hands it out while the file is still that one.
+    cut_ahead: tuple[LocalFile, Chunks] | None = None
     error: SourceError | None = field(default=None, init=False)
     _sent: int = field(default=0, init=False)
 
@@ -256,28 +298,24 @@ class Source:
         """Cut the file into chunks (blocking: a worker thread; :mod:`syncd.chunking`), each
         batch of (offset, length, xxh3-128) handed to ``emit`` as it is cut; returns the list
         and the whole sha-256. Raises SourceChanged if it is not, or no longer, the file
-        ``local`` describes; stops early (an incomplete result) once ``stop`` is set."""
-        fd, st = _open(self.path, self.local)
-        try:
-            if not _same(st, self.local):
-                raise SourceChanged(self.rel, "changed since it was scanned")
-            cutter = Cutter(fd, self.local.size)
-            try:
-                for batch in cutter.batches(stop):
-                    emit(batch)
-            except Changed:
-                raise SourceChanged(self.rel, "changed while it was being read") from None
-            after = os.fstat(fd)
-        finally:
+        ``local`` describes; stops early (an incomplete result) once ``stop`` is set.
+
+        A list already taken of this very file (``cut_ahead``: the uploader's compare cut it
+        instead of only hashing it) is handed out again, the file not read a second time."""
+        ahead = self.cut_ahead
+        if ahead is not None and ahead[0] == self.local:
+            fd, st = _open(self.path, self.local)
             os.close(fd)
-        if self.stats is not None:
-            self.stats.files += 1
-            self.stats.bytes += self.local.size
-        if not _same(after, self.local):
-            raise SourceChanged(self.rel, "changed while it was being read")
-        if cutter.chunks is None:
-            raise SourceChanged(self.rel, "was not read completely")
-        return cutter.chunks
+            if not _same(st, self.local):
+                raise SourceChanged(self.rel, "changed since it was read")
+            entries = list(ahead[1].entries())
+            for i in range(0, len(entries), CUT_BATCH):
+                if stop.is_set():
+                    return ahead[1]
+                emit(entries[i : i + CUT_BATCH])
+            emit([])
+            return ahead[1]
+        return cut_path(self.path, self.local, self.stats, stop, emit)
 
     def read_at(self, offset: int, size: int) -> bytes:
         """``size`` bytes of the file from ``offset`` (blocking); SourceChanged if fewer."""

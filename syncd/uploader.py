@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, cast
 
+from syncd.chunking import DELTA_MIN, Chunks
 from syncd.errors import (
     AuthError,
     PermanentError,
@@ -22,11 +23,11 @@ from syncd.errors import (
     WrongProtocol,
 )
 from syncd.faults import crash_point
-from syncd.hashing import SMALL, ReadStats, Source, hash_path
+from syncd.hashing import SMALL, ReadStats, Source, cut_path, hash_path
 from syncd.remotes.base import Batcher, BatchLimits, Mover, Remote
 from syncd.retry import RetryPolicy
 from syncd.scanner import Scanner
-from syncd.types import LocalFile, Op, OpKind, RemoteEntry
+from syncd.types import LocalFile, Op, OpKind, RemoteEntry, Row
 
 log = logging.getLogger("syncd.uploader")
 
@@ -98,6 +99,8 @@ class _Prepared:
     key: tuple[str, str]
     snapshot: bool
     first: Source | None
+    cut: Chunks | None = None
+    """The chunk list taken while it was compared (a delta then need not read it again)."""
 
 
 BatchResult = str | SyncdError | None
@@ -166,6 +169,8 @@ class Uploader:
                 # (a delta of the server's copy, if the row still names it: it checks)
                 src.base_sha256 = row.sha256
                 src.base_chunks = self.records.chunks(ctx.scope, op.rel, row.sha256)
+                if prep.cut is not None:
+                    src.cut_ahead = (prep.local, prep.cut)
             sha = await self.remote.put(ctx.remote(op.rel), src)
             if src.data is not None:
                 on_bytes(len(src.data))
@@ -188,6 +193,10 @@ class Uploader:
             sha = await self.policy.run(what, attempt)
         return self._sent(ctx, op, local, sha, started)
 
+    def _delta_of(self, row: Row | None, local: LocalFile) -> bool:
+        """Whether a changed ``local`` would go as a delta of the server's copy ``row``."""
+        return row is not None and self.remote.features.delta and local.size >= DELTA_MIN
+
     async def _prepare(
         self, ctx: FolderCtx, op: Op, on_bytes: Callable[[int], None]
     ) -> _Prepared | str:
@@ -203,6 +212,7 @@ class Uploader:
         row = op.row
         hint = ctx.remote_hints.get(op.rel)
         first: Source | None = None
+        cut: Chunks | None = None
         if not snapshot and (
             (row is not None and row.size == local.size)
             or (hint is not None and hint.size == local.size and hint.sha256)
@@ -212,6 +222,11 @@ class Uploader:
                     first = await self._open(path, local, on_bytes)
                     assert first.sha256 is not None
                     sha = first.sha256
+                elif self._delta_of(row, local):
+                    # cut while hashed (one read, the cut in a second thread): a delta of it
+                    # sends the steps from this list instead of reading the file again
+                    cut = await asyncio.to_thread(cut_path, path, local, self.stats)
+                    sha = cut.sha256
                 else:
                     sha = await asyncio.to_thread(hash_path, path, local, self.stats)
             except SourceChanged:
@@ -232,7 +247,7 @@ class Uploader:
                 "`syncd sync --force-delete`",
                 path=op.rel,
             )
-        return _Prepared(local, key, snapshot, first)
+        return _Prepared(local, key, snapshot, first, cut)
 
     def _sent(self, ctx: FolderCtx, op: Op, local: LocalFile, sha: str, started: float) -> str:
         """The remote confirmed ``sha`` for the bytes read as ``local``: record exactly that,

@@ -12,6 +12,8 @@ import os
 import random
 import sqlite3
 import struct
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -96,6 +98,66 @@ def test_a_changed_large_file_sends_only_what_changed(
     # the old bytes were kept as a version, as any replaced file is
     kept = list((server.root / ".~syncd-versions/docs/big.bin").iterdir())
     assert [p.read_bytes() == before for p in kept] == [True]
+
+
+READ_COUNTED = """\
+import atexit, sys
+def said():
+    io = dict(line.split(": ") for line in open("/proc/self/io").read().splitlines())
+    sys.stderr.write(f"RCHAR {int(io['rchar'])}\\n")
+atexit.register(said)
+from syncd.cli import main
+sys.argv[0] = "syncd"
+sys.exit(main())
+"""
+
+
+def _sync_counting_reads(cfg: Path) -> tuple[subprocess.CompletedProcess[str], int]:
+    """`syncd sync` and the bytes the process read (rchar: every read and pread)."""
+    r = subprocess.run(
+        [sys.executable, "-c", READ_COUNTED, "sync", "-c", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    counted = [int(line.split()[1]) for line in r.stderr.splitlines() if line.startswith("RCHAR ")]
+    assert counted, r.stderr
+    return r, counted[-1]
+
+
+@pytest.mark.parametrize("edit", ["4 KiB rewritten in place", "touched, bytes unchanged"])
+def test_a_same_size_change_of_a_large_file_is_read_once(
+    tmp_path: Path, server: ServerProc, folder: Path, edit: str
+) -> None:
+    """The compare with the manifest (same size: is it the same bytes?) cuts the file while
+    it hashes it; the delta then sends from that list and does not read the file again. A
+    touch goes as a delta too (the new mtime is stored with the file): no byte of it sent."""
+    cfg, proxy = _synced(tmp_path, server, folder)
+    path = folder / "big.bin"
+    data = path.read_bytes()
+    if edit.startswith("touched"):
+        st = path.stat()
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        want = data
+    else:
+        with path.open("r+b") as f:
+            f.seek(10 * MiB)
+            f.write(_random(4096, 9))
+        want = path.read_bytes()
+    try:
+        r, read = _sync_counting_reads(cfg)
+    finally:
+        proxy.stop()
+    assert r.returncode == 0, r.stderr
+    assert (server.root / "docs/big.bin").read_bytes() == want
+    assert len([s for s in proxy.seen if s.target.endswith("?delta")]) == 1, r.stderr
+    assert _sent(proxy) < 4096 + 2 * (256 << 10) + 64 * 1024, _sent(proxy)
+    if want == data:
+        assert "sent as a delta: 0 of" in r.stderr, r.stderr
+        assert os.stat(server.root / "docs/big.bin").st_mtime_ns == path.stat().st_mtime_ns
+    # read once by the cut and once by the whole file's hash (two threads, side by side),
+    # plus what starting Python and reading the config and manifest take; not a third time
+    assert 2 * SIZE <= read < 2 * SIZE + SIZE // 2, read
 
 
 def test_the_chunk_list_is_kept_in_the_manifest_and_used_next_time(

@@ -11,12 +11,13 @@ still the one the upload was started for (size, mtime, ctime, inode); otherwise 
 cancelled and started again. The digest covers the whole file, read locally again, so the
 server never takes bytes that are not the file's.
 
-**Delta.** A changed file from :data:`DELTA_MIN` on, whose server copy the manifest names, is
-cut into chunks (:mod:`syncd.chunking`); the chunks the server's copy has (its list from the
-manifest, else from ``GET ?chunks``) are copied there from it, only the others are sent. The
-server checks the whole file's digest before it shows the file. A base that is not the one
-named (412), a server without deltas, or a delta that would send over half of the file: the
-file goes whole instead.
+**Delta.** A changed file from :data:`syncd.chunking.DELTA_MIN` on, whose server copy the
+manifest names, is cut into chunks (:mod:`syncd.chunking`); the chunks the server's copy has
+(its list from the manifest, else from ``GET ?chunks``) are copied there from it, only the
+others are sent. The server checks the whole file's digest before it shows the file. A base
+that is not the one named (412), a server without deltas, or a delta that would send over
+half of the file: the file goes whole instead. A same-size edit was cut when the uploader
+compared it with the manifest (``Source.cut_ahead``): the file is read once, not twice.
 """
 
 from __future__ import annotations
@@ -44,8 +45,6 @@ log = logging.getLogger("syncd.remotes.syncd")
 
 RESUMABLE_MIN = 16 << 20
 """Files from this size on go as resumable uploads (smaller ones cost little to send again)."""
-DELTA_MIN = 16 << 20
-"""Changed files from this size on go as deltas of the server's copy."""
 INTEROP = "8"
 PIECE = 1 << 20
 
@@ -72,7 +71,7 @@ class LargeUploads(HTTPRemote):
         return "upload-limit" in await self.offers()
 
     async def delta_possible(self, source: Source) -> bool:
-        if source.size < DELTA_MIN or source.snapshot or not source.base_sha256:
+        if source.size < chunking.DELTA_MIN or source.snapshot or not source.base_sha256:
             return False
         return (await self.offers()).get("x-syncd-chunking") == chunking.PARAMS
 
